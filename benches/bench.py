@@ -1,0 +1,1048 @@
+#!/usr/bin/env python3
+"""The ts3ab-lb benchmark suite (started by benches/run.sh, which installs and builds first).
+
+Every claim is a ratio or a difference measured side by side in this one run, in interleaved
+rounds (A, B, C, A, B, C, ...), reported as median with min/max over the rounds. The proxy under
+test is pinned to CPU 0; load generators and upstreams (nginx, fake nodes) to CPU 1.
+
+Sections (all by default; pick with --only):
+  proxy     proxy overhead: direct / nginx / bare Pingora / ts3ab-lb in front of an nginx fake node
+  fanout    bot/list latency through the router over 1, 4, 16, 64 fake nodes
+  scaling   cluster throughput over 1..16 fake nodes with a service time and a concurrency limit
+  placement 10,000 creates, 64 concurrent, over nodes of mixed capacity
+  scale     100 nodes x 300 bots: router memory and bot/use routing latency
+  failover  kill a node with 300 bots; time until they run elsewhere
+  micro     criterion micro-benchmarks (parser/rewriter, routing and placement decisions)
+
+Writes <out>/results.md (tables + targets), results.json (every round), results.csv (flat).
+Only the standard library is used.
+"""
+
+import argparse
+import base64
+import csv
+import ctypes
+import datetime
+import glob
+import http.client
+import json
+import os
+import platform
+import random
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(os.path.abspath(__file__)).parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+REL = TARGET / "release"
+EX = REL / "examples"
+NGINX_DIR = ROOT / "benches" / "nginx"
+
+PROXY_CPU, LOAD_CPU = "0", "1"
+NODE_AUTH = "router:node-token"
+NODE_HDR = "Basic " + base64.b64encode(NODE_AUTH.encode()).decode()
+KEY = ("bench", "bench-secret-123")
+KEY_HDR = "Basic " + base64.b64encode(f"{KEY[0]}:{KEY[1]}".encode()).decode()
+ALL_SECTIONS = ["proxy", "fanout", "scaling", "placement", "scale", "failover", "micro"]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent():
+    # PR_SET_PDEATHSIG = 1: the child gets SIGKILL if this runner dies (even by SIGKILL).
+    _libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+class Procs:
+    """Every process the runner starts, by PID; all are stopped (bounded) at exit."""
+
+    def __init__(self, pidfile):
+        self.pidfile = pidfile
+        self.live = {}
+
+    def start(self, name, argv, cpu=None, log_path=None, stdout_pipe=False, env=None):
+        if cpu is not None:
+            argv = ["taskset", "-c", cpu] + list(argv)
+        err = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        p = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout_pipe else err,
+            stderr=err,
+            preexec_fn=_die_with_parent,
+            env=env,
+        )
+        if log_path:
+            err.close()
+        p.bench_name = name
+        self.live[p.pid] = p
+        with open(self.pidfile, "a") as f:
+            f.write(f"{p.pid} {name}\n")
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=5.0):
+        if p.pid not in self.live:
+            return
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, sig)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{p.bench_name} (pid {p.pid}) ignored signal {sig}; killing it")
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait(5)
+            except ProcessLookupError:
+                pass
+        if p.stdout:
+            p.stdout.close()
+        del self.live[p.pid]
+
+    def stop_all(self):
+        for p in list(self.live.values()):
+            self.stop(p, getattr(p, "stop_signal", signal.SIGTERM), 3.0)
+
+
+PROCS = None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc=None, timeout=20.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.bench_name} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+def read_lines(p, want, timeout=60.0):
+    """Reads stdout lines until `want(lines)` is true."""
+    lines, buf, end = [], b"", time.time() + timeout
+    fd = p.stdout.fileno()
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                lines.append(line.decode().strip())
+            if want(lines):
+                return lines
+        elif p.poll() is not None:
+            break
+    raise RuntimeError(f"{p.bench_name}: wanted output not seen (got {lines[-3:]})")
+
+
+def http_get(port, path, auth=None, timeout=10.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.putrequest("GET", path, skip_accept_encoding=True)
+        if auth:
+            c.putheader("Authorization", auth)
+        c.endheaders()
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+# ---- components --------------------------------------------------------------------------------
+
+
+def start_fake_cluster(work, name, nodes, bots=0, service_ms=0, max_conc=None, workers=1):
+    argv = [str(EX / "fake_cluster"), "--nodes", str(nodes), "--bots", str(bots), "--auth", NODE_AUTH,
+            "--workers", str(workers)]
+    if service_ms:
+        argv += ["--service-time-ms", str(service_ms)]
+    if max_conc:
+        argv += ["--max-concurrency", str(max_conc)]
+    p = PROCS.start(name, argv, cpu=LOAD_CPU, log_path=work / f"{name}.log", stdout_pipe=True)
+    lines = read_lines(p, lambda ls: "ready" in ls, timeout=120)
+    p.urls = [l.split()[-1] for l in lines if l.startswith("listening on ")]
+    return p
+
+
+def start_fake_node(work, name, bots):
+    argv = [str(REL / "ts3ab-fake-node"), "--name", name, "--auth", NODE_AUTH, "--anonymous", "none",
+            "--bots", str(bots)]
+    p = PROCS.start(name, argv, cpu=LOAD_CPU, log_path=work / f"{name}.log", stdout_pipe=True)
+    lines = read_lines(p, lambda ls: any(l.startswith("listening on ") for l in ls), timeout=30)
+    p.url = next(l.split()[-1] for l in lines if l.startswith("listening on "))
+    return p
+
+
+def start_router(work, name, nodes, threads=1, work_stealing=True, interval_ms=2000, pool=128):
+    """`nodes`: list of (addr, capacity). Returns the process with .port."""
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    lines = [
+        f'listen: "127.0.0.1:{port}"',
+        f'keys: [{{name: {KEY[0]}, secret: "{KEY[1]}", role: user}}, {{name: ops, secret: "ops-secret-123", role: admin}}]',
+        "nodes:",
+    ]
+    for i, (addr, cap) in enumerate(nodes):
+        lines.append(f'  - {{name: n{i}, url: "http://{addr}", auth: "{NODE_AUTH}", capacity: {cap}}}')
+    lines += [
+        f'storage: {{kind: embedded, path: "{d / "store"}"}}',
+        f"server: {{threads: {threads}, work_stealing: {str(work_stealing).lower()}, grace_period_seconds: 0, "
+        f"graceful_shutdown_timeout_seconds: 0, upstream_keepalive_pool_size: {pool}, "
+        f'pid_file: "{d / "pingora.pid"}", upgrade_sock: "{d / "upgrade.sock"}"}}',
+        f"health: {{interval_ms: {interval_ms}}}",
+    ]
+    (d / "config.yaml").write_text("\n".join(lines) + "\n")
+    env = dict(os.environ, RUST_LOG="info")
+    p = PROCS.start(name, [str(REL / "ts3ab-lb"), "serve", "--config", str(d / "config.yaml")], cpu=PROXY_CPU,
+                    log_path=d / "router.log", env=env)
+    p.stop_signal = signal.SIGINT
+    p.port = port
+    wait_port(port, p)
+    return p
+
+
+def router_bots(port, expect=None, timeout=60.0):
+    """The router's bot/list ids; waits until there are `expect` of them."""
+    end = time.time() + timeout
+    ids = []
+    while True:
+        try:
+            st, body = http_get(port, "/api/bot/list", KEY_HDR, timeout=30)
+            if st == 200:
+                ids = sorted(b["Id"] for b in json.loads(body) if b.get("Id") is not None)
+                if expect is None or len(ids) >= expect:
+                    return ids
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        if time.time() > end:
+            raise RuntimeError(f"router on {port} knows {len(ids)} bots, wanted {expect}")
+        time.sleep(0.5)
+
+
+def start_nginx(work, name, template, subst, cpu):
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    text = (NGINX_DIR / template).read_text()
+    for k, v in dict(subst, DIR=str(d)).items():
+        text = text.replace(f"@{k}@", str(v))
+    (d / "nginx.conf").write_text(text)
+    p = PROCS.start(name, ["nginx", "-p", str(d), "-c", str(d / "nginx.conf")], cpu=cpu,
+                    log_path=d / "stderr.log")
+    p.stop_signal = signal.SIGTERM
+    p.port = subst["PORT"]
+    wait_port(p.port, p)
+    return p
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+
+
+def cpu_times():
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if re.match(r"cpu\d", line):
+                parts = line.split()
+                vals = [int(x) for x in parts[1:9]]
+                out[parts[0]] = (sum(vals), vals[3] + vals[4], vals[7])
+    return out
+
+
+def cpu_busy(before, after):
+    res = {}
+    for k in after:
+        tot = after[k][0] - before[k][0]
+        idle = after[k][1] - before[k][1]
+        steal = after[k][2] - before[k][2]
+        res[k] = {"busy": round(100.0 * (tot - idle) / tot, 1) if tot else 0.0,
+                  "steal": round(100.0 * steal / tot, 1) if tot else 0.0}
+    return res
+
+
+def proc_cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out
+
+
+def wrk(port, path, auth, seconds, conns=32, pid=None):
+    url = f"http://127.0.0.1:{port}{path}"
+    c0, t0 = cpu_times(), time.time()
+    p0 = proc_cpu(pid) if pid else None
+    r = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-H",
+                        f"Authorization: {auth}", url], capture_output=True, text=True, timeout=seconds + 30)
+    wall = time.time() - t0
+    busy = cpu_busy(c0, cpu_times())
+    m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+    if not m:
+        raise RuntimeError(f"wrk gave no rate: {r.stdout} {r.stderr}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", r.stdout)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", r.stdout)
+    out = {"rps": float(m.group(1)), "non2xx": int(bad.group(1)) if bad else 0,
+           "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
+           "cpu0": busy.get("cpu0", {}).get("busy"), "cpu1": busy.get("cpu1", {}).get("busy"),
+           "steal": max(v["steal"] for v in busy.values())}
+    if pid:
+        out["proxy_cpu"] = round(100.0 * (proc_cpu(pid) - p0) / wall, 1)
+    return out
+
+
+def loadgen(port, paths, auth, seconds, conns=32, rate=None, warmup=1.0, per_conn=False, requests=None,
+            work=None, pid=None):
+    argv = ["taskset", "-c", LOAD_CPU, str(EX / "loadgen"), "--addr", f"127.0.0.1:{port}", "--header",
+            f"Authorization: {auth}", "--connections", str(conns), "--duration", str(seconds), "--warmup",
+            str(warmup)]
+    if len(paths) > 20:
+        pf = (work or Path("/tmp")) / f"paths-{port}-{len(paths)}.txt"
+        pf.write_text("\n".join(paths) + "\n")
+        argv += ["--paths-file", str(pf)]
+    else:
+        for p in paths:
+            argv += ["--path", p]
+    if rate:
+        argv += ["--rate", str(int(rate))]
+    if per_conn:
+        argv += ["--path-mode", "per-conn"]
+    if requests:
+        argv += ["--requests", str(requests)]
+    c0, t0 = cpu_times(), time.time()
+    p0 = proc_cpu(pid) if pid else None
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + warmup + 600)
+    wall = time.time() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {r.stderr}")
+    out = json.loads(r.stdout)
+    busy = cpu_busy(c0, cpu_times())
+    out["cpu0"] = busy.get("cpu0", {}).get("busy")
+    out["cpu1"] = busy.get("cpu1", {}).get("busy")
+    if pid:
+        out["proxy_cpu"] = round(100.0 * (proc_cpu(pid) - p0) / wall, 1)
+    return out
+
+
+def stats(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+
+
+def fmt(x, nd=2):
+    if x is None:
+        return "n/a"
+    if isinstance(x, float) and abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def fmt_s(s, nd=2, scale=1.0):
+    if not s or s.get("median") is None:
+        return "n/a"
+    return f"{fmt(s['median'] * scale, nd)} ({fmt(s['min'] * scale, nd)}–{fmt(s['max'] * scale, nd)})"
+
+
+# ---- sections ----------------------------------------------------------------------------------
+
+
+def section_proxy(cfg, work, R):
+    rounds, secs = cfg["proxy_rounds"], cfg["proxy_secs"]
+    up_port = free_port()
+    up = start_nginx(work, "upstream-nginx", "upstream.conf", {"PORT": up_port, "NODE_AUTH": NODE_HDR}, LOAD_CPU)
+    upstream = f"127.0.0.1:{up_port}"
+    ng = start_nginx(work, "proxy-nginx", "proxy.conf", {"PORT": free_port(), "UPSTREAM_PORT": up_port}, PROXY_CPU)
+
+    def bare(name, ws):
+        port = free_port()
+        p = PROCS.start(name, [str(EX / "bare_pingora"), f"127.0.0.1:{port}", upstream, "1", str(ws).lower(), "128"],
+                        cpu=PROXY_CPU, log_path=work / f"{name}.log")
+        p.stop_signal = signal.SIGINT
+        p.port = port
+        wait_port(port, p)
+        return p
+
+    bp = bare("bare-pingora", True)
+    lb = start_router(work, "router", [(upstream, 300)])
+    variants = cfg["proxy_variants"]
+    if variants:
+        bp_ns = bare("bare-pingora-nosteal", False)
+        lb_ns = start_router(work, "router-nosteal", [(upstream, 300)], work_stealing=False)
+    for p in [lb] + ([lb_ns] if variants else []):
+        ids = router_bots(p.port, 1)
+        if ids != [0]:
+            raise RuntimeError(f"router should map the nginx node's bot 5 to cluster id 0, has {ids}")
+
+    song_local, song_cluster = "/api/bot/use/5/(/song)", "/api/bot/use/0/(/song)"
+    info_local, info_cluster = "/api/bot/use/5/(/bot/info)", "/api/bot/use/0/(/bot/info)"
+    # Check every path answers what it should before timing it.
+    st, body = http_get(lb.port, info_cluster, KEY_HDR)
+    if st != 200 or json.loads(body).get("Id") != 0:
+        raise RuntimeError(f"router bot/info answer not translated: {st} {body[:200]}")
+    targets = [
+        ("direct", up, song_local, NODE_HDR),
+        ("nginx", ng, song_local, NODE_HDR),
+        ("bare", bp, song_local, NODE_HDR),
+        ("router", lb, song_cluster, KEY_HDR),
+        ("bare bot/info", bp, info_local, NODE_HDR),
+        ("router bot/info", lb, info_cluster, KEY_HDR),
+    ]
+    if variants:
+        targets += [("bare no-steal", bp_ns, song_local, NODE_HDR), ("router no-steal", lb_ns, song_cluster, KEY_HDR)]
+    for name, p, path, auth in targets:
+        st, _ = http_get(p.port, path, auth)
+        if st != 200:
+            raise RuntimeError(f"{name}: {path} answered {st}")
+    log("proxy: warming up")
+    for name, p, path, auth in targets:
+        wrk(p.port, path, auth, 2)
+    runs = {t[0]: [] for t in targets}
+    for r in range(rounds):
+        order = targets if r % 2 == 0 else list(reversed(targets))
+        for name, p, path, auth in order:
+            res = wrk(p.port, path, auth, secs, pid=None if name == "direct" else p.pid)
+            res["round"] = r
+            runs[name].append(res)
+            if res["non2xx"] or res["socket_errors"]:
+                raise RuntimeError(f"{name}: {res['non2xx']} non-2xx answers, {res['socket_errors']} socket errors")
+        log("proxy round %d: %s" % (r, ", ".join(f"{n} {runs[n][-1]['rps']:.0f}" for n in runs)))
+
+    def ratio(a, b):
+        return stats([x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b])])
+
+    out = {"rounds": rounds, "seconds": secs, "connections": 32, "runs": runs,
+           "rps": {n: stats([x["rps"] for x in runs[n]]) for n in runs},
+           "cpu0": {n: stats([x["cpu0"] for x in runs[n]]) for n in runs},
+           "cpu1": {n: stats([x["cpu1"] for x in runs[n]]) for n in runs},
+           "proxy_cpu": {n: stats([x.get("proxy_cpu") for x in runs[n]]) for n in runs},
+           "ratios": {"router/bare": ratio("router", "bare"), "router/nginx": ratio("router", "nginx"),
+                      "router/direct": ratio("router", "direct"), "bare/nginx": ratio("bare", "nginx"),
+                      "router bot/info / bare bot/info": ratio("router bot/info", "bare bot/info")}}
+    if variants:
+        out["ratios"]["router no-steal/bare no-steal"] = ratio("router no-steal", "bare no-steal")
+        out["ratios"]["router no-steal/router"] = ratio("router no-steal", "router")
+        out["ratios"]["router no-steal/nginx"] = ratio("router no-steal", "nginx")
+
+    # Latency at a fixed rate: half of the router's saturated rate, the same for every target.
+    rate = round(out["rps"]["router"]["median"] / 2 / 100) * 100
+    out["latency_rate"] = rate
+    lat_targets = [t for t in targets if t[0] in ("direct", "nginx", "bare", "router")]
+    lat = {t[0]: [] for t in lat_targets}
+    for r in range(cfg["lat_rounds"]):
+        order = lat_targets if r % 2 == 0 else list(reversed(lat_targets))
+        for name, p, path, auth in order:
+            res = loadgen(p.port, [path], auth, cfg["lat_secs"], conns=32, rate=rate)
+            res["round"] = r
+            lat[name].append(res)
+            if res["errors"] or res["io_errors"]:
+                raise RuntimeError(f"{name}: errors at fixed rate: {res}")
+        log("latency round %d @%d/s: %s" % (r, rate, ", ".join(
+            f"{n} p50 {lat[n][-1]['lat_us']['p50']:.0f}us p99 {lat[n][-1]['lat_us']['p99']:.0f}us" for n in lat)))
+    out["latency_runs"] = lat
+    out["latency"] = {n: {q: stats([x["lat_us"][q] for x in lat[n]]) for q in ("p50", "p90", "p99", "p999")}
+                      for n in lat}
+    out["added_latency_us"] = {
+        f"{n} - direct": {q: stats([x["lat_us"][q] - y["lat_us"][q] for x, y in zip(lat[n], lat["direct"])])
+                          for q in ("p50", "p99")} for n in ("router", "bare", "nginx")}
+    for p in [lb, bp] + ([lb_ns, bp_ns] if variants else []):
+        PROCS.stop(p, signal.SIGINT)
+    PROCS.stop(ng)
+    PROCS.stop(up)
+    R["proxy"] = out
+
+
+def section_fanout(cfg, work, R):
+    sizes = cfg["fanout_sizes"]
+    bots = 10
+    fc = start_fake_cluster(work, "fanout-nodes", max(sizes), bots=bots)
+    routers = {}
+    for n in sizes:
+        routers[n] = start_router(work, f"router-fanout-{n}", [(u.replace("http://", ""), 300) for u in fc.urls[:n]])
+    for n, p in routers.items():
+        router_bots(p.port, n * bots)
+    rnd = random.Random(7)
+    runs = {n: [] for n in sizes}
+    node_runs = {n: [] for n in sizes}
+    path = "/api/bot/list"
+    for r in range(cfg["fanout_rounds"]):
+        for n in (sizes if r % 2 == 0 else list(reversed(sizes))):
+            p = routers[n]
+            res = loadgen(p.port, [path], KEY_HDR, cfg["fanout_secs"], conns=1, warmup=0.3, pid=p.pid)
+            res["round"] = r
+            runs[n].append(res)
+            # The same request straight to (a sample of) this router's nodes: the slowest one.
+            sample = rnd.sample(range(n), min(n, cfg["fanout_node_sample"]))
+            per_node = []
+            for i in sample:
+                port = int(fc.urls[i].rsplit(":", 1)[1])
+                nr = loadgen(port, [path], NODE_HDR, cfg["fanout_node_secs"], conns=1, warmup=0.1)
+                per_node.append({"node": i, "p50": nr["lat_us"]["p50"], "p99": nr["lat_us"]["p99"]})
+            node_runs[n].append({"round": r, "nodes": per_node, "max_p50": max(x["p50"] for x in per_node),
+                                 "max_p99": max(x["p99"] for x in per_node)})
+            if res["errors"] or res["io_errors"]:
+                raise RuntimeError(f"fan-out over {n} nodes: errors {res}")
+        log("fanout round %d: %s" % (r, ", ".join(
+            f"{n} nodes p50 {runs[n][-1]['lat_us']['p50']:.0f}us (node max {node_runs[n][-1]['max_p50']:.0f}us)"
+            for n in sizes)))
+    out = {"bots_per_node": bots, "runs": runs, "node_runs": node_runs, "by_nodes": {}}
+    for n in sizes:
+        out["by_nodes"][n] = {
+            "router_p50_us": stats([x["lat_us"]["p50"] for x in runs[n]]),
+            "router_p99_us": stats([x["lat_us"]["p99"] for x in runs[n]]),
+            "node_max_p50_us": stats([x["max_p50"] for x in node_runs[n]]),
+            "node_max_p99_us": stats([x["max_p99"] for x in node_runs[n]]),
+            "over_slowest_p50_us": stats([x["lat_us"]["p50"] - y["max_p50"] for x, y in zip(runs[n], node_runs[n])]),
+            "over_slowest_p99_us": stats([x["lat_us"]["p99"] - y["max_p99"] for x, y in zip(runs[n], node_runs[n])]),
+            "router_cpu": stats([x.get("proxy_cpu") for x in runs[n]]),
+        }
+    for p in routers.values():
+        PROCS.stop(p, signal.SIGINT)
+    PROCS.stop(fc)
+    R["fanout"] = out
+
+
+def section_scaling(cfg, work, R):
+    sizes, service, conc = cfg["scaling_sizes"], cfg["scaling_service_ms"], cfg["scaling_concurrency"]
+    per_slot = 2  # connections per node slot: every node always has a queue
+    fc = start_fake_cluster(work, "scaling-nodes", max(sizes), bots=conc, service_ms=service, max_conc=conc)
+    addrs = [u.replace("http://", "") for u in fc.urls]
+    routers = {n: start_router(work, f"router-scaling-{n}", [(a, 300) for a in addrs[:n]], interval_ms=10000)
+               for n in sizes}
+    paths = {}
+    for n, p in routers.items():
+        ids = router_bots(p.port, n * conc)
+        paths[n] = [f"/api/bot/use/{g}/(/volume)" for g in ids]
+    direct_port = int(addrs[0].rsplit(":", 1)[1])
+    direct_paths = [f"/api/bot/use/{i}/(/volume)" for i in range(conc)]
+    cases = ["direct 1"] + [f"router {n}" for n in sizes]
+    runs = {c: [] for c in cases}
+    secs = cfg["scaling_secs"]
+    for r in range(cfg["scaling_rounds"]):
+        for c in (cases if r % 2 == 0 else list(reversed(cases))):
+            if c == "direct 1":
+                res = loadgen(direct_port, direct_paths, NODE_HDR, secs, conns=per_slot * conc, per_conn=True)
+            else:
+                n = int(c.split()[1])
+                res = loadgen(routers[n].port, paths[n], KEY_HDR, secs, conns=per_slot * conc * n, per_conn=True,
+                              pid=routers[n].pid)
+            res["round"] = r
+            runs[c].append(res)
+            if res["errors"] or res["io_errors"]:
+                raise RuntimeError(f"scaling {c}: errors {res}")
+        log("scaling round %d: %s" % (r, ", ".join(f"{c} {runs[c][-1]['rps']:.0f}/s" for c in cases)))
+    out = {"service_ms": service, "max_concurrency": conc, "ideal_node_rps": conc * 1000.0 / service,
+           "runs": runs, "by_nodes": {}}
+    for n in sizes:
+        c = f"router {n}"
+        out["by_nodes"][n] = {
+            "rps": stats([x["rps"] for x in runs[c]]),
+            "efficiency": stats([x["rps"] / (n * d["rps"]) for x, d in zip(runs[c], runs["direct 1"])]),
+            "efficiency_vs_router1": stats([x["rps"] / (n * d["rps"]) for x, d in zip(runs[c], runs[f"router {sizes[0]}"])]),
+            "p99_us": stats([x["lat_us"]["p99"] for x in runs[c]]),
+            "router_cpu": stats([x.get("proxy_cpu") for x in runs[c]]),
+        }
+    out["direct_rps"] = stats([x["rps"] for x in runs["direct 1"]])
+    for p in routers.values():
+        PROCS.stop(p, signal.SIGINT)
+    PROCS.stop(fc)
+    R["scaling"] = out
+
+
+def section_placement(cfg, work, R):
+    caps = cfg["placement_caps"]
+    creates = cfg["placement_creates"]
+    fc = start_fake_cluster(work, "placement-nodes", len(caps), bots=0, workers=1)
+    addrs = [u.replace("http://", "") for u in fc.urls]
+    lb = start_router(work, "router-placement", list(zip(addrs, caps)))
+    router_bots(lb.port, 0)
+    res = loadgen(lb.port, ["/api/bot/connect/to/ts.example.com"], KEY_HDR, 600, conns=64, warmup=0,
+                  requests=creates, pid=lb.pid)
+    counts = []
+    for a in addrs:
+        st, body = http_get(int(a.rsplit(":", 1)[1]), "/api/bot/list", NODE_HDR)
+        counts.append(len(json.loads(body)))
+    total_cap = sum(caps)
+    placed = sum(counts)
+    fair = [placed * c / total_cap for c in caps]
+    dev = [cnt - f for cnt, f in zip(counts, fair)]
+    routed = router_bots(lb.port)
+    out = {"creates": creates, "concurrency": 64, "capacities": caps, "counts": counts, "fair": fair,
+           "deviation_bots": dev, "max_abs_deviation_bots": max(abs(d) for d in dev),
+           "max_rel_deviation": max(abs(d) / f for d, f in zip(dev, fair)),
+           "fill": [cnt / c for cnt, c in zip(counts, caps)], "ok": res["ok"], "errors": res["errors"],
+           "status": res["status"], "creates_per_s": res["rps"], "lat_us": res["lat_us"],
+           "router_cpu": res.get("proxy_cpu"), "router_knows": len(routed), "nodes_report": placed}
+    log(f"placement: {counts} fair {[round(f) for f in fair]}, {res['rps']:.0f} creates/s, errors {res['errors']}")
+    PROCS.stop(lb, signal.SIGINT)
+    PROCS.stop(fc)
+    R["placement"] = out
+
+
+def section_scale(cfg, work, R):
+    nodes, bots = cfg["scale_nodes"], cfg["scale_bots"]
+    t0 = time.time()
+    fc = start_fake_cluster(work, "scale-nodes", nodes, bots=bots)
+    addrs = [u.replace("http://", "") for u in fc.urls]
+    lb = start_router(work, "router-scale", [(a, bots) for a in addrs])
+    rss_start = rss_kib(lb.pid)
+    ids = router_bots(lb.port, nodes * bots, timeout=300)
+    known_after = time.time() - t0
+    time.sleep(cfg["scale_settle"])
+    c0, w0 = proc_cpu(lb.pid), time.time()
+    time.sleep(cfg["scale_idle_secs"])
+    idle_cpu = 100.0 * (proc_cpu(lb.pid) - c0) / (time.time() - w0)
+    rss = rss_kib(lb.pid)
+    log(f"scale: {len(ids)} bots known after {known_after:.1f}s; RSS {rss['VmRSS'] / 1024:.1f} MiB "
+        f"(peak {rss['VmHWM'] / 1024:.1f}); idle CPU {idle_cpu:.1f}%")
+    rnd = random.Random(11)
+    gids = ids[:]
+    rnd.shuffle(gids)
+    router_paths = [f"/api/bot/use/{g}/(/volume)" for g in gids]
+    lids = list(range(bots))
+    rnd.shuffle(lids)
+    direct_paths = [f"/api/bot/use/{i}/(/volume)" for i in lids]
+    direct_port = int(addrs[0].rsplit(":", 1)[1])
+    rate = cfg["scale_rate"]
+    runs = {"direct": [], "router": []}
+    for r in range(cfg["scale_rounds"]):
+        for c in (["direct", "router"] if r % 2 == 0 else ["router", "direct"]):
+            if c == "direct":
+                res = loadgen(direct_port, direct_paths, NODE_HDR, cfg["scale_secs"], conns=32, rate=rate, work=work)
+            else:
+                res = loadgen(lb.port, router_paths, KEY_HDR, cfg["scale_secs"], conns=32, rate=rate, work=work,
+                              pid=lb.pid)
+            res["round"] = r
+            runs[c].append(res)
+            if res["errors"] or res["io_errors"]:
+                raise RuntimeError(f"scale {c}: errors {res}")
+        log("scale round %d @%d/s: %s" % (r, rate, ", ".join(
+            f"{c} p50 {runs[c][-1]['lat_us']['p50']:.0f}us p99 {runs[c][-1]['lat_us']['p99']:.0f}us" for c in runs)))
+    rss_end = rss_kib(lb.pid)
+    out = {"nodes": nodes, "bots_per_node": bots, "bots_known": len(ids), "seconds_to_know_all": known_after,
+           "rss_start_kib": rss_start, "rss_kib": rss, "rss_after_load_kib": rss_end, "idle_cpu_percent": idle_cpu,
+           "rate": rate, "runs": runs,
+           "latency": {c: {q: stats([x["lat_us"][q] for x in runs[c]]) for q in ("p50", "p99", "p999")} for c in runs},
+           "added_us": {q: stats([x["lat_us"][q] - y["lat_us"][q] for x, y in zip(runs["router"], runs["direct"])])
+                        for q in ("p50", "p99")}}
+    PROCS.stop(lb, signal.SIGINT)
+    PROCS.stop(fc)
+    R["scale"] = out
+
+
+def section_failover(cfg, work, R):
+    bots = 300
+    victim = start_fake_node(work, "failover-victim", bots)
+    fc = start_fake_cluster(work, "failover-spares", 2, bots=0)
+    spares = [u.replace("http://", "") for u in fc.urls]
+    lb = start_router(work, "router-failover", [(victim.url.replace("http://", ""), 300)] + [(a, 300) for a in spares],
+                      interval_ms=cfg["failover_interval_ms"])
+    ids = router_bots(lb.port, bots)
+    sample = ids[:: max(1, len(ids) // 10)]
+    log(f"failover: router knows {len(ids)} bots on the victim; killing it (SIGKILL)")
+    t_kill = time.time()
+    PROCS.stop(victim, signal.SIGKILL)
+    t_decision = None
+    t_all = None
+    moved = 0
+    last = {}
+    deadline = t_kill + cfg["failover_wait"]
+    while time.time() < deadline:
+        now = time.time()
+        answers = []
+        for g in sample:
+            try:
+                st, body = http_get(lb.port, f"/api/bot/use/{g}/(/bot/info)", KEY_HDR, timeout=5)
+            except OSError:
+                st, body = 0, b""
+            answers.append((st, body))
+        last = {"status": [a[0] for a in answers], "body": answers[0][1][:300].decode(errors="replace")}
+        if t_decision is None and any(st == 503 and b"not reachable right now" in body for st, body in answers):
+            t_decision = now
+            log(f"failover: router marked the node down {now - t_kill:.2f}s after the kill")
+        if t_decision is not None:
+            # Bots running elsewhere: what the spare nodes themselves report.
+            moved = 0
+            for a in spares:
+                st, body = http_get(int(a.rsplit(":", 1)[1]), "/api/bot/list", NODE_HDR)
+                moved += len([b for b in json.loads(body) if b.get("Id") is not None])
+            if moved >= bots and all(a[0] == 200 for a in answers):
+                t_all = now
+                break
+            if t_all is None and now > t_decision + cfg["failover_after_decision"]:
+                break
+        time.sleep(0.1)
+    out = {"bots": bots, "poll_interval_ms": cfg["failover_interval_ms"],
+           "decision_after_kill_s": (t_decision - t_kill) if t_decision else None,
+           "all_running_elsewhere_after_decision_s": (t_all - t_decision) if (t_all and t_decision) else None,
+           "running_elsewhere_at_end": moved, "waited_after_decision_s": cfg["failover_after_decision"],
+           "last_answers": last, "implemented": t_all is not None}
+    if t_all is None:
+        out["note"] = (f"not implemented: the router marks the node down "
+                       f"{out['decision_after_kill_s']:.1f} s after the kill (its bots then answer 503 at once), "
+                       f"but moves no bots: {moved}/{bots} run elsewhere "
+                       f"{cfg['failover_after_decision']} s after the decision" if t_decision else
+                       "the router did not mark the node down within the wait")
+    log(f"failover: {out.get('note', 'all bots running elsewhere')}")
+    PROCS.stop(lb, signal.SIGINT)
+    PROCS.stop(fc)
+    R["failover"] = out
+
+
+def section_micro(cfg, work, R):
+    crit = TARGET / "criterion"
+    t0 = time.time()
+    argv = ["taskset", "-c", PROXY_CPU, "cargo", "bench", "--bench", "micro", "--", "--noplot"]
+    if cfg["micro_quick"]:
+        argv += ["--warm-up-time", "1", "--measurement-time", "2"]
+    with open(work / "micro.log", "w") as f:
+        r = subprocess.run(argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"cargo bench failed, see {work / 'micro.log'}")
+    out = {}
+    for bj in glob.glob(str(crit / "**" / "new" / "benchmark.json"), recursive=True):
+        if os.path.getmtime(bj) < t0:
+            continue
+        meta = json.load(open(bj))
+        est = json.load(open(Path(bj).with_name("estimates.json")))
+        out[meta["full_id"]] = {"median_ns": est["median"]["point_estimate"],
+                                "low_ns": est["median"]["confidence_interval"]["lower_bound"],
+                                "high_ns": est["median"]["confidence_interval"]["upper_bound"],
+                                "mean_ns": est["mean"]["point_estimate"]}
+    log("micro: " + ", ".join(f"{k} {v['median_ns']:.0f}ns" for k, v in sorted(out.items())))
+    R["micro"] = out
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def targets_table(R):
+    rows = []
+
+    def add(name, goal, value, ok, note=""):
+        rows.append((name, goal, value, "n/a" if ok is None else ("**pass**" if ok else "**FAIL**"), note))
+
+    p = R.get("proxy")
+    if p:
+        rb = p["ratios"]["router/bare"]
+        add("Router logic nearly free", "router/bare Pingora ≥ 0.95 req/s", fmt_s(rb, 3), rb["median"] >= 0.95)
+        rn = p["ratios"]["router/nginx"]
+        add("As fast as nginx", "router/nginx ≥ 1.0 req/s (same core)", fmt_s(rn, 3), rn["median"] >= 1.0,
+            f"bare Pingora/nginx {fmt_s(p['ratios']['bare/nginx'], 3)}")
+        a = p["added_latency_us"]["router - direct"]["p99"]
+        add("Added p99 latency", f"≤ 0.5 ms over direct @ {p['latency_rate']:,}/s", fmt_s(a, 3, 0.001) + " ms",
+            a["median"] <= 500, f"p50 +{fmt_s(p['added_latency_us']['router - direct']['p50'], 3, 0.001)} ms")
+    f = R.get("fanout")
+    if f:
+        big = max(f["by_nodes"], key=int)
+        b = f["by_nodes"][big]
+        add(f"bot/list over {big} nodes", "p50 ≤ slowest node + 2 ms", fmt_s(b["over_slowest_p50_us"], 2, 0.001) +
+            " ms over", b["over_slowest_p50_us"]["median"] <= 2000,
+            f"router p50 {fmt_s(b['router_p50_us'], 2, 0.001)} ms; p99 {fmt_s(b['over_slowest_p99_us'], 2, 0.001)} ms over")
+    s = R.get("scaling")
+    if s:
+        worst = min(s["by_nodes"].items(), key=lambda kv: kv[1]["efficiency"]["median"])
+        add("Scaling efficiency", f"≥ 0.95 up to {max(s['by_nodes'], key=int)} nodes",
+            f"min {fmt(worst[1]['efficiency']['median'], 3)} (at {worst[0]} nodes)",
+            worst[1]["efficiency"]["median"] >= 0.95)
+    m = R.get("micro")
+    if m:
+        for k in sorted(m):
+            if k.startswith("placement reserve/100"):
+                add("Placement decision", "< 5 µs (100 nodes)", f"{m[k]['median_ns'] / 1000:.2f} µs",
+                    m[k]["median_ns"] < 5000,
+                    "; ".join(f"{kk.split('/')[-1]}: {m[kk]['median_ns'] / 1000:.2f} µs" for kk in sorted(m)
+                              if kk.startswith("placement")))
+    pl = R.get("placement")
+    if pl:
+        add("Placement fairness", "deviation from fair share (no fixed goal)",
+            f"max {pl['max_abs_deviation_bots']:.1f} bots ({100 * pl['max_rel_deviation']:.2f} %)", None,
+            f"{pl['ok']} of {pl['creates']} creates ok, {pl['creates_per_s']:.0f}/s")
+    sc = R.get("scale")
+    if sc:
+        mib = sc["rss_kib"]["VmRSS"] / 1024
+        add(f"{sc['bots_known']:,} bots in memory", "< 150 MB RSS", f"{mib:.1f} MiB", mib * 1.048576 < 150,
+            f"peak {sc['rss_kib']['VmHWM'] / 1024:.1f} MiB; bot/use +{fmt_s(sc['added_us']['p99'], 3, 0.001)} ms p99")
+    fo = R.get("failover")
+    if fo:
+        if fo["implemented"]:
+            v = fo["all_running_elsewhere_after_decision_s"]
+            add("Failover of 300 bots", "≤ 10 s after the decision", f"{v:.1f} s", v <= 10)
+        else:
+            add("Failover of 300 bots", "≤ 10 s after the decision", "not implemented", False, fo.get("note", ""))
+    return rows
+
+
+def render_md(R, meta):
+    L = []
+    L.append(f"# ts3ab-lb benchmark results ({meta['mode']} run, {meta['started']})\n")
+    L.append(f"Machine: {meta['cpu']} × {meta['cores']} cores, {meta['mem_gib']} GiB, {meta['kernel']}; "
+             f"{meta['rustc']}; {meta['nginx']}; {meta['wrk']}. Load average before/after: "
+             f"{meta['load_before']} / {meta.get('load_after', '?')}. Commit: {meta['commit']}.\n")
+    L.append("Ratios are per round (interleaved), shown as median (min–max). Proxies run on CPU 0 with one "
+             "worker thread; load generators and upstreams on CPU 1.\n")
+    L.append("## Targets\n")
+    L.append("| target | goal | measured | result | notes |")
+    L.append("| --- | --- | --- | --- | --- |")
+    for row in targets_table(R):
+        L.append("| " + " | ".join(row) + " |")
+    L.append("")
+    p = R.get("proxy")
+    if p:
+        L.append(f"## Proxy overhead\n\nwrk -t1 -c32, {p['rounds']} interleaved rounds × {p['seconds']} s; "
+                 "fast upstream: nginx returning fixed JSON (local bot id 5 = cluster id 0, so the router "
+                 "rewrites the id and the Authorization header on every request). `bot/info` answers carry a "
+                 "bot id, which the router translates back (buffered byte edit).\n")
+        L.append("| target | req/s | proxy process CPU % | CPU0 busy % | CPU1 busy % |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for n in p["rps"]:
+            L.append(f"| {n} | {fmt_s(p['rps'][n], 0)} | {fmt_s(p['proxy_cpu'][n], 0)} | {fmt_s(p['cpu0'][n], 0)} | "
+                     f"{fmt_s(p['cpu1'][n], 0)} |")
+        L.append("\n| ratio (req/s) | median (min–max) |")
+        L.append("| --- | --- |")
+        for k, v in p["ratios"].items():
+            L.append(f"| {k} | {fmt_s(v, 3)} |")
+        L.append(f"\nLatency at a fixed {p['latency_rate']:,} req/s (half the router's saturated rate), open loop, "
+                 "32 connections, measured from each request's due time (µs):\n")
+        L.append("| target | p50 | p90 | p99 | p99.9 |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for n, q in p["latency"].items():
+            L.append(f"| {n} | {fmt_s(q['p50'], 0)} | {fmt_s(q['p90'], 0)} | {fmt_s(q['p99'], 0)} | "
+                     f"{fmt_s(q['p999'], 0)} |")
+        L.append("\n| added over direct (µs) | p50 | p99 |")
+        L.append("| --- | --- | --- |")
+        for k, v in p["added_latency_us"].items():
+            L.append(f"| {k} | {fmt_s(v['p50'], 0)} | {fmt_s(v['p99'], 0)} |")
+        L.append("")
+    f = R.get("fanout")
+    if f:
+        L.append(f"## Fan-out: `bot/list`\n\nOne client, sequential requests; {f['bots_per_node']} bots per node; "
+                 "the slowest node is the largest p50 (p99) of the same request sent straight to a sample of the "
+                 "router's nodes in the same round (µs).\n")
+        L.append("| nodes | router p50 | router p99 | slowest node p50 | slowest node p99 | router − slowest (p50) "
+                 "| router − slowest (p99) |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for n, b in f["by_nodes"].items():
+            L.append(f"| {n} | {fmt_s(b['router_p50_us'], 0)} | {fmt_s(b['router_p99_us'], 0)} | "
+                     f"{fmt_s(b['node_max_p50_us'], 0)} | {fmt_s(b['node_max_p99_us'], 0)} | "
+                     f"{fmt_s(b['over_slowest_p50_us'], 0)} | {fmt_s(b['over_slowest_p99_us'], 0)} |")
+        L.append("")
+    s = R.get("scaling")
+    if s:
+        L.append(f"## Scaling\n\nFake nodes with a {s['service_ms']} ms service time and at most "
+                 f"{s['max_concurrency']} requests at once (others queue), i.e. at most "
+                 f"{s['ideal_node_rps']:.0f} req/s each; closed loop with 2 connections per node slot, each "
+                 f"connection pinned to one bot (`bot/use/<id>/(/volume)`). One node reached directly: "
+                 f"{fmt_s(s['direct_rps'], 0)} req/s. Efficiency = cluster req/s ÷ (N × one node direct), per round.\n")
+        L.append("| nodes | req/s through the router | efficiency | vs N × router(1) | p99 ms | router CPU % |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for n, b in s["by_nodes"].items():
+            L.append(f"| {n} | {fmt_s(b['rps'], 0)} | {fmt_s(b['efficiency'], 3)} | "
+                     f"{fmt_s(b['efficiency_vs_router1'], 3)} | {fmt_s(b['p99_us'], 1, 0.001)} | "
+                     f"{fmt_s(b['router_cpu'], 0)} |")
+        L.append("")
+    pl = R.get("placement")
+    if pl:
+        L.append(f"## Placement\n\n{pl['creates']:,} `bot/connect/to` creates through the router, {pl['concurrency']} "
+                 f"at once; {pl['ok']:,} succeeded ({pl['creates_per_s']:.0f} creates/s, p50 "
+                 f"{pl['lat_us']['p50'] / 1000:.1f} ms, p99 {pl['lat_us']['p99'] / 1000:.1f} ms). Fair share = "
+                 "created × capacity ÷ total capacity; counts are what each node itself lists.\n")
+        L.append("| node | capacity | bots | fair share | deviation | fill |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for i, (c, n, fa, d, fi) in enumerate(zip(pl["capacities"], pl["counts"], pl["fair"], pl["deviation_bots"],
+                                                  pl["fill"])):
+            L.append(f"| n{i} | {c} | {n} | {fa:.1f} | {d:+.1f} | {100 * fi:.2f} % |")
+        L.append("")
+    sc = R.get("scale")
+    if sc:
+        L.append(f"## Scale\n\n{sc['nodes']} nodes × {sc['bots_per_node']} bots: the router knew all "
+                 f"{sc['bots_known']:,} bots {sc['seconds_to_know_all']:.1f} s after start. RSS "
+                 f"{sc['rss_kib']['VmRSS'] / 1024:.1f} MiB (peak {sc['rss_kib']['VmHWM'] / 1024:.1f} MiB, "
+                 f"{sc['rss_start_kib']['VmRSS'] / 1024:.1f} MiB at start, "
+                 f"{sc['rss_after_load_kib']['VmRSS'] / 1024:.1f} MiB after the latency runs); idle CPU while "
+                 f"polling every node every 2 s: {sc['idle_cpu_percent']:.1f} %.\n")
+        L.append(f"`bot/use/<random id>/(/volume)` at a fixed {sc['rate']:,} req/s, open loop (µs):\n")
+        L.append("| target | p50 | p99 | p99.9 |")
+        L.append("| --- | --- | --- | --- |")
+        for c, q in sc["latency"].items():
+            L.append(f"| {c} | {fmt_s(q['p50'], 0)} | {fmt_s(q['p99'], 0)} | {fmt_s(q['p999'], 0)} |")
+        L.append(f"| router − direct | {fmt_s(sc['added_us']['p50'], 0)} | {fmt_s(sc['added_us']['p99'], 0)} | |")
+        L.append("")
+    fo = R.get("failover")
+    if fo:
+        L.append("## Failover\n")
+        if fo["implemented"]:
+            L.append(f"Node with {fo['bots']} bots killed: marked down after {fo['decision_after_kill_s']:.2f} s; all "
+                     f"bots running elsewhere {fo['all_running_elsewhere_after_decision_s']:.2f} s after that.\n")
+        else:
+            L.append(fo.get("note", "") + "\n")
+    m = R.get("micro")
+    if m:
+        L.append("## Micro-benchmarks (criterion, median)\n")
+        L.append("| benchmark | median | 95 % CI |")
+        L.append("| --- | --- | --- |")
+        for k in sorted(m):
+            v = m[k]
+            L.append(f"| {k} | {v['median_ns'] / 1000:.3f} µs | {v['low_ns'] / 1000:.3f}–{v['high_ns'] / 1000:.3f} µs |")
+        L.append("")
+    if R.get("errors"):
+        L.append("## Sections that failed\n")
+        for k, v in R["errors"].items():
+            L.append(f"- {k}: {v}")
+        L.append("")
+    return "\n".join(L)
+
+
+def flatten(prefix, obj, rows):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            flatten(f"{prefix}.{k}" if prefix else str(k), v, rows)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            flatten(f"{prefix}[{i}]", v, rows)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        rows.append((prefix, obj))
+
+
+def sh(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip() or \
+            subprocess.run(argv, capture_output=True, text=True, timeout=10).stderr.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine_meta(mode):
+    cpu = "?"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+    commit = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    if not re.fullmatch(r"[0-9a-f]{4,40}", commit or ""):
+        commit = "none (uncommitted tree)"
+    elif sh(["git", "-C", str(ROOT), "status", "--porcelain"]):
+        commit += " (with local changes)"
+    return {"mode": mode, "started": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu,
+            "cores": os.cpu_count(), "mem_gib": mem, "kernel": platform.platform(),
+            "rustc": sh(["rustc", "--version"]), "nginx": sh(["nginx", "-v"]).replace("nginx version: ", ""),
+            "wrk": sh(["wrk", "-v"]).splitlines()[0] if sh(["wrk", "-v"]) else "wrk",
+            "load_before": " ".join(open("/proc/loadavg").read().split()[:3]), "commit": commit}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short rounds (a few minutes in all)")
+    ap.add_argument("--only", default=",".join(ALL_SECTIONS), help="comma-separated sections")
+    ap.add_argument("--out", default=None, help="result directory (default benches/results/<timestamp>)")
+    args = ap.parse_args()
+    quick = args.quick
+    cfg = {
+        "proxy_rounds": 3 if quick else 6, "proxy_secs": 3 if quick else 8, "proxy_variants": not quick,
+        "lat_rounds": 1 if quick else 3, "lat_secs": 4 if quick else 10,
+        "fanout_sizes": [1, 4, 16, 64], "fanout_rounds": 2 if quick else 3, "fanout_secs": 2 if quick else 5,
+        "fanout_node_sample": 4 if quick else 8, "fanout_node_secs": 0.4 if quick else 0.8,
+        "scaling_sizes": [1, 2, 4, 8, 16], "scaling_service_ms": 20, "scaling_concurrency": 4,
+        "scaling_rounds": 1 if quick else 3, "scaling_secs": 3 if quick else 8,
+        "placement_caps": [1000, 1500, 2000, 2500, 3500, 4500], "placement_creates": 10000,
+        "scale_nodes": 100, "scale_bots": 300, "scale_rate": 2000, "scale_rounds": 1 if quick else 3,
+        "scale_secs": 4 if quick else 10, "scale_settle": 3 if quick else 5, "scale_idle_secs": 5 if quick else 10,
+        "failover_interval_ms": 2000, "failover_wait": 60, "failover_after_decision": 15 if quick else 30,
+        "micro_quick": quick,
+    }
+    sections = [s for s in args.only.split(",") if s]
+    for s in sections:
+        if s not in ALL_SECTIONS:
+            ap.error(f"unknown section {s}; sections: {', '.join(ALL_SECTIONS)}")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else ROOT / "benches" / "results" / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    for b in [REL / "ts3ab-lb", REL / "ts3ab-fake-node", EX / "bare_pingora", EX / "loadgen", EX / "fake_cluster"]:
+        if not b.exists():
+            sys.exit(f"missing {b}: build first (benches/run.sh does)")
+    for tool in ["nginx", "wrk", "taskset"]:
+        if not shutil.which(tool):
+            sys.exit(f"missing {tool}: benches/run.sh installs it")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)")
+    global PROCS
+    PROCS = Procs(os.environ.get("BENCH_PIDFILE", str(work / "pids")))
+
+    def on_signal(signum, _frame):
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    meta = machine_meta("quick" if quick else "full")
+    meta["config"] = cfg
+    meta["sections"] = sections
+    R = {"meta": meta}
+    log(f"results in {out}; sections {sections}; load {meta['load_before']}")
+    fns = {"proxy": section_proxy, "fanout": section_fanout, "scaling": section_scaling,
+           "placement": section_placement, "scale": section_scale, "failover": section_failover,
+           "micro": section_micro}
+    try:
+        for s in sections:
+            t0 = time.time()
+            log(f"== {s}")
+            try:
+                fns[s](cfg, work, R)
+            except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                log(f"section {s} failed: {e}")
+                R.setdefault("errors", {})[s] = str(e)
+            finally:
+                PROCS.stop_all()
+            R.setdefault("seconds", {})[s] = round(time.time() - t0, 1)
+    finally:
+        PROCS.stop_all()
+        meta["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
+        (out / "results.json").write_text(json.dumps(R, indent=1, default=str))
+        rows = []
+        flatten("", {k: v for k, v in R.items() if k != "meta"}, rows)
+        with open(out / "results.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["metric", "value"])
+            w.writerows(rows)
+        (out / "results.md").write_text(render_md(R, meta))
+        log(f"wrote {out / 'results.md'}")
+    if R.get("errors"):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+//! `ts3ab-fake-node`: one fake TS3AudioBot node as its own process (demo, benchmarks).
+//!
+//! Owns: command-line parsing, pre-creating bots, the single `listening on ADDR` line, and
+//! waiting for SIGTERM/SIGINT. Does not own: the node (the library does).
+
+use std::io::Write;
+use std::time::Duration;
+
+use ts3ab_fake_node::{AnonymousRights, FakeNode, FakeNodeConfig};
+
+const USAGE: &str =
+    "usage: ts3ab-fake-node [--listen 127.0.0.1:0] [--name NAME] [--auth uid:token] \
+[--anonymous all|default|none] [--service-time-ms N] [--max-concurrency N] [--bots N]";
+
+struct Args {
+    cfg: FakeNodeConfig,
+    bots: u32,
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        cfg: FakeNodeConfig::default(),
+        bots: 0,
+    };
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.into());
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = |what: &str| format!("bad {what} {value:?}\n{USAGE}");
+        match flag.as_str() {
+            "--listen" => a.cfg.listen = value.parse().map_err(|_| bad("address"))?,
+            "--name" => a.cfg.name = value,
+            "--auth" => {
+                if !value.contains(':') {
+                    return Err(bad("token (want uid:token)"));
+                }
+                a.cfg.auth = Some(value);
+            }
+            "--anonymous" => {
+                a.cfg.anonymous = match value.as_str() {
+                    "all" => AnonymousRights::All,
+                    "default" => AnonymousRights::Default,
+                    "none" => AnonymousRights::None,
+                    _ => return Err(bad("--anonymous")),
+                }
+            }
+            "--service-time-ms" => {
+                a.cfg.service_time =
+                    Duration::from_millis(value.parse().map_err(|_| bad("number"))?)
+            }
+            "--max-concurrency" => {
+                a.cfg.max_concurrency = Some(value.parse().map_err(|_| bad("number"))?)
+            }
+            "--bots" => a.bots = value.parse().map_err(|_| bad("number"))?,
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    let node = match FakeNode::start_with_workers(args.cfg, workers) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    for _ in 0..args.bots {
+        node.connect_bot("ts.example.com");
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on {}", node.addr());
+    let _ = out.flush();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot wait for signals: {e}");
+            std::process::exit(1);
+        }
+    };
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    });
+    node.stop();
+}

@@ -1,0 +1,967 @@
+//! The router's in-memory view of the cluster: nodes, bots, templates and cluster-wide ids.
+//!
+//! Owns: the tables every request reads (cluster id → node + local id, node + local id →
+//! cluster id, template → node), id allocation, and reconciling those tables with what the
+//! nodes report (`bot/list`) or answer (BotInfo in responses). Every change is queued to the
+//! store in the same step, so the store always holds what this view holds.
+//! Does not own: talking to nodes (`node_client`, `health`), choosing nodes (`placement`,
+//! `routing`) or the store itself (`store`).
+//!
+//! Concurrency: one `RwLock` over the tables, held only for in-memory work (never across an
+//! await or I/O); the node list is an `ArcSwap` so readers never block.
+//!
+//! Identity rule: a node's `(local id)` slot is reused by TS3AudioBot for the next bot, so a
+//! slot is only trusted while what the node reports there is the same bot: same template name,
+//! and for temporary bots the same server address. Anything else retires the old cluster id
+//! and gives the newcomer a fresh one, so a reused local id never routes to an old cluster id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::api_json::BotInfo;
+use crate::auth::basic_header;
+use crate::config::NodeConfig;
+use crate::store::{
+    now_ms, BotRecord, Identity, Op, Snapshot, StoreError, StoreHandle, TemplateRecord,
+};
+
+/// Index of a node in the node list (stable for the life of the process).
+pub type NodeId = usize;
+
+/// How many ids one high-water-mark write reserves.
+const ID_BLOCK: u32 = 1024;
+/// Largest cluster id: clients parse ids as Int32.
+const MAX_ID: u32 = i32::MAX as u32;
+
+/// One TS3AudioBot node and its live state.
+#[derive(Debug)]
+pub struct Node {
+    /// Index in the node list.
+    pub id: NodeId,
+    /// Unique name.
+    pub name: Arc<str>,
+    /// URL as configured.
+    pub url: String,
+    /// Resolved address.
+    pub addr: SocketAddr,
+    /// `host:port` for the Host header.
+    pub authority: String,
+    /// TLS to the node.
+    pub tls: bool,
+    /// Host for SNI.
+    pub host: String,
+    /// The `Authorization` value the router sends to this node (its own token), if any.
+    pub auth_header: Option<String>,
+    /// Bot capacity.
+    pub capacity: AtomicU32,
+    /// Liveness as decided by the poller.
+    pub healthy: AtomicBool,
+    /// No new bots while draining.
+    pub draining: AtomicBool,
+    /// Bots the router knows to run here.
+    pub running: AtomicU32,
+    /// Slots promised to creates in flight.
+    pub reserved: AtomicU32,
+}
+
+impl Node {
+    /// Builds a node from its configuration.
+    pub fn from_config(id: NodeId, c: &NodeConfig) -> Node {
+        Node {
+            id,
+            name: Arc::from(c.name.as_str()),
+            url: c.url.clone(),
+            addr: c.addr,
+            authority: c.authority.clone(),
+            tls: c.tls,
+            host: c.host.clone(),
+            auth_header: c.auth.as_deref().map(basic_header),
+            capacity: AtomicU32::new(c.capacity),
+            healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            running: AtomicU32::new(0),
+            reserved: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the poller considers the node up.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+}
+
+/// One entry of a node's `bot/list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedBot {
+    /// Local id; None for offline templates.
+    pub id: Option<u32>,
+    /// Template name.
+    pub name: Option<String>,
+    /// Server address.
+    pub server: Option<String>,
+    /// 0/1/2.
+    pub status: u8,
+}
+
+/// A running bot as a node reports it (in `bot/list` or a BotInfo answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported<'a> {
+    /// Local id.
+    pub lid: u32,
+    /// Template name.
+    pub name: Option<&'a str>,
+    /// Server address.
+    pub server: Option<&'a str>,
+    /// 0/1/2.
+    pub status: u8,
+}
+
+/// What the router knows about a bot at creation time, beyond what BotInfo says.
+#[derive(Debug, Clone, Default)]
+pub struct CreateInfo {
+    /// Address given to `bot/connect/to`.
+    pub address: Option<String>,
+    /// Server password given to `bot/connect/to`.
+    pub server_password: Option<String>,
+}
+
+#[derive(Debug)]
+struct Bot {
+    record: BotRecord,
+    node: NodeId,
+    status: u8,
+    server: Option<String>,
+    /// Generation at which the router last learned this mapping from a response; a poll that
+    /// started before it cannot contradict it.
+    since: u64,
+}
+
+#[derive(Debug)]
+struct Template {
+    record: TemplateRecord,
+    node: NodeId,
+    since: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    bots: HashMap<u32, Bot>,
+    /// Per node: local id → cluster id.
+    slots: HashMap<NodeId, BTreeMap<u32, u32>>,
+    templates: HashMap<String, Template>,
+}
+
+#[derive(Debug)]
+struct Ids {
+    next: u32,
+    limit: u32,
+}
+
+/// The cluster view.
+pub struct Cluster {
+    nodes: ArcSwap<Vec<Arc<Node>>>,
+    tables: RwLock<Tables>,
+    ids: Mutex<Ids>,
+    generation: AtomicU64,
+    store: StoreHandle,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("nodes", &self.nodes.load().len())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Builds the view from configured nodes and a store snapshot.
+    pub fn new(nodes: &[NodeConfig], snapshot: Snapshot, store: StoreHandle) -> Cluster {
+        let nodes: Vec<Arc<Node>> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Arc::new(Node::from_config(i, c)))
+            .collect();
+        let by_name: HashMap<&str, NodeId> = nodes.iter().map(|n| (&*n.name, n.id)).collect();
+        let mut t = Tables::default();
+        let mut max_id = None;
+        for rec in snapshot.bots {
+            max_id = max_id.max(Some(rec.id));
+            let Some(&node) = by_name.get(rec.node.as_str()) else {
+                log::warn!(
+                    "bot {} is recorded on node `{}`, which is not configured; it stays in the store but is not routed",
+                    rec.id,
+                    rec.node
+                );
+                continue;
+            };
+            t.slots
+                .entry(node)
+                .or_default()
+                .insert(rec.local_id, rec.id);
+            t.bots.insert(
+                rec.id,
+                Bot {
+                    node,
+                    // Unknown until the first poll; 1 = "not connected (yet)".
+                    status: 1,
+                    server: rec.address.clone(),
+                    since: 0,
+                    record: rec,
+                },
+            );
+        }
+        for rec in snapshot.templates {
+            let Some(&node) = by_name.get(rec.node.as_str()) else {
+                log::warn!(
+                    "template `{}` is recorded on unconfigured node `{}`",
+                    rec.name,
+                    rec.node
+                );
+                continue;
+            };
+            t.templates.insert(
+                rec.name.clone(),
+                Template {
+                    record: rec,
+                    node,
+                    since: 0,
+                },
+            );
+        }
+        for n in &nodes {
+            n.running.store(
+                t.slots.get(&n.id).map_or(0, |s| s.len() as u32),
+                Ordering::Release,
+            );
+        }
+        let next = snapshot
+            .id_high_water
+            .max(max_id.map_or(0, |m| m.saturating_add(1)));
+        Cluster {
+            nodes: ArcSwap::from_pointee(nodes),
+            tables: RwLock::new(t),
+            ids: Mutex::new(Ids { next, limit: next }),
+            generation: AtomicU64::new(1),
+            store,
+        }
+    }
+
+    /// The store handle (for other modules' writes).
+    pub fn store(&self) -> &StoreHandle {
+        &self.store
+    }
+
+    /// All nodes.
+    pub fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
+        self.nodes.load_full()
+    }
+
+    /// One node.
+    pub fn node(&self, id: NodeId) -> Option<Arc<Node>> {
+        self.nodes.load().get(id).cloned()
+    }
+
+    /// A node by name.
+    pub fn node_by_name(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.load().iter().find(|n| &*n.name == name).cloned()
+    }
+
+    /// The node whose address is `addr` (health checks are keyed by address).
+    pub fn node_by_addr(&self, addr: &SocketAddr) -> Option<Arc<Node>> {
+        self.nodes.load().iter().find(|n| n.addr == *addr).cloned()
+    }
+
+    /// Current generation; bumps whenever the tables change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Where a cluster id runs: node and local id.
+    pub fn locate(&self, gid: u32) -> Option<(NodeId, u32)> {
+        let t = self.tables.read();
+        t.bots.get(&gid).map(|b| (b.node, b.record.local_id))
+    }
+
+    /// The cluster id of a node's local id.
+    pub fn gid_of(&self, node: NodeId, lid: u32) -> Option<u32> {
+        self.tables
+            .read()
+            .slots
+            .get(&node)
+            .and_then(|s| s.get(&lid).copied())
+    }
+
+    /// The node that holds a template.
+    pub fn template_owner(&self, name: &str) -> Option<NodeId> {
+        self.tables.read().templates.get(name).map(|t| t.node)
+    }
+
+    /// The template a bot runs, if any.
+    pub fn bot_template(&self, gid: u32) -> Option<String> {
+        self.tables
+            .read()
+            .bots
+            .get(&gid)
+            .and_then(|b| b.record.template.clone())
+    }
+
+    /// A copy of a bot's record.
+    pub fn bot_record(&self, gid: u32) -> Option<BotRecord> {
+        self.tables.read().bots.get(&gid).map(|b| b.record.clone())
+    }
+
+    /// A copy of a template's record.
+    pub fn template_record(&self, name: &str) -> Option<TemplateRecord> {
+        self.tables
+            .read()
+            .templates
+            .get(name)
+            .map(|t| t.record.clone())
+    }
+
+    /// Number of bots known.
+    pub fn bot_count(&self) -> usize {
+        self.tables.read().bots.len()
+    }
+
+    /// What `bot/list` shows for a node the router cannot reach: its known bots as
+    /// "connecting" (1), and its templates that are not running as offline entries.
+    pub fn fallback_list(&self, node: NodeId) -> Vec<BotInfo> {
+        let t = self.tables.read();
+        let mut running_names = std::collections::HashSet::new();
+        let mut named = Vec::new();
+        let mut unnamed = Vec::new();
+        for gid in t.slots.get(&node).into_iter().flat_map(|s| s.values()) {
+            let Some(b) = t.bots.get(gid) else { continue };
+            let info = BotInfo {
+                id: Some(*gid),
+                name: b.record.template.clone(),
+                server: b.server.clone(),
+                status: 1,
+            };
+            match &b.record.template {
+                Some(n) => {
+                    running_names.insert(n.clone());
+                    named.push(info);
+                }
+                None => unnamed.push(info),
+            }
+        }
+        let mut offline: Vec<BotInfo> = t
+            .templates
+            .values()
+            .filter(|tp| tp.node == node && !running_names.contains(&tp.record.name))
+            .map(|tp| BotInfo {
+                id: None,
+                name: Some(tp.record.name.clone()),
+                server: Some(
+                    tp.record
+                        .settings
+                        .get("connect.address")
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                status: 0,
+            })
+            .collect();
+        offline.sort_by(|a, b| a.name.cmp(&b.name));
+        named.extend(offline);
+        named.extend(unnamed);
+        named
+    }
+
+    fn alloc_id(&self, ops: &mut Vec<Op>) -> u32 {
+        let mut ids = self.ids.lock();
+        if ids.next >= ids.limit {
+            // Persist the new high-water mark in the same batch as (and before) the record
+            // that uses the id: a stored bot therefore always implies a stored mark above it,
+            // so no id is handed out twice, even across crashes.
+            ids.limit = ids.next.saturating_add(ID_BLOCK).min(MAX_ID);
+            ops.push(Op::RaiseIdHighWater(ids.limit));
+        }
+        let id = ids.next;
+        if id >= MAX_ID {
+            log::error!("cluster id space exhausted; reusing the last id");
+            return MAX_ID - 1;
+        }
+        ids.next += 1;
+        id
+    }
+
+    fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    fn node_name(&self, id: NodeId) -> String {
+        self.node(id)
+            .map(|n| n.name.to_string())
+            .unwrap_or_default()
+    }
+
+    fn recount(&self, t: &Tables, node: NodeId) {
+        if let Some(n) = self.node(node) {
+            n.running.store(
+                t.slots.get(&node).map_or(0, |s| s.len() as u32),
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// Inserts or refreshes the bot a node reports in slot `lid`. Returns its cluster id, or
+    /// None when a newer mapping (learned after `guard`) says the report is stale.
+    fn upsert(
+        &self,
+        t: &mut Tables,
+        node: NodeId,
+        r: Reported<'_>,
+        guard: u64,
+        ops: &mut Vec<Op>,
+    ) -> Option<u32> {
+        let Reported {
+            lid,
+            name,
+            server,
+            status,
+        } = r;
+        if let Some(&gid) = t.slots.get(&node).and_then(|s| s.get(&lid)) {
+            let same = t.bots.get(&gid).is_some_and(|b| same_bot(b, name, server));
+            if same {
+                if let Some(b) = t.bots.get_mut(&gid) {
+                    b.status = status;
+                    if server.is_some() {
+                        b.server = server.map(str::to_string);
+                    }
+                }
+                return Some(gid);
+            }
+            if t.bots.get(&gid).is_some_and(|b| b.since > guard) {
+                return None;
+            }
+            // The node reused the slot for another bot: the old one is gone.
+            self.retire(t, gid, ops);
+        }
+        // A named bot may have come back in another slot (node restart): keep its id.
+        if let Some(name) = name {
+            let moved = t.slots.get(&node).and_then(|s| {
+                s.iter()
+                    .find(|(l, g)| {
+                        **l != lid
+                            && t.bots.get(g).is_some_and(|b| {
+                                b.record.template.as_deref() == Some(name) && b.since <= guard
+                            })
+                    })
+                    .map(|(l, g)| (*l, *g))
+            });
+            if let Some((old_lid, gid)) = moved {
+                if let Some(s) = t.slots.get_mut(&node) {
+                    s.remove(&old_lid);
+                    s.insert(lid, gid);
+                }
+                if let Some(b) = t.bots.get_mut(&gid) {
+                    b.record.local_id = lid;
+                    b.status = status;
+                    b.server = server.map(str::to_string).or(b.server.take());
+                    ops.push(Op::PutBot(b.record.clone()));
+                }
+                return Some(gid);
+            }
+        }
+        let gid = self.alloc_id(ops);
+        let record = BotRecord {
+            id: gid,
+            node: self.node_name(node),
+            local_id: lid,
+            template: name.map(str::to_string),
+            address: server.map(str::to_string),
+            server_password: None,
+            channel: None,
+            nickname: None,
+            identity: None,
+            created_ms: now_ms(),
+        };
+        ops.push(Op::PutBot(record.clone()));
+        t.slots.entry(node).or_default().insert(lid, gid);
+        t.bots.insert(
+            gid,
+            Bot {
+                record,
+                node,
+                status,
+                server: server.map(str::to_string),
+                since: 0,
+            },
+        );
+        if let Some(name) = name {
+            self.claim_template(t, name, node, ops);
+        }
+        Some(gid)
+    }
+
+    fn retire(&self, t: &mut Tables, gid: u32, ops: &mut Vec<Op>) {
+        if let Some(b) = t.bots.remove(&gid) {
+            if let Some(s) = t.slots.get_mut(&b.node) {
+                if s.get(&b.record.local_id) == Some(&gid) {
+                    s.remove(&b.record.local_id);
+                }
+            }
+            ops.push(Op::DeleteBot(gid));
+        }
+    }
+
+    fn claim_template(&self, t: &mut Tables, name: &str, node: NodeId, ops: &mut Vec<Op>) {
+        match t.templates.get(name) {
+            Some(tp) if tp.node == node => {}
+            Some(tp) => log::warn!(
+                "template `{name}` is on node `{}` but also appeared on `{}`; keeping `{}` as its owner",
+                self.node_name(tp.node),
+                self.node_name(node),
+                self.node_name(tp.node)
+            ),
+            None => {
+                let record = TemplateRecord {
+                    name: name.to_string(),
+                    node: self.node_name(node),
+                    settings: BTreeMap::new(),
+                    identity: None,
+                };
+                ops.push(Op::PutTemplate(record.clone()));
+                t.templates.insert(name.to_string(), Template { record, node, since: 0 });
+            }
+        }
+    }
+
+    /// Applies a node's full `bot/list` (read by the poller or a fan-out that started at
+    /// generation `started`): new bots get cluster ids, vanished ones are dropped, moved named
+    /// bots keep theirs. Returns whether new cluster ids were handed out.
+    pub fn reconcile(&self, node: NodeId, listed: &[ListedBot], started: u64) -> bool {
+        let mut ops = Vec::new();
+        let mut added = false;
+        {
+            let mut t = self.tables.write();
+            let mut seen = std::collections::HashSet::new();
+            let before = self.ids.lock().next;
+            for e in listed {
+                match e.id {
+                    Some(lid) => {
+                        let r = Reported {
+                            lid,
+                            name: e.name.as_deref(),
+                            server: e.server.as_deref(),
+                            status: e.status,
+                        };
+                        if let Some(gid) = self.upsert(&mut t, node, r, started, &mut ops) {
+                            seen.insert(gid);
+                        }
+                    }
+                    None => {
+                        if let Some(name) = &e.name {
+                            self.claim_template(&mut t, name, node, &mut ops);
+                            seen_template(&mut t, name, node, e.server.as_deref());
+                        }
+                    }
+                }
+            }
+            added = added || self.ids.lock().next != before;
+            // Bots the node no longer lists are gone, unless learned after the poll began.
+            let gone: Vec<u32> = t
+                .slots
+                .get(&node)
+                .map(|s| {
+                    s.values()
+                        .copied()
+                        .filter(|g| {
+                            !seen.contains(g) && t.bots.get(g).is_none_or(|b| b.since <= started)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for gid in gone {
+                self.retire(&mut t, gid, &mut ops);
+            }
+            // Templates the node no longer has were deleted behind the router's back.
+            let listed_names: std::collections::HashSet<&str> =
+                listed.iter().filter_map(|e| e.name.as_deref()).collect();
+            let gone_templates: Vec<String> = t
+                .templates
+                .values()
+                .filter(|tp| {
+                    tp.node == node
+                        && tp.since <= started
+                        && !listed_names.contains(tp.record.name.as_str())
+                })
+                .map(|tp| tp.record.name.clone())
+                .collect();
+            for name in gone_templates {
+                t.templates.remove(&name);
+                ops.push(Op::DeleteTemplate(name));
+            }
+            self.recount(&t, node);
+        }
+        if !ops.is_empty() {
+            self.bump();
+            self.store.submit(ops);
+        }
+        added
+    }
+
+    /// Learns a bot from a BotInfo in a node's response (synchronous; used on the request
+    /// path). Returns its cluster id.
+    pub fn learn(&self, node: NodeId, r: Reported<'_>) -> Option<u32> {
+        let mut ops = Vec::new();
+        let gid = {
+            let mut t = self.tables.write();
+            let gen = self.bump();
+            let gid = self.upsert(&mut t, node, r, u64::MAX, &mut ops);
+            if let Some(b) = gid.and_then(|g| t.bots.get_mut(&g)) {
+                b.since = gen;
+            }
+            self.recount(&t, node);
+            gid
+        };
+        self.store.submit(ops);
+        gid
+    }
+
+    /// Registers a bot a create request just made, and waits until its record is durable.
+    pub async fn register_created(
+        &self,
+        node: NodeId,
+        r: Reported<'_>,
+        info: CreateInfo,
+        timeout: Duration,
+    ) -> Result<u32, (Option<u32>, StoreError)> {
+        let mut ops = Vec::new();
+        let gid = {
+            let mut t = self.tables.write();
+            let gen = self.bump();
+            let gid = self.upsert(&mut t, node, r, u64::MAX, &mut ops);
+            if let Some(b) = gid.and_then(|g| t.bots.get_mut(&g)) {
+                b.since = gen;
+                if info.address.is_some() {
+                    b.record.address = info.address.clone();
+                }
+                if info.server_password.is_some() {
+                    b.record.server_password = info.server_password.clone();
+                }
+                ops.push(Op::PutBot(b.record.clone()));
+            }
+            self.recount(&t, node);
+            gid
+        };
+        let Some(gid) = gid else {
+            return Err((None, StoreError::Io("bot could not be registered".into())));
+        };
+        self.store
+            .commit(ops, timeout)
+            .await
+            .map_err(|e| (Some(gid), e))?;
+        Ok(gid)
+    }
+
+    /// Drops a bot the router saw being stopped (`bot disconnect` answered 204).
+    pub fn forget_bot(&self, gid: u32) {
+        let mut ops = Vec::new();
+        {
+            let mut t = self.tables.write();
+            let node = t.bots.get(&gid).map(|b| b.node);
+            self.retire(&mut t, gid, &mut ops);
+            if let Some(node) = node {
+                self.recount(&t, node);
+            }
+        }
+        if !ops.is_empty() {
+            self.bump();
+            self.store.submit(ops);
+        }
+    }
+
+    /// Changes a bot's record (nickname, channel, identity, template after `bot save`).
+    pub fn update_bot(&self, gid: u32, f: impl FnOnce(&mut BotRecord)) {
+        let op = {
+            let mut t = self.tables.write();
+            let Some(b) = t.bots.get_mut(&gid) else {
+                return;
+            };
+            f(&mut b.record);
+            Op::PutBot(b.record.clone())
+        };
+        self.store.submit(vec![op]);
+    }
+
+    /// Records that `node` now holds template `name`, and waits until that is durable.
+    pub async fn claim_template_durably(
+        &self,
+        name: &str,
+        node: NodeId,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        {
+            let mut t = self.tables.write();
+            let gen = self.bump();
+            if t.templates.get(name).is_some_and(|tp| tp.node != node) {
+                // An explicit create or save on `node` wins over a stale record.
+                t.templates.remove(name);
+            }
+            self.claim_template(&mut t, name, node, &mut ops);
+            if let Some(tp) = t.templates.get_mut(name) {
+                tp.since = gen;
+            }
+        }
+        self.store.commit(ops, timeout).await
+    }
+
+    /// Records ownership without waiting (used from synchronous response hooks).
+    pub fn claim_template_now(&self, name: &str, node: NodeId) {
+        let mut ops = Vec::new();
+        {
+            let mut t = self.tables.write();
+            let gen = self.bump();
+            self.claim_template(&mut t, name, node, &mut ops);
+            if let Some(tp) = t.templates.get_mut(name) {
+                tp.since = gen;
+            }
+        }
+        self.store.submit(ops);
+    }
+
+    /// Forgets a template (`settings delete` answered 204).
+    pub fn drop_template(&self, name: &str) {
+        let removed = self.tables.write().templates.remove(name).is_some();
+        if removed {
+            self.bump();
+            self.store
+                .submit(vec![Op::DeleteTemplate(name.to_string())]);
+        }
+    }
+
+    /// Remembers a setting written to a template through the router.
+    pub fn record_template_setting(&self, name: &str, path: &str, value: &str) {
+        let op = {
+            let mut t = self.tables.write();
+            let Some(tp) = t.templates.get_mut(name) else {
+                return;
+            };
+            tp.record
+                .settings
+                .insert(path.to_string(), value.to_string());
+            Op::PutTemplate(tp.record.clone())
+        };
+        self.store.submit(vec![op]);
+    }
+
+    /// Stores the identity read from a freshly created bot (and its template's).
+    pub fn record_identity(&self, gid: u32, identity: Identity) {
+        let mut ops = Vec::new();
+        {
+            let mut t = self.tables.write();
+            let Some(b) = t.bots.get_mut(&gid) else {
+                return;
+            };
+            b.record.identity = Some(identity.clone());
+            ops.push(Op::PutBot(b.record.clone()));
+            if let Some(name) = b.record.template.clone() {
+                if let Some(tp) = t.templates.get_mut(&name) {
+                    tp.record.identity = Some(identity);
+                    ops.push(Op::PutTemplate(tp.record.clone()));
+                }
+            }
+        }
+        self.store.submit(ops);
+    }
+}
+
+/// Whether the bot in a slot is still the one the router knows there.
+fn same_bot(b: &Bot, name: Option<&str>, server: Option<&str>) -> bool {
+    if b.record.template.as_deref() != name {
+        return false;
+    }
+    if name.is_some() {
+        return true;
+    }
+    // Temporary bots: compare the address (None = not resolved yet, which matches anything).
+    match (b.server.as_deref().or(b.record.address.as_deref()), server) {
+        (Some(a), Some(s)) => a == s,
+        _ => true,
+    }
+}
+
+/// Keeps the connect address of an offline template for the fallback list.
+fn seen_template(t: &mut Tables, name: &str, node: NodeId, server: Option<&str>) {
+    if let (Some(tp), Some(server)) = (t.templates.get_mut(name), server) {
+        if tp.node == node
+            && !server.is_empty()
+            && !tp.record.settings.contains_key("connect.address")
+        {
+            tp.record
+                .settings
+                .insert("connect.address".into(), server.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn node_cfg(name: &str, port: u16) -> NodeConfig {
+        NodeConfig {
+            name: name.into(),
+            url: format!("http://127.0.0.1:{port}"),
+            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            authority: format!("127.0.0.1:{port}"),
+            tls: false,
+            host: "127.0.0.1".into(),
+            auth: None,
+            capacity: 10,
+        }
+    }
+
+    fn cluster(dir: &std::path::Path) -> Cluster {
+        // A dropped cluster's store worker lets go of the file a moment later.
+        let mut opened = EmbeddedStore::open(dir);
+        for _ in 0..100 {
+            if opened.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            opened = EmbeddedStore::open(dir);
+        }
+        let store = StoreHandle::spawn(Box::new(opened.expect("open"))).expect("spawn");
+        let snap = futures::executor::block_on(store.load()).expect("load");
+        Cluster::new(&[node_cfg("a", 1), node_cfg("b", 2)], snap, store)
+    }
+
+    fn listed(id: u32, name: Option<&str>, server: &str) -> ListedBot {
+        ListedBot {
+            id: Some(id),
+            name: name.map(str::to_string),
+            server: Some(server.into()),
+            status: 2,
+        }
+    }
+
+    #[test]
+    fn ids_start_at_zero_and_are_never_reused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(0, &[listed(0, None, "x"), listed(1, None, "y")], g);
+        assert_eq!(c.gid_of(0, 0), Some(0));
+        assert_eq!(c.gid_of(0, 1), Some(1));
+        // Slot 0 now holds another bot: old id retired, new id given.
+        let g = c.generation();
+        c.reconcile(0, &[listed(0, None, "z"), listed(1, None, "y")], g);
+        assert_eq!(c.gid_of(0, 0), Some(2));
+        assert_eq!(c.locate(0), None);
+        assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 2);
+    }
+
+    #[test]
+    fn named_bot_moving_slot_keeps_its_id() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(1, &[listed(0, Some("music"), "s")], g);
+        let gid = c.gid_of(1, 0).expect("gid");
+        let g = c.generation();
+        c.reconcile(1, &[listed(4, Some("music"), "s")], g);
+        assert_eq!(c.locate(gid), Some((1, 4)));
+        assert_eq!(c.template_owner("music"), Some(1));
+    }
+
+    #[test]
+    fn stale_poll_does_not_undo_a_newer_create() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let started = c.generation();
+        let gid = c
+            .learn(
+                0,
+                Reported {
+                    lid: 3,
+                    name: None,
+                    server: Some("new"),
+                    status: 1,
+                },
+            )
+            .expect("gid");
+        // The poll began before the create and does not list the new bot.
+        c.reconcile(0, &[], started);
+        assert_eq!(c.locate(gid), Some((0, 3)));
+        // A later poll that does not list it drops it.
+        let g = c.generation();
+        c.reconcile(0, &[], g);
+        assert_eq!(c.locate(gid), None);
+    }
+
+    #[test]
+    fn offline_templates_are_owned_and_listed_as_fallback() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(
+            0,
+            &[
+                listed(0, Some("run"), "s1"),
+                ListedBot {
+                    id: None,
+                    name: Some("off".into()),
+                    server: Some("s2".into()),
+                    status: 0,
+                },
+                listed(1, None, "tmp"),
+            ],
+            g,
+        );
+        assert_eq!(c.template_owner("off"), Some(0));
+        let fb = c.fallback_list(0);
+        assert_eq!(fb.len(), 3);
+        assert_eq!(fb[0].name.as_deref(), Some("run"));
+        assert_eq!(fb[0].status, 1);
+        assert_eq!(
+            fb[1],
+            BotInfo {
+                id: None,
+                name: Some("off".into()),
+                server: Some("s2".into()),
+                status: 0
+            }
+        );
+        assert_eq!(fb[2].name, None);
+    }
+
+    #[test]
+    fn ids_survive_restart_and_counter_never_goes_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let gid;
+        {
+            let c = cluster(dir.path());
+            let g = c.generation();
+            c.reconcile(0, &[listed(0, None, "x"), listed(1, None, "y")], g);
+            gid = c.gid_of(0, 1).expect("gid");
+            c.forget_bot(c.gid_of(0, 0).expect("gid"));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(c.store().flush(Duration::from_secs(5)))
+                .expect("flush");
+        }
+        let c = cluster(dir.path());
+        assert_eq!(c.locate(gid), Some((0, 1)));
+        // The poll after restart keeps the id; a new bot gets a fresh one above all earlier.
+        let g = c.generation();
+        c.reconcile(0, &[listed(1, None, "y"), listed(0, None, "q")], g);
+        assert_eq!(c.gid_of(0, 1), Some(gid));
+        assert!(c.gid_of(0, 0).expect("gid") >= 2);
+    }
+}

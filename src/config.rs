@@ -1,0 +1,775 @@
+//! The router's YAML configuration: schema, defaults and validation.
+//!
+//! Owns: turning YAML text (plus an environment lookup for secrets) into a validated [`Config`],
+//! with error messages that name the key at fault. It is a pure function of its inputs: no file
+//! system, no network, no global environment access, so every rule is unit-tested.
+//! Does not own: reading the file (`main`), or applying the settings (`server`).
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default listen address: TS3AudioBot's own default API port, so clients change nothing.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:58913";
+/// The seed project's measured maximum of bots per host.
+pub const DEFAULT_CAPACITY: u32 = 300;
+/// Kestrel's request body cap, which TS3AudioBot inherits.
+pub const DEFAULT_MAX_BODY: usize = 3_000_000;
+/// Kestrel's default request-line limit (~8 KiB): longer targets never reach a node either.
+pub const DEFAULT_MAX_TARGET: usize = 8192;
+/// The one command TS3AudioBot's own WebInterface sends without credentials (an `<img>` tag).
+pub const DEFAULT_ANONYMOUS_ALLOW: &str = "bot/use/<id>/(/data/song/cover/get)";
+
+/// A configuration error; the message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The YAML does not match the schema (unknown key, wrong type, bad syntax).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value is present but not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted path of the key, e.g. `nodes[1].url`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Who a key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May use the bot API; never sees node credentials or identity keys.
+    User,
+    /// May also run node-wide commands (`rights/reload`, `settings/global/*`, `plugin/*`,
+    /// `eval`) and read secrets.
+    Admin,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// API keys (clients send `Basic base64(name:secret)`).
+    pub keys: Vec<KeyConfig>,
+    /// The TS3AudioBot nodes.
+    pub nodes: Vec<NodeConfig>,
+    /// Where the router keeps its state.
+    pub storage: StorageConfig,
+    /// Pingora server settings.
+    pub server: ServerSettings,
+    /// Request handling.
+    pub routing: RoutingConfig,
+    /// Node polling.
+    pub health: HealthConfig,
+    /// Bot placement.
+    pub placement: PlacementConfig,
+}
+
+/// One API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyConfig {
+    /// The user id clients send (the part before `:`).
+    pub name: String,
+    /// The secret (the part after `:`).
+    pub secret: String,
+    /// What the key may do.
+    pub role: Role,
+}
+
+/// One TS3AudioBot node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// A unique, stable name (bots are recorded against it).
+    pub name: String,
+    /// The URL as written (`http://host:port`).
+    pub url: String,
+    /// The resolved socket address.
+    pub addr: SocketAddr,
+    /// `host:port` for the `Host` header.
+    pub authority: String,
+    /// Whether to use TLS to the node.
+    pub tls: bool,
+    /// The host name (for TLS SNI).
+    pub host: String,
+    /// The node's own API token `uid:token`, or None when the node trusts the router's IP.
+    pub auth: Option<String>,
+    /// How many bots the node may run.
+    pub capacity: u32,
+}
+
+/// Storage backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// The embedded store (redb) in a directory.
+    Embedded {
+        /// Directory of the database file.
+        path: String,
+    },
+}
+
+/// Pingora server settings passed through to `ServerConf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Work-stealing tokio runtime (true) or Pingora's no-steal runtime (false).
+    pub work_stealing: bool,
+    /// Seconds to keep serving after SIGTERM (Pingora's default is 300; ours is short).
+    pub grace_period_seconds: u64,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Idle keep-alive connections kept per node.
+    pub upstream_keepalive_pool_size: usize,
+    /// Pingora pid file.
+    pub pid_file: String,
+    /// Pingora graceful-upgrade socket.
+    pub upgrade_sock: String,
+}
+
+/// How requests are handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Commands anonymous callers may run (patterns, `<id>` matches any bot id).
+    pub anonymous_allow: Vec<String>,
+    /// Connecting to a node.
+    pub connect_timeout: Duration,
+    /// A whole proxied request (TS3AudioBot resolves links while you wait, so this is long).
+    pub request_timeout: Duration,
+    /// Each node's part of a fan-out (`bot/list`, `system/info`, split merges).
+    pub fanout_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Longest request target accepted.
+    pub max_target_bytes: usize,
+}
+
+/// Node polling and liveness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// How often each node's `bot/list` is read.
+    pub interval: Duration,
+    /// Timeout of one poll.
+    pub timeout: Duration,
+    /// Consecutive failed polls before a node counts as down.
+    pub failures_to_down: usize,
+    /// Consecutive good polls before a down node counts as up again.
+    pub successes_to_up: usize,
+}
+
+/// How new bots are placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementConfig {
+    /// The strategy.
+    pub strategy: PlacementStrategy,
+}
+
+/// Placement strategies (named in the config so more can be added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementStrategy {
+    /// The healthy, non-draining node with the lowest `(running + reserved) / capacity`.
+    LeastUsed,
+}
+
+// ---- raw YAML schema -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
+    #[serde(default)]
+    storage: Option<RawStorage>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    routing: RawRouting,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    placement: RawPlacement,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    name: String,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    #[serde(default = "default_role")]
+    role: Role,
+}
+
+fn default_role() -> Role {
+    Role::User
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    url: String,
+    auth: Option<String>,
+    auth_env: Option<String>,
+    capacity: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+enum RawStorage {
+    Embedded {
+        #[serde(default = "default_data_path")]
+        path: String,
+    },
+}
+
+fn default_data_path() -> String {
+    "data".to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    threads: usize,
+    work_stealing: bool,
+    grace_period_seconds: u64,
+    graceful_shutdown_timeout_seconds: u64,
+    upstream_keepalive_pool_size: usize,
+    pid_file: String,
+    upgrade_sock: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            threads: 2,
+            work_stealing: true,
+            grace_period_seconds: 5,
+            graceful_shutdown_timeout_seconds: 5,
+            upstream_keepalive_pool_size: 128,
+            pid_file: "/tmp/ts3ab-lb.pid".into(),
+            upgrade_sock: "/tmp/ts3ab-lb-upgrade.sock".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRouting {
+    anonymous_allow: Vec<String>,
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    fanout_timeout_ms: u64,
+    max_body_bytes: usize,
+    max_target_bytes: usize,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        RawRouting {
+            anonymous_allow: vec![DEFAULT_ANONYMOUS_ALLOW.to_string()],
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 30_000,
+            fanout_timeout_ms: 3000,
+            max_body_bytes: DEFAULT_MAX_BODY,
+            max_target_bytes: DEFAULT_MAX_TARGET,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealth {
+    interval_ms: u64,
+    timeout_ms: u64,
+    failures_to_down: usize,
+    successes_to_up: usize,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            interval_ms: 2000,
+            timeout_ms: 1500,
+            failures_to_down: 2,
+            successes_to_up: 1,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPlacement {
+    strategy: PlacementStrategy,
+    default_capacity: u32,
+}
+
+impl Default for RawPlacement {
+    fn default() -> Self {
+        RawPlacement {
+            strategy: PlacementStrategy::LeastUsed,
+            default_capacity: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+// ---- parsing and validation ------------------------------------------------------------------
+
+impl Config {
+    /// Parses and validates YAML. `env` looks up environment variables named by `secret_env`
+    /// and `auth_env` (pass `|k| std::env::var(k).ok()` in production).
+    pub fn from_yaml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            serde_yaml::from_str("{}")
+        } else {
+            serde_yaml::from_str(text)
+        }
+        .map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        validate(raw, env)
+    }
+}
+
+fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        invalid(
+            "listen",
+            format!("`{}` is not an IP:port address", raw.listen),
+        )
+    })?;
+
+    let mut keys = Vec::with_capacity(raw.keys.len());
+    let mut key_names = HashSet::new();
+    for (i, k) in raw.keys.into_iter().enumerate() {
+        let at = |f: &str| format!("keys[{i}].{f}");
+        if k.name.is_empty() {
+            return Err(invalid(at("name"), "must not be empty"));
+        }
+        if k.name.contains(':') || k.name.chars().any(char::is_control) {
+            return Err(invalid(
+                at("name"),
+                "must not contain `:` or control characters",
+            ));
+        }
+        if !key_names.insert(k.name.clone()) {
+            return Err(invalid(
+                at("name"),
+                format!("`{}` is used by another key", k.name),
+            ));
+        }
+        let secret = secret_value(
+            k.secret,
+            k.secret_env,
+            env,
+            &at("secret"),
+            &at("secret_env"),
+        )?
+        .ok_or_else(|| invalid(at("secret"), "missing (set `secret` or `secret_env`)"))?;
+        if secret.len() < 8 {
+            return Err(invalid(at("secret"), "must be at least 8 characters"));
+        }
+        keys.push(KeyConfig {
+            name: k.name,
+            secret,
+            role: k.role,
+        });
+    }
+
+    let mut nodes = Vec::with_capacity(raw.nodes.len());
+    let mut node_names = HashSet::new();
+    let mut node_addrs = HashSet::new();
+    for (i, n) in raw.nodes.into_iter().enumerate() {
+        let at = |f: &str| format!("nodes[{i}].{f}");
+        if n.name.is_empty()
+            || !n
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                at("name"),
+                "must be non-empty and use only [A-Za-z0-9._-]",
+            ));
+        }
+        if !node_names.insert(n.name.clone()) {
+            return Err(invalid(
+                at("name"),
+                format!("`{}` is used by another node", n.name),
+            ));
+        }
+        let target = parse_node_url(&n.url).map_err(|m| invalid(at("url"), m))?;
+        if !node_addrs.insert(target.addr) {
+            return Err(invalid(
+                at("url"),
+                format!("{} is already used by another node", target.addr),
+            ));
+        }
+        let auth = secret_value(n.auth, n.auth_env, env, &at("auth"), &at("auth_env"))?;
+        if let Some(a) = &auth {
+            if !a.contains(':') {
+                return Err(invalid(
+                    at("auth"),
+                    "must be `uid:token` as printed by `!api token`",
+                ));
+            }
+        }
+        let capacity = n.capacity.unwrap_or(raw.placement.default_capacity);
+        if capacity == 0 {
+            return Err(invalid(at("capacity"), "must be at least 1"));
+        }
+        nodes.push(NodeConfig {
+            name: n.name,
+            url: n.url,
+            addr: target.addr,
+            authority: target.authority,
+            tls: target.tls,
+            host: target.host,
+            auth,
+            capacity,
+        });
+    }
+
+    let storage = match raw.storage {
+        None => StorageConfig::Embedded {
+            path: default_data_path(),
+        },
+        Some(RawStorage::Embedded { path }) => {
+            if path.is_empty() {
+                return Err(invalid("storage.path", "must not be empty"));
+            }
+            StorageConfig::Embedded { path }
+        }
+    };
+
+    let s = raw.server;
+    if s.threads == 0 {
+        return Err(invalid("server.threads", "must be at least 1"));
+    }
+    if s.upstream_keepalive_pool_size == 0 {
+        return Err(invalid(
+            "server.upstream_keepalive_pool_size",
+            "must be at least 1",
+        ));
+    }
+    let server = ServerSettings {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: s.grace_period_seconds,
+        graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds,
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        pid_file: s.pid_file,
+        upgrade_sock: s.upgrade_sock,
+    };
+
+    let r = raw.routing;
+    for (i, pattern) in r.anonymous_allow.iter().enumerate() {
+        crate::policy::AllowPattern::parse(pattern)
+            .map_err(|m| invalid(format!("routing.anonymous_allow[{i}]"), m))?;
+    }
+    let ms = |key: &str, v: u64| {
+        if v == 0 {
+            Err(invalid(key, "must be greater than 0"))
+        } else {
+            Ok(Duration::from_millis(v))
+        }
+    };
+    let routing = RoutingConfig {
+        anonymous_allow: r.anonymous_allow,
+        connect_timeout: ms("routing.connect_timeout_ms", r.connect_timeout_ms)?,
+        request_timeout: ms("routing.request_timeout_ms", r.request_timeout_ms)?,
+        fanout_timeout: ms("routing.fanout_timeout_ms", r.fanout_timeout_ms)?,
+        max_body_bytes: r.max_body_bytes,
+        max_target_bytes: r.max_target_bytes.max(16),
+    };
+
+    let h = raw.health;
+    let health = HealthConfig {
+        interval: ms("health.interval_ms", h.interval_ms)?,
+        timeout: ms("health.timeout_ms", h.timeout_ms)?,
+        failures_to_down: h.failures_to_down.max(1),
+        successes_to_up: h.successes_to_up.max(1),
+    };
+    if raw.placement.default_capacity == 0 {
+        return Err(invalid("placement.default_capacity", "must be at least 1"));
+    }
+
+    Ok(Config {
+        listen,
+        keys,
+        nodes,
+        storage,
+        server,
+        routing,
+        health,
+        placement: PlacementConfig {
+            strategy: raw.placement.strategy,
+        },
+    })
+}
+
+/// Resolves a secret given inline or through an environment variable (exactly one of them).
+fn secret_value(
+    inline: Option<String>,
+    var: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    inline_key: &str,
+    env_key: &str,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, var) {
+        (Some(_), Some(_)) => Err(invalid(
+            inline_key,
+            format!("set either this or `{env_key}`, not both"),
+        )),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(name)) => match env(&name) {
+            Some(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Err(invalid(
+                env_key,
+                format!("environment variable `{name}` is not set"),
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// A node URL taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTarget {
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// `host:port` as written.
+    pub authority: String,
+    /// The host as written.
+    pub host: String,
+    /// `https`.
+    pub tls: bool,
+}
+
+/// Parses `http[s]://host[:port][/]` and resolves the host (once, at start).
+pub fn parse_node_url(url: &str) -> Result<NodeTarget, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!("`{url}` must start with http:// or https://"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return Err(format!(
+            "`{url}` must be scheme://host:port with no path (TS3AudioBot serves its API at /api)"
+        ));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = split_host_port(authority, default_port)
+        .ok_or_else(|| format!("`{url}` has a bad port"))?;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))?;
+    Ok(NodeTarget {
+        addr,
+        authority: authority.to_string(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        tls,
+    })
+}
+
+fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((authority.to_string(), default_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn err(yaml: &str) -> String {
+        match Config::from_yaml(yaml, &no_env) {
+            Ok(_) => panic!("accepted: {yaml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const GOOD: &str = r#"
+listen: "127.0.0.1:58913"
+keys:
+  - { name: alice, secret: "alice-secret", role: user }
+  - { name: ops, secret: "ops-secret-1", role: admin }
+nodes:
+  - { name: node-1, url: "http://127.0.0.1:1001", auth: "uid:token", capacity: 100 }
+  - { name: node-2, url: "http://127.0.0.1:1002/" }
+storage: { kind: embedded, path: "state" }
+server: { threads: 1, grace_period_seconds: 0 }
+"#;
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::from_yaml(GOOD, &no_env).expect("valid");
+        assert_eq!(c.listen, "127.0.0.1:58913".parse().expect("addr"));
+        assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.keys[1].role, Role::Admin);
+        assert_eq!(c.nodes[0].capacity, 100);
+        assert_eq!(c.nodes[1].capacity, DEFAULT_CAPACITY);
+        assert_eq!(c.nodes[1].auth, None);
+        assert_eq!(c.nodes[1].authority, "127.0.0.1:1002");
+        assert_eq!(
+            c.storage,
+            StorageConfig::Embedded {
+                path: "state".into()
+            }
+        );
+        assert_eq!(c.server.threads, 1);
+        assert_eq!(c.server.grace_period_seconds, 0);
+        assert_eq!(
+            c.routing.anonymous_allow,
+            vec![DEFAULT_ANONYMOUS_ALLOW.to_string()]
+        );
+        assert_eq!(c.health.interval, Duration::from_secs(2));
+        assert_eq!(c.placement.strategy, PlacementStrategy::LeastUsed);
+    }
+
+    #[test]
+    fn defaults_for_an_empty_file() {
+        let c = Config::from_yaml("", &no_env).expect("valid");
+        assert_eq!(c.listen.port(), 58913);
+        assert!(c.keys.is_empty() && c.nodes.is_empty());
+        assert_eq!(
+            c.storage,
+            StorageConfig::Embedded {
+                path: "data".into()
+            }
+        );
+    }
+
+    #[test]
+    fn secrets_from_environment() {
+        let env = |k: &str| match k {
+            "S" => Some("from-env-secret".to_string()),
+            "T" => Some("uid:from-env-token".to_string()),
+            _ => None,
+        };
+        let c = Config::from_yaml(
+            "keys: [{name: a, secret_env: S}]\nnodes: [{name: n, url: 'http://127.0.0.1:1', auth_env: T}]",
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(c.keys[0].secret, "from-env-secret");
+        assert_eq!(c.nodes[0].auth.as_deref(), Some("uid:from-env-token"));
+        let e = Config::from_yaml("keys: [{name: a, secret_env: MISSING}]", &env)
+            .expect_err("missing env");
+        assert_eq!(
+            e.to_string(),
+            "keys[0].secret_env: environment variable `MISSING` is not set"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("listen: nope").starts_with("listen:"));
+        assert!(err("keys: [{name: a}]").starts_with("keys[0].secret:"));
+        assert!(err("keys: [{name: a, secret: short}]").starts_with("keys[0].secret:"));
+        assert!(err("keys: [{name: 'a:b', secret: longenough}]").starts_with("keys[0].name:"));
+        assert!(
+            err("keys: [{name: a, secret: longenough}, {name: a, secret: longenough}]")
+                .starts_with("keys[1].name:")
+        );
+        assert!(err("keys: [{name: a, secret: longenough, secret_env: X}]")
+            .starts_with("keys[0].secret:"));
+        assert!(err("nodes: [{name: n, url: 'ftp://x'}]").starts_with("nodes[0].url:"));
+        assert!(
+            err("nodes: [{name: n, url: 'http://127.0.0.1:1/api'}]").starts_with("nodes[0].url:")
+        );
+        assert!(err("nodes: [{name: n, url: 'http://127.0.0.1:x'}]").starts_with("nodes[0].url:"));
+        assert!(
+            err("nodes: [{name: n, url: 'http://127.0.0.1:1', auth: tokenonly}]")
+                .starts_with("nodes[0].auth:")
+        );
+        assert!(
+            err("nodes: [{name: n, url: 'http://127.0.0.1:1', capacity: 0}]")
+                .starts_with("nodes[0].capacity:")
+        );
+        assert!(
+            err("nodes: [{name: 'bad name', url: 'http://127.0.0.1:1'}]")
+                .starts_with("nodes[0].name:")
+        );
+        assert!(err(
+            "nodes: [{name: a, url: 'http://127.0.0.1:1'}, {name: b, url: 'http://127.0.0.1:1'}]"
+        )
+        .starts_with("nodes[1].url:"));
+        assert!(err("server: {threads: 0}").starts_with("server.threads:"));
+        assert!(err("health: {interval_ms: 0}").starts_with("health.interval_ms:"));
+        assert!(err("routing: {anonymous_allow: ['bot/use/<id>/(/song']}")
+            .starts_with("routing.anonymous_allow[0]:"));
+        assert!(err("storage: {kind: embedded, path: ''}").starts_with("storage.path:"));
+    }
+
+    #[test]
+    fn unknown_keys_and_types_are_named() {
+        let e = err("nodes: [{name: n, url: 'http://127.0.0.1:1', capcity: 3}]");
+        assert!(e.contains("capcity"), "{e}");
+        let e = err("storage: {kind: mongo}");
+        assert!(e.contains("mongo"), "{e}");
+        let e = err("placement: {strategy: random}");
+        assert!(e.contains("random"), "{e}");
+        let e = err("keys: [{name: a, secret: longenough, role: root}]");
+        assert!(e.contains("root"), "{e}");
+        let e = err("listen: [1, 2]");
+        assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_node_url() {
+        let t = parse_node_url("http://[::1]:58913").expect("v6");
+        assert_eq!(t.addr, "[::1]:58913".parse().expect("addr"));
+        assert_eq!(t.host, "::1");
+        assert_eq!(
+            parse_node_url("http://127.0.0.1")
+                .expect("default port")
+                .addr
+                .port(),
+            80
+        );
+    }
+}

@@ -1,0 +1,609 @@
+//! Plans the router carries out itself, calling nodes on the client's behalf.
+//!
+//! Owns: `bot list` fan-out and merge, `system info` aggregation, node-wide broadcasts, creates
+//! (place, send, record durably, then answer), split `json merge` execution, and the answer
+//! edits shared with the proxy path ([`Exec::edit`]: local → cluster ids, `json api` servers,
+//! redaction). Every node call has a deadline; a node that fails never fails a whole fan-out.
+//! Does not own: deciding the plan (`routing`) or the HTTP framing to the client (`proxy`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+
+use crate::api_json::{bot_list_body, ApiError, BotInfo, Reason, CONTENT_TYPE_JSON};
+use crate::cluster::{Cluster, CreateInfo, Node, NodeId, Reported};
+use crate::config::RoutingConfig;
+use crate::health::{parse_bot_list, poll_node, BOT_LIST};
+use crate::json_edit;
+use crate::node_client::{NodeClient, NodeResponse};
+use crate::placement::{Placer, Reservation};
+use crate::routing::{CreateKind, CreateNode, CreatePlan, Edits, Element, MergePlan};
+use crate::store::Identity;
+
+/// How long a create waits for its record to become durable before answering anyway.
+const STORE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// An answer the router writes itself.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type (TS3AudioBot's JSON type unless a node sent another).
+    pub content_type: String,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// A JSON answer.
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Answer {
+            status,
+            content_type: CONTENT_TYPE_JSON.to_string(),
+            body: body.into(),
+        }
+    }
+
+    /// An error answer.
+    pub fn error(e: &ApiError) -> Self {
+        Answer::json(e.status, e.body())
+    }
+
+    fn from_node(r: NodeResponse, body: Option<Vec<u8>>) -> Self {
+        Answer {
+            status: r.status,
+            content_type: r
+                .content_type
+                .unwrap_or_else(|| CONTENT_TYPE_JSON.to_string()),
+            body: body.map(Bytes::from).unwrap_or(r.body),
+        }
+    }
+}
+
+/// Executes router-made plans.
+pub struct Exec {
+    cluster: Arc<Cluster>,
+    client: Arc<NodeClient>,
+    placer: Arc<Placer>,
+    cfg: RoutingConfig,
+    health_timeout: Duration,
+}
+
+impl Exec {
+    /// An executor.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        client: Arc<NodeClient>,
+        placer: Arc<Placer>,
+        cfg: RoutingConfig,
+        health_timeout: Duration,
+    ) -> Self {
+        Exec {
+            cluster,
+            client,
+            placer,
+            cfg,
+            health_timeout,
+        }
+    }
+
+    /// Edits a node's JSON answer: BotInfo ids (learning bots the router has not seen yet),
+    /// `json api` servers, redaction. None = forward the bytes unchanged.
+    pub fn edit(cluster: &Cluster, node: NodeId, body: &[u8], edits: &Edits) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        if edits.bot_ids {
+            json_edit::visit_bot_infos(body, |lid, name, server, status| {
+                if let Ok(lid) = u32::try_from(lid) {
+                    let status = u8::try_from(status.clamp(0, 2)).unwrap_or(1);
+                    cluster.learn(
+                        node,
+                        Reported {
+                            lid,
+                            name,
+                            server,
+                            status,
+                        },
+                    );
+                }
+            });
+            out = json_edit::rewrite_bot_ids(body, |lid| {
+                u32::try_from(lid)
+                    .ok()
+                    .and_then(|l| cluster.gid_of(node, l))
+                    .map(i64::from)
+            });
+        }
+        if edits.openapi {
+            let cur = out.as_deref().unwrap_or(body);
+            if let Some(n) = json_edit::rewrite_openapi_servers(cur, |lid| {
+                u32::try_from(lid)
+                    .ok()
+                    .and_then(|l| cluster.gid_of(node, l))
+                    .map(i64::from)
+            }) {
+                out = Some(n);
+            }
+        }
+        if edits.redact_scalar {
+            let cur = out.as_deref().unwrap_or(body);
+            if let Some(n) = json_edit::redact_scalar(cur) {
+                out = Some(n);
+            }
+        }
+        if edits.redact {
+            let cur = out.as_deref().unwrap_or(body);
+            if let Some(n) = json_edit::redact_secrets(cur) {
+                out = Some(n);
+            }
+        }
+        out
+    }
+
+    /// A healthy node, round-robin.
+    pub fn any_node(&self, turn: usize, exclude: &[NodeId]) -> Option<Arc<Node>> {
+        let nodes = self.cluster.nodes();
+        let n = nodes.len();
+        (0..n)
+            .map(|i| &nodes[(turn + i) % n])
+            .find(|node| node.is_healthy() && !exclude.contains(&node.id))
+            .cloned()
+    }
+
+    /// `bot list` over every node, ids translated; a failed node shows its known bots as
+    /// connecting; an offline template appears once, and not at all while it runs somewhere.
+    pub async fn bot_list(&self) -> Answer {
+        let infos = self.collect_list().await;
+        Answer::json(200, bot_list_body(&infos))
+    }
+
+    async fn collect_list(&self) -> Vec<BotInfo> {
+        let nodes = self.cluster.nodes();
+        let results = join_all(nodes.iter().map(|node| async move {
+            if !node.is_healthy() {
+                return (node.clone(), None);
+            }
+            let started = self.cluster.generation();
+            let r = self
+                .client
+                .get(node, BOT_LIST, self.cfg.fanout_timeout)
+                .await;
+            (node.clone(), Some((started, r)))
+        }))
+        .await;
+        let mut named = Vec::new();
+        let mut offline = Vec::new();
+        let mut unnamed = Vec::new();
+        let mut new_ids = false;
+        for (node, result) in results {
+            let listed = match result {
+                Some((started, Ok(r))) if r.status == 200 => match parse_bot_list(&r.body) {
+                    Ok(l) => {
+                        new_ids |= self.cluster.reconcile(node.id, &l, started);
+                        Some(l)
+                    }
+                    Err(e) => {
+                        log::warn!("node {} sent an unreadable bot/list: {e}", node.name);
+                        None
+                    }
+                },
+                Some((_, Ok(r))) => {
+                    log::warn!(
+                        "node {} answered bot/list with HTTP {}",
+                        node.name,
+                        r.status
+                    );
+                    None
+                }
+                Some((_, Err(e))) => {
+                    log::warn!("{e}");
+                    None
+                }
+                None => None,
+            };
+            let infos: Vec<BotInfo> = match listed {
+                Some(l) => l
+                    .into_iter()
+                    .filter_map(|b| {
+                        let id = match b.id {
+                            Some(lid) => Some(self.cluster.gid_of(node.id, lid)?),
+                            None => None,
+                        };
+                        Some(BotInfo {
+                            id,
+                            name: b.name,
+                            server: b.server,
+                            status: b.status,
+                        })
+                    })
+                    .collect(),
+                None => self.cluster.fallback_list(node.id),
+            };
+            for info in infos {
+                match (&info.id, &info.name) {
+                    (None, _) => offline.push(info),
+                    (Some(_), Some(_)) => named.push(info),
+                    (Some(_), None) => unnamed.push(info),
+                }
+            }
+        }
+        if new_ids {
+            // Ids shown to a client must survive a crash.
+            if let Err(e) = self.cluster.store().flush(STORE_DEADLINE).await {
+                log::error!("could not persist newly seen bots before listing them: {e}");
+            }
+        }
+        let running: HashSet<String> = named.iter().filter_map(|b| b.name.clone()).collect();
+        let mut shown = HashSet::new();
+        offline.retain(|b| {
+            b.name
+                .as_ref()
+                .is_some_and(|n| !running.contains(n) && shown.insert(n.clone()))
+        });
+        named.extend(offline);
+        named.extend(unnamed);
+        named
+    }
+
+    /// `system info` summed over the nodes that answer: per sample (aligned on the newest),
+    /// memory and CPU add up; `starttime` is the earliest.
+    pub async fn system_info(&self) -> Answer {
+        let nodes = self.cluster.nodes();
+        let results = join_all(nodes.iter().filter(|n| n.is_healthy()).map(|n| {
+            self.client
+                .get(n, b"/api/system/info", self.cfg.fanout_timeout)
+        }))
+        .await;
+        #[derive(serde::Deserialize)]
+        struct Info {
+            memory: Vec<i64>,
+            cpu: Vec<f64>,
+            starttime: String,
+        }
+        let infos: Vec<Info> = results
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).ok(),
+                _ => None,
+            })
+            .collect();
+        if infos.is_empty() {
+            return Answer::error(&ApiError::unavailable("no node answered system info"));
+        }
+        let len = |f: &dyn Fn(&Info) -> usize| infos.iter().map(f).max().unwrap_or(0);
+        let (mlen, clen) = (len(&|i| i.memory.len()), len(&|i| i.cpu.len()));
+        let mut memory = vec![0i64; mlen];
+        let mut cpu = vec![0f64; clen];
+        for i in &infos {
+            for (k, v) in i.memory.iter().rev().enumerate() {
+                memory[mlen - 1 - k] = memory[mlen - 1 - k].saturating_add(*v);
+            }
+            for (k, v) in i.cpu.iter().rev().enumerate() {
+                cpu[clen - 1 - k] += v;
+            }
+        }
+        let starttime = infos
+            .iter()
+            .map(|i| i.starttime.as_str())
+            .min()
+            .unwrap_or_default();
+        let body = serde_json::json!({ "memory": memory, "cpu": cpu, "starttime": starttime });
+        Answer::json(200, serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// Sends a node-wide command to every node. All succeed → the first node's answer; any
+    /// node refuses → that answer; any node unreachable → 503 naming it.
+    pub async fn broadcast(&self, target: &[u8]) -> Answer {
+        let nodes = self.cluster.nodes();
+        if nodes.is_empty() {
+            return Answer::error(&ApiError::unavailable("no nodes are configured"));
+        }
+        let results = join_all(
+            nodes
+                .iter()
+                .map(|n| self.client.get(n, target, self.cfg.request_timeout)),
+        )
+        .await;
+        let mut first_ok = None;
+        let mut unreachable = Vec::new();
+        for (node, r) in nodes.iter().zip(results) {
+            match r {
+                Ok(r) if r.ok() => {
+                    first_ok.get_or_insert(r);
+                }
+                Ok(r) => return Answer::from_node(r, None),
+                Err(e) => unreachable.push(format!("{} ({e})", node.name)),
+            }
+        }
+        if !unreachable.is_empty() {
+            return Answer::error(&ApiError::unavailable(format!(
+                "the command reached {} of {} nodes; not reached: {}",
+                nodes.len() - unreachable.len(),
+                nodes.len(),
+                unreachable.join(", ")
+            )));
+        }
+        first_ok.map_or_else(
+            || Answer::json(204, Bytes::new()),
+            |r| Answer::from_node(r, None),
+        )
+    }
+
+    /// Runs a create: reserve a slot, send, record the new bot or template durably, answer.
+    pub async fn create(&self, plan: &CreatePlan) -> Answer {
+        let mut tried = Vec::new();
+        loop {
+            let reservation: Reservation = match plan.node {
+                CreateNode::Place => match self.placer.reserve(&tried) {
+                    Ok(r) => r,
+                    Err(e) => return Answer::error(&e),
+                },
+                CreateNode::Fixed(id) => match self.cluster.node(id) {
+                    Some(n) => match self.placer.reserve_on(n) {
+                        Ok(r) => r,
+                        Err(e) => return Answer::error(&e),
+                    },
+                    None => {
+                        return Answer::error(&ApiError::unavailable("the template's node is gone"))
+                    }
+                },
+            };
+            let node = reservation.node().clone();
+            match self
+                .client
+                .get(&node, &plan.target, self.cfg.request_timeout)
+                .await
+            {
+                Ok(resp) => return self.created(&node, plan, resp, reservation).await,
+                Err(e) if e.not_sent() && plan.node == CreateNode::Place => {
+                    log::warn!("{e}; placing the create on another node");
+                    tried.push(node.id);
+                    drop(reservation);
+                }
+                Err(e) => {
+                    // The node may have made the bot anyway: read its list now.
+                    self.poke(node);
+                    let status = if matches!(e, crate::node_client::NodeError::Timeout { .. }) {
+                        504
+                    } else {
+                        503
+                    };
+                    return Answer::error(&ApiError::with_status(
+                        status,
+                        Reason::InternalError,
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn created(
+        &self,
+        node: &Arc<Node>,
+        plan: &CreatePlan,
+        resp: NodeResponse,
+        reservation: Reservation,
+    ) -> Answer {
+        match &plan.kind {
+            CreateKind::SettingsCreate(name) => {
+                if resp.status == 204 {
+                    if let Err(e) = self
+                        .cluster
+                        .claim_template_durably(name, node.id, STORE_DEADLINE)
+                        .await
+                    {
+                        log::error!(
+                            "template {name} was created on node {} but could not be recorded: {e}",
+                            node.name
+                        );
+                    }
+                }
+                drop(reservation);
+                Answer::from_node(resp, None)
+            }
+            CreateKind::ConnectTo(_) | CreateKind::ConnectTemplate(_) => {
+                let info = match &plan.kind {
+                    CreateKind::ConnectTo(i) => CreateInfo::from(i.clone()),
+                    _ => CreateInfo::default(),
+                };
+                let mut body = None;
+                if resp.status == 200 {
+                    if let Some((lid, name, server, status)) = single_bot_info(&resp.body) {
+                        let reported = Reported {
+                            lid,
+                            name: name.as_deref(),
+                            server: server.as_deref(),
+                            status,
+                        };
+                        match self.cluster.register_created(node.id, reported, info, STORE_DEADLINE).await
+                        {
+                            Ok(gid) => self.read_identity(node.clone(), lid, gid),
+                            Err((gid, e)) => log::error!(
+                                "bot {gid:?} (node {} local {lid}) was created but its record is not durable: {e}",
+                                node.name
+                            ),
+                        }
+                    }
+                    body = Self::edit(&self.cluster, node.id, &resp.body, &plan.edits);
+                }
+                drop(reservation);
+                Answer::from_node(resp, body)
+            }
+        }
+    }
+
+    /// Reads a new bot's TeamSpeak identity once, in the background, and records it.
+    fn read_identity(&self, node: Arc<Node>, lid: u32, gid: u32) {
+        let client = self.client.clone();
+        let cluster = self.cluster.clone();
+        let deadline = self.cfg.request_timeout;
+        tokio::spawn(async move {
+            let target = format!("/api/bot/use/{lid}/(/settings/get/connect.identity)");
+            match client.get(&node, target.as_bytes(), deadline).await {
+                Ok(r) if r.status == 200 => {
+                    #[derive(serde::Deserialize)]
+                    struct Raw {
+                        key: String,
+                        offset: u64,
+                        level: i64,
+                    }
+                    match serde_json::from_slice::<Raw>(&r.body) {
+                        Ok(raw) if cluster.gid_of(node.id, lid) == Some(gid) => cluster
+                            .record_identity(
+                                gid,
+                                Identity {
+                                    key: raw.key,
+                                    offset: raw.offset,
+                                    level: raw.level,
+                                },
+                            ),
+                        Ok(_) => {}
+                        Err(e) => log::warn!(
+                            "bot {gid}: unreadable identity from node {}: {e}",
+                            node.name
+                        ),
+                    }
+                }
+                Ok(r) => log::warn!(
+                    "bot {gid}: node {} refused to show its identity (HTTP {})",
+                    node.name,
+                    r.status
+                ),
+                Err(e) => log::warn!("bot {gid}: could not read its identity: {e}"),
+            }
+        });
+    }
+
+    /// Re-reads a node's list soon (after a change the answer did not show).
+    pub fn poke(&self, node: Arc<Node>) {
+        let client = self.client.clone();
+        let cluster = self.cluster.clone();
+        let timeout = self.health_timeout;
+        tokio::spawn(async move {
+            if let Err(e) = poll_node(&cluster, &client, &node, timeout).await {
+                log::debug!("re-reading node {} failed: {e}", node.name);
+            }
+        });
+    }
+
+    /// Runs a split `json merge`: one `json merge` per node with that node's elements, the
+    /// router's own elements locally, results put back in the original order.
+    pub async fn merge(&self, plan: &MergePlan, turn: usize) -> Answer {
+        // Elements that can run anywhere join the first pinned node, else a healthy one.
+        let first_pinned = plan.elements.iter().find_map(|e| match e {
+            Element::Node { node: Some(n), .. } => Some(*n),
+            _ => None,
+        });
+        let mut groups: BTreeMap<NodeId, Vec<(usize, &[u8])>> = BTreeMap::new();
+        for (i, el) in plan.elements.iter().enumerate() {
+            if let Element::Node { node, piece } = el {
+                let target = match node.or(first_pinned) {
+                    Some(n) => n,
+                    None => match self.any_node(turn, &[]) {
+                        Some(n) => n.id,
+                        None => return Answer::error(&ApiError::unavailable("no healthy node")),
+                    },
+                };
+                groups.entry(target).or_default().push((i, piece));
+            }
+        }
+        let mut results: Vec<Option<Vec<u8>>> = vec![None; plan.elements.len()];
+        let calls = groups.iter().map(|(node_id, items)| async move {
+            let Some(node) = self.cluster.node(*node_id) else {
+                return Err(Answer::error(&ApiError::unavailable("node is gone")));
+            };
+            if !node.is_healthy() {
+                return Err(Answer::error(&ApiError::unavailable(format!(
+                    "node {} is down",
+                    node.name
+                ))));
+            }
+            let mut target = b"/api/json/merge".to_vec();
+            for (_, piece) in items {
+                target.push(b'/');
+                target.extend_from_slice(piece);
+            }
+            let resp = self
+                .client
+                .get(&node, &target, self.cfg.request_timeout)
+                .await
+                .map_err(|e| Answer::error(&ApiError::unavailable(e.to_string())))?;
+            let edited = Self::edit(&self.cluster, node.id, &resp.body, &plan.edits);
+            let body = edited.unwrap_or_else(|| resp.body.to_vec());
+            match (resp.status, json_edit::array_items(&body)) {
+                (200, Some(spans)) if spans.len() == items.len() => Ok(items
+                    .iter()
+                    .zip(spans)
+                    .map(|((i, _), r)| (*i, body[r].to_vec()))
+                    .collect::<Vec<_>>()),
+                _ => Err(Answer {
+                    status: resp.status,
+                    content_type: resp
+                        .content_type
+                        .unwrap_or_else(|| CONTENT_TYPE_JSON.into()),
+                    body: Bytes::from(body),
+                }),
+            }
+        });
+        for r in join_all(calls).await {
+            match r {
+                Ok(parts) => {
+                    for (i, v) in parts {
+                        results[i] = Some(v);
+                    }
+                }
+                Err(answer) => return answer,
+            }
+        }
+        for (i, el) in plan.elements.iter().enumerate() {
+            let value = match el {
+                Element::Node { .. } => continue,
+                Element::Null => b"null".to_vec(),
+                Element::FanOutList => bot_list_body(&self.collect_list().await),
+                Element::SystemInfo => {
+                    let a = self.system_info().await;
+                    if a.status == 200 {
+                        a.body.to_vec()
+                    } else {
+                        b"null".to_vec()
+                    }
+                }
+                Element::Create(c) => {
+                    let a = Box::pin(self.create(c)).await;
+                    if a.status == 200 {
+                        a.body.to_vec()
+                    } else {
+                        b"null".to_vec()
+                    }
+                }
+            };
+            results[i] = Some(value);
+        }
+        let parts: Vec<Vec<u8>> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| b"null".to_vec()))
+            .collect();
+        Answer::json(200, json_edit::join_array(parts.iter().map(Vec::as_slice)))
+    }
+}
+
+/// The single BotInfo a create answers with: (local id, name, server, status).
+fn single_bot_info(body: &[u8]) -> Option<(u32, Option<String>, Option<String>, u8)> {
+    let mut found = None;
+    json_edit::visit_bot_infos(body, |lid, name, server, status| {
+        if found.is_none() {
+            found = u32::try_from(lid).ok().map(|l| {
+                (
+                    l,
+                    name.map(str::to_string),
+                    server.map(str::to_string),
+                    u8::try_from(status.clamp(0, 2)).unwrap_or(1),
+                )
+            });
+        }
+    });
+    found
+}

@@ -1,0 +1,78 @@
+//! The `ts3ab-lb` binary: parses arguments and starts things. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ts3ab_lb::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "ts3ab-lb",
+    version,
+    about = "One TS3AudioBot API in front of many TS3AudioBot nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router (production entry).
+    Serve {
+        /// The YAML configuration file.
+        #[arg(short, long, default_value = "conf/ts3ab-lb.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit (1 with a message naming the bad key).
+    CheckConfig {
+        /// The YAML configuration file.
+        #[arg(short, long, default_value = "conf/ts3ab-lb.yaml")]
+        config: PathBuf,
+    },
+    /// Run the router on the embedded store with three local fake TS3AudioBot nodes.
+    Demo {
+        /// Where the router listens.
+        #[arg(long, default_value = "127.0.0.1:58913")]
+        listen: String,
+        /// Directory of the demo's embedded store.
+        #[arg(long, default_value = "data/demo")]
+        data: PathBuf,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Config::from_yaml(&text, &|k| std::env::var(k).ok())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig { config } => load(&config).map(|c| {
+            println!(
+                "{}: ok ({} nodes, {} keys, listening on {})",
+                config.display(),
+                c.nodes.len(),
+                c.keys.len(),
+                c.listen
+            );
+        }),
+        Command::Serve { config } => load(&config).and_then(|c| {
+            let server = ts3ab_lb::server::build(c).map_err(|e| e.to_string())?;
+            server.run_forever()
+        }),
+        Command::Demo { listen, data } => ts3ab_lb::demo::run(&listen, &data),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

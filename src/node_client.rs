@@ -1,0 +1,192 @@
+//! Requests the router itself sends to nodes (polls, fan-outs, split merges, creates).
+//!
+//! Owns: one pooled HTTP/1.1 client built on Pingora's own connector, sending a raw request
+//! target byte for byte with the node's own credentials, reading a bounded response, with a
+//! deadline on the whole exchange. Does not own: what to send (`routing`, `exec`, `health`)
+//! or how to read the answer.
+//!
+//! A `NodeClient` can be used from any runtime; each service that sends requests has its own
+//! so pooled connections stay with the runtime that opened them.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::cluster::Node;
+
+/// Largest response body the router reads into memory (a `bot/list` of 300 bots is ~20 KB).
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// Why a node request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Could not connect (refused, unreachable, TLS failure): nothing was sent.
+    #[error("cannot connect to node {node}: {reason}")]
+    Connect {
+        /// Node name.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// Connected, but the exchange failed or was cut.
+    #[error("node {node} failed while answering: {reason}")]
+    Exchange {
+        /// Node name.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// No complete answer in time.
+    #[error("node {node} did not answer within {after:?}")]
+    Timeout {
+        /// Node name.
+        node: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The answer was too large.
+    #[error("node {node} sent more than {MAX_RESPONSE} bytes")]
+    TooLarge {
+        /// Node name.
+        node: String,
+    },
+}
+
+impl NodeError {
+    /// Whether the request certainly never reached the node (safe to send elsewhere).
+    pub fn not_sent(&self) -> bool {
+        matches!(self, NodeError::Connect { .. })
+    }
+}
+
+/// A node's answer.
+#[derive(Debug, Clone)]
+pub struct NodeResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl NodeResponse {
+    /// Whether the status is 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// A pooled client for router-made requests.
+pub struct NodeClient {
+    connector: Connector,
+    connect_timeout: Duration,
+}
+
+impl NodeClient {
+    /// A client with the given connect timeout.
+    pub fn new(connect_timeout: Duration) -> Self {
+        NodeClient {
+            connector: Connector::new(None),
+            connect_timeout,
+        }
+    }
+
+    /// The peer for a node, with timeouts.
+    pub fn peer(node: &Node, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
+        let mut peer = HttpPeer::new(node.addr, node.tls, node.host.clone());
+        peer.options.connection_timeout = Some(connect_timeout);
+        peer.options.total_connection_timeout = Some(connect_timeout);
+        peer.options.read_timeout = Some(read_timeout);
+        peer.options.write_timeout = Some(read_timeout);
+        // Shorter than Kestrel's 2-minute keep-alive, so the node never closes a connection
+        // the pool still hands out.
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer
+    }
+
+    /// Sends `GET <target>` (raw bytes, e.g. `/api/bot/list`) with the node's credentials and
+    /// reads the whole answer within `deadline`.
+    pub async fn get(
+        &self,
+        node: &Node,
+        target: &[u8],
+        deadline: Duration,
+    ) -> Result<NodeResponse, NodeError> {
+        match tokio::time::timeout(deadline, self.exchange(node, target, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeError::Timeout {
+                node: node.name.to_string(),
+                after: deadline,
+            }),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        node: &Node,
+        target: &[u8],
+        deadline: Duration,
+    ) -> Result<NodeResponse, NodeError> {
+        let name = || node.name.to_string();
+        let exchange_err = |e: Box<pingora::Error>| NodeError::Exchange {
+            node: name(),
+            reason: e.to_string(),
+        };
+        let peer = Self::peer(node, self.connect_timeout.min(deadline), deadline);
+        let (mut session, _reused) =
+            self.connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| NodeError::Connect {
+                    node: name(),
+                    reason: e.to_string(),
+                })?;
+        let mut req = RequestHeader::build("GET", target, None).map_err(exchange_err)?;
+        req.insert_header("Host", node.authority.as_str())
+            .map_err(exchange_err)?;
+        if let Some(auth) = &node.auth_header {
+            req.insert_header("Authorization", auth.as_str())
+                .map_err(exchange_err)?;
+        }
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(exchange_err)?;
+        session.finish_request_body().await.map_err(exchange_err)?;
+        session.read_response_header().await.map_err(exchange_err)?;
+        let (status, content_type) = match session.response_header() {
+            Some(h) => (
+                h.status.as_u16(),
+                h.headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+            ),
+            None => {
+                return Err(NodeError::Exchange {
+                    node: name(),
+                    reason: "no response header".into(),
+                })
+            }
+        };
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session.read_response_body().await.map_err(exchange_err)? {
+            if body.len() + chunk.len() > MAX_RESPONSE {
+                return Err(NodeError::TooLarge { node: name() });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.connector
+            .release_http_session(session, &peer, None)
+            .await;
+        Ok(NodeResponse {
+            status,
+            content_type,
+            body: body.freeze(),
+        })
+    }
+}

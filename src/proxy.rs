@@ -1,0 +1,557 @@
+//! The Pingora `ProxyHttp` implementation: glue between Pingora's request phases and the
+//! router's modules. No routing or cluster logic lives here.
+//!
+//! Phases, in order:
+//! - `request_filter`: CORS preflight, size limits, authentication (`auth`), parsing
+//!   (`command`), rights (`policy`), the plan (`routing`); answers the router makes itself
+//!   (errors, fan-outs, creates, split merges via `exec`) are written here.
+//! - `upstream_peer`: the node the plan pinned (or any healthy node).
+//! - `upstream_request_filter`: the rewritten target (only id tokens differ), the node's own
+//!   `Authorization` instead of the client's secret, no client `X-Real-IP` (a node trusts it
+//!   from loopback peers, i.e. from a router on the same host).
+//! - `response_filter` / `response_body_filter`: bookkeeping on confirmed changes, and JSON
+//!   edits only for answers that can carry bot ids or secrets (everything else streams through).
+//! - `fail_to_connect` / `fail_to_proxy`: retry unpinned requests elsewhere; TS3AudioBot-shaped
+//!   503/504 otherwise, never a hang.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use crate::api_json::{
+    ApiError, Reason, CACHE_CONTROL_NAME, CACHE_CONTROL_VALUE, CONTENT_TYPE_JSON,
+};
+use crate::auth::KeyTable;
+use crate::cluster::{Cluster, Node};
+use crate::command::{self, Parsed};
+use crate::config::RoutingConfig;
+use crate::exec::{Answer, Exec};
+use crate::node_client::{NodeClient, MAX_RESPONSE};
+use crate::policy::{self, AllowPattern};
+use crate::routing::{self, Edits, Effect, Plan};
+
+/// The router service.
+pub struct Router {
+    cluster: Arc<Cluster>,
+    keys: ArcSwap<KeyTable>,
+    allow: Vec<AllowPattern>,
+    cfg: RoutingConfig,
+    exec: Exec,
+    turn: AtomicUsize,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct Ctx {
+    node: Option<Arc<Node>>,
+    /// The plan did not pin a node: another healthy node may be tried if this one is down.
+    movable: bool,
+    tried: Vec<usize>,
+    /// Why this node (for error messages).
+    why: String,
+    target: Option<Vec<u8>>,
+    edits: Edits,
+    effects: Vec<Effect>,
+    poke: bool,
+    status: u16,
+    buf: Vec<u8>,
+    body_bytes: usize,
+}
+
+impl Router {
+    /// Builds the router.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        keys: KeyTable,
+        cfg: RoutingConfig,
+        exec: Exec,
+    ) -> Result<Router, String> {
+        let allow = cfg
+            .anonymous_allow
+            .iter()
+            .map(|p| AllowPattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Router {
+            cluster,
+            keys: ArcSwap::from_pointee(keys),
+            allow,
+            cfg,
+            exec,
+            turn: AtomicUsize::new(0),
+        })
+    }
+
+    fn next_turn(&self) -> usize {
+        self.turn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn pick_any(&self, ctx: &mut Ctx) -> Result<(), ApiError> {
+        match self.exec.any_node(self.next_turn(), &ctx.tried) {
+            Some(n) => {
+                ctx.node = Some(n);
+                ctx.movable = true;
+                Ok(())
+            }
+            None => Err(ApiError::unavailable(
+                "no TS3AudioBot node is reachable right now; try again in a few seconds",
+            )),
+        }
+    }
+
+    fn apply_effects(&self, ctx: &Ctx) {
+        let Some(node) = &ctx.node else { return };
+        for e in &ctx.effects {
+            match e {
+                Effect::ForgetBot(gid) => self.cluster.forget_bot(*gid),
+                Effect::BotSaved { gid, name } => {
+                    self.cluster.claim_template_now(name, node.id);
+                    self.cluster
+                        .update_bot(*gid, |r| r.template = Some(name.clone()));
+                }
+                Effect::ClaimTemplate(name) => self.cluster.claim_template_now(name, node.id),
+                Effect::DropTemplate(name) => self.cluster.drop_template(name),
+                Effect::TemplateSetting { name, path, value } => {
+                    self.cluster.record_template_setting(name, path, value)
+                }
+                Effect::BotSetting { gid, path, value } => {
+                    self.cluster.update_bot(*gid, |r| match path.as_str() {
+                        "connect.name" => r.nickname = Some(value.clone()),
+                        "connect.channel" => r.channel = Some(value.clone()),
+                        "connect.address" => r.address = Some(value.clone()),
+                        _ => {}
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Whether a raw target addresses the API: `/api` (any case) at a segment boundary. Returns the
+/// offset of the command text.
+pub fn api_text_start(target: &[u8]) -> Option<usize> {
+    let prefix = target.get(..4)?;
+    if !prefix.eq_ignore_ascii_case(b"/api") {
+        return None;
+    }
+    match target.get(4) {
+        None | Some(b'/') | Some(b'?') => Some(4),
+        _ => None,
+    }
+}
+
+/// Writes a complete answer with TS3AudioBot's API headers.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+) -> pingora::Result<()> {
+    let mut h = ResponseHeader::build(status, Some(5))?;
+    h.insert_header("Content-Type", content_type)?;
+    h.insert_header("Access-Control-Allow-Origin", "*")?;
+    h.insert_header(CACHE_CONTROL_NAME, CACHE_CONTROL_VALUE)?;
+    h.insert_header("Content-Length", body.len().to_string())?;
+    // The client may have sent a body we never read: close instead of draining it.
+    if request_has_body(session) {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+async fn respond_error(session: &mut Session, e: &ApiError) -> pingora::Result<()> {
+    respond(session, e.status, CONTENT_TYPE_JSON, Bytes::from(e.body())).await
+}
+
+async fn respond_answer(session: &mut Session, a: Answer) -> pingora::Result<()> {
+    respond(session, a.status, &a.content_type, a.body).await
+}
+
+fn request_has_body(session: &Session) -> bool {
+    let h = session.req_header();
+    h.headers.get(http::header::TRANSFER_ENCODING).is_some()
+        || h.headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The ASP.NET CORS middleware's answer to a preflight (any origin, method and header).
+async fn preflight(session: &mut Session) -> pingora::Result<()> {
+    let req = session.req_header();
+    let method = header_str(req, "access-control-request-method")
+        .unwrap_or("GET")
+        .to_string();
+    let headers = header_str(req, "access-control-request-headers").map(str::to_string);
+    let mut h = ResponseHeader::build(204, Some(4))?;
+    h.insert_header("Access-Control-Allow-Origin", "*")?;
+    h.insert_header("Access-Control-Allow-Methods", method)?;
+    if let Some(hs) = headers {
+        h.insert_header("Access-Control-Allow-Headers", hs)?;
+    }
+    session.write_response_header(Box::new(h), true).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl ProxyHttp for Router {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let req = session.req_header();
+        if req.method == http::Method::OPTIONS
+            && req.headers.contains_key("origin")
+            && req.headers.contains_key("access-control-request-method")
+        {
+            preflight(session).await?;
+            return Ok(true);
+        }
+        let target = req.raw_path().to_vec();
+        if target.len() > self.cfg.max_target_bytes {
+            let e = ApiError::with_status(
+                414,
+                Reason::Unknown,
+                format!(
+                    "The request target is longer than {} bytes.",
+                    self.cfg.max_target_bytes
+                ),
+            );
+            respond_error(session, &e).await?;
+            return Ok(true);
+        }
+        let declared = header_str(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.cfg.max_body_bytes as u64) {
+            let e = ApiError::with_status(
+                413,
+                Reason::Unknown,
+                format!(
+                    "The request body is larger than {} bytes.",
+                    self.cfg.max_body_bytes
+                ),
+            );
+            respond_error(session, &e).await?;
+            return Ok(true);
+        }
+        let Some(base) = api_text_start(&target) else {
+            // The static WebInterface: any node serves it, credentials or not (TS3AudioBot
+            // checks them only under /api).
+            if let Err(e) = self.pick_any(ctx) {
+                respond_error(session, &e).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        };
+        // Several Authorization headers reach ASP.NET joined by ", ", which never parses.
+        let auth_values: Vec<&[u8]> = req
+            .headers
+            .get_all("authorization")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let joined;
+        let auth_header = match auth_values.as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            many => {
+                joined = many.join(&b", "[..]);
+                Some(joined.as_slice())
+            }
+        };
+        let caller = match self.keys.load().authenticate(auth_header) {
+            Ok(c) => c,
+            Err(e) => {
+                respond_error(session, &ApiError::unauthorized(&e.to_string())).await?;
+                return Ok(true);
+            }
+        };
+        let parsed = command::parse(&target[base..]);
+        if let Some(e) = policy::check(&parsed, &caller, &self.allow) {
+            respond_error(session, &e).await?;
+            return Ok(true);
+        }
+        let root = match &parsed {
+            Parsed::Command(c) => c,
+            Parsed::Plain(_) => {
+                if let Err(e) = self.pick_any(ctx) {
+                    respond_error(session, &e).await?;
+                    return Ok(true);
+                }
+                return Ok(false);
+            }
+        };
+        match routing::plan(&*self.cluster, &caller, &target, base, root) {
+            Plan::Local(e) => respond_error(session, &e).await?,
+            Plan::Proxy(p) => {
+                match p.node {
+                    Some(id) => {
+                        let Some(node) = self.cluster.node(id) else {
+                            respond_error(session, &ApiError::unavailable("node is gone")).await?;
+                            return Ok(true);
+                        };
+                        if !node.is_healthy() {
+                            let e = ApiError::unavailable(format!(
+                                "{} runs on node {}, which is not reachable right now; try again when it is back",
+                                p.why, node.name
+                            ));
+                            respond_error(session, &e).await?;
+                            return Ok(true);
+                        }
+                        ctx.node = Some(node);
+                        ctx.why = p.why;
+                    }
+                    None => {
+                        if let Err(e) = self.pick_any(ctx) {
+                            respond_error(session, &e).await?;
+                            return Ok(true);
+                        }
+                    }
+                }
+                ctx.target = p.target;
+                ctx.edits = p.edits;
+                ctx.effects = p.effects;
+                ctx.poke = p.poke;
+                return Ok(false);
+            }
+            Plan::FanOutList => respond_answer(session, self.exec.bot_list().await).await?,
+            Plan::SystemInfo => respond_answer(session, self.exec.system_info().await).await?,
+            Plan::Broadcast { target } => {
+                respond_answer(session, self.exec.broadcast(&target).await).await?
+            }
+            Plan::Create(c) => respond_answer(session, self.exec.create(&c).await).await?,
+            Plan::Merge(m) => {
+                respond_answer(session, self.exec.merge(&m, self.next_turn()).await).await?
+            }
+        }
+        Ok(true)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        // Chunked bodies have no declared size: count them.
+        if let Some(b) = body {
+            ctx.body_bytes += b.len();
+            if ctx.body_bytes > self.cfg.max_body_bytes {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let node = match &ctx.node {
+            Some(n) => n.clone(),
+            None => return Error::e_explain(ErrorType::HTTPStatus(503), "no node chosen"),
+        };
+        Ok(Box::new(NodeClient::peer(
+            &node,
+            self.cfg.connect_timeout,
+            self.cfg.request_timeout,
+        )))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(t) = &ctx.target {
+            upstream.set_raw_path(t)?;
+        }
+        // The client's secret never leaves the router; the node gets its own credentials.
+        upstream.remove_header("authorization");
+        if let Some(auth) = ctx.node.as_ref().and_then(|n| n.auth_header.as_ref()) {
+            upstream.insert_header("Authorization", auth.as_str())?;
+        }
+        upstream.remove_header("x-real-ip");
+        if ctx.edits.any() {
+            upstream.remove_header("accept-encoding");
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.status = upstream.status.as_u16();
+        if ctx.status == 204 && !ctx.effects.is_empty() {
+            self.apply_effects(ctx);
+        }
+        let json = upstream
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(CONTENT_TYPE_JSON));
+        if ctx.edits.any() && ctx.status == 200 && json {
+            upstream.remove_header("content-length");
+            upstream.insert_header("Transfer-Encoding", "chunked")?;
+        } else {
+            ctx.edits = Edits::default();
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<Duration>> {
+        if !ctx.edits.any() {
+            return Ok(None);
+        }
+        if let Some(b) = body.take() {
+            ctx.buf.extend_from_slice(&b);
+        }
+        if ctx.buf.len() > MAX_RESPONSE {
+            // Too large to edit safely: send it on as it is.
+            ctx.edits = Edits::default();
+            *body = Some(Bytes::from(std::mem::take(&mut ctx.buf)));
+            return Ok(None);
+        }
+        if end_of_stream {
+            let buf = std::mem::take(&mut ctx.buf);
+            let node = ctx.node.as_ref().map(|n| n.id);
+            let edited = node.and_then(|id| Exec::edit(&self.cluster, id, &buf, &ctx.edits));
+            *body = Some(Bytes::from(edited.unwrap_or(buf)));
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(node) = &ctx.node {
+            ctx.tried.push(node.id);
+            // Nothing was sent: an unpinned request may go to another node.
+            if ctx.movable && ctx.tried.len() < 3 && self.pick_any(ctx).is_ok() {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let node = ctx
+            .node
+            .as_ref()
+            .map(|n| n.name.to_string())
+            .unwrap_or_default();
+        let subject = if ctx.why.is_empty() {
+            String::new()
+        } else {
+            format!("{} on ", ctx.why)
+        };
+        let api = match e.etype() {
+            ErrorType::HTTPStatus(413) => ApiError::with_status(
+                413,
+                Reason::Unknown,
+                format!(
+                    "The request body is larger than {} bytes.",
+                    self.cfg.max_body_bytes
+                ),
+            ),
+            ErrorType::HTTPStatus(code) => {
+                ApiError::with_status(*code, Reason::InternalError, e.to_string())
+            }
+            ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure => ApiError::unavailable(format!(
+                "{subject}node {node} is not reachable: {}",
+                e.etype().as_str()
+            )),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => ApiError::with_status(
+                504,
+                Reason::InternalError,
+                format!(
+                    "{subject}node {node} did not answer within {:?}",
+                    self.cfg.request_timeout
+                ),
+            ),
+            _ if e.esource() == &pingora::ErrorSource::Downstream => {
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                }
+            }
+            _ => ApiError::with_status(
+                502,
+                Reason::InternalError,
+                format!(
+                    "{subject}node {node} failed while answering: {}",
+                    e.etype().as_str()
+                ),
+            ),
+        };
+        // The node may be gone: re-read its list so liveness and counts catch up now.
+        ctx.poke = ctx.node.is_some();
+        let code = api.status;
+        // The response may already have started; then there is nothing more to say.
+        let _ = respond_error(session, &api).await;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.poke {
+            if let Some(node) = ctx.node.clone() {
+                self.exec.poke(node);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_prefix_at_segment_boundary() {
+        assert_eq!(api_text_start(b"/api"), Some(4));
+        assert_eq!(api_text_start(b"/API/bot/list"), Some(4));
+        assert_eq!(api_text_start(b"/Api?x"), Some(4));
+        assert_eq!(api_text_start(b"/apix"), None);
+        assert_eq!(api_text_start(b"/ap"), None);
+        assert_eq!(api_text_start(b"/"), None);
+        assert_eq!(api_text_start(b"/index.html"), None);
+    }
+}

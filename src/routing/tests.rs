@@ -1,0 +1,438 @@
+//! Planner tests over a small fixed cluster view.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::command::{self, Parsed};
+use crate::config::Role;
+
+/// Bots: gid → (node, lid). Templates: name → node.
+struct MapView {
+    bots: HashMap<u32, (NodeId, u32, Option<&'static str>)>,
+    templates: HashMap<&'static str, NodeId>,
+}
+
+impl View for MapView {
+    fn locate(&self, gid: u32) -> Option<(NodeId, u32)> {
+        self.bots.get(&gid).map(|(n, l, _)| (*n, *l))
+    }
+    fn template_owner(&self, name: &str) -> Option<NodeId> {
+        self.templates.get(name).copied()
+    }
+    fn node_name(&self, node: NodeId) -> String {
+        format!("node-{}", node + 1)
+    }
+    fn bot_template(&self, gid: u32) -> Option<String> {
+        self.bots
+            .get(&gid)
+            .and_then(|(_, _, t)| t.map(str::to_string))
+    }
+}
+
+fn view() -> MapView {
+    MapView {
+        // gid 0 → node 0 lid 5; gid 1 → node 1 lid 0; gid 2 → node 0 lid 1 (template "music");
+        // gid 12 → node 2 lid 3.
+        bots: [
+            (0, (0, 5, None)),
+            (1, (1, 0, None)),
+            (2, (0, 1, Some("music"))),
+            (12, (2, 3, None)),
+        ]
+        .into(),
+        templates: [("music", 0), ("radio", 1), ("quiet", 2)].into(),
+    }
+}
+
+fn user() -> Caller {
+    Caller::Key {
+        name: Arc::from("u"),
+        role: Role::User,
+    }
+}
+
+fn admin() -> Caller {
+    Caller::Key {
+        name: Arc::from("a"),
+        role: Role::Admin,
+    }
+}
+
+fn plan_as(caller: &Caller, target: &str) -> Plan {
+    let t = target.as_bytes();
+    match command::parse(&t[4..]) {
+        Parsed::Command(c) => plan(&view(), caller, t, 4, &c),
+        Parsed::Plain(_) => panic!("plain"),
+    }
+}
+
+fn plan_of(target: &str) -> Plan {
+    plan_as(&user(), target)
+}
+
+fn proxy(target: &str) -> ProxyPlan {
+    match plan_of(target) {
+        Plan::Proxy(p) => p,
+        other => panic!("{target}: {other:?}"),
+    }
+}
+
+fn sent(p: &ProxyPlan, original: &str) -> String {
+    String::from_utf8(
+        p.target
+            .clone()
+            .unwrap_or_else(|| original.as_bytes().to_vec()),
+    )
+    .expect("utf8")
+}
+
+fn local(target: &str) -> ApiError {
+    match plan_of(target) {
+        Plan::Local(e) => e,
+        other => panic!("{target}: {other:?}"),
+    }
+}
+
+#[test]
+fn pins_and_rewrites_only_the_id_token() {
+    let t = "/api/bot/use/12/(/play/https%3A%2F%2Fx.y%2Fa%28b%29)";
+    let p = proxy(t);
+    assert_eq!(p.node, Some(2));
+    assert_eq!(
+        sent(&p, t),
+        "/api/bot/use/3/(/play/https%3A%2F%2Fx.y%2Fa%28b%29)"
+    );
+    assert!(!p.edits.any(), "playback answers carry no ids");
+}
+
+#[test]
+fn unclosed_and_odd_forms_keep_every_other_byte() {
+    for (t, want) in [
+        ("/api/bot/use/0/(/song", "/api/bot/use/5/(/song"),
+        ("/api/bot/use/0//(/volume//5", "/api/bot/use/5//(/volume//5"),
+        ("/api/bot/use/0/(/song/", "/api/bot/use/5/(/song/"),
+        ("/api/bot/use/%30/(/song)", "/api/bot/use/5/(/song)"),
+        ("/api/bot/use/'0'/(/song)", "/api/bot/use/5/(/song)"),
+        (
+            "/api/bot/use/1/(/play/\"a b\")",
+            "/api/bot/use/0/(/play/\"a b\")",
+        ),
+        ("/api/bot/use/0/(/song)?x=1", "/api/bot/use/5/(/song)?x=1"),
+    ] {
+        assert_eq!(sent(&proxy(t), t), want, "{t}");
+    }
+}
+
+#[test]
+fn nested_bot_use_anywhere_is_rewritten() {
+    let t = "/api/json/merge/(/bot/use/2/(/song))/(/bot/use/0/(/volume))";
+    let p = proxy(t);
+    assert_eq!(p.node, Some(0));
+    assert_eq!(
+        sent(&p, t),
+        "/api/json/merge/(/bot/use/1/(/song))/(/bot/use/5/(/volume))"
+    );
+    let t = "/api/xecute/(/bot/use/1/(/next))";
+    assert_eq!(sent(&proxy(t), t), "/api/xecute/(/bot/use/0/(/next))");
+}
+
+#[test]
+fn unknown_bot_is_the_nodes_422() {
+    let e = local("/api/bot/use/7/(/song)");
+    assert_eq!(e.status, 422);
+    assert_eq!(e.message, "This bot does not exist.");
+    assert_eq!(local("/api/bot/use/-1/(/song)").status, 422);
+}
+
+#[test]
+fn unreadable_id_goes_to_a_node_unchanged() {
+    let t = "/api/bot/use/abc/(/song)";
+    let p = proxy(t);
+    assert_eq!(p.node, None);
+    assert_eq!(sent(&p, t), t);
+}
+
+#[test]
+fn bots_on_two_nodes_outside_a_merge_are_refused() {
+    let e = local("/api/xecute/(/bot/use/0/(/next))/(/bot/use/1/(/next))");
+    assert_eq!(e.status, 400);
+    assert!(
+        e.message.contains("node-1") && e.message.contains("node-2"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn merge_across_nodes_is_split_in_order() {
+    let t = "/api/json/merge/(/bot/use/0/(/song))/(/version)/(/bot/use/1/(/volume))/(/bot/use/99/(/song))";
+    let Plan::Merge(m) = plan_of(t) else {
+        panic!("not split")
+    };
+    assert_eq!(
+        m.elements,
+        vec![
+            Element::Node {
+                node: Some(0),
+                piece: b"(/bot/use/5/(/song))".to_vec()
+            },
+            Element::Node {
+                node: None,
+                piece: b"(/version)".to_vec()
+            },
+            Element::Node {
+                node: Some(1),
+                piece: b"(/bot/use/0/(/volume))".to_vec()
+            },
+            Element::Null,
+        ]
+    );
+}
+
+#[test]
+fn merge_on_one_node_is_forwarded_whole() {
+    let t = "/api/json/merge/(/bot/use/0/(/song))/(/bot/use/2/(/volume))/(/version)";
+    let p = proxy(t);
+    assert_eq!(p.node, Some(0));
+}
+
+#[test]
+fn merge_with_bot_list_is_split() {
+    let t = "/api/json/merge/(/bot/list)/(/bot/use/0/(/bot/info))";
+    let Plan::Merge(m) = plan_of(t) else { panic!() };
+    assert_eq!(m.elements[0], Element::FanOutList);
+    assert!(m.edits.bot_ids);
+}
+
+#[test]
+fn core_commands_inside_bot_use_route_like_top_level() {
+    assert_eq!(plan_of("/api/bot/use/0/(/bot/list"), Plan::FanOutList);
+    assert_eq!(plan_of("/api/bot/use/1/(/system/info)"), Plan::SystemInfo);
+    assert!(matches!(
+        plan_of("/api/bot/use/0/(/bot/connect/to/1.2.3.4"),
+        Plan::Create(_)
+    ));
+    // bot 7 does not exist: the node would say so before running anything.
+    assert_eq!(local("/api/bot/use/7/(/bot/list").status, 422);
+    // A template on another node: sent on its own to the template's node.
+    let p = proxy("/api/bot/use/0/(/settings/bot/get/radio/connect.name)");
+    assert_eq!(p.node, Some(1));
+    assert_eq!(
+        p.target.as_deref(),
+        Some(&b"/api/settings/bot/get/radio/connect.name"[..])
+    );
+    // The same command for a template on the bot's own node stays as it is.
+    let t = "/api/bot/use/0/(/settings/bot/get/music)";
+    let p = proxy(t);
+    assert_eq!(p.node, Some(0));
+    assert_eq!(sent(&p, t), "/api/bot/use/5/(/settings/bot/get/music)");
+}
+
+#[test]
+fn merge_inside_bot_context_keeps_the_context_when_split() {
+    let t = "/api/bot/use/0/(/json/merge/(/bot/info)/(/bot/list)/(/song))";
+    let Plan::Merge(m) = plan_of(t) else { panic!() };
+    assert_eq!(
+        m.elements,
+        vec![
+            Element::Node {
+                node: Some(0),
+                piece: b"(/bot/use/5/(/bot/info))".to_vec()
+            },
+            Element::FanOutList,
+            Element::Node {
+                node: Some(0),
+                piece: b"(/bot/use/5/(/song))".to_vec()
+            },
+        ]
+    );
+    // The UI's refresh merge stays one request.
+    let t = "/api/bot/use/0/(/json/merge/(/bot/info)/(/info/%40-1/5)/(/song)/(/repeat)/(/random)/(/volume))";
+    assert_eq!(sent(&proxy(t), t), t.replacen("/use/0/", "/use/5/", 1));
+}
+
+#[test]
+fn templates_pin_to_their_node() {
+    assert_eq!(proxy("/api/bot/template/radio/(/song)").node, Some(1));
+    assert_eq!(proxy("/api/bot/info/template/quiet").node, Some(2));
+    assert_eq!(
+        proxy("/api/settings/bot/set/music/connect.name/x").node,
+        Some(0)
+    );
+    assert_eq!(proxy("/api/settings/delete/radio").node, Some(1));
+    assert_eq!(proxy("/api/settings/bot/get/unknown").node, None);
+}
+
+#[test]
+fn creates() {
+    match plan_of("/api/bot/connect/to/ts.example.com/pw") {
+        Plan::Create(c) => {
+            assert_eq!(c.node, CreateNode::Place);
+            assert_eq!(
+                c.kind,
+                CreateKind::ConnectTo(CreateInfoEq {
+                    address: Some("ts.example.com".into()),
+                    server_password: Some("pw".into())
+                })
+            );
+            assert_eq!(c.target, b"/api/bot/connect/to/ts.example.com/pw");
+        }
+        other => panic!("{other:?}"),
+    }
+    match plan_of("/api/bot/connect/template/radio") {
+        Plan::Create(c) => assert_eq!(c.node, CreateNode::Fixed(1)),
+        other => panic!("{other:?}"),
+    }
+    match plan_of("/api/bot/connect/template/new") {
+        Plan::Create(c) => assert_eq!(c.node, CreateNode::Place),
+        other => panic!("{other:?}"),
+    }
+    let e = local("/api/settings/create/radio");
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (422, "The file already exists.")
+    );
+    assert!(matches!(
+        plan_of("/api/settings/create/fresh"),
+        Plan::Create(_)
+    ));
+    // Nested where it cannot be split out.
+    assert_eq!(local("/api/xecute/(/bot/connect/to/x)").status, 400);
+}
+
+#[test]
+fn template_names_stay_unique() {
+    assert_eq!(local("/api/bot/use/0/(/bot/save/radio)").status, 422);
+    assert_eq!(local("/api/settings/copy/music/radio").status, 422);
+    let p = proxy("/api/settings/copy/music/newname");
+    assert_eq!(p.node, Some(0));
+    assert_eq!(p.effects, vec![Effect::ClaimTemplate("newname".into())]);
+}
+
+#[test]
+fn broadcasts() {
+    assert_eq!(
+        plan_as(&admin(), "/api/rights/reload"),
+        Plan::Broadcast {
+            target: b"/api/rights/reload".to_vec()
+        }
+    );
+    assert_eq!(
+        plan_as(&admin(), "/api/bot/use/0/(/settings/bot/reload)"),
+        Plan::Broadcast {
+            target: b"/api/settings/bot/reload".to_vec()
+        }
+    );
+    // With a name: only the template's node.
+    match plan_as(&admin(), "/api/settings/bot/reload/radio") {
+        Plan::Proxy(p) => assert_eq!(p.node, Some(1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn answer_edits() {
+    assert!(proxy("/api/bot/use/0/(/bot/info)").edits.bot_ids);
+    assert!(!proxy("/api/bot/use/0/(/bot/info/client)").edits.bot_ids);
+    assert!(proxy("/api/json/api").edits.openapi);
+    let p = proxy("/api/bot/use/0/(/settings/get)");
+    assert!(p.edits.redact && !p.edits.redact_scalar);
+    assert!(
+        proxy("/api/bot/use/0/(/settings/get/connect.identity.key)")
+            .edits
+            .redact_scalar
+    );
+    assert!(
+        proxy("/api/settings/bot/get/radio/connect.*.pw")
+            .edits
+            .redact_scalar
+    );
+    match plan_as(&admin(), "/api/bot/use/0/(/settings/get)") {
+        Plan::Proxy(p) => assert!(!p.edits.redact),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn effects_of_confirmed_changes() {
+    assert_eq!(
+        proxy("/api/bot/use/0/(/bot/disconnect)").effects,
+        vec![Effect::ForgetBot(0)]
+    );
+    assert_eq!(
+        proxy("/api/bot/use/0/(/bot/save/new)").effects,
+        vec![Effect::BotSaved {
+            gid: 0,
+            name: "new".into()
+        }]
+    );
+    assert_eq!(
+        proxy("/api/settings/delete/radio").effects,
+        vec![Effect::DropTemplate("radio".into())]
+    );
+    assert_eq!(
+        proxy("/api/settings/bot/set/radio/connect.name/Bob%20B").effects,
+        vec![Effect::TemplateSetting {
+            name: "radio".into(),
+            path: "connect.name".into(),
+            value: "Bob B".into()
+        }]
+    );
+    // settings set on a template bot records into the template, on a temporary bot into the bot.
+    assert_eq!(
+        proxy("/api/bot/use/2/(/settings/set/audio.volume.default/30)").effects,
+        vec![Effect::TemplateSetting {
+            name: "music".into(),
+            path: "audio.volume.default".into(),
+            value: "30".into()
+        }]
+    );
+    assert_eq!(
+        proxy("/api/bot/use/0/(/bot/name/Alice)").effects,
+        vec![Effect::BotSetting {
+            gid: 0,
+            path: "connect.name".into(),
+            value: "Alice".into()
+        }]
+    );
+    assert!(proxy("/api/json/merge/(/bot/use/0/(/bot/disconnect))").poke);
+}
+
+#[test]
+fn secret_paths() {
+    assert!(is_secret_path("connect.identity.key"));
+    assert!(is_secret_path("connect.identity.*"));
+    assert!(is_secret_path("*.pw"));
+    assert!(is_secret_path("connect.*"));
+    assert!(!is_secret_path("connect.name"));
+    assert!(!is_secret_path("connect.identity"));
+}
+
+proptest! {
+    /// The identity map (every bot's local id equals its cluster id) leaves any request as it is.
+    #[test]
+    fn identity_map_rewrite_is_identity(
+        parts in proptest::collection::vec(prop_oneof![
+            Just("/bot/use/1/(/song)".to_string()),
+            Just("/bot/use/%31/(/volume/5".to_string()),
+            Just("/json/merge/(/bot/use/1/(/bot/info))/(/version)".to_string()),
+            Just("//".to_string()),
+            Just("/play/%28x%29/\"q\"".to_string()),
+            Just("/(".to_string()),
+            Just(")".to_string()),
+        ], 1..6)
+    ) {
+        let text = parts.concat();
+        let target = format!("/api{text}");
+        let v = MapView { bots: [(1, (0, 1, None))].into(), templates: HashMap::new() };
+        if let Parsed::Command(c) = command::parse(text.as_bytes()) {
+            if let Plan::Proxy(p) = plan(&v, &user(), target.as_bytes(), 4, &c) {
+                let out = p.target.unwrap_or_else(|| target.as_bytes().to_vec());
+                prop_assert_eq!(out, target.as_bytes());
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Assembling and starting the router: store, cluster view, poller, placement, proxy.
+//!
+//! Owns: the start-up order (open the store and load it before anything listens, so every bot
+//! keeps its cluster id across restarts; then the poller and the listener) and translating the
+//! config into Pingora's `ServerConf`. Does not own: any request handling.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora_load_balancing::{Backends, LoadBalancer};
+
+use crate::auth::KeyTable;
+use crate::cluster::Cluster;
+use crate::config::{parse_node_url, Config, KeyConfig, NodeConfig, StorageConfig};
+use crate::exec::Exec;
+use crate::health::NodePoller;
+use crate::node_client::NodeClient;
+use crate::placement::{ClusterDiscovery, LeastUsed, Placer};
+use crate::proxy::Router;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{StoreError, StoreHandle};
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something else in the set-up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Builds a ready-to-run Pingora server from a validated config.
+pub fn build(config: Config) -> Result<Server, StartError> {
+    let store: Box<dyn crate::store::Store> = match &config.storage {
+        StorageConfig::Embedded { path } => Box::new(EmbeddedStore::open(Path::new(path))?),
+    };
+    let store = StoreHandle::spawn(store)?;
+    let snapshot = futures::executor::block_on(store.load())?;
+
+    // Nodes and keys added at run time live in the store; the config file wins on a clash.
+    let mut nodes = config.nodes.clone();
+    for rec in &snapshot.nodes {
+        if nodes.iter().any(|n| n.name == rec.name) {
+            continue;
+        }
+        match parse_node_url(&rec.url) {
+            Ok(t) => nodes.push(NodeConfig {
+                name: rec.name.clone(),
+                url: rec.url.clone(),
+                addr: t.addr,
+                authority: t.authority,
+                tls: t.tls,
+                host: t.host,
+                auth: rec.auth.clone(),
+                capacity: rec.capacity,
+            }),
+            Err(e) => log::error!("stored node {} is unusable: {e}", rec.name),
+        }
+    }
+    let mut keys = config.keys.clone();
+    for k in &snapshot.keys {
+        if !keys.iter().any(|c| c.name == k.name) {
+            keys.push(KeyConfig {
+                name: k.name.clone(),
+                secret: k.secret.clone(),
+                role: k.role,
+            });
+        }
+    }
+    let draining: Vec<String> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.draining)
+        .map(|n| n.name.clone())
+        .collect();
+    let cluster = Arc::new(Cluster::new(&nodes, snapshot, store));
+    for name in draining {
+        if let Some(n) = cluster.node_by_name(&name) {
+            n.draining.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+    log::info!(
+        "loaded {} bots on {} nodes from the store",
+        cluster.bot_count(),
+        cluster.nodes().len()
+    );
+
+    let s = &config.server;
+    let conf = ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        // Creates and pinned requests are never retried blindly; unpinned ones at most twice.
+        max_retries: 2,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut lb = LoadBalancer::<LeastUsed>::from_backends(Backends::new(Box::new(
+        ClusterDiscovery(cluster.clone()),
+    )));
+    lb.set_health_check(Box::new(NodePoller::new(
+        cluster.clone(),
+        config.health.clone(),
+        config.routing.connect_timeout,
+    )));
+    lb.health_check_frequency = Some(config.health.interval);
+    lb.update_frequency = Some(Duration::from_secs(5));
+    lb.parallel_health_check = true;
+    futures::executor::block_on(lb.update()).map_err(|e| StartError::Setup(e.to_string()))?;
+    let poller = background_service("node poller", lb);
+    let placer = Arc::new(Placer::new(poller.task()));
+
+    let exec = Exec::new(
+        cluster.clone(),
+        Arc::new(NodeClient::new(config.routing.connect_timeout)),
+        placer,
+        config.routing.clone(),
+        config.health.timeout,
+    );
+    let router = Router::new(cluster, KeyTable::new(&keys), config.routing.clone(), exec)
+        .map_err(StartError::Setup)?;
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
+    proxy.add_tcp(&config.listen.to_string());
+    server.add_service(poller);
+    server.add_service(proxy);
+    Ok(server)
+}

@@ -1,0 +1,330 @@
+//! The embedded store: one redb file, so the router runs with no database server.
+//!
+//! Owns: mapping [`Op`]s onto redb tables (records as JSON values, keyed by id or name) and
+//! turning redb's failures into clear [`StoreError`]s (corrupt file, locked by another router,
+//! unwritable directory). Does not own: batching or threading (`store`).
+//!
+//! redb was chosen over SQLite because it is pure Rust (no C build step in CI), crash-safe
+//! (copy-on-write B-trees, a commit is durable once `commit` returns) and takes an exclusive
+//! lock on the file, so two routers can never write one embedded store.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Op, Snapshot, Store, StoreError};
+
+const BOTS: TableDefinition<'static, u32, &'static [u8]> = TableDefinition::new("bots");
+const TEMPLATES: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("templates");
+const NODES: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("nodes");
+const KEYS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("keys");
+const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
+const ID_HIGH_WATER: &str = "id_high_water";
+
+/// The file name inside the configured directory.
+pub const FILE_NAME: &str = "ts3ab-lb.redb";
+
+/// A redb-backed [`Store`].
+pub struct EmbeddedStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in directory `dir`.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        let path = dir.join(FILE_NAME);
+        let open_err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(format!("cannot create the directory: {e}")))?;
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => open_err(
+                "it is already open in another process (is another router using it?)".into(),
+            ),
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => open_err(format!(
+                "the file is corrupt ({m}); restore it from a backup or move it away"
+            )),
+            other => open_err(other.to_string()),
+        })?;
+        // Create every table up front so reads never meet a missing one.
+        let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
+        {
+            tx.open_table(BOTS).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(TEMPLATES)
+                .map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(NODES).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(KEYS).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
+        }
+        tx.commit().map_err(|e| open_err(e.to_string()))?;
+        Ok(EmbeddedStore { db, path })
+    }
+
+    fn load_sync(&self) -> Result<Snapshot, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let mut snap = Snapshot::default();
+        for item in tx.open_table(BOTS).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            snap.bots
+                .push(decode(&format!("bot {}", k.value()), v.value())?);
+        }
+        for item in tx.open_table(TEMPLATES).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            snap.templates
+                .push(decode(&format!("template {}", k.value()), v.value())?);
+        }
+        for item in tx.open_table(NODES).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            snap.nodes
+                .push(decode(&format!("node {}", k.value()), v.value())?);
+        }
+        for item in tx.open_table(KEYS).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            snap.keys
+                .push(decode(&format!("key {}", k.value()), v.value())?);
+        }
+        let meta = tx.open_table(META).map_err(io)?;
+        let hw = meta
+            .get(ID_HIGH_WATER)
+            .map_err(io)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        snap.id_high_water = u32::try_from(hw).map_err(|_| StoreError::Corrupt {
+            what: ID_HIGH_WATER.into(),
+            reason: format!("{hw} is out of range"),
+        })?;
+        Ok(snap)
+    }
+
+    fn apply_sync(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        {
+            let mut bots = tx.open_table(BOTS).map_err(io)?;
+            let mut templates = tx.open_table(TEMPLATES).map_err(io)?;
+            let mut nodes = tx.open_table(NODES).map_err(io)?;
+            let mut keys = tx.open_table(KEYS).map_err(io)?;
+            let mut meta = tx.open_table(META).map_err(io)?;
+            for op in ops {
+                match op {
+                    Op::PutBot(b) => {
+                        bots.insert(b.id, encode(b)?.as_slice()).map_err(io)?;
+                    }
+                    Op::DeleteBot(id) => {
+                        bots.remove(*id).map_err(io)?;
+                    }
+                    Op::PutTemplate(t) => {
+                        templates
+                            .insert(t.name.as_str(), encode(t)?.as_slice())
+                            .map_err(io)?;
+                    }
+                    Op::DeleteTemplate(name) => {
+                        templates.remove(name.as_str()).map_err(io)?;
+                    }
+                    Op::PutNode(n) => {
+                        nodes
+                            .insert(n.name.as_str(), encode(n)?.as_slice())
+                            .map_err(io)?;
+                    }
+                    Op::DeleteNode(name) => {
+                        nodes.remove(name.as_str()).map_err(io)?;
+                    }
+                    Op::PutKey(k) => {
+                        keys.insert(k.name.as_str(), encode(k)?.as_slice())
+                            .map_err(io)?;
+                    }
+                    Op::DeleteKey(name) => {
+                        keys.remove(name.as_str()).map_err(io)?;
+                    }
+                    Op::RaiseIdHighWater(v) => {
+                        let current = meta
+                            .get(ID_HIGH_WATER)
+                            .map_err(io)?
+                            .map(|g| g.value())
+                            .unwrap_or(0);
+                        if u64::from(*v) > current {
+                            meta.insert(ID_HIGH_WATER, u64::from(*v)).map_err(io)?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(io)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.load_sync()
+    }
+
+    async fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.apply_sync(ops)
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(io)
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Role;
+    use crate::store::{BotRecord, Identity, KeyRecord, NodeRecord, StoreHandle, TemplateRecord};
+    use std::time::Duration;
+
+    fn bot(id: u32) -> BotRecord {
+        BotRecord {
+            id,
+            node: "node-1".into(),
+            local_id: id,
+            template: None,
+            address: Some("ts.example.com".into()),
+            server_password: None,
+            channel: None,
+            nickname: None,
+            identity: Some(Identity {
+                key: "k".into(),
+                offset: 1,
+                level: -1,
+            }),
+            created_ms: 7,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = EmbeddedStore::open(dir.path()).expect("open");
+            s.apply_sync(&[
+                Op::PutBot(bot(1)),
+                Op::PutBot(bot(2)),
+                Op::DeleteBot(1),
+                Op::PutTemplate(TemplateRecord {
+                    name: "t".into(),
+                    node: "node-1".into(),
+                    settings: [("connect.name".to_string(), "Bob".to_string())].into(),
+                    identity: None,
+                }),
+                Op::PutNode(NodeRecord {
+                    name: "n9".into(),
+                    url: "http://127.0.0.1:9".into(),
+                    auth: None,
+                    capacity: 5,
+                    draining: true,
+                }),
+                Op::PutKey(KeyRecord {
+                    name: "k".into(),
+                    secret: "longsecret".into(),
+                    role: Role::Admin,
+                }),
+                Op::RaiseIdHighWater(100),
+                Op::RaiseIdHighWater(50),
+            ])
+            .expect("apply");
+        }
+        let s = EmbeddedStore::open(dir.path()).expect("reopen");
+        let snap = s.load_sync().expect("load");
+        assert_eq!(snap.bots, vec![bot(2)]);
+        assert_eq!(snap.templates[0].settings["connect.name"], "Bob");
+        assert!(snap.nodes[0].draining);
+        assert_eq!(snap.keys[0].role, Role::Admin);
+        assert_eq!(snap.id_high_water, 100);
+    }
+
+    #[test]
+    fn second_open_is_refused_clearly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = EmbeddedStore::open(dir.path()).expect("open");
+        let err = EmbeddedStore::open(dir.path())
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("already open"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            b"this is not a redb file at all, not even close",
+        )
+        .expect("write");
+        let err = EmbeddedStore::open(dir.path())
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains(FILE_NAME), "{err}");
+    }
+
+    #[test]
+    fn unwritable_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").expect("write");
+        // A path below a regular file can never be created, whatever our privileges.
+        let err = EmbeddedStore::open(&blocker.join("sub"))
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("cannot create the directory"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_record_names_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = EmbeddedStore::open(dir.path()).expect("open");
+        let tx = s.db.begin_write().expect("tx");
+        {
+            let mut t = tx.open_table(BOTS).expect("table");
+            t.insert(9, b"{not json".as_slice()).expect("insert");
+        }
+        tx.commit().expect("commit");
+        let err = s.load_sync().expect_err("corrupt").to_string();
+        assert!(err.contains("bot 9"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn handle_batches_and_orders_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
+            .expect("spawn");
+        for i in 0..100 {
+            h.submit(vec![Op::PutBot(bot(i))]);
+        }
+        h.submit(vec![Op::DeleteBot(5)]);
+        h.commit(vec![Op::RaiseIdHighWater(100)], Duration::from_secs(5))
+            .await
+            .expect("commit");
+        let snap = h.load().await.expect("load");
+        assert_eq!(snap.bots.len(), 99);
+        assert!(snap.bots.iter().all(|b| b.id != 5));
+        assert_eq!(snap.id_high_water, 100);
+    }
+}

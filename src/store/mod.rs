@@ -1,0 +1,413 @@
+//! Durable router state behind the [`Store`] trait, and the worker that owns the store.
+//!
+//! Owns: the record types (what the router must remember to rebuild the cluster view and,
+//! later, to rebuild a dead node's bots elsewhere), the [`Store`] trait every backend
+//! implements (the embedded one here; MongoDB later), and [`StoreHandle`], the only way the
+//! rest of the router talks to a store: requests go over a channel to a dedicated thread with
+//! its own runtime, so the request path never runs database code and a database client stays on
+//! the runtime it was created on.
+//! Does not own: the in-memory view (`cluster`), which is the source every request reads.
+//!
+//! Writes are batches of [`Op`]s applied atomically and in submission order. The worker drains
+//! whatever is queued into one batch, so many concurrent writers share one commit (group
+//! commit) instead of paying one fsync each.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Role;
+
+/// A store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened (missing permissions, corrupt file, locked by another
+    /// router).
+    #[error("cannot open the store at {path}: {reason}")]
+    Open {
+        /// Where.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("store operation failed: {0}")]
+    Io(String),
+    /// A stored record could not be decoded.
+    #[error("store record {what} is corrupt: {reason}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store did not answer in time.
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The store worker has stopped.
+    #[error("the store worker has stopped")]
+    Closed,
+}
+
+/// A TeamSpeak identity (`connect.identity` of a bot): key, offset and security level.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The private key. Secret.
+    pub key: String,
+    /// The key offset.
+    pub offset: u64,
+    /// The target security level (-1 = raise on demand).
+    pub level: i64,
+}
+
+impl fmt::Debug for Identity {
+    /// Never prints the key: records end up in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("key", &"<redacted>")
+            .field("offset", &self.offset)
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+/// Everything the router knows about one bot.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BotRecord {
+    /// Cluster-wide id (never reused).
+    pub id: u32,
+    /// Name of the node it runs on.
+    pub node: String,
+    /// Its id on that node.
+    pub local_id: u32,
+    /// Template name (None for temporary bots).
+    pub template: Option<String>,
+    /// TeamSpeak server address.
+    pub address: Option<String>,
+    /// Server password given at connect. Secret.
+    pub server_password: Option<String>,
+    /// Channel (path or `/<id>`).
+    pub channel: Option<String>,
+    /// Nickname.
+    pub nickname: Option<String>,
+    /// TeamSpeak identity, read once after creation.
+    pub identity: Option<Identity>,
+    /// Milliseconds since the Unix epoch when the router first saw it.
+    pub created_ms: u64,
+}
+
+impl fmt::Debug for BotRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BotRecord")
+            .field("id", &self.id)
+            .field("node", &self.node)
+            .field("local_id", &self.local_id)
+            .field("template", &self.template)
+            .field("address", &self.address)
+            .field(
+                "server_password",
+                &self.server_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("channel", &self.channel)
+            .field("nickname", &self.nickname)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// A bot template (`bots/<name>/bot.toml` on exactly one node).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    /// Template name.
+    pub name: String,
+    /// Node that holds it.
+    pub node: String,
+    /// Every setting written through the router (`path` → raw value as sent to the node).
+    pub settings: BTreeMap<String, String>,
+    /// The identity of the bot that last ran it.
+    pub identity: Option<Identity>,
+}
+
+impl fmt::Debug for TemplateRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TemplateRecord")
+            .field("name", &self.name)
+            .field("node", &self.node)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// A node added at run time (configured nodes live in the YAML file).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Unique name.
+    pub name: String,
+    /// `http://host:port`.
+    pub url: String,
+    /// The node's `uid:token`. Secret.
+    pub auth: Option<String>,
+    /// Bot capacity.
+    pub capacity: u32,
+    /// Whether new bots are kept off it.
+    pub draining: bool,
+}
+
+impl fmt::Debug for NodeRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeRecord")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
+            .field("capacity", &self.capacity)
+            .field("draining", &self.draining)
+            .finish()
+    }
+}
+
+/// An API key added at run time.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Key name (the Basic-auth user id).
+    pub name: String,
+    /// Secret.
+    pub secret: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// Everything in a store, as loaded at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Bots by id.
+    pub bots: Vec<BotRecord>,
+    /// Templates.
+    pub templates: Vec<TemplateRecord>,
+    /// Nodes added at run time.
+    pub nodes: Vec<NodeRecord>,
+    /// Keys added at run time.
+    pub keys: Vec<KeyRecord>,
+    /// Ids below this value may have been handed out; the next one is at least this.
+    pub id_high_water: u32,
+}
+
+/// One write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert or replace a bot.
+    PutBot(BotRecord),
+    /// Remove a bot.
+    DeleteBot(u32),
+    /// Insert or replace a template.
+    PutTemplate(TemplateRecord),
+    /// Remove a template.
+    DeleteTemplate(String),
+    /// Insert or replace a node.
+    PutNode(NodeRecord),
+    /// Remove a node.
+    DeleteNode(String),
+    /// Insert or replace a key.
+    PutKey(KeyRecord),
+    /// Remove a key.
+    DeleteKey(String),
+    /// Raise the id high-water mark (never lowers it).
+    RaiseIdHighWater(u32),
+}
+
+/// A storage backend. Implementations may block inside these methods: they run on the store
+/// worker's own thread, never on a request path.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads everything.
+    async fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Applies a batch atomically (all or nothing), in order.
+    async fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+}
+
+enum Request {
+    Load(oneshot::Sender<Result<Snapshot, StoreError>>),
+    Apply(Vec<Op>, Option<oneshot::Sender<Result<(), StoreError>>>),
+}
+
+/// The router's handle to the store worker. Cheap to clone.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+/// How many queued requests one commit may absorb.
+const MAX_BATCH: usize = 512;
+
+impl StoreHandle {
+    /// Starts the worker thread (with its own single-threaded runtime) that owns `store`.
+    pub fn spawn(store: Box<dyn Store>) -> Result<StoreHandle, StoreError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io(format!("cannot start the store runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("ts3ab-store".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    while let Some(first) = rx.recv().await {
+                        let mut ops = Vec::new();
+                        let mut waiters = Vec::new();
+                        let mut next = Some(first);
+                        let mut taken = 0;
+                        while let Some(req) = next.take() {
+                            match req {
+                                Request::Load(reply) => {
+                                    // Flush what is queued before reading, so a load sees
+                                    // every write submitted before it.
+                                    commit(&*store, &mut ops, &mut waiters).await;
+                                    let _ = reply.send(store.load().await);
+                                }
+                                Request::Apply(batch, reply) => {
+                                    ops.extend(batch);
+                                    waiters.extend(reply);
+                                }
+                            }
+                            taken += 1;
+                            if taken < MAX_BATCH {
+                                next = rx.try_recv().ok();
+                            }
+                        }
+                        commit(&*store, &mut ops, &mut waiters).await;
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Io(format!("cannot start the store thread: {e}")))?;
+        Ok(StoreHandle { tx })
+    }
+
+    /// Reads everything (waits for queued writes first).
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Load(reply))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues writes without waiting. Failures are logged by the worker.
+    pub fn submit(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        if self.tx.send(Request::Apply(ops, None)).is_err() {
+            log::error!("store worker has stopped; a write was dropped");
+        }
+    }
+
+    /// Writes and waits until the batch is durable, at most `timeout`.
+    pub async fn commit(&self, ops: Vec<Op>, timeout: Duration) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Apply(ops, Some(reply)))
+            .map_err(|_| StoreError::Closed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::Timeout(timeout)),
+        }
+    }
+
+    /// Waits until everything submitted so far is durable.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), StoreError> {
+        self.commit(Vec::new(), timeout).await
+    }
+}
+
+async fn commit(
+    store: &dyn Store,
+    ops: &mut Vec<Op>,
+    waiters: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
+) {
+    if ops.is_empty() && waiters.is_empty() {
+        return;
+    }
+    let result = if ops.is_empty() {
+        Ok(())
+    } else {
+        store.apply(ops).await
+    };
+    if let Err(e) = &result {
+        log::error!("store write of {} operation(s) failed: {e}", ops.len());
+    }
+    ops.clear();
+    for w in waiters.drain(..) {
+        let _ = w.send(result.clone());
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let id = Identity {
+            key: "SECRETKEY".into(),
+            offset: 5,
+            level: -1,
+        };
+        let bot = BotRecord {
+            id: 1,
+            node: "n".into(),
+            local_id: 0,
+            template: None,
+            address: Some("a".into()),
+            server_password: Some("SECRETPW".into()),
+            channel: None,
+            nickname: None,
+            identity: Some(id.clone()),
+            created_ms: 0,
+        };
+        let t = TemplateRecord {
+            name: "t".into(),
+            node: "n".into(),
+            settings: [("connect.identity.key".to_string(), "SECRETKEY".to_string())].into(),
+            identity: Some(id),
+        };
+        let node = NodeRecord {
+            name: "n".into(),
+            url: "u".into(),
+            auth: Some("uid:SECRETTOK".into()),
+            capacity: 1,
+            draining: false,
+        };
+        let key = KeyRecord {
+            name: "k".into(),
+            secret: "SECRETKEYSECRET".into(),
+            role: Role::User,
+        };
+        let all = format!("{bot:?}{t:?}{node:?}{key:?}");
+        assert!(!all.contains("SECRET"), "{all}");
+    }
+}

@@ -1,0 +1,678 @@
+//! Router core (issue "Router core"): authentication, cluster-wide ids, routing rules and
+//! fidelity, against three fake TS3AudioBot nodes and the real `ts3ab-lb` binary.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Three nodes, a router in front, and a bot on each node.
+struct Setup {
+    nodes: Vec<FakeNode>,
+    router: Router,
+}
+
+fn setup() -> Setup {
+    let nodes: Vec<FakeNode> = (0..3).map(fake_node).collect();
+    let router = Router::start(&nodes.iter().collect::<Vec<_>>(), RouterOpts::default());
+    Setup { nodes, router }
+}
+
+impl Setup {
+    /// Creates a temporary bot on node `i` behind the router's back and waits until the
+    /// router lists it; returns its cluster id.
+    fn bot_on(&self, i: usize, address: &str) -> u64 {
+        let lid = self.nodes[i].connect_bot(address);
+        let mut gid = None;
+        self.router
+            .wait_until(10, "the poller to adopt the bot", |r| {
+                gid = r
+                    .bot_list()
+                    .iter()
+                    .find(|b| b["Server"] == address)
+                    .and_then(|b| b["Id"].as_u64());
+                gid.is_some()
+            });
+        let _ = lid;
+        gid.expect("gid")
+    }
+
+    fn node_direct(&self, i: usize, target: &str) -> Response {
+        raw_request(
+            self.nodes[i].addr(),
+            "GET",
+            target.as_bytes(),
+            &[("Authorization", &basic_node(i))],
+            None,
+        )
+    }
+}
+
+fn basic_node(i: usize) -> String {
+    let t = node_token(i);
+    let (u, s) = t.split_once(':').expect("uid:token");
+    basic((u, s))
+}
+
+fn api_headers_ok(r: &Response) {
+    assert_eq!(r.header("Content-Type"), Some("application/json"), "{r:?}");
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some("*"), "{r:?}");
+    assert_eq!(
+        r.header("CacheControl"),
+        Some("no-cache, no-store, must-revalidate"),
+        "{r:?}"
+    );
+}
+
+// ---- authentication --------------------------------------------------------------------------
+
+/// The four failure cases answer TS3AudioBot's exact 401 bodies, and anonymous requests are
+/// refused except the cover image.
+#[test]
+fn authentication_failures_are_ts3audiobots_401s() {
+    let s = setup();
+    let r = &s.router;
+    let cases: [(&str, &str); 6] = [
+        (
+            "Basic Zm9vOmJhcg==",
+            "Unknown user or no active token found",
+        ), // foo:bar
+        ("Bearer abc", "Unsupported authentication scheme"),
+        ("Basic !!!!", "Malformed base64 string"),
+        ("Basic", "Authentication failed"),
+        ("Basic YWxpY2U=", "Authentication failed"), // "alice": no colon
+        ("Basic YWxpY2U6d3Jvbmc=", "Authentication failed"), // alice:wrong
+    ];
+    for (header, message) in cases {
+        let resp = r.request("GET", b"/api/bot/list", &[("Authorization", header)]);
+        assert_eq!(resp.status, 401, "{header}");
+        api_headers_ok(&resp);
+        assert_eq!(
+            resp.json(),
+            json!({"ErrorCode":2,"ErrorName":"Unauthorized","ErrorMessage":message,
+                   "HelpMessage":"You have to authenticate yourself to call this method.",
+                   "HelpLink":"https://github.com/Splamy/TS3AudioBot/wiki/WebAPI#authentication"}),
+            "{header}"
+        );
+    }
+    // Exact key order, as TS3AudioBot serialises it.
+    let resp = r.request("GET", b"/api/version", &[("Authorization", "Bearer x")]);
+    assert!(resp
+        .text()
+        .starts_with(r#"{"ErrorCode":2,"ErrorName":"Unauthorized","ErrorMessage":"Unsupported"#));
+    let anon = r.request("GET", b"/api/bot/list", &[]);
+    assert_eq!(anon.status, 401);
+    assert_eq!(
+        anon.json()["ErrorMessage"],
+        "This bot does not allow anonymous api requests"
+    );
+    // No node saw any of these.
+    for n in &s.nodes {
+        assert!(client_targets(n).is_empty(), "{:?}", client_targets(n));
+    }
+}
+
+/// The client's secret never reaches a node: each node gets its own token, and a client's
+/// X-Real-IP (which a node trusts from loopback) is dropped.
+#[test]
+fn upstream_gets_the_nodes_own_credentials() {
+    let s = setup();
+    let gid = s.bot_on(1, "ts.one");
+    for n in &s.nodes {
+        n.clear_requests();
+    }
+    let resp = s.router.request(
+        "GET",
+        format!("/api/bot/use/{gid}/(/song)").as_bytes(),
+        &[("Authorization", &basic(USER)), ("X-Real-IP", "127.0.0.1")],
+    );
+    assert_eq!(resp.status, 422, "{}", resp.text()); // nothing playing: the node's own answer
+    let seen: Vec<_> = s.nodes[1]
+        .requests()
+        .into_iter()
+        .filter(|r| r.target != b"/api/bot/list")
+        .collect();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(basic_node(1).as_str())
+    );
+    assert!(seen[0]
+        .headers
+        .iter()
+        .all(|(k, _)| !k.eq_ignore_ascii_case("x-real-ip")));
+    for n in &s.nodes {
+        for req in n.requests() {
+            let a = req.authorization.unwrap_or_default();
+            assert!(!a.contains(&basic(USER)[6..]) && !a.contains(&basic(ADMIN)[6..]));
+        }
+    }
+}
+
+/// The official WebInterface loads covers with an `<img>` tag, without credentials: allowed.
+#[test]
+fn anonymous_cover_image_is_allowed_and_binary_passes_through() {
+    let s = setup();
+    let gid = s.bot_on(2, "ts.cover");
+    let r = s.router.get(&format!(
+        "/api/bot/use/{gid}/(/play/https%3A%2F%2Fexample.com%2Fa.mp3)"
+    ));
+    assert_eq!(r.status, 204, "{}", r.text());
+    let cover = s.router.request(
+        "GET",
+        format!("/api/bot/use/{gid}/(/data/song/cover/get)").as_bytes(),
+        &[],
+    );
+    assert_eq!(cover.status, 200);
+    assert_eq!(cover.header("Content-Type"), Some("image/png"));
+    assert!(cover.body.starts_with(b"\x89PNG"), "binary body intact");
+    // The same request straight to the node gives the same bytes.
+    let lid = s.nodes[2].bots()[0].id;
+    let direct = s.node_direct(2, &format!("/api/bot/use/{lid}/(/data/song/cover/get)"));
+    assert_eq!(direct.body, cover.body);
+    // Anything else anonymous is refused.
+    let other = s
+        .router
+        .request("GET", format!("/api/bot/use/{gid}/(/song)").as_bytes(), &[]);
+    assert_eq!(other.status, 401);
+}
+
+// ---- cluster-wide ids ---------------------------------------------------------------------
+
+/// Bots that already run when the router starts get ids 0, 1, 2...; the lists of all nodes are
+/// merged and translated; each id routes to its own bot.
+#[test]
+fn existing_bots_get_cluster_ids_and_route_to_their_node() {
+    let nodes: Vec<FakeNode> = (0..3).map(fake_node).collect();
+    // Every node has a bot with local id 0: the cluster must tell them apart.
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n.connect_bot(&format!("ts.node{i}")), 0);
+    }
+    let router = Router::start(&nodes.iter().collect::<Vec<_>>(), RouterOpts::default());
+    router.wait_until(10, "three bots", |r| {
+        r.bot_list().iter().filter(|b| !b["Id"].is_null()).count() == 3
+    });
+    let list = router.bot_list();
+    let mut ids: Vec<u64> = list.iter().filter_map(|b| b["Id"].as_u64()).collect();
+    ids.sort();
+    assert_eq!(ids, vec![0, 1, 2]);
+    for b in &list {
+        let gid = b["Id"].as_u64().expect("id");
+        let info = router.get(&format!("/api/bot/use/{gid}/(/bot/info)"));
+        assert_eq!(info.status, 200, "{}", info.text());
+        // The BotInfo comes back with the cluster id, from the right node.
+        assert_eq!(info.json()["Id"], json!(gid));
+        assert_eq!(info.json()["Server"], b["Server"]);
+    }
+}
+
+/// A node reuses the lowest free local id for the next bot; the old cluster id must never
+/// reach the new bot, and the new bot gets a new id. Through the router this holds at once;
+/// for changes made behind its back, from the next poll on.
+#[test]
+fn reused_local_id_never_routes_to_the_old_cluster_id() {
+    let node = fake_node(0);
+    let router = Router::start(&[&node], RouterOpts::default());
+    let created = router.get("/api/bot/connect/to/ts.old");
+    assert_eq!(created.status, 200, "{}", created.text());
+    let old = created.json()["Id"].as_u64().expect("id");
+    let lid = node.bots()[0].id;
+    assert_eq!(
+        router
+            .get(&format!("/api/bot/use/{old}/(/bot/disconnect)"))
+            .status,
+        204
+    );
+    let again = router.get("/api/bot/connect/to/ts.new").json();
+    assert_eq!(node.bots()[0].id, lid, "the node reused the local id");
+    let new = again["Id"].as_u64().expect("id");
+    assert_ne!(new, old);
+    let gone = router.get(&format!("/api/bot/use/{old}/(/bot/info)"));
+    assert_eq!(gone.status, 422, "{}", gone.text());
+    assert_eq!(gone.json()["ErrorMessage"], "This bot does not exist.");
+    assert_eq!(
+        router
+            .get(&format!("/api/bot/use/{new}/(/bot/info)"))
+            .json()["Server"],
+        "ts.new"
+    );
+
+    // Behind the router's back: the slot changes hands between two polls.
+    node.disconnect_bot(lid);
+    assert_eq!(node.connect_bot("ts.sneaky"), lid);
+    router.wait_until(10, "the poller to see the new bot", |r| {
+        r.bot_list().iter().any(|b| b["Server"] == "ts.sneaky")
+    });
+    let list = router.bot_list();
+    let sneaky = list
+        .iter()
+        .find(|b| b["Server"] == "ts.sneaky")
+        .and_then(|b| b["Id"].as_u64())
+        .expect("id");
+    assert!(sneaky > new, "{list:?}");
+    assert_eq!(
+        router
+            .get(&format!("/api/bot/use/{new}/(/bot/info)"))
+            .status,
+        422
+    );
+}
+
+// ---- routing -----------------------------------------------------------------------------
+
+/// Every id token anywhere is rewritten, and nothing else changes.
+#[test]
+fn pinned_requests_reach_the_node_byte_exact_except_ids() {
+    let s = setup();
+    let a = s.bot_on(0, "ts.a");
+    let b = s.bot_on(0, "ts.b");
+    let lid_of = |gid: u64| {
+        let info = s.router.get(&format!("/api/bot/use/{gid}/(/bot/info)"));
+        let server = info.json()["Server"].as_str().map(str::to_string);
+        s.nodes[0]
+            .bots()
+            .into_iter()
+            .find(|x| x.server == server)
+            .map(|x| x.id)
+            .expect("lid")
+    };
+    let (la, lb) = (lid_of(a), lid_of(b));
+    s.nodes[0].clear_requests();
+    let sent = format!("/api/json/merge/(/bot/use/{a}/(/song))/(/bot/use/{b}/(/volume))/(/xecute/(/bot/use/{a}/(/print/%28x%29/\"q\")))");
+    let r = s.router.get(&sent);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let want = format!("/api/json/merge/(/bot/use/{la}/(/song))/(/bot/use/{lb}/(/volume))/(/xecute/(/bot/use/{la}/(/print/%28x%29/\"q\")))");
+    assert_eq!(client_targets(&s.nodes[0]), vec![want]);
+}
+
+/// A top-level json merge over bots on different nodes is split, run on each node and merged
+/// back in order; anything else naming bots on two nodes is a 400 that says why.
+#[test]
+fn merge_across_nodes_is_split_and_other_cross_node_requests_refused() {
+    let s = setup();
+    let a = s.bot_on(0, "ts.a");
+    let b = s.bot_on(1, "ts.b");
+    assert_eq!(
+        s.router
+            .get(&format!("/api/bot/use/{b}/(/volume/30)"))
+            .status,
+        204
+    );
+    let r = s.router.get(&format!(
+        "/api/json/merge/(/bot/use/{a}/(/volume))/(/bot/use/{b}/(/volume))/(/bot/use/{a}/(/bot/info))/(/bot/use/999/(/song))"
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v[0], json!(50.0));
+    assert_eq!(v[1], json!(30.0));
+    assert_eq!(v[2]["Id"], json!(a));
+    assert_eq!(v[3], Value::Null);
+    // The volume floats come back byte-exact (50.0, not 50).
+    assert!(r.text().starts_with("[50.0,30.0,{"), "{}", r.text());
+    let e = s.router.get(&format!(
+        "/api/xecute/(/bot/use/{a}/(/next))/(/bot/use/{b}/(/next))"
+    ));
+    assert_eq!(e.status, 400);
+    assert_eq!(e.json()["ErrorName"], "NotSupported");
+    assert!(e.json()["ErrorMessage"]
+        .as_str()
+        .is_some_and(|m| m.contains("node-0") && m.contains("node-1")));
+}
+
+/// bot/list (top level or nested, as the PyPI client sends it) fans out; a failing or hung node
+/// does not fail the list: its known bots appear with Status 1, quickly.
+#[test]
+fn bot_list_fans_out_and_survives_a_dead_node() {
+    let s = setup();
+    let a = s.bot_on(0, "ts.a");
+    let b = s.bot_on(1, "ts.b");
+    let nested = s.router.get(&format!("/api/bot/use/{a}/(/bot/list"));
+    assert_eq!(nested.status, 200);
+    api_headers_ok(&nested);
+    assert_eq!(nested.json().as_array().map(Vec::len), Some(2));
+    s.nodes[1].set_fault(Some(Fault::Hang));
+    let t = Instant::now();
+    let list = s.router.bot_list();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "fan-out waited {:?}",
+        t.elapsed()
+    );
+    let bb = list
+        .iter()
+        .find(|x| x["Id"] == json!(b))
+        .expect("b still listed");
+    assert_eq!(bb["Status"], 1);
+    assert_eq!(
+        list.iter().find(|x| x["Id"] == json!(a)).expect("a")["Status"],
+        2
+    );
+    s.nodes[1].set_fault(None);
+    s.nodes[2].kill();
+    let list = s.router.bot_list();
+    assert_eq!(list.len(), 2);
+}
+
+/// Offline templates appear once, and not while the template runs somewhere.
+#[test]
+fn offline_templates_appear_once() {
+    let s = setup();
+    s.nodes[0].add_template("music", &[("connect.address", "ts.music")]);
+    s.nodes[1].add_template("radio", &[]);
+    s.router
+        .wait_until(10, "templates", |r| r.bot_list().len() == 2);
+    let list = s.router.bot_list();
+    assert!(
+        list.contains(&json!({"Id":null,"Name":"music","Server":"ts.music","Status":0})),
+        "{list:?}"
+    );
+    let started = s.router.get("/api/bot/connect/template/music");
+    assert_eq!(started.status, 200, "{}", started.text());
+    let list = s.router.bot_list();
+    let music: Vec<_> = list.iter().filter(|b| b["Name"] == "music").collect();
+    assert_eq!(music.len(), 1, "{list:?}");
+    assert!(music[0]["Id"].is_u64());
+}
+
+/// Template commands go to the node that holds the template, wherever they are nested.
+#[test]
+fn templates_route_to_their_node() {
+    let s = setup();
+    s.nodes[2].add_template("quiet", &[("connect.name", "Quiet")]);
+    s.router.wait_until(10, "template", |r| {
+        r.bot_list().iter().any(|b| b["Name"] == "quiet")
+    });
+    let a = s.bot_on(0, "ts.a");
+    for n in &s.nodes {
+        n.clear_requests();
+    }
+    let r = s.router.get("/api/settings/bot/get/quiet/connect.name");
+    assert_eq!((r.status, r.text()), (200, "\"Quiet\"".to_string()));
+    let r = s.router.get(&format!(
+        "/api/bot/use/{a}/(/settings/bot/set/quiet/connect.name/Silent"
+    ));
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = s.router.get("/api/bot/info/template/quiet");
+    assert_eq!(r.json()["Name"], "quiet");
+    let r = s.router.get("/api/bot/template/quiet/(/bot/info)");
+    assert_eq!(
+        r.status,
+        422,
+        "not running: the node's own error ({})",
+        r.text()
+    );
+    assert_eq!(
+        client_targets(&s.nodes[2]),
+        vec![
+            "/api/settings/bot/get/quiet/connect.name".to_string(),
+            "/api/settings/bot/set/quiet/connect.name/Silent".into(),
+            "/api/bot/info/template/quiet".into(),
+            "/api/bot/template/quiet/(/bot/info)".into(),
+        ]
+    );
+    assert!(client_targets(&s.nodes[0]).is_empty());
+}
+
+/// Cluster-wide commands: version, json api (with translated server urls), help and the login
+/// probe go to one healthy node; system info is summed; rights reload goes everywhere.
+#[test]
+fn cluster_wide_commands() {
+    let s = setup();
+    let a = s.bot_on(1, "ts.a");
+    let v = s.router.get("/api/version");
+    assert_eq!(v.status, 200);
+    assert!(v.json()["Version"].is_string());
+    let probe = s.router.get("/api/json/merge");
+    assert_eq!((probe.status, probe.text()), (200, "[]".to_string()));
+    let bad_probe = s.router.request(
+        "GET",
+        b"/api/json/merge",
+        &[("Authorization", "Basic YTpi")],
+    );
+    assert_eq!(bad_probe.status, 401);
+    let api = s.router.get("/api/json/api").json();
+    let urls: Vec<&str> = api["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .filter_map(|x| x["url"].as_str())
+        .collect();
+    assert!(urls.contains(&"/api"), "{urls:?}");
+    // Only bots of the node that answered appear; their ids are cluster ids.
+    for u in urls.iter().filter(|u| u.starts_with("/api/bot/use/")) {
+        let id: u64 = u
+            .trim_start_matches("/api/bot/use/")
+            .trim_end_matches("/(/")
+            .parse()
+            .expect("id");
+        assert_eq!(
+            s.router
+                .get(&format!("/api/bot/use/{id}/(/bot/info)"))
+                .status,
+            200
+        );
+    }
+    let _ = a;
+    for (i, n) in s.nodes.iter().enumerate() {
+        n.set_system_info(
+            vec![100, 200],
+            vec![0.5, 1.0],
+            &format!("2021-04-0{}T12:00:00Z", 3 - i),
+        );
+    }
+    let info = s.router.get("/api/system/info");
+    assert_eq!(info.status, 200, "{}", info.text());
+    assert_eq!(
+        info.json(),
+        json!({"memory":[300,600],"cpu":[1.5,3.0],"starttime":"2021-04-01T12:00:00Z"})
+    );
+    for n in &s.nodes {
+        n.clear_requests();
+    }
+    let rr = s.router.get("/api/rights/reload");
+    assert_eq!(rr.status, 204);
+    for n in &s.nodes {
+        assert_eq!(client_targets(n), vec!["/api/rights/reload".to_string()]);
+    }
+    let denied = s.router.get_as(USER, "/api/rights/reload");
+    assert_eq!(denied.status, 403);
+}
+
+/// system quit is refused for everyone; node-wide commands need an admin key; identities and
+/// passwords are redacted for user keys.
+#[test]
+fn policy_and_redaction() {
+    let s = setup();
+    let a = s.bot_on(0, "ts.a");
+    for key in [ADMIN, USER] {
+        let r = s.router.get_as(key, "/api/system/quit");
+        assert_eq!(r.status, 403);
+        assert!(r.json()["ErrorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("system quit")));
+    }
+    for path in [
+        "/api/settings/global/get",
+        "/api/plugin/list",
+        "/api/eval/x",
+    ] {
+        let r = s.router.get_as(USER, path);
+        assert_eq!(r.status, 403, "{path}");
+        assert_eq!(r.json()["ErrorName"], "MissingRights");
+    }
+    let admin_view = s
+        .router
+        .get(&format!(
+            "/api/bot/use/{a}/(/settings/get/connect.identity)"
+        ))
+        .json();
+    assert!(admin_view["key"].as_str().is_some_and(|k| !k.is_empty()));
+    let user_view = s
+        .router
+        .get_as(
+            USER,
+            &format!("/api/bot/use/{a}/(/settings/get/connect.identity)"),
+        )
+        .json();
+    assert_eq!(user_view, json!({"key":null,"offset":null,"level":null}));
+    let full = s
+        .router
+        .get_as(USER, &format!("/api/bot/use/{a}/(/settings/get)"))
+        .text();
+    assert!(
+        !full.contains(admin_view["key"].as_str().unwrap_or("-")),
+        "identity key leaked"
+    );
+    let leaf = s.router.get_as(
+        USER,
+        &format!("/api/bot/use/{a}/(/settings/get/connect.identity.key)"),
+    );
+    assert_eq!(leaf.text(), "null");
+    assert_eq!(
+        s.nodes[0]
+            .requests()
+            .iter()
+            .filter(|r| r.target.starts_with(b"/api/system/quit"))
+            .count(),
+        0
+    );
+}
+
+// ---- fidelity ------------------------------------------------------------------------------
+
+/// 204s, {"Value":..} wrappers, 200 bodies with an ErrorCode and node errors pass through with
+/// status, headers and body unchanged.
+#[test]
+fn node_answers_pass_through_unchanged() {
+    let s = setup();
+    let a = s.bot_on(0, "ts.a");
+    let lid = s.nodes[0].bots()[0].id;
+    for cmd in [
+        "(/volume)",
+        "(/volume/40)",
+        "(/song)",
+        "(/play/https%3A%2F%2Fx%2Ffail)",
+        "(/repeat)",
+        "(/random)",
+        "(/nosuchcommand)",
+    ] {
+        let via = s.router.get(&format!("/api/bot/use/{a}/{cmd}"));
+        let direct = s.node_direct(0, &format!("/api/bot/use/{lid}/{cmd}"));
+        assert_eq!(via.status, direct.status, "{cmd}");
+        assert_eq!(via.body, direct.body, "{cmd}");
+        assert_eq!(
+            via.header("Content-Type"),
+            direct.header("Content-Type"),
+            "{cmd}"
+        );
+        assert_eq!(
+            via.header("CacheControl"),
+            direct.header("CacheControl"),
+            "{cmd}"
+        );
+    }
+}
+
+/// Answers the router makes itself carry TS3AudioBot's headers; CORS preflight works; paths
+/// outside /api reach a node (the WebInterface).
+#[test]
+fn local_answers_preflight_and_static_files() {
+    let s = setup();
+    let r = s.router.get("/api/bot/use/77/(/song)");
+    assert_eq!(r.status, 422);
+    api_headers_ok(&r);
+    let pre = s.router.request(
+        "OPTIONS",
+        b"/api/bot/list",
+        &[
+            ("Origin", "http://localhost:3000"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+    );
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.header("Access-Control-Allow-Origin"), Some("*"));
+    assert_eq!(
+        pre.header("Access-Control-Allow-Headers"),
+        Some("authorization")
+    );
+    let page = s.router.request("GET", b"/", &[]);
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("WebInterface"));
+}
+
+/// A node that is down gives a fast 503 in TS3AudioBot's error shape; a hung node a 504 within
+/// the request timeout; never a hang.
+#[test]
+fn dead_or_hung_node_gives_fast_ts3ab_errors() {
+    let s = setup();
+    let a = s.bot_on(0, "ts.a");
+    let b = s.bot_on(1, "ts.b");
+    s.nodes[0].kill();
+    let t = Instant::now();
+    let r = s.router.get(&format!("/api/bot/use/{a}/(/song)"));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    api_headers_ok(&r);
+    assert!(
+        r.json()["ErrorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("node-0")),
+        "{}",
+        r.text()
+    );
+    s.nodes[1].set_fault(Some(Fault::Hang));
+    let t = Instant::now();
+    let r = s.router.get(&format!("/api/bot/use/{b}/(/song)"));
+    assert!(matches!(r.status, 503 | 504), "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Other nodes are unaffected.
+    s.nodes[1].set_fault(None);
+    assert_eq!(s.router.get("/api/version").status, 200);
+}
+
+/// Bad input: huge targets and bodies get clear errors, never a crash.
+#[test]
+fn bad_input_gets_clear_errors() {
+    let s = setup();
+    let long = format!("/api/print/{}", "a".repeat(9000));
+    let r = s.router.get(&long);
+    assert_eq!(r.status, 414);
+    let body = vec![b'x'; 3_000_001];
+    let r = raw_request(
+        s.router.addr,
+        "POST",
+        b"/api/version",
+        &[
+            ("Authorization", &basic(ADMIN)),
+            ("Content-Type", "application/json"),
+        ],
+        Some(&body),
+    );
+    assert_eq!(r.status, 413);
+    // Control bytes in a header are refused by the HTTP parser itself (as by Kestrel).
+    let r = s.router.request(
+        "GET",
+        b"/api/bot/use/0/(/x",
+        &[("Authorization", "Basic \u{1}\u{2}")],
+    );
+    assert_eq!(r.status, 400);
+    let r = s.router.request(
+        "GET",
+        b"/api/bot/use/0/(/x",
+        &[("Authorization", "Basic \u{e9}\u{e8}")],
+    );
+    assert_eq!(r.status, 401);
+    // The router is still fine.
+    assert_eq!(s.router.get("/api/version").status, 200);
+}

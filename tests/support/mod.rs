@@ -1,0 +1,372 @@
+//! Shared integration-test harness: fake TS3AudioBot nodes (in-process, each on its own
+//! thread and port), the real `ts3ab-lb` binary as a child process on a free loopback port, and
+//! a raw HTTP/1.1 client that sends request targets byte for byte.
+//!
+//! Every process a test starts is killed when its guard drops, so nothing outlives a test.
+
+#![allow(dead_code, unused_imports)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+pub use ts3ab_fake_node::{AnonymousRights, FakeNode, FakeNodeConfig, Fault};
+
+/// The admin key every harness router has.
+pub const ADMIN: (&str, &str) = ("ops", "ops-secret-123");
+/// The user key every harness router has.
+pub const USER: (&str, &str) = ("alice", "alice-secret-123");
+
+/// `Authorization` value for a key.
+pub fn basic(key: (&str, &str)) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", key.0, key.1))
+    )
+}
+
+/// The node token the router uses for node `i` (0-based).
+pub fn node_token(i: usize) -> String {
+    format!("router:token-of-node-{i}")
+}
+
+/// Starts a fake node that requires the router's token and refuses anonymous callers.
+pub fn fake_node(i: usize) -> FakeNode {
+    fake_node_with(i, |_| {})
+}
+
+/// Like [`fake_node`], with a config tweak.
+pub fn fake_node_with(i: usize, tweak: impl FnOnce(&mut FakeNodeConfig)) -> FakeNode {
+    let mut cfg = FakeNodeConfig {
+        name: format!("node-{i}"),
+        auth: Some(node_token(i)),
+        anonymous: AnonymousRights::None,
+        ..FakeNodeConfig::default()
+    };
+    tweak(&mut cfg);
+    FakeNode::start(cfg).expect("fake node starts")
+}
+
+/// A free loopback port (bound to port 0, then released for the router to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Options for a harness router.
+#[derive(Clone)]
+pub struct RouterOpts {
+    /// Node capacities (one per node, in order).
+    pub capacities: Vec<u32>,
+    /// Poll interval.
+    pub poll_ms: u64,
+    /// Extra YAML appended verbatim (e.g. a `routing:` block).
+    pub extra_yaml: String,
+}
+
+impl Default for RouterOpts {
+    fn default() -> Self {
+        RouterOpts {
+            capacities: Vec::new(),
+            poll_ms: 200,
+            extra_yaml: String::new(),
+        }
+    }
+}
+
+/// A running `ts3ab-lb` process.
+pub struct Router {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its data directory.
+    pub data: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Router {
+    /// Writes a config for `nodes` and starts the router; returns once it answers.
+    pub fn start(nodes: &[&FakeNode], opts: RouterOpts) -> Router {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut r = Router {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config: dir.path().join("ts3ab-lb.yaml"),
+            data,
+            dir: Some(dir),
+        };
+        r.write_config(nodes, &opts);
+        r.spawn();
+        r
+    }
+
+    /// Writes the config file (a fresh port each time).
+    pub fn write_config(&mut self, nodes: &[&FakeNode], opts: &RouterOpts) {
+        let port = free_port();
+        self.addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut yaml = format!(
+            "listen: \"127.0.0.1:{port}\"\nkeys:\n  - {{ name: {}, secret: \"{}\", role: admin }}\n  - {{ name: {}, secret: \"{}\", role: user }}\nnodes:\n",
+            ADMIN.0, ADMIN.1, USER.0, USER.1
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            let cap = opts.capacities.get(i).copied().unwrap_or(300);
+            yaml.push_str(&format!(
+                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap} }}\n",
+                n.url(),
+                node_token(i)
+            ));
+        }
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .expect("dir");
+        yaml.push_str(&format!(
+            "storage: {{ kind: embedded, path: \"{}\" }}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: 1000, failures_to_down: 1 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000 }}\n{}",
+            self.data.display(),
+            dir.join("pid").display(),
+            dir.join("upgrade.sock").display(),
+            opts.poll_ms,
+            opts.extra_yaml
+        ));
+        std::fs::write(&self.config, yaml).expect("write config");
+    }
+
+    /// Starts the process and waits until it accepts connections.
+    pub fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("router starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("router exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "router did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops it with SIGTERM (graceful) and waits, bounded.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// GET with the admin key.
+    pub fn get(&self, target: &str) -> Response {
+        self.request(
+            "GET",
+            target.as_bytes(),
+            &[("Authorization", &basic(ADMIN))],
+        )
+    }
+
+    /// GET with a given key.
+    pub fn get_as(&self, key: (&str, &str), target: &str) -> Response {
+        self.request("GET", target.as_bytes(), &[("Authorization", &basic(key))])
+    }
+
+    /// A raw request.
+    pub fn request(&self, method: &str, target: &[u8], headers: &[(&str, &str)]) -> Response {
+        raw_request(self.addr, method, target, headers, None)
+    }
+
+    /// Waits until `f` holds, polling every 50 ms, at most `secs` seconds.
+    pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut(&Router) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The cluster's bot list as JSON.
+    pub fn bot_list(&self) -> Vec<serde_json::Value> {
+        let r = self.get("/api/bot/list");
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice(&r.body).expect("bot list json")
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers in order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// Body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request on a fresh connection and reads the whole response.
+pub fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &[u8],
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = Vec::new();
+    req.extend_from_slice(method.as_bytes());
+    req.push(b' ');
+    req.extend_from_slice(target);
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: ts3ab\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    if let Some(b) = body {
+        req.extend_from_slice(format!("Content-Length: {}\r\n", b.len()).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    if let Some(b) = body {
+        req.extend_from_slice(b);
+    }
+    s.write_all(&req).expect("write");
+    read_response(&mut BufReader::new(s), method == "HEAD")
+}
+
+/// Reads one HTTP/1.1 response.
+pub fn read_response(r: &mut impl BufRead, head: bool) -> Response {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).expect("header");
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if head || status == 204 || status == 304 {
+        // No body.
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).expect("chunk size");
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                .expect("hex");
+            if n == 0 {
+                let mut end = String::new();
+                let _ = r.read_line(&mut end);
+                break;
+            }
+            let mut chunk = vec![0; n];
+            r.read_exact(&mut chunk).expect("chunk");
+            body.extend_from_slice(&chunk);
+            let mut crlf = [0; 2];
+            r.read_exact(&mut crlf).expect("crlf");
+        }
+    } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(n, 0);
+        r.read_exact(&mut body).expect("body");
+    } else {
+        let _ = r.read_to_end(&mut body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The raw targets a node received, as strings.
+pub fn targets(node: &FakeNode) -> Vec<String> {
+    node.requests()
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.target).into_owned())
+        .collect()
+}
+
+/// The raw targets a node received that were not the router's own polling.
+pub fn client_targets(node: &FakeNode) -> Vec<String> {
+    targets(node)
+        .into_iter()
+        .filter(|t| t != "/api/bot/list")
+        .collect()
+}
