@@ -84,7 +84,7 @@ impl Node {
             auth_header: c.auth.as_deref().map(basic_header),
             capacity: AtomicU32::new(c.capacity),
             healthy: AtomicBool::new(true),
-            draining: AtomicBool::new(false),
+            draining: AtomicBool::new(c.draining),
             running: AtomicU32::new(0),
             reserved: AtomicU32::new(0),
         }
@@ -822,6 +822,7 @@ mod tests {
             host: "127.0.0.1".into(),
             auth: None,
             capacity: 10,
+            draining: false,
         }
     }
 
@@ -862,6 +863,61 @@ mod tests {
         c.reconcile(0, &[listed(0, None, "z"), listed(1, None, "y")], g);
         assert_eq!(c.gid_of(0, 0), Some(2));
         assert_eq!(c.locate(0), None);
+        assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 2);
+    }
+
+    /// A created bot counts once whether the poller or the create's answer sees it first.
+    #[test]
+    fn poller_first_then_create_answer_counts_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(0, &[listed(2, None, "new.example")], g);
+        let seen = c.gid_of(0, 2).expect("adopted by the poller");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let reported = Reported {
+            lid: 2,
+            name: None,
+            server: Some("new.example"),
+            status: 1,
+        };
+        let info = CreateInfo {
+            address: Some("new.example".into()),
+            server_password: Some("pw".into()),
+        };
+        let gid = rt
+            .block_on(c.register_created(0, reported, info, Duration::from_secs(5)))
+            .expect("registered");
+        assert_eq!(gid, seen);
+        assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 1);
+        assert_eq!(
+            c.bot_record(gid).and_then(|r| r.server_password),
+            Some("pw".into())
+        );
+        // And the other order: answer first, then a poll that lists it.
+        let gid2 = rt
+            .block_on(c.register_created(
+                0,
+                Reported {
+                    lid: 3,
+                    name: None,
+                    server: Some("b"),
+                    status: 1,
+                },
+                CreateInfo::default(),
+                Duration::from_secs(5),
+            ))
+            .expect("registered");
+        let g = c.generation();
+        c.reconcile(
+            0,
+            &[listed(2, None, "new.example"), listed(3, None, "b")],
+            g,
+        );
+        assert_eq!(c.gid_of(0, 3), Some(gid2));
         assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 2);
     }
 

@@ -107,6 +107,8 @@ pub struct NodeConfig {
     pub auth: Option<String>,
     /// How many bots the node may run.
     pub capacity: u32,
+    /// Keep new bots off this node (existing bots keep running and stay reachable).
+    pub draining: bool,
 }
 
 /// Storage backend.
@@ -232,6 +234,8 @@ struct RawNode {
     auth: Option<String>,
     auth_env: Option<String>,
     capacity: Option<u32>,
+    #[serde(default)]
+    draining: bool,
 }
 
 #[derive(Deserialize)]
@@ -448,6 +452,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             host: target.host,
             auth,
             capacity,
+            draining: n.draining,
         });
     }
 
@@ -639,7 +644,7 @@ keys:
   - { name: ops, secret: "ops-secret-1", role: admin }
 nodes:
   - { name: node-1, url: "http://127.0.0.1:1001", auth: "uid:token", capacity: 100 }
-  - { name: node-2, url: "http://127.0.0.1:1002/" }
+  - { name: node-2, url: "http://127.0.0.1:1002/", draining: true }
 storage: { kind: embedded, path: "state" }
 server: { threads: 1, grace_period_seconds: 0 }
 "#;
@@ -653,6 +658,7 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert_eq!(c.nodes[0].capacity, 100);
         assert_eq!(c.nodes[1].capacity, DEFAULT_CAPACITY);
         assert_eq!(c.nodes[1].auth, None);
+        assert!(c.nodes[1].draining && !c.nodes[0].draining);
         assert_eq!(c.nodes[1].authority, "127.0.0.1:1002");
         assert_eq!(
             c.storage,

@@ -210,6 +210,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 auth: None,
                 capacity: *c,
+                draining: false,
             })
             .collect();
         let cluster = Arc::new(Cluster::new(&nodes, Snapshot::default(), store));

@@ -14,8 +14,8 @@ use crate::command::{self, parse_int32, Arg, Command, Parsed};
 
 /// Text of the 403 for `system quit`.
 pub const QUIT_REFUSED: &str = "'system quit' is disabled by ts3ab-lb: it would stop every bot on a node at once. \
-To take a node out of service, remove it from the router's configuration and stop TS3AudioBot on its host; \
-its bots are then listed as connecting until it is back.";
+To take a node out of service, drain it: set `draining: true` on the node in the router's configuration \
+(new bots then go to other nodes), stop or move its bots, then remove the node and stop TS3AudioBot on its host.";
 
 /// A command pattern anonymous callers may run. `<id>` matches any bot id, `*` any single
 /// argument; everything else must match exactly (after percent-decoding).

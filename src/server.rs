@@ -59,6 +59,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
                 host: t.host,
                 auth: rec.auth.clone(),
                 capacity: rec.capacity,
+                draining: rec.draining,
             }),
             Err(e) => log::error!("stored node {} is unusable: {e}", rec.name),
         }

@@ -77,8 +77,19 @@ fn concurrent_creates_never_overshoot() {
         .map(|h| h.join().expect("join"))
         .collect();
     let ok = results.iter().filter(|r| r.status == 200).count();
+    let odd: Vec<String> = results
+        .iter()
+        .filter(|r| r.status != 200 && r.status != 503)
+        .map(|r| format!("{} {}", r.status, r.text()))
+        .collect();
+    assert!(odd.is_empty(), "{odd:?}");
     let full: Vec<&Response> = results.iter().filter(|r| r.status == 503).collect();
-    assert_eq!(ok, 70, "exactly the total capacity succeeds");
+    assert_eq!(
+        ok,
+        70,
+        "exactly the total capacity succeeds; refusals: {:?}",
+        full.iter().map(|r| r.text()).collect::<Vec<_>>()
+    );
     assert_eq!(full.len(), 10);
     assert_eq!(full[0].json()["ErrorName"], "InternalError");
     assert!(full[0].json()["ErrorMessage"]
@@ -107,6 +118,42 @@ fn concurrent_creates_never_overshoot() {
     let counts = per_node_counts(&nodes);
     println!("64 concurrent creates over 4 equal nodes: {counts:?}");
     assert_eq!(counts, vec![16, 16, 16, 16]);
+}
+
+/// A draining node gets no new bots; its bots keep working.
+#[test]
+fn draining_node_gets_no_new_bots() {
+    let nodes: Vec<FakeNode> = (0..3).map(fake_node).collect();
+    nodes[1].connect_bot("old.example.com");
+    let router = Router::start(
+        &nodes.iter().collect::<Vec<_>>(),
+        RouterOpts {
+            draining: vec![1],
+            ..RouterOpts::default()
+        },
+    );
+    router.wait_until(10, "the existing bot", |r| !r.bot_list().is_empty());
+    for i in 0..10 {
+        assert_eq!(
+            router
+                .get(&format!("/api/bot/connect/to/d{i}.example.com"))
+                .status,
+            200
+        );
+    }
+    assert_eq!(per_node_counts(&nodes), vec![5, 1, 5]);
+    let old = router
+        .bot_list()
+        .iter()
+        .find(|b| b["Server"] == "old.example.com")
+        .and_then(|b| b["Id"].as_u64())
+        .expect("id");
+    assert_eq!(
+        router
+            .get(&format!("/api/bot/use/{old}/(/volume/20)"))
+            .status,
+        204
+    );
 }
 
 /// Every bot keeps its cluster id across a restart, and new ids continue above the old ones.

@@ -65,8 +65,10 @@ pub struct RouterOpts {
     pub capacities: Vec<u32>,
     /// Poll interval.
     pub poll_ms: u64,
-    /// Extra YAML appended verbatim (e.g. a `routing:` block).
+    /// Extra YAML appended verbatim (e.g. a `placement:` block).
     pub extra_yaml: String,
+    /// Indexes of nodes configured with `draining: true`.
+    pub draining: Vec<usize>,
 }
 
 impl Default for RouterOpts {
@@ -75,6 +77,7 @@ impl Default for RouterOpts {
             capacities: Vec::new(),
             poll_ms: 200,
             extra_yaml: String::new(),
+            draining: Vec::new(),
         }
     }
 }
@@ -119,9 +122,10 @@ impl Router {
         for (i, n) in nodes.iter().enumerate() {
             let cap = opts.capacities.get(i).copied().unwrap_or(300);
             yaml.push_str(&format!(
-                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap} }}\n",
+                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {} }}\n",
                 n.url(),
-                node_token(i)
+                node_token(i),
+                opts.draining.contains(&i)
             ));
         }
         let dir = self
@@ -130,7 +134,7 @@ impl Router {
             .map(|d| d.path().to_path_buf())
             .expect("dir");
         yaml.push_str(&format!(
-            "storage: {{ kind: embedded, path: \"{}\" }}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: 1000, failures_to_down: 1 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000 }}\n{}",
+            "storage: {{ kind: embedded, path: \"{}\" }}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: 2000, failures_to_down: 2 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000 }}\n{}",
             self.data.display(),
             dir.join("pid").display(),
             dir.join("upgrade.sock").display(),
