@@ -137,6 +137,11 @@ pub enum Kind<'a> {
     },
     /// `eval ...` (chat syntax the router cannot inspect).
     Eval,
+    /// `alias add|remove|list|show ...` (an alias runs chat syntax with the caller's rights).
+    Alias {
+        /// Whether it changes aliases (add/remove).
+        changes: bool,
+    },
     /// A command name computed at run time by a nested command.
     Dynamic,
     /// Anything else.
@@ -324,6 +329,11 @@ pub fn identify(c: &Command) -> Identified<'_> {
             _ => id(Kind::Plugin { changes: false }, &["plugin"]),
         },
         Some("eval") => id(Kind::Eval, &["eval"]),
+        Some("alias") => match w(1) {
+            Some("add") => id(Kind::Alias { changes: true }, &["alias", "add"]),
+            Some("remove") => id(Kind::Alias { changes: true }, &["alias", "remove"]),
+            _ => id(Kind::Alias { changes: false }, &["alias"]),
+        },
         _ => id(Kind::Other, &[]),
     }
 }
@@ -339,7 +349,7 @@ mod tests {
                 let k = format!("{:?}", identify(&c).kind);
                 k.split([' ', '{']).next().unwrap_or_default().to_string()
             }
-            Parsed::Plain(_) => "plain".into(),
+            _ => "plain".into(),
         }
     }
 

@@ -109,6 +109,19 @@ pub struct ListedBot {
     pub status: u8,
 }
 
+/// A template name reserved by a create in flight; released when dropped.
+#[derive(Debug)]
+pub struct PendingTemplate {
+    cluster: Arc<Cluster>,
+    name: String,
+}
+
+impl Drop for PendingTemplate {
+    fn drop(&mut self) {
+        self.cluster.tables.write().pending.remove(&self.name);
+    }
+}
+
 /// A running bot as a node reports it (in `bot/list` or a BotInfo answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reported<'a> {
@@ -151,6 +164,8 @@ struct Template {
 
 #[derive(Debug, Default)]
 struct Tables {
+    /// Template names being created right now (see [`Cluster::claim_pending`]).
+    pending: std::collections::HashSet<String>,
     bots: HashMap<u32, Bot>,
     /// Per node: local id → cluster id.
     slots: HashMap<NodeId, BTreeMap<u32, u32>>,
@@ -433,11 +448,21 @@ impl Cluster {
         if let Some(&gid) = t.slots.get(&node).and_then(|s| s.get(&lid)) {
             let same = t.bots.get(&gid).is_some_and(|b| same_bot(b, name, server));
             if same {
+                let mut renamed = None;
                 if let Some(b) = t.bots.get_mut(&gid) {
                     b.status = status;
                     if server.is_some() {
                         b.server = server.map(str::to_string);
                     }
+                    if b.record.template.as_deref() != name {
+                        // `bot save` named it, or its template was deleted.
+                        b.record.template = name.map(str::to_string);
+                        ops.push(Op::PutBot(b.record.clone()));
+                        renamed = name;
+                    }
+                }
+                if let Some(name) = renamed {
+                    self.claim_template(t, name, node, ops);
                 }
                 return Some(gid);
             }
@@ -495,7 +520,9 @@ impl Cluster {
                 node,
                 status,
                 server: server.map(str::to_string),
-                since: 0,
+                // The generation this change will be published under (callers bump once
+                // their batch is done): a create sent before it knows this is its bot.
+                since: self.generation() + 1,
             },
         );
         if let Some(name) = name {
@@ -630,16 +657,32 @@ impl Cluster {
     }
 
     /// Registers a bot a create request just made, and waits until its record is durable.
+    ///
+    /// `sent` is the generation read before the create was sent, for creates that always make a
+    /// new bot (`bot connect to`): whatever the router knew in that slot from before is gone,
+    /// even if it looks alike (a temporary bot to the same address).
     pub async fn register_created(
         &self,
         node: NodeId,
         r: Reported<'_>,
         info: CreateInfo,
+        sent: Option<u64>,
         timeout: Duration,
     ) -> Result<u32, (Option<u32>, StoreError)> {
         let mut ops = Vec::new();
         let gid = {
             let mut t = self.tables.write();
+            if let Some(sent) = sent {
+                let stale = t
+                    .slots
+                    .get(&node)
+                    .and_then(|s| s.get(&r.lid))
+                    .copied()
+                    .filter(|g| t.bots.get(g).is_some_and(|b| b.since <= sent));
+                if let Some(old) = stale {
+                    self.retire(&mut t, old, &mut ops);
+                }
+            }
             let gen = self.bump();
             let gid = self.upsert(&mut t, node, r, u64::MAX, &mut ops);
             if let Some(b) = gid.and_then(|g| t.bots.get_mut(&g)) {
@@ -693,6 +736,20 @@ impl Cluster {
             Op::PutBot(b.record.clone())
         };
         self.store.submit(vec![op]);
+    }
+
+    /// Reserves a template name for a create in flight (`settings create`, `settings copy`,
+    /// `bot save`), so two concurrent creates of one name can never both reach a node. None
+    /// when the name exists or is being created.
+    pub fn claim_pending(self: &Arc<Self>, name: &str) -> Option<PendingTemplate> {
+        let mut t = self.tables.write();
+        if t.templates.contains_key(name) || !t.pending.insert(name.to_string()) {
+            return None;
+        }
+        Some(PendingTemplate {
+            cluster: self.clone(),
+            name: name.to_string(),
+        })
     }
 
     /// Records that `node` now holds template `name`, and waits until that is durable.
@@ -780,16 +837,17 @@ impl Cluster {
 
 /// Whether the bot in a slot is still the one the router knows there.
 fn same_bot(b: &Bot, name: Option<&str>, server: Option<&str>) -> bool {
-    if b.record.template.as_deref() != name {
-        return false;
-    }
-    if name.is_some() {
-        return true;
-    }
-    // Temporary bots: compare the address (None = not resolved yet, which matches anything).
-    match (b.server.as_deref().or(b.record.address.as_deref()), server) {
-        (Some(a), Some(s)) => a == s,
-        _ => true,
+    let known = b.server.as_deref().or(b.record.address.as_deref());
+    match (b.record.template.as_deref(), name) {
+        (Some(a), Some(n)) => a == n,
+        // Temporary bots: the same address (None = not resolved yet, which matches anything).
+        (None, None) => match (known, server) {
+            (Some(a), Some(s)) => a == s,
+            _ => true,
+        },
+        // Saved as a template (`bot save`), or its template deleted: the same bot only if the
+        // address is known on both sides and equal.
+        _ => matches!((known, server), (Some(a), Some(s)) if a == s),
     }
 }
 
@@ -889,7 +947,8 @@ mod tests {
             server_password: Some("pw".into()),
         };
         let gid = rt
-            .block_on(c.register_created(0, reported, info, Duration::from_secs(5)))
+            // The create was sent before the poll that adopted the bot (generation `g`).
+            .block_on(c.register_created(0, reported, info, Some(g), Duration::from_secs(5)))
             .expect("registered");
         assert_eq!(gid, seen);
         assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 1);
@@ -908,6 +967,7 @@ mod tests {
                     status: 1,
                 },
                 CreateInfo::default(),
+                None,
                 Duration::from_secs(5),
             ))
             .expect("registered");
@@ -919,6 +979,83 @@ mod tests {
         );
         assert_eq!(c.gid_of(0, 3), Some(gid2));
         assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 2);
+    }
+
+    /// A `bot connect to` answer is a new bot, even when the slot held a bot to the same
+    /// address that the router has not seen go yet: the old cluster id must not move over.
+    #[test]
+    fn a_fresh_create_never_inherits_an_old_id() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(0, &[listed(0, None, "same.example")], g);
+        let old = c.gid_of(0, 0).expect("old");
+        let sent = c.generation();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let r = Reported {
+            lid: 0,
+            name: None,
+            server: Some("same.example"),
+            status: 1,
+        };
+        let new = rt
+            .block_on(c.register_created(
+                0,
+                r,
+                CreateInfo::default(),
+                Some(sent),
+                Duration::from_secs(5),
+            ))
+            .expect("registered");
+        assert_ne!(new, old);
+        assert_eq!(c.locate(old), None);
+    }
+
+    /// `bot save` turns a temporary bot into a template bot in the same slot: same cluster id.
+    #[test]
+    fn saving_a_bot_keeps_its_id() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(0, &[listed(1, None, "ts.x")], g);
+        let gid = c.gid_of(0, 1).expect("gid");
+        let g = c.generation();
+        c.reconcile(0, &[listed(1, Some("saved"), "ts.x")], g);
+        assert_eq!(c.gid_of(0, 1), Some(gid));
+        assert_eq!(c.bot_template(gid).as_deref(), Some("saved"));
+        assert_eq!(c.template_owner("saved"), Some(0));
+        // A different named bot in that slot is another bot.
+        let g = c.generation();
+        c.reconcile(0, &[listed(1, Some("other"), "ts.x")], g);
+        assert_ne!(c.gid_of(0, 1), Some(gid));
+    }
+
+    #[test]
+    fn pending_template_names_are_exclusive() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = Arc::new(cluster(dir.path()));
+        let first = c.claim_pending("t").expect("free");
+        assert!(c.claim_pending("t").is_none());
+        drop(first);
+        assert!(c.claim_pending("t").is_some());
+        let g = c.generation();
+        c.reconcile(
+            0,
+            &[ListedBot {
+                id: None,
+                name: Some("x".into()),
+                server: None,
+                status: 0,
+            }],
+            g,
+        );
+        assert!(
+            c.claim_pending("x").is_none(),
+            "an existing template is taken"
+        );
     }
 
     #[test]

@@ -27,7 +27,13 @@ pub enum Parsed {
     Plain(String),
     /// The root command.
     Command(Command),
+    /// Commands nested deeper than [`MAX_DEPTH`]: refused before anything recurses over it
+    /// (TS3AudioBot's own complexity limit refuses such requests anyway).
+    TooDeep,
 }
+
+/// Deepest nesting of `(/...)` the parser follows.
+pub const MAX_DEPTH: usize = 128;
 
 /// One command invocation: a list of arguments, the first ones naming the command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,8 +113,16 @@ pub fn parse(text: &[u8]) -> Parsed {
     if trimmed.is_none_or(|t| t[0] != SLASH) {
         return Parsed::Plain(unescape(text));
     }
-    let mut p = Parser { s: text, i: 0 };
-    Parsed::Command(p.command(0, 0))
+    let mut p = Parser {
+        s: text,
+        i: 0,
+        too_deep: false,
+    };
+    let root = p.command(0, 0);
+    if p.too_deep {
+        return Parsed::TooDeep;
+    }
+    Parsed::Command(root)
 }
 
 /// Applies replacements to `src`. Each replacement is a byte range of `src` and the bytes to
@@ -138,6 +152,7 @@ fn is_dotnet_space(b: u8) -> bool {
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
+    too_deep: bool,
 }
 
 /// What ended a nested command's argument list.
@@ -162,6 +177,17 @@ impl Parser<'_> {
     /// nesting level (0 = root).
     fn command(&mut self, span_start: usize, depth: usize) -> Command {
         let inner_start = self.i;
+        if depth > MAX_DEPTH {
+            // Stop here: nothing deeper is built, so nothing recurses deeper later.
+            self.too_deep = true;
+            self.i = self.s.len();
+            return Command {
+                span: span_start..self.i,
+                inner: inner_start..self.i,
+                closed: false,
+                args: Vec::new(),
+            };
+        }
         // TS3AudioBot consumes one command char if present; runs of `/` are then skipped as
         // delimiters, so this changes nothing observable but keeps spans tidy.
         if self.peek() == Some(SLASH) {
@@ -341,7 +367,10 @@ fn utf8_len(first: u8) -> usize {
 /// surrounding whitespace, an optional sign, ASCII digits. `Err(true)` means "too big",
 /// `Err(false)` means "not a number" (the node answers those with different messages).
 pub fn parse_int32(text: &str) -> Result<i32, bool> {
-    let t = text.trim_matches(|c: char| c == ' ' || ('\t'..='\r').contains(&c));
+    // .NET also ends the number at trailing NUL characters.
+    let t = text
+        .trim_end_matches('\0')
+        .trim_matches(|c: char| c == ' ' || ('\t'..='\r').contains(&c));
     let (neg, digits) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
@@ -369,7 +398,7 @@ mod tests {
     fn cmd(s: &str) -> Command {
         match parse(s.as_bytes()) {
             Parsed::Command(c) => c,
-            Parsed::Plain(p) => panic!("plain {p:?}"),
+            other => panic!("not a command: {other:?}"),
         }
     }
 
@@ -483,6 +512,14 @@ mod tests {
     }
 
     #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("/bot/use/0/{}", "(/".repeat(5000));
+        assert_eq!(parse(deep.as_bytes()), Parsed::TooDeep);
+        let ok = format!("/x/{}", "(/x/".repeat(MAX_DEPTH));
+        assert!(matches!(parse(ok.as_bytes()), Parsed::Command(_)));
+    }
+
+    #[test]
     fn query_string_sticks_to_the_last_word() {
         assert_eq!(words(&cmd("/bot/list?x=1")), ["bot", "list?x=1"]);
     }
@@ -500,6 +537,7 @@ mod tests {
         assert_eq!(parse_int32("x"), Err(false));
         assert_eq!(parse_int32(""), Err(false));
         assert_eq!(parse_int32("1.0"), Err(false));
+        assert_eq!(parse_int32("1\0\0"), Ok(1));
     }
 
     #[test]

@@ -155,6 +155,10 @@ pub struct RoutingConfig {
     pub max_body_bytes: usize,
     /// Longest request target accepted.
     pub max_target_bytes: usize,
+    /// Most commands in one request (TS3AudioBot's `web.api.command_complexity`).
+    pub max_commands: usize,
+    /// How long a cluster-wide `bot/list` may be reused while nothing changed.
+    pub list_cache: Duration,
 }
 
 /// Node polling and liveness.
@@ -286,6 +290,8 @@ struct RawRouting {
     fanout_timeout_ms: u64,
     max_body_bytes: usize,
     max_target_bytes: usize,
+    max_commands: usize,
+    list_cache_ms: u64,
 }
 
 impl Default for RawRouting {
@@ -297,6 +303,8 @@ impl Default for RawRouting {
             fanout_timeout_ms: 3000,
             max_body_bytes: DEFAULT_MAX_BODY,
             max_target_bytes: DEFAULT_MAX_TARGET,
+            max_commands: 64,
+            list_cache_ms: 250,
         }
     }
 }
@@ -507,6 +515,11 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         fanout_timeout: ms("routing.fanout_timeout_ms", r.fanout_timeout_ms)?,
         max_body_bytes: r.max_body_bytes,
         max_target_bytes: r.max_target_bytes.max(16),
+        max_commands: match r.max_commands {
+            0 => return Err(invalid("routing.max_commands", "must be at least 1")),
+            n => n,
+        },
+        list_cache: Duration::from_millis(r.list_cache_ms),
     };
 
     let h = raw.health;

@@ -8,10 +8,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 
 use crate::api_json::{bot_list_body, ApiError, BotInfo, Reason, CONTENT_TYPE_JSON};
 use crate::cluster::{Cluster, CreateInfo, Node, NodeId, Reported};
@@ -63,8 +63,17 @@ impl Answer {
     }
 }
 
+/// A `bot list` fan-out, running or done, that later callers may share.
+struct ListFanOut {
+    /// Cluster generation when it started; any change makes it stale.
+    generation: u64,
+    started: Instant,
+    fut: Shared<BoxFuture<'static, Bytes>>,
+}
+
 /// Executes router-made plans.
 pub struct Exec {
+    list: parking_lot::Mutex<Option<ListFanOut>>,
     cluster: Arc<Cluster>,
     client: Arc<NodeClient>,
     placer: Arc<Placer>,
@@ -82,6 +91,7 @@ impl Exec {
         health_timeout: Duration,
     ) -> Self {
         Exec {
+            list: parking_lot::Mutex::new(None),
             cluster,
             client,
             placer,
@@ -93,6 +103,10 @@ impl Exec {
     /// Edits a node's JSON answer: BotInfo ids (learning bots the router has not seen yet),
     /// `json api` servers, redaction. None = forward the bytes unchanged.
     pub fn edit(cluster: &Cluster, node: NodeId, body: &[u8], edits: &Edits) -> Option<Vec<u8>> {
+        if (edits.redact || edits.redact_scalar) && json_edit::parse(body).is_err() {
+            // Never pass on what could not be checked for secrets.
+            return Some(redaction_failed());
+        }
         let mut out: Option<Vec<u8>> = None;
         if edits.bot_ids {
             json_edit::visit_bot_infos(body, |lid, name, server, status| {
@@ -154,97 +168,41 @@ impl Exec {
 
     /// `bot list` over every node, ids translated; a failed node shows its known bots as
     /// connecting; an offline template appears once, and not at all while it runs somewhere.
+    ///
+    /// Concurrent callers share one fan-out, and a finished one is reused for
+    /// `routing.list_cache` while the cluster tables do not change (panels poll `bot/list`
+    /// several times a second; 50 nodes must not see 50 times that).
     pub async fn bot_list(&self) -> Answer {
-        let infos = self.collect_list().await;
-        Answer::json(200, bot_list_body(&infos))
-    }
-
-    async fn collect_list(&self) -> Vec<BotInfo> {
-        let nodes = self.cluster.nodes();
-        let results = join_all(nodes.iter().map(|node| async move {
-            if !node.is_healthy() {
-                return (node.clone(), None);
-            }
-            let started = self.cluster.generation();
-            let r = self
-                .client
-                .get(node, BOT_LIST, self.cfg.fanout_timeout)
-                .await;
-            (node.clone(), Some((started, r)))
-        }))
-        .await;
-        let mut named = Vec::new();
-        let mut offline = Vec::new();
-        let mut unnamed = Vec::new();
-        let mut new_ids = false;
-        for (node, result) in results {
-            let listed = match result {
-                Some((started, Ok(r))) if r.status == 200 => match parse_bot_list(&r.body) {
-                    Ok(l) => {
-                        new_ids |= self.cluster.reconcile(node.id, &l, started);
-                        Some(l)
-                    }
-                    Err(e) => {
-                        log::warn!("node {} sent an unreadable bot/list: {e}", node.name);
-                        None
-                    }
-                },
-                Some((_, Ok(r))) => {
-                    log::warn!(
-                        "node {} answered bot/list with HTTP {}",
-                        node.name,
-                        r.status
+        let fut = {
+            let mut slot = self.list.lock();
+            let generation = self.cluster.generation();
+            let reusable = slot.as_ref().filter(|f| {
+                f.generation == generation
+                    && (f.fut.peek().is_none() || f.started.elapsed() < self.cfg.list_cache)
+            });
+            match reusable {
+                Some(f) => f.fut.clone(),
+                None => {
+                    let (cluster, client, timeout) = (
+                        self.cluster.clone(),
+                        self.client.clone(),
+                        self.cfg.fanout_timeout,
                     );
-                    None
-                }
-                Some((_, Err(e))) => {
-                    log::warn!("{e}");
-                    None
-                }
-                None => None,
-            };
-            let infos: Vec<BotInfo> = match listed {
-                Some(l) => l
-                    .into_iter()
-                    .filter_map(|b| {
-                        let id = match b.id {
-                            Some(lid) => Some(self.cluster.gid_of(node.id, lid)?),
-                            None => None,
-                        };
-                        Some(BotInfo {
-                            id,
-                            name: b.name,
-                            server: b.server,
-                            status: b.status,
-                        })
-                    })
-                    .collect(),
-                None => self.cluster.fallback_list(node.id),
-            };
-            for info in infos {
-                match (&info.id, &info.name) {
-                    (None, _) => offline.push(info),
-                    (Some(_), Some(_)) => named.push(info),
-                    (Some(_), None) => unnamed.push(info),
+                    let fut = async move {
+                        Bytes::from(bot_list_body(&collect_list(cluster, client, timeout).await))
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(ListFanOut {
+                        generation,
+                        started: Instant::now(),
+                        fut: fut.clone(),
+                    });
+                    fut
                 }
             }
-        }
-        if new_ids {
-            // Ids shown to a client must survive a crash.
-            if let Err(e) = self.cluster.store().flush(STORE_DEADLINE).await {
-                log::error!("could not persist newly seen bots before listing them: {e}");
-            }
-        }
-        let running: HashSet<String> = named.iter().filter_map(|b| b.name.clone()).collect();
-        let mut shown = HashSet::new();
-        offline.retain(|b| {
-            b.name
-                .as_ref()
-                .is_some_and(|n| !running.contains(n) && shown.insert(n.clone()))
-        });
-        named.extend(offline);
-        named.extend(unnamed);
-        named
+        };
+        Answer::json(200, fut.await)
     }
 
     /// `system info` summed over the nodes that answer: per sample (aligned on the newest),
@@ -300,15 +258,22 @@ impl Exec {
         if nodes.is_empty() {
             return Answer::error(&ApiError::unavailable("no nodes are configured"));
         }
-        let results = join_all(
-            nodes
-                .iter()
-                .map(|n| self.client.get(n, target, self.cfg.request_timeout)),
-        )
+        // Known-down nodes are not waited for; they are reported as not reached.
+        let results = join_all(nodes.iter().map(|n| async move {
+            if n.is_healthy() {
+                Some(self.client.get(n, target, self.cfg.request_timeout).await)
+            } else {
+                None
+            }
+        }))
         .await;
         let mut first_ok = None;
         let mut unreachable = Vec::new();
         for (node, r) in nodes.iter().zip(results) {
+            let Some(r) = r else {
+                unreachable.push(format!("{} (down)", node.name));
+                continue;
+            };
             match r {
                 Ok(r) if r.ok() => {
                     first_ok.get_or_insert(r);
@@ -333,6 +298,19 @@ impl Exec {
 
     /// Runs a create: reserve a slot, send, record the new bot or template durably, answer.
     pub async fn create(&self, plan: &CreatePlan) -> Answer {
+        // Two concurrent creates of one template name must not both reach a node.
+        let _claim = match &plan.kind {
+            CreateKind::SettingsCreate(name) => match self.cluster.claim_pending(name) {
+                Some(c) => Some(c),
+                None => {
+                    return Answer::error(&ApiError::new(
+                        Reason::CommandError,
+                        "The file already exists.",
+                    ))
+                }
+            },
+            _ => None,
+        };
         let mut tried = Vec::new();
         loop {
             let reservation: Reservation = match plan.node {
@@ -351,12 +329,13 @@ impl Exec {
                 },
             };
             let node = reservation.node().clone();
+            let sent = self.cluster.generation();
             match self
                 .client
                 .get(&node, &plan.target, self.cfg.request_timeout)
                 .await
             {
-                Ok(resp) => return self.created(&node, plan, resp, reservation).await,
+                Ok(resp) => return self.created(&node, plan, resp, reservation, sent).await,
                 Err(e) if e.not_sent() && plan.node == CreateNode::Place => {
                     log::warn!("{e}; placing the create on another node");
                     tried.push(node.id);
@@ -386,6 +365,7 @@ impl Exec {
         plan: &CreatePlan,
         resp: NodeResponse,
         reservation: Reservation,
+        sent: u64,
     ) -> Answer {
         match &plan.kind {
             CreateKind::SettingsCreate(name) => {
@@ -405,9 +385,11 @@ impl Exec {
                 Answer::from_node(resp, None)
             }
             CreateKind::ConnectTo(_) | CreateKind::ConnectTemplate(_) => {
-                let info = match &plan.kind {
-                    CreateKind::ConnectTo(i) => CreateInfo::from(i.clone()),
-                    _ => CreateInfo::default(),
+                // `connect to` always makes a new bot; `connect template` may answer with the
+                // template's running bot.
+                let (info, fresh) = match &plan.kind {
+                    CreateKind::ConnectTo(i) => (CreateInfo::from(i.clone()), Some(sent)),
+                    _ => (CreateInfo::default(), None),
                 };
                 let mut body = None;
                 if resp.status == 200 {
@@ -418,7 +400,7 @@ impl Exec {
                             server: server.as_deref(),
                             status,
                         };
-                        match self.cluster.register_created(node.id, reported, info, STORE_DEADLINE).await
+                        match self.cluster.register_created(node.id, reported, info, fresh, STORE_DEADLINE).await
                         {
                             Ok(gid) => self.read_identity(node.clone(), lid, gid),
                             Err((gid, e)) => log::error!(
@@ -548,7 +530,12 @@ impl Exec {
                 }),
             }
         });
-        for r in join_all(calls).await {
+        let outcome = join_all(calls).await;
+        // Elements may have stopped, saved or renamed bots: re-read those nodes now.
+        for node in groups.keys().filter_map(|id| self.cluster.node(*id)) {
+            self.poke(node);
+        }
+        for r in outcome {
             match r {
                 Ok(parts) => {
                     for (i, v) in parts {
@@ -558,19 +545,30 @@ impl Exec {
                 Err(answer) => return answer,
             }
         }
+        // The same cluster-wide value is computed once per request, however often it appears.
+        let mut list: Option<Vec<u8>> = None;
+        let mut info: Option<Vec<u8>> = None;
         for (i, el) in plan.elements.iter().enumerate() {
             let value = match el {
                 Element::Node { .. } => continue,
                 Element::Null => b"null".to_vec(),
-                Element::FanOutList => bot_list_body(&self.collect_list().await),
-                Element::SystemInfo => {
-                    let a = self.system_info().await;
-                    if a.status == 200 {
-                        a.body.to_vec()
-                    } else {
-                        b"null".to_vec()
+                Element::Literal(json) => json.clone(),
+                Element::FanOutList => match &list {
+                    Some(l) => l.clone(),
+                    None => list.insert(self.bot_list().await.body.to_vec()).clone(),
+                },
+                Element::SystemInfo => match &info {
+                    Some(v) => v.clone(),
+                    None => {
+                        let a = self.system_info().await;
+                        let v = if a.status == 200 {
+                            a.body.to_vec()
+                        } else {
+                            b"null".to_vec()
+                        };
+                        info.insert(v).clone()
                     }
-                }
+                },
                 Element::Create(c) => {
                     let a = Box::pin(self.create(c)).await;
                     if a.status == 200 {
@@ -588,6 +586,106 @@ impl Exec {
             .collect();
         Answer::json(200, json_edit::join_array(parts.iter().map(Vec::as_slice)))
     }
+}
+
+/// Reads every node's `bot/list` and merges them (see [`Exec::bot_list`]).
+async fn collect_list(
+    cluster: Arc<Cluster>,
+    client: Arc<NodeClient>,
+    timeout: Duration,
+) -> Vec<BotInfo> {
+    let (cluster, client) = (&*cluster, &*client);
+    let nodes = cluster.nodes();
+    let results = join_all(nodes.iter().map(|node| async move {
+        if !node.is_healthy() {
+            return (node.clone(), None);
+        }
+        let started = cluster.generation();
+        let r = client.get(node, BOT_LIST, timeout).await;
+        (node.clone(), Some((started, r)))
+    }))
+    .await;
+    let mut named = Vec::new();
+    let mut offline = Vec::new();
+    let mut unnamed = Vec::new();
+    let mut new_ids = false;
+    for (node, result) in results {
+        let listed = match result {
+            Some((started, Ok(r))) if r.status == 200 => match parse_bot_list(&r.body) {
+                Ok(l) => {
+                    new_ids |= cluster.reconcile(node.id, &l, started);
+                    Some(l)
+                }
+                Err(e) => {
+                    log::warn!("node {} sent an unreadable bot/list: {e}", node.name);
+                    None
+                }
+            },
+            Some((_, Ok(r))) => {
+                log::warn!(
+                    "node {} answered bot/list with HTTP {}",
+                    node.name,
+                    r.status
+                );
+                None
+            }
+            Some((_, Err(e))) => {
+                log::warn!("{e}");
+                None
+            }
+            None => None,
+        };
+        let infos: Vec<BotInfo> = match listed {
+            Some(l) => l
+                .into_iter()
+                .filter_map(|b| {
+                    let id = match b.id {
+                        Some(lid) => Some(cluster.gid_of(node.id, lid)?),
+                        None => None,
+                    };
+                    Some(BotInfo {
+                        id,
+                        name: b.name,
+                        server: b.server,
+                        status: b.status,
+                    })
+                })
+                .collect(),
+            None => cluster.fallback_list(node.id),
+        };
+        for info in infos {
+            match (&info.id, &info.name) {
+                (None, _) => offline.push(info),
+                (Some(_), Some(_)) => named.push(info),
+                (Some(_), None) => unnamed.push(info),
+            }
+        }
+    }
+    if new_ids {
+        // Ids shown to a client must survive a crash.
+        if let Err(e) = cluster.store().flush(STORE_DEADLINE).await {
+            log::error!("could not persist newly seen bots before listing them: {e}");
+        }
+    }
+    let running: HashSet<String> = named.iter().filter_map(|b| b.name.clone()).collect();
+    let mut shown = HashSet::new();
+    offline.retain(|b| {
+        b.name
+            .as_ref()
+            .is_some_and(|n| !running.contains(n) && shown.insert(n.clone()))
+    });
+    named.extend(offline);
+    named.extend(unnamed);
+    named
+}
+
+/// The body sent instead of a settings answer that could not be checked for secrets.
+pub fn redaction_failed() -> Vec<u8> {
+    ApiError::new(
+        Reason::InternalError,
+        "The node's answer could not be checked for identities and passwords, so it is withheld.",
+    )
+    .body()
 }
 
 /// The single BotInfo a create answers with: (local id, name, server, status).

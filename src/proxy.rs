@@ -30,7 +30,7 @@ use crate::api_json::{
     ApiError, Reason, CACHE_CONTROL_NAME, CACHE_CONTROL_VALUE, CONTENT_TYPE_JSON,
 };
 use crate::auth::KeyTable;
-use crate::cluster::{Cluster, Node};
+use crate::cluster::{Cluster, Node, PendingTemplate};
 use crate::command::{self, Parsed};
 use crate::config::RoutingConfig;
 use crate::exec::{Answer, Exec};
@@ -64,6 +64,11 @@ pub struct Ctx {
     status: u16,
     buf: Vec<u8>,
     body_bytes: usize,
+    /// A WebInterface file, not an API call: no credentials go to the node.
+    static_file: bool,
+    /// Template names this request may create (`settings copy`, `bot save`), held until it
+    /// ends so that no concurrent request creates the same name on another node.
+    claims: Vec<PendingTemplate>,
 }
 
 impl Router {
@@ -145,6 +150,59 @@ pub fn api_text_start(target: &[u8]) -> Option<usize> {
         None | Some(b'/') | Some(b'?') => Some(4),
         _ => None,
     }
+}
+
+/// Whether a target that does not start with `/api` still reaches the node's API: Kestrel
+/// routes on the percent-decoded path with dot segments removed, while TS3AudioBot reads the
+/// command from the raw target, so `/abc/system/quit)/../../api` would run `system quit` on
+/// the node. Such targets are refused.
+pub fn sneaks_into_api(target: &[u8]) -> bool {
+    let end = target
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(target.len());
+    let path = &target[..end];
+    // Decode like ASP.NET's request path: every escape except an encoded slash.
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        match (
+            path[i],
+            path.get(i + 1).and_then(|b| hex(*b)),
+            path.get(i + 2).and_then(|b| hex(*b)),
+        ) {
+            (b'%', Some(h), Some(l)) if (h << 4 | l) != b'/' => {
+                decoded.push(h << 4 | l);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let segs: Vec<&[u8]> = decoded.split(|b| *b == b'/').collect();
+    let mut out: Vec<&[u8]> = Vec::new();
+    for (k, seg) in segs.iter().enumerate().skip(1) {
+        let last = k + 1 == segs.len();
+        match *seg {
+            b"." => {}
+            b".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+        if last && matches!(*seg, b"." | b"..") {
+            out.push(b"");
+        }
+    }
+    let mut normal = Vec::with_capacity(decoded.len());
+    for seg in out {
+        normal.push(b'/');
+        normal.extend_from_slice(seg);
+    }
+    api_text_start(&normal).is_some()
 }
 
 /// Writes a complete answer with TS3AudioBot's API headers.
@@ -251,8 +309,17 @@ impl ProxyHttp for Router {
             return Ok(true);
         }
         let Some(base) = api_text_start(&target) else {
+            if sneaks_into_api(&target) {
+                let e = ApiError::new(
+                    Reason::NotSupported,
+                    "The path reaches /api only through dot segments or escapes; send /api/... directly.",
+                );
+                respond_error(session, &e).await?;
+                return Ok(true);
+            }
             // The static WebInterface: any node serves it, credentials or not (TS3AudioBot
-            // checks them only under /api).
+            // checks them only under /api), and without any credentials towards the node.
+            ctx.static_file = true;
             if let Err(e) = self.pick_any(ctx) {
                 respond_error(session, &e).await?;
                 return Ok(true);
@@ -283,13 +350,13 @@ impl ProxyHttp for Router {
             }
         };
         let parsed = command::parse(&target[base..]);
-        if let Some(e) = policy::check(&parsed, &caller, &self.allow) {
+        if let Some(e) = policy::check(&parsed, &caller, &self.allow, self.cfg.max_commands) {
             respond_error(session, &e).await?;
             return Ok(true);
         }
         let root = match &parsed {
             Parsed::Command(c) => c,
-            Parsed::Plain(_) => {
+            Parsed::Plain(_) | Parsed::TooDeep => {
                 if let Err(e) = self.pick_any(ctx) {
                     respond_error(session, &e).await?;
                     return Ok(true);
@@ -321,6 +388,19 @@ impl ProxyHttp for Router {
                         if let Err(e) = self.pick_any(ctx) {
                             respond_error(session, &e).await?;
                             return Ok(true);
+                        }
+                    }
+                }
+                for e in &p.effects {
+                    if let Effect::ClaimTemplate(name) | Effect::BotSaved { name, .. } = e {
+                        match Cluster::claim_pending(&self.cluster, name) {
+                            Some(claim) => ctx.claims.push(claim),
+                            None => {
+                                let e =
+                                    ApiError::new(Reason::CommandError, "The file already exists.");
+                                respond_error(session, &e).await?;
+                                return Ok(true);
+                            }
                         }
                     }
                 }
@@ -387,8 +467,10 @@ impl ProxyHttp for Router {
         }
         // The client's secret never leaves the router; the node gets its own credentials.
         upstream.remove_header("authorization");
-        if let Some(auth) = ctx.node.as_ref().and_then(|n| n.auth_header.as_ref()) {
-            upstream.insert_header("Authorization", auth.as_str())?;
+        if !ctx.static_file {
+            if let Some(auth) = ctx.node.as_ref().and_then(|n| n.auth_header.as_ref()) {
+                upstream.insert_header("Authorization", auth.as_str())?;
+            }
         }
         upstream.remove_header("x-real-ip");
         if ctx.edits.any() {
@@ -435,9 +517,15 @@ impl ProxyHttp for Router {
             ctx.buf.extend_from_slice(&b);
         }
         if ctx.buf.len() > MAX_RESPONSE {
-            // Too large to edit safely: send it on as it is.
+            // Too large to edit: send it on as it is, unless it had to be checked for secrets.
+            let withheld = ctx.edits.redact || ctx.edits.redact_scalar;
             ctx.edits = Edits::default();
-            *body = Some(Bytes::from(std::mem::take(&mut ctx.buf)));
+            let buf = std::mem::take(&mut ctx.buf);
+            *body = Some(Bytes::from(if withheld {
+                crate::exec::redaction_failed()
+            } else {
+                buf
+            }));
             return Ok(None);
         }
         if end_of_stream {
@@ -553,5 +641,28 @@ mod tests {
         assert_eq!(api_text_start(b"/ap"), None);
         assert_eq!(api_text_start(b"/"), None);
         assert_eq!(api_text_start(b"/index.html"), None);
+    }
+
+    #[test]
+    fn dot_segments_into_api_are_detected() {
+        for t in [
+            &b"/abc/system/quit)/../../../api"[..],
+            b"/abc/../api/bot/list",
+            b"/x/%2e%2e/API/bot/list",
+            b"/x/./../api",
+            b"/abc/%2E%2E/api?x",
+        ] {
+            assert!(sneaks_into_api(t), "{}", String::from_utf8_lossy(t));
+        }
+        for t in [
+            &b"/"[..],
+            b"/index.html",
+            b"/openapi/index.html",
+            b"/x/..%2Fapi",
+            b"/apix/../apiy",
+            b"/a/b/../c",
+        ] {
+            assert!(!sneaks_into_api(t), "{}", String::from_utf8_lossy(t));
+        }
     }
 }

@@ -225,6 +225,8 @@ pub enum Element {
     },
     /// The element fails on every node (unknown bot): `null`, as a node's merge gives.
     Null,
+    /// A plain word: its JSON, as a node's merge echoes it.
+    Literal(Vec<u8>),
     /// `bot list` over all nodes.
     FanOutList,
     /// `system info` over all nodes.
@@ -343,8 +345,9 @@ impl Planner<'_> {
         t
     }
 
-    /// Resolves a `bot use` id token: Ok(Some) known bot, Ok(None) not an id the router can
-    /// read (the node answers its own conversion error), Err(unknown bot).
+    /// Resolves a `bot use` id token: Ok(Some) known bot, Ok(None) no id at all (the node
+    /// answers that arguments are missing), Err(the node's error: unknown bot (422) or an id
+    /// that is not an Int32 (400)).
     fn bot_of(&self, id: Option<&Value>) -> Result<Option<(u32, NodeId, u32)>, ApiError> {
         let Some(v) = id else { return Ok(None) };
         match parse_int32(&v.text) {
@@ -355,7 +358,15 @@ impl Planner<'_> {
                 Some(found) => Ok(Some(found)),
                 None => Err(ApiError::bot_does_not_exist()),
             },
-            Err(_) => Ok(None),
+            // The node's own answers to an id it cannot read.
+            Err(too_big) => Err(ApiError::new(
+                Reason::MissingParameter,
+                if too_big {
+                    "The number is too big.".to_string()
+                } else {
+                    format!("Could not convert \"{}\" to Int32.", v.text)
+                },
+            )),
         }
     }
 
@@ -374,6 +385,12 @@ impl Planner<'_> {
             } => {
                 let bot = match self.bot_of(gid) {
                     Ok(b) => b,
+                    // A cluster-level command does not need the bot it is wrapped in: clients
+                    // wrap everything in `bot use 0` (the PyPI client), and cluster ids are
+                    // never reused, so bot 0 may be long gone.
+                    Err(e) if e.status == 422 && identify(inner).kind.is_cluster_level() => {
+                        return self.command(inner, false)
+                    }
                     Err(e) => return Plan::Local(e),
                 };
                 if let Some((gid, node, lid)) = bot {
@@ -505,12 +522,22 @@ impl Planner<'_> {
         let mut edits = Edits::default();
         let mut split = false;
         let mut pinned: Option<NodeId> = ctx.node();
-        for arg in args {
+        let last = args.len() - 1;
+        for (i, arg) in args.iter().enumerate() {
             let el = match arg {
-                Arg::Value(v) => Element::Node {
-                    node: ctx.node(),
-                    piece: self.bytes(&v.span).to_vec(),
-                },
+                // A plain word is echoed by the merge; answered here, because moved into a
+                // node's shorter merge it could become the last argument, which TS3AudioBot
+                // turns into a TailString.
+                Arg::Value(v) => Element::Literal(
+                    if i == last {
+                        serde_json::to_vec(
+                            &serde_json::json!({ "Content": v.text, "Tail": v.text }),
+                        )
+                    } else {
+                        serde_json::to_vec(&v.text)
+                    }
+                    .unwrap_or_else(|_| b"null".to_vec()),
+                ),
                 Arg::Command(c) => match self.element(c, ctx) {
                     Ok((el, e)) => {
                         edits.merge(e);
@@ -525,7 +552,7 @@ impl Planner<'_> {
                     Some(p) if p != *n => split = true,
                     _ => {}
                 },
-                Element::Node { node: None, .. } => {}
+                Element::Node { node: None, .. } | Element::Literal(_) => {}
                 _ => split = true,
             }
             elements.push(el);

@@ -290,6 +290,46 @@ fn a_template_is_never_on_two_nodes() {
     assert_eq!(r.text(), "\"ts.music.example\"", "served by the owner");
 }
 
+/// Two concurrent creates of one template name: exactly one reaches a node.
+#[test]
+fn concurrent_template_creates_cannot_duplicate() {
+    let nodes: Vec<FakeNode> = (0..3)
+        .map(|i| fake_node_with(i, |c| c.service_time = Duration::from_millis(50)))
+        .collect();
+    let router = Arc::new(Router::start(
+        &nodes.iter().collect::<Vec<_>>(),
+        RouterOpts::default(),
+    ));
+    for round in 0..5 {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let r = router.clone();
+                std::thread::spawn(move || {
+                    r.get(&format!("/api/settings/create/race{round}")).status
+                })
+            })
+            .collect();
+        let statuses: Vec<u16> = handles
+            .into_iter()
+            .map(|h| h.join().expect("join"))
+            .collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 204).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 204 || *s == 422),
+            "{statuses:?}"
+        );
+        let holders = nodes
+            .iter()
+            .filter(|n| n.templates().contains(&format!("race{round}")))
+            .count();
+        assert_eq!(holders, 1);
+    }
+}
+
 /// What the router must remember to rebuild a bot elsewhere is in the store: address,
 /// password, template, identity (read once after creation) and template settings.
 #[test]

@@ -332,7 +332,9 @@ fn bot_list_fans_out_and_survives_a_dead_node() {
     assert_eq!(nested.status, 200);
     api_headers_ok(&nested);
     assert_eq!(nested.json().as_array().map(Vec::len), Some(2));
-    s.nodes[1].set_fault(Some(Fault::Hang));
+        s.nodes[1].set_fault(Some(Fault::Hang));
+    // Past the list cache (routing.list_cache_ms), so this is a fresh fan-out.
+    std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     let list = s.router.bot_list();
     assert!(
@@ -675,4 +677,144 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(r.status, 401);
     // The router is still fine.
     assert_eq!(s.router.get("/api/version").status, 200);
+}
+
+// ---- hardening ---------------------------------------------------------------------------
+
+/// A path outside /api that Kestrel would route into /api (dot segments, escapes) is refused;
+/// WebInterface files are fetched without any credentials.
+#[test]
+fn static_paths_cannot_reach_the_api_or_carry_credentials() {
+    let s = setup();
+    for t in [
+        "/abc/system/quit)/../../../api",
+        "/x/%2e%2e/api/bot/list",
+        "/abc/bot/list)/./../../../api",
+    ] {
+        let r = s.router.request("GET", t.as_bytes(), &[]);
+        assert_eq!(r.status, 400, "{t}: {}", r.text());
+    }
+    let page = s
+        .router
+        .request("GET", b"/index.html", &[("Authorization", &basic(ADMIN))]);
+    assert_eq!(page.status, 200);
+    for n in &s.nodes {
+        for r in n
+            .requests()
+            .iter()
+            .filter(|r| !r.target.starts_with(b"/api"))
+        {
+            assert_eq!(r.authorization, None, "static request carried credentials");
+        }
+        assert!(n
+            .requests()
+            .iter()
+            .all(|r| !r.target.starts_with(b"/abc") && !r.target.starts_with(b"/x/")));
+    }
+}
+
+/// Secrets cannot be read through positions the router cannot redact; settings that run
+/// commands cannot be written; aliases cannot be defined; with user keys.
+#[test]
+fn user_keys_cannot_get_around_redaction_or_run_scripts() {
+    let s = setup();
+    let a = s.bot_on(0, "ts.a");
+    for t in [
+        format!("/api/bot/use/{a}/(/json/merge/(/settings/get/connect.identity.key))"),
+        format!("/api/bot/use/{a}/(/print/(/settings/get/connect.identity))"),
+        format!("/api/bot/use/{a}/(/settings/get/connect.identity%5Bkey%5D)"),
+        format!("/api/bot/use/{a}/(/settings/set/events.onsongstart/!system%20quit)"),
+        format!("/api/bot/use/{a}/(/alias/add/q/!system%20quit)"),
+    ] {
+        let r = s.router.get_as(USER, &t);
+        assert_eq!(r.status, 403, "{t}: {}", r.text());
+    }
+    let key = s.nodes[0].bots()[0].identity_key.clone();
+    for n in &s.nodes {
+        assert!(client_targets(n)
+            .iter()
+            .all(|t| !t.contains("settings/set/events") && !t.contains("alias/add")));
+    }
+    let merged = s.router.get_as(
+        USER,
+        &format!("/api/bot/use/{a}/(/json/merge/(/settings/get/connect)/(/volume))"),
+    );
+    assert_eq!(merged.status, 200, "{}", merged.text());
+    assert!(
+        !merged.text().contains(&key),
+        "identity leaked through a merge"
+    );
+}
+
+/// Deeply nested or overly long commands get TS3AudioBot's complexity error; the router lives on.
+#[test]
+fn deep_or_huge_commands_are_refused_not_fatal() {
+    let s = setup();
+    let deep = format!("/api/bot/use/0/{}", "(/".repeat(4000));
+    let r = s.router.request("GET", deep.as_bytes(), &[]);
+    assert_eq!(r.status, 401, "anonymous first");
+    let r = s.router.get(&deep);
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json()["ErrorMessage"],
+        "The command exceeded the maximum calling complexity."
+    );
+    let many = format!("/api/json/merge{}", "/(/bot/list)".repeat(100));
+    assert_eq!(s.router.get(&many).status, 422);
+    assert_eq!(s.router.get("/api/version").status, 200);
+}
+
+/// Concurrent `bot/list` calls share one fan-out instead of multiplying node requests.
+#[test]
+fn concurrent_bot_lists_share_a_fan_out() {
+    let nodes: Vec<FakeNode> = (0..3)
+        .map(|i| fake_node_with(i, |c| c.service_time = Duration::from_millis(100)))
+        .collect();
+    let router = std::sync::Arc::new(Router::start(
+        &nodes.iter().collect::<Vec<_>>(),
+        RouterOpts {
+            poll_ms: 60_000,
+            ..RouterOpts::default()
+        },
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    for n in &nodes {
+        n.clear_requests();
+    }
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let r = router.clone();
+            std::thread::spawn(move || r.get("/api/bot/list").status)
+        })
+        .collect();
+    assert!(handles.into_iter().all(|h| h.join().expect("join") == 200));
+    let lists = nodes[0]
+        .requests()
+        .iter()
+        .filter(|r| r.target == b"/api/bot/list")
+        .count();
+    assert!(
+        lists < 10,
+        "20 concurrent lists caused {lists} node requests"
+    );
+    // A change is visible at once: no stale cache after a create.
+    let created = router.get("/api/bot/connect/to/fresh.example").json()["Id"].clone();
+    assert!(router.bot_list().iter().any(|b| b["Id"] == created));
+}
+
+/// A broadcast does not wait for a node that is known to be down; it says which one.
+#[test]
+fn broadcast_reports_down_nodes_quickly() {
+    let s = setup();
+    s.nodes[2].kill();
+    s.router.wait_until(10, "node-2 to be marked down", |r| {
+        r.get("/api/rights/reload").status == 503
+    });
+    let t = Instant::now();
+    let r = s.router.get("/api/rights/reload");
+    assert_eq!(r.status, 503);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(r.json()["ErrorMessage"]
+        .as_str()
+        .is_some_and(|m| m.contains("node-2")));
 }

@@ -65,7 +65,7 @@ fn plan_as(caller: &Caller, target: &str) -> Plan {
     let t = target.as_bytes();
     match command::parse(&t[4..]) {
         Parsed::Command(c) => plan(&view(), caller, t, 4, &c),
-        Parsed::Plain(_) => panic!("plain"),
+        other => panic!("not a command: {other:?}"),
     }
 }
 
@@ -148,11 +148,22 @@ fn unknown_bot_is_the_nodes_422() {
 }
 
 #[test]
-fn unreadable_id_goes_to_a_node_unchanged() {
-    let t = "/api/bot/use/abc/(/song)";
-    let p = proxy(t);
-    assert_eq!(p.node, None);
-    assert_eq!(sent(&p, t), t);
+fn unreadable_id_gets_the_nodes_own_error() {
+    // Never forwarded: a node would read some forms (e.g. trailing NULs) as its own local id.
+    let e = local("/api/bot/use/abc/(/song)");
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (400, "Could not convert \"abc\" to Int32.")
+    );
+    assert_eq!(
+        local("/api/bot/use/99999999999/(/song)").message,
+        "The number is too big."
+    );
+    // Trailing NULs are read like .NET does: cluster id 0, rewritten to its local id.
+    let t = "/api/bot/use/0%00/(/song)";
+    assert_eq!(sent(&proxy(t), t), "/api/bot/use/5/(/song)");
+    // A missing id is the node's business (it answers that arguments are missing).
+    assert_eq!(proxy("/api/bot/use").node, None);
 }
 
 #[test]
@@ -215,8 +226,10 @@ fn core_commands_inside_bot_use_route_like_top_level() {
         plan_of("/api/bot/use/0/(/bot/connect/to/1.2.3.4"),
         Plan::Create(_)
     ));
-    // bot 7 does not exist: the node would say so before running anything.
-    assert_eq!(local("/api/bot/use/7/(/bot/list").status, 422);
+    // bot 7 does not exist: a cluster-level command does not need it (clients wrap everything
+    // in bot 0, which a cluster never reuses), a bot-level one does.
+    assert_eq!(plan_of("/api/bot/use/7/(/bot/list"), Plan::FanOutList);
+    assert_eq!(local("/api/bot/use/7/(/song").status, 422);
     // A template on another node: sent on its own to the template's node.
     let p = proxy("/api/bot/use/0/(/settings/bot/get/radio/connect.name)");
     assert_eq!(p.node, Some(1));
