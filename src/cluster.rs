@@ -640,19 +640,34 @@ impl Cluster {
 
     /// Learns a bot from a BotInfo in a node's response (synchronous; used on the request
     /// path). Returns its cluster id.
-    pub fn learn(&self, node: NodeId, r: Reported<'_>) -> Option<u32> {
+        pub fn learn(&self, node: NodeId, r: Reported<'_>) -> Option<u32> {
+        // Fast path (every `bot info` answer comes here): the router already knows exactly
+        // this bot in this slot, so nothing changes and no write lock is taken.
+        {
+            let t = self.tables.read();
+            if let Some(&gid) = t.slots.get(&node).and_then(|s| s.get(&r.lid)) {
+                let unchanged = t.bots.get(&gid).is_some_and(|b| {
+                    same_bot(b, r.name, r.server)
+                        && b.record.template.as_deref() == r.name
+                        && b.status == r.status
+                        && (r.server.is_none() || b.server.as_deref() == r.server)
+                });
+                if unchanged {
+                    return Some(gid);
+                }
+            }
+        }
         let mut ops = Vec::new();
         let gid = {
             let mut t = self.tables.write();
-            let gen = self.bump();
             let gid = self.upsert(&mut t, node, r, u64::MAX, &mut ops);
-            if let Some(b) = gid.and_then(|g| t.bots.get_mut(&g)) {
-                b.since = gen;
-            }
             self.recount(&t, node);
             gid
         };
-        self.store.submit(ops);
+        if !ops.is_empty() {
+            self.bump();
+            self.store.submit(ops);
+        }
         gid
     }
 
