@@ -640,7 +640,7 @@ impl Cluster {
 
     /// Learns a bot from a BotInfo in a node's response (synchronous; used on the request
     /// path). Returns its cluster id.
-        pub fn learn(&self, node: NodeId, r: Reported<'_>) -> Option<u32> {
+    pub fn learn(&self, node: NodeId, r: Reported<'_>) -> Option<u32> {
         // Fast path (every `bot info` answer comes here): the router already knows exactly
         // this bot in this slot, so nothing changes and no write lock is taken.
         {

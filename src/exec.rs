@@ -109,25 +109,17 @@ impl Exec {
         }
         let mut out: Option<Vec<u8>> = None;
         if edits.bot_ids {
-            json_edit::visit_bot_infos(body, |lid, name, server, status| {
-                if let Ok(lid) = u32::try_from(lid) {
-                    let status = u8::try_from(status.clamp(0, 2)).unwrap_or(1);
-                    cluster.learn(
-                        node,
-                        Reported {
-                            lid,
-                            name,
-                            server,
-                            status,
-                        },
-                    );
-                }
-            });
-            out = json_edit::rewrite_bot_ids(body, |lid| {
-                u32::try_from(lid)
-                    .ok()
-                    .and_then(|l| cluster.gid_of(node, l))
-                    .map(i64::from)
+            // One parse: learn each bot (a cheap read for known ones) and map its id.
+            out = json_edit::translate_bot_infos(body, |lid, name, server, status| {
+                let lid = u32::try_from(lid).ok()?;
+                let status = u8::try_from(status.clamp(0, 2)).unwrap_or(1);
+                let reported = Reported {
+                    lid,
+                    name,
+                    server,
+                    status,
+                };
+                cluster.learn(node, reported).map(i64::from)
             });
         }
         if edits.openapi {

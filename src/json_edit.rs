@@ -565,22 +565,43 @@ pub fn rewrite_bot_ids(src: &[u8], mut map: impl FnMut(i64) -> Option<i64>) -> O
 /// Status is not an integer is skipped, since there is no honest status to report.
 /// Invalid JSON visits nothing.
 pub fn visit_bot_infos(src: &[u8], mut seen: impl FnMut(i64, Option<&str>, Option<&str>, i64)) {
-    let Ok(root) = parse(src) else { return };
+    translate_bot_infos(src, |id, name, server, status| {
+        seen(id, name, server, status);
+        None
+    });
+}
+
+/// [`visit_bot_infos`] and [`rewrite_bot_ids`] in one parse (the proxy path): `map(id, name,
+/// server, status)` sees every BotInfo with an integer Id and Status, and a returned id replaces
+/// the Id token as in [`rewrite_bot_ids`]. Returns None when nothing changed.
+pub fn translate_bot_infos(
+    src: &[u8],
+    mut map: impl FnMut(i64, Option<&str>, Option<&str>, i64) -> Option<i64>,
+) -> Option<Vec<u8>> {
+    let root = parse(src).ok()?;
+    let mut splice = Splice::new();
     walk(&root, &mut |n| {
         if !is_bot_info(n) {
             return;
         }
         let field = |k: &str| n.get(k);
-        let (Some(id), Some(status)) = (
-            field("Id").and_then(|v| int_value(src, v)),
-            field("Status").and_then(|v| int_value(src, v)),
-        ) else {
+        let (Some(id_node), Some(status)) =
+            (field("Id"), field("Status").and_then(|v| int_value(src, v)))
+        else {
+            return;
+        };
+        let Some(id) = int_value(src, id_node) else {
             return;
         };
         let name = field("Name").and_then(|v| string_value(src, v));
         let server = field("Server").and_then(|v| string_value(src, v));
-        seen(id, name.as_deref(), server.as_deref(), status);
+        if let Some(new) = map(id, name.as_deref(), server.as_deref(), status) {
+            if new != id {
+                splice.replace(id_node.span(), new.to_string());
+            }
+        }
     });
+    finish(src, splice)
 }
 
 /// Element spans of a top-level JSON array (None if the document is not an array). Used to split json/merge results.
@@ -760,6 +781,34 @@ mod tests {
 
     fn text(src: &str, n: &Node) -> String {
         src[n.span()].to_string()
+    }
+
+    #[test]
+    fn translate_sees_fields_and_maps_ids_in_one_pass() {
+        let src = br#"[{"Id":3,"Name":null,"Server":"a","Status":2},50.0,{"Status":1,"Server":null,"Name":"t","Id":7}]"#;
+        let mut seen = Vec::new();
+        let out = translate_bot_infos(src, |id, name, server, status| {
+            seen.push((
+                id,
+                name.map(str::to_string),
+                server.map(str::to_string),
+                status,
+            ));
+            Some(id * 10)
+        })
+        .expect("changed");
+        assert_eq!(
+            s(&out),
+            r#"[{"Id":30,"Name":null,"Server":"a","Status":2},50.0,{"Status":1,"Server":null,"Name":"t","Id":70}]"#
+        );
+        assert_eq!(
+            seen,
+            vec![
+                (3, None, Some("a".into()), 2),
+                (7, Some("t".into()), None, 1)
+            ]
+        );
+        assert!(translate_bot_infos(src, |_, _, _, _| None).is_none());
     }
 
     // ---------- parse / spans ----------

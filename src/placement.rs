@@ -65,17 +65,41 @@ pub struct LeastUsed {
     backends: Vec<Backend>,
 }
 
-/// Iterator over a fixed order.
+/// Yields backends from least to most used. The order is found lazily (one scan per step)
+/// because placement almost always takes the first: a full sort of 100 nodes per create would
+/// cost more than everything else in the decision.
 pub struct OrderIter {
-    order: Vec<Backend>,
-    at: usize,
+    sel: Arc<LeastUsed>,
+    /// (score, capacity, node index) per backend, read once when the iterator is made.
+    keys: Vec<(f64, u32, NodeId)>,
+    taken: Vec<bool>,
 }
 
 impl BackendIter for OrderIter {
     fn next(&mut self) -> Option<&Backend> {
-        let b = self.order.get(self.at);
-        self.at += 1;
-        b
+        let mut best: Option<usize> = None;
+        for (i, k) in self.keys.iter().enumerate() {
+            if self.taken[i] {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                // Least used first; on a tie the larger node, then the lower index.
+                Some(b) => {
+                    let o = &self.keys[b];
+                    k.0.total_cmp(&o.0)
+                        .then(o.1.cmp(&k.1))
+                        .then(k.2.cmp(&o.2))
+                        .is_lt()
+                }
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        let i = best?;
+        self.taken[i] = true;
+        self.sel.backends.get(i)
     }
 }
 
@@ -90,18 +114,18 @@ impl BackendSelection for LeastUsed {
     }
 
     fn iter(self: &Arc<Self>, _key: &[u8]) -> OrderIter {
-        let mut keyed: Vec<(f64, u32, NodeId, &Backend)> = self
+        let keys: Vec<(f64, u32, NodeId)> = self
             .backends
             .iter()
             .map(|b| match node_of(b) {
-                Some(n) => (score(n), n.capacity.load(Ordering::Acquire), n.id, b),
-                None => (f64::MAX, 0, usize::MAX, b),
+                Some(n) => (score(n), n.capacity.load(Ordering::Acquire), n.id),
+                None => (f64::MAX, 0, usize::MAX),
             })
             .collect();
-        keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
         OrderIter {
-            order: keyed.into_iter().map(|(_, _, _, b)| b.clone()).collect(),
-            at: 0,
+            taken: vec![false; keys.len()],
+            keys,
+            sel: self.clone(),
         }
     }
 }
