@@ -148,7 +148,6 @@ pub struct CreateInfo {
 struct Bot {
     record: BotRecord,
     node: NodeId,
-    status: u8,
     server: Option<String>,
     /// Generation at which the router last learned this mapping from a response; a poll that
     /// started before it cannot contradict it.
@@ -170,6 +169,68 @@ struct Tables {
     /// Per node: local id → cluster id.
     slots: HashMap<NodeId, BTreeMap<u32, u32>>,
     templates: HashMap<String, Template>,
+    /// Per node: the templates it holds (an index over `templates`).
+    node_templates: HashMap<NodeId, std::collections::BTreeSet<String>>,
+}
+
+impl Tables {
+    fn add_template(&mut self, tp: Template) {
+        self.node_templates
+            .entry(tp.node)
+            .or_default()
+            .insert(tp.record.name.clone());
+        if let Some(old) = self.templates.insert(tp.record.name.clone(), tp) {
+            let name = old.record.name;
+            if self
+                .templates
+                .get(&name)
+                .is_some_and(|n| n.node != old.node)
+            {
+                if let Some(set) = self.node_templates.get_mut(&old.node) {
+                    set.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn remove_template(&mut self, name: &str) -> Option<Template> {
+        let tp = self.templates.remove(name)?;
+        if let Some(set) = self.node_templates.get_mut(&tp.node) {
+            set.remove(name);
+        }
+        Some(tp)
+    }
+
+    /// Whether a node's list says exactly what the tables already hold (the common case for a
+    /// poll): the same bot in every listed slot, no slot gone, the same templates.
+    fn unchanged(&self, node: NodeId, listed: &[ListedBot]) -> bool {
+        let slots = self.slots.get(&node);
+        let mut running = 0;
+        let mut names = 0;
+        for e in listed {
+            if let Some(name) = &e.name {
+                names += 1;
+                if self.templates.get(name).is_none_or(|tp| tp.node != node) {
+                    return false;
+                }
+            }
+            let Some(lid) = e.id else { continue };
+            running += 1;
+            let same = slots
+                .and_then(|s| s.get(&lid))
+                .and_then(|g| self.bots.get(g))
+                .is_some_and(|b| {
+                    same_bot(b, e.name.as_deref(), e.server.as_deref())
+                        && b.record.template == e.name
+                        && (e.server.is_none() || b.server == e.server)
+                });
+            if !same {
+                return false;
+            }
+        }
+        running == slots.map_or(0, |s| s.len())
+            && names == self.node_templates.get(&node).map_or(0, |s| s.len())
+    }
 }
 
 #[derive(Debug)]
@@ -224,8 +285,6 @@ impl Cluster {
                 rec.id,
                 Bot {
                     node,
-                    // Unknown until the first poll; 1 = "not connected (yet)".
-                    status: 1,
                     server: rec.address.clone(),
                     since: 0,
                     record: rec,
@@ -241,14 +300,11 @@ impl Cluster {
                 );
                 continue;
             };
-            t.templates.insert(
-                rec.name.clone(),
-                Template {
-                    record: rec,
-                    node,
-                    since: 0,
-                },
-            );
+            t.add_template(Template {
+                record: rec,
+                node,
+                since: 0,
+            });
         }
         for n in &nodes {
             n.running.store(
@@ -370,9 +426,12 @@ impl Cluster {
             }
         }
         let mut offline: Vec<BotInfo> = t
-            .templates
-            .values()
-            .filter(|tp| tp.node == node && !running_names.contains(&tp.record.name))
+            .node_templates
+            .get(&node)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| t.templates.get(name))
+            .filter(|tp| !running_names.contains(&tp.record.name))
             .map(|tp| BotInfo {
                 id: None,
                 name: Some(tp.record.name.clone()),
@@ -439,18 +498,15 @@ impl Cluster {
         guard: u64,
         ops: &mut Vec<Op>,
     ) -> Option<u32> {
+        // The status is not kept: answers and lists carry it fresh from the node.
         let Reported {
-            lid,
-            name,
-            server,
-            status,
+            lid, name, server, ..
         } = r;
         if let Some(&gid) = t.slots.get(&node).and_then(|s| s.get(&lid)) {
             let same = t.bots.get(&gid).is_some_and(|b| same_bot(b, name, server));
             if same {
                 let mut renamed = None;
                 if let Some(b) = t.bots.get_mut(&gid) {
-                    b.status = status;
                     if server.is_some() {
                         b.server = server.map(str::to_string);
                     }
@@ -491,7 +547,6 @@ impl Cluster {
                 }
                 if let Some(b) = t.bots.get_mut(&gid) {
                     b.record.local_id = lid;
-                    b.status = status;
                     b.server = server.map(str::to_string).or(b.server.take());
                     ops.push(Op::PutBot(b.record.clone()));
                 }
@@ -518,7 +573,6 @@ impl Cluster {
             Bot {
                 record,
                 node,
-                status,
                 server: server.map(str::to_string),
                 // The generation this change will be published under (callers bump once
                 // their batch is done): a create sent before it knows this is its bot.
@@ -559,7 +613,11 @@ impl Cluster {
                     identity: None,
                 };
                 ops.push(Op::PutTemplate(record.clone()));
-                t.templates.insert(name.to_string(), Template { record, node, since: 0 });
+                t.add_template(Template {
+                    record,
+                    node,
+                    since: 0,
+                });
             }
         }
     }
@@ -568,6 +626,9 @@ impl Cluster {
     /// generation `started`): new bots get cluster ids, vanished ones are dropped, moved named
     /// bots keep theirs. Returns whether new cluster ids were handed out.
     pub fn reconcile(&self, node: NodeId, listed: &[ListedBot], started: u64) -> bool {
+        if self.tables.read().unchanged(node, listed) {
+            return false;
+        }
         let mut ops = Vec::new();
         let mut added = false;
         {
@@ -616,17 +677,18 @@ impl Cluster {
             let listed_names: std::collections::HashSet<&str> =
                 listed.iter().filter_map(|e| e.name.as_deref()).collect();
             let gone_templates: Vec<String> = t
-                .templates
-                .values()
-                .filter(|tp| {
-                    tp.node == node
-                        && tp.since <= started
-                        && !listed_names.contains(tp.record.name.as_str())
+                .node_templates
+                .get(&node)
+                .into_iter()
+                .flatten()
+                .filter(|name| {
+                    !listed_names.contains(name.as_str())
+                        && t.templates.get(*name).is_some_and(|tp| tp.since <= started)
                 })
-                .map(|tp| tp.record.name.clone())
+                .cloned()
                 .collect();
             for name in gone_templates {
-                t.templates.remove(&name);
+                t.remove_template(&name);
                 ops.push(Op::DeleteTemplate(name));
             }
             self.recount(&t, node);
@@ -649,7 +711,6 @@ impl Cluster {
                 let unchanged = t.bots.get(&gid).is_some_and(|b| {
                     same_bot(b, r.name, r.server)
                         && b.record.template.as_deref() == r.name
-                        && b.status == r.status
                         && (r.server.is_none() || b.server.as_deref() == r.server)
                 });
                 if unchanged {
@@ -780,7 +841,7 @@ impl Cluster {
             let gen = self.bump();
             if t.templates.get(name).is_some_and(|tp| tp.node != node) {
                 // An explicit create or save on `node` wins over a stale record.
-                t.templates.remove(name);
+                t.remove_template(name);
             }
             self.claim_template(&mut t, name, node, &mut ops);
             if let Some(tp) = t.templates.get_mut(name) {
@@ -806,7 +867,7 @@ impl Cluster {
 
     /// Forgets a template (`settings delete` answered 204).
     pub fn drop_template(&self, name: &str) {
-        let removed = self.tables.write().templates.remove(name).is_some();
+        let removed = self.tables.write().remove_template(name).is_some();
         if removed {
             self.bump();
             self.store
@@ -1071,6 +1132,28 @@ mod tests {
             c.claim_pending("x").is_none(),
             "an existing template is taken"
         );
+    }
+
+        /// A poll that reports nothing new changes nothing (and takes no write lock).
+    #[test]
+    fn unchanged_poll_is_a_no_op() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let list = vec![
+            listed(0, Some("run"), "s1"),
+            ListedBot { id: None, name: Some("off".into()), server: Some("s2".into()), status: 0 },
+            listed(1, None, "tmp"),
+        ];
+        let g = c.generation();
+        assert!(c.reconcile(0, &list, g));
+        let g = c.generation();
+        assert!(!c.reconcile(0, &list, g));
+        assert_eq!(c.generation(), g, "nothing changed");
+        // One template fewer is a change, and it is applied.
+        let g = c.generation();
+        c.reconcile(0, &[list[0].clone(), list[2].clone()], g);
+        assert_eq!(c.template_owner("off"), None);
+        assert!(c.generation() > g);
     }
 
     #[test]
