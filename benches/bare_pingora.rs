@@ -18,6 +18,11 @@ impl ProxyHttp for Pass {
 }
 
 fn main() {
+    run()
+}
+
+/// Runs the proxy (also used by `bare_pingora_mimalloc.rs`, the same proxy on mimalloc).
+pub fn run() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let (listen, upstream) = (arg(1, "127.0.0.1:7000"), arg(2, "127.0.0.1:7001"));

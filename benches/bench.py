@@ -47,6 +47,13 @@ EX = REL / "examples"
 NGINX_DIR = ROOT / "benches" / "nginx"
 
 PROXY_CPU, LOAD_CPU = "0", "1"
+# As root, every benchmark process runs at nice -10, so background jobs on the machine (builds,
+# tests) take less CPU from the measurement; elsewhere `nice` just warns and runs at 0.
+NICE = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
+
+
+def pinned(cpu):
+    return NICE + ["taskset", "-c", cpu]
 NODE_AUTH = "router:node-token"
 NODE_HDR = "Basic " + base64.b64encode(NODE_AUTH.encode()).decode()
 KEY = ("bench", "bench-secret-123")
@@ -77,7 +84,7 @@ class Procs:
 
     def start(self, name, argv, cpu=None, log_path=None, stdout_pipe=False, env=None):
         if cpu is not None:
-            argv = ["taskset", "-c", cpu] + list(argv)
+            argv = pinned(cpu) + list(argv)
         err = open(log_path, "ab") if log_path else subprocess.DEVNULL
         p = subprocess.Popen(
             argv,
@@ -198,7 +205,8 @@ def start_fake_node(work, name, bots):
     return p
 
 
-def start_router(work, name, nodes, threads=1, work_stealing=True, interval_ms=2000, pool=128):
+def start_router(work, name, nodes, threads=1, work_stealing=False, interval_ms=2000, pool=128, binary=None,
+                 routing=None):
     """`nodes`: list of (addr, capacity). Returns the process with .port."""
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
@@ -217,9 +225,11 @@ def start_router(work, name, nodes, threads=1, work_stealing=True, interval_ms=2
         f'pid_file: "{d / "pingora.pid"}", upgrade_sock: "{d / "upgrade.sock"}"}}',
         f"health: {{interval_ms: {interval_ms}}}",
     ]
+    if routing:
+        lines.append("routing: {" + ", ".join(f"{k}: {v}" for k, v in routing.items()) + "}")
     (d / "config.yaml").write_text("\n".join(lines) + "\n")
     env = dict(os.environ, RUST_LOG="info")
-    p = PROCS.start(name, [str(REL / "ts3ab-lb"), "serve", "--config", str(d / "config.yaml")], cpu=PROXY_CPU,
+    p = PROCS.start(name, [str(binary or REL / "ts3ab-lb"), "serve", "--config", str(d / "config.yaml")], cpu=PROXY_CPU,
                     log_path=d / "router.log", env=env)
     p.stop_signal = signal.SIGINT
     p.port = port
@@ -300,11 +310,32 @@ def rss_kib(pid):
     return out
 
 
+def wait_quiet(limit=30.0, busy=15.0):
+    """Before a measurement: waits (up to `limit` s) until both CPUs are nearly idle, so a build or
+    test someone else started does not land in the middle of a round. Returns the seconds waited."""
+    t0 = time.time()
+    while True:
+        c0 = cpu_times()
+        time.sleep(0.3)
+        b = cpu_busy(c0, cpu_times())
+        if all(v["busy"] < busy for v in b.values()) or time.time() - t0 > limit:
+            waited = time.time() - t0 - 0.3
+            if waited > 1:
+                log(f"waited {waited:.0f}s for a quiet machine")
+            QUIET_WAITS.append(round(waited, 1))
+            return waited
+        time.sleep(1.0)
+
+
+QUIET_WAITS = []
+
+
 def wrk(port, path, auth, seconds, conns=32, pid=None):
+    wait_quiet()
     url = f"http://127.0.0.1:{port}{path}"
     c0, t0 = cpu_times(), time.time()
     p0 = proc_cpu(pid) if pid else None
-    r = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-H",
+    r = subprocess.run(pinned(LOAD_CPU) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-H",
                         f"Authorization: {auth}", url], capture_output=True, text=True, timeout=seconds + 30)
     wall = time.time() - t0
     busy = cpu_busy(c0, cpu_times())
@@ -323,8 +354,10 @@ def wrk(port, path, auth, seconds, conns=32, pid=None):
 
 
 def loadgen(port, paths, auth, seconds, conns=32, rate=None, warmup=1.0, per_conn=False, requests=None,
-            work=None, pid=None):
-    argv = ["taskset", "-c", LOAD_CPU, str(EX / "loadgen"), "--addr", f"127.0.0.1:{port}", "--header",
+            work=None, pid=None, quiet=True):
+    if quiet:
+        wait_quiet()
+    argv = pinned(LOAD_CPU) + [str(EX / "loadgen"), "--addr", f"127.0.0.1:{port}", "--header",
             f"Authorization: {auth}", "--connections", str(conns), "--duration", str(seconds), "--warmup",
             str(warmup)]
     if len(paths) > 20:
@@ -351,7 +384,8 @@ def loadgen(port, paths, auth, seconds, conns=32, rate=None, warmup=1.0, per_con
     out["cpu0"] = busy.get("cpu0", {}).get("busy")
     out["cpu1"] = busy.get("cpu1", {}).get("busy")
     if pid:
-        out["proxy_cpu"] = round(100.0 * (proc_cpu(pid) - p0) / wall, 1)
+        out["proxy_cpu_s"] = proc_cpu(pid) - p0
+        out["proxy_cpu"] = round(100.0 * out["proxy_cpu_s"] / wall, 1)
     return out
 
 
@@ -386,22 +420,29 @@ def section_proxy(cfg, work, R):
     upstream = f"127.0.0.1:{up_port}"
     ng = start_nginx(work, "proxy-nginx", "proxy.conf", {"PORT": free_port(), "UPSTREAM_PORT": up_port}, PROXY_CPU)
 
-    def bare(name, ws):
+    def bare(name, ws, exe="bare_pingora"):
         port = free_port()
-        p = PROCS.start(name, [str(EX / "bare_pingora"), f"127.0.0.1:{port}", upstream, "1", str(ws).lower(), "128"],
+        p = PROCS.start(name, [str(EX / exe), f"127.0.0.1:{port}", upstream, "1", str(ws).lower(), "128"],
                         cpu=PROXY_CPU, log_path=work / f"{name}.log")
         p.stop_signal = signal.SIGINT
         p.port = port
         wait_port(port, p)
         return p
 
-    bp = bare("bare-pingora", True)
+    # The router ships with mimalloc and Pingora's no-steal runtime (BENCHMARKS.md, tuning), so
+    # "bare" is Pingora on the same allocator and runtime: the ratio prices only the router's
+    # own logic. "bare default" is Pingora with its own defaults (glibc, work stealing).
+    bp = bare("bare-pingora", False, "bare_pingora_mimalloc")
+    bp_def = bare("bare-pingora-default", True)
     lb = start_router(work, "router", [(upstream, 300)])
     variants = cfg["proxy_variants"]
     if variants:
-        bp_ns = bare("bare-pingora-nosteal", False)
-        lb_ns = start_router(work, "router-nosteal", [(upstream, 300)], work_stealing=False)
-    for p in [lb] + ([lb_ns] if variants else []):
+        bp_ws = bare("bare-pingora-steal", True, "bare_pingora_mimalloc")
+        lb_ws = start_router(work, "router-steal", [(upstream, 300)], work_stealing=True)
+    # Candidate builds (--extra-router NAME=BINARY); a NAME ending in "steal" runs work_stealing: true.
+    extras = [(n, start_router(work, f"router-{n}", [(upstream, 300)], binary=b, work_stealing=n.endswith("steal")))
+              for n, b in cfg["extra_routers"]]
+    for p in [lb] + ([lb_ws] if variants else []) + [x[1] for x in extras]:
         ids = router_bots(p.port, 1)
         if ids != [0]:
             raise RuntimeError(f"router should map the nginx node's bot 5 to cluster id 0, has {ids}")
@@ -419,9 +460,12 @@ def section_proxy(cfg, work, R):
         ("router", lb, song_cluster, KEY_HDR),
         ("bare bot/info", bp, info_local, NODE_HDR),
         ("router bot/info", lb, info_cluster, KEY_HDR),
+        ("bare default", bp_def, song_local, NODE_HDR),
     ]
     if variants:
-        targets += [("bare no-steal", bp_ns, song_local, NODE_HDR), ("router no-steal", lb_ns, song_cluster, KEY_HDR)]
+        targets += [("bare work-stealing", bp_ws, song_local, NODE_HDR),
+                    ("router work-stealing", lb_ws, song_cluster, KEY_HDR)]
+    targets += [(f"router {n}", p, song_cluster, KEY_HDR) for n, p in extras]
     for name, p, path, auth in targets:
         st, _ = http_get(p.port, path, auth)
         if st != 200:
@@ -450,11 +494,16 @@ def section_proxy(cfg, work, R):
            "proxy_cpu": {n: stats([x.get("proxy_cpu") for x in runs[n]]) for n in runs},
            "ratios": {"router/bare": ratio("router", "bare"), "router/nginx": ratio("router", "nginx"),
                       "router/direct": ratio("router", "direct"), "bare/nginx": ratio("bare", "nginx"),
-                      "router bot/info / bare bot/info": ratio("router bot/info", "bare bot/info")}}
+                      "router bot/info / bare bot/info": ratio("router bot/info", "bare bot/info"),
+                      "bare default/nginx": ratio("bare default", "nginx"),
+                      "router/bare default": ratio("router", "bare default")}}
     if variants:
-        out["ratios"]["router no-steal/bare no-steal"] = ratio("router no-steal", "bare no-steal")
-        out["ratios"]["router no-steal/router"] = ratio("router no-steal", "router")
-        out["ratios"]["router no-steal/nginx"] = ratio("router no-steal", "nginx")
+        out["ratios"]["router work-stealing/bare work-stealing"] = ratio("router work-stealing", "bare work-stealing")
+        out["ratios"]["router/router work-stealing"] = ratio("router", "router work-stealing")
+    for n, _ in extras:
+        out["ratios"][f"router {n}/router"] = ratio(f"router {n}", "router")
+        out["ratios"][f"router {n}/bare"] = ratio(f"router {n}", "bare")
+        out["ratios"][f"router {n}/nginx"] = ratio(f"router {n}", "nginx")
 
     # Latency at a fixed rate: half of the router's saturated rate, the same for every target.
     rate = round(out["rps"]["router"]["median"] / 2 / 100) * 100
@@ -474,10 +523,26 @@ def section_proxy(cfg, work, R):
     out["latency_runs"] = lat
     out["latency"] = {n: {q: stats([x["lat_us"][q] for x in lat[n]]) for q in ("p50", "p90", "p99", "p999")}
                       for n in lat}
+    # The same at a low rate: what is left there is the machine's wake-up latency, not queueing.
+    low = cfg["lat_low_rate"]
+    if low:
+        lowr = {t[0]: [] for t in lat_targets}
+        for r in range(cfg["lat_low_rounds"]):
+            for name, p, path, auth in (lat_targets if r % 2 == 0 else list(reversed(lat_targets))):
+                res = loadgen(p.port, [path], auth, cfg["lat_secs"], conns=32, rate=low)
+                res["round"] = r
+                lowr[name].append(res)
+        out["latency_low_rate"] = low
+        out["latency_low_runs"] = lowr
+        out["latency_low"] = {n: {q: stats([x["lat_us"][q] for x in lowr[n]]) for q in ("p50", "p90", "p99", "p999")}
+                              for n in lowr}
+        log("latency @%d/s: %s" % (low, ", ".join(
+            f"{n} p50 {out['latency_low'][n]['p50']['median']:.0f}us p99 {out['latency_low'][n]['p99']['median']:.0f}us"
+            for n in lowr)))
     out["added_latency_us"] = {
         f"{n} - direct": {q: stats([x["lat_us"][q] - y["lat_us"][q] for x, y in zip(lat[n], lat["direct"])])
                           for q in ("p50", "p99")} for n in ("router", "bare", "nginx")}
-    for p in [lb, bp] + ([lb_ns, bp_ns] if variants else []):
+    for p in [lb, bp, bp_def] + ([lb_ws, bp_ws] if variants else []) + [x[1] for x in extras]:
         PROCS.stop(p, signal.SIGINT)
     PROCS.stop(ng)
     PROCS.stop(up)
@@ -485,23 +550,30 @@ def section_proxy(cfg, work, R):
 
 
 def section_fanout(cfg, work, R):
-    sizes = cfg["fanout_sizes"]
+    sizes, service = cfg["fanout_sizes"], cfg["fanout_service_ms"]
     bots = 10
-    fc = start_fake_cluster(work, "fanout-nodes", max(sizes), bots=bots)
+    fc = start_fake_cluster(work, "fanout-nodes", max(sizes), bots=bots, service_ms=service)
+    # `routing.list_cache_ms: 0`: every request is a real fan-out (by default a finished fan-out is
+    # reused for 250 ms while nothing changed; the extra "cached" case shows what a polling panel gets).
     routers = {}
     for n in sizes:
-        routers[n] = start_router(work, f"router-fanout-{n}", [(u.replace("http://", ""), 300) for u in fc.urls[:n]])
-    for n, p in routers.items():
+        routers[n] = start_router(work, f"router-fanout-{n}", [(u.replace("http://", ""), 300) for u in fc.urls[:n]],
+                                  routing={"list_cache_ms": 0})
+    big = max(sizes)
+    cached = start_router(work, f"router-fanout-{big}-cached", [(u.replace("http://", ""), 300) for u in fc.urls[:big]])
+    for n, p in list(routers.items()) + [(big, cached)]:
         router_bots(p.port, n * bots)
     rnd = random.Random(7)
     runs = {n: [] for n in sizes}
     node_runs = {n: [] for n in sizes}
+    cached_runs = []
     path = "/api/bot/list"
     for r in range(cfg["fanout_rounds"]):
         for n in (sizes if r % 2 == 0 else list(reversed(sizes))):
             p = routers[n]
-            res = loadgen(p.port, [path], KEY_HDR, cfg["fanout_secs"], conns=1, warmup=0.3, pid=p.pid)
+            res = loadgen(p.port, [path], KEY_HDR, cfg["fanout_secs"], conns=1, warmup=0, pid=p.pid)
             res["round"] = r
+            res["router_cpu_us_per_request"] = 1e6 * res["proxy_cpu_s"] / max(1, res["requests"])
             runs[n].append(res)
             # The same request straight to (a sample of) this router's nodes: the slowest one.
             sample = rnd.sample(range(n), min(n, cfg["fanout_node_sample"]))
@@ -514,10 +586,16 @@ def section_fanout(cfg, work, R):
                                  "max_p99": max(x["p99"] for x in per_node)})
             if res["errors"] or res["io_errors"]:
                 raise RuntimeError(f"fan-out over {n} nodes: errors {res}")
+        res = loadgen(cached.port, [path], KEY_HDR, cfg["fanout_secs"], conns=1, warmup=0, pid=cached.pid)
+        res["round"] = r
+        cached_runs.append(res)
         log("fanout round %d: %s" % (r, ", ".join(
             f"{n} nodes p50 {runs[n][-1]['lat_us']['p50']:.0f}us (node max {node_runs[n][-1]['max_p50']:.0f}us)"
             for n in sizes)))
-    out = {"bots_per_node": bots, "runs": runs, "node_runs": node_runs, "by_nodes": {}}
+    out = {"bots_per_node": bots, "service_ms": service, "runs": runs, "node_runs": node_runs, "by_nodes": {},
+           "cached_nodes": big, "cached_runs": cached_runs,
+           "cached_p50_us": stats([x["lat_us"]["p50"] for x in cached_runs]),
+           "cached_p99_us": stats([x["lat_us"]["p99"] for x in cached_runs])}
     for n in sizes:
         out["by_nodes"][n] = {
             "router_p50_us": stats([x["lat_us"]["p50"] for x in runs[n]]),
@@ -526,9 +604,9 @@ def section_fanout(cfg, work, R):
             "node_max_p99_us": stats([x["max_p99"] for x in node_runs[n]]),
             "over_slowest_p50_us": stats([x["lat_us"]["p50"] - y["max_p50"] for x, y in zip(runs[n], node_runs[n])]),
             "over_slowest_p99_us": stats([x["lat_us"]["p99"] - y["max_p99"] for x, y in zip(runs[n], node_runs[n])]),
-            "router_cpu": stats([x.get("proxy_cpu") for x in runs[n]]),
+            "router_cpu_us_per_request": stats([x["router_cpu_us_per_request"] for x in runs[n]]),
         }
-    for p in routers.values():
+    for p in list(routers.values()) + [cached]:
         PROCS.stop(p, signal.SIGINT)
     PROCS.stop(fc)
     R["fanout"] = out
@@ -654,9 +732,10 @@ def section_scale(cfg, work, R):
     out = {"nodes": nodes, "bots_per_node": bots, "bots_known": len(ids), "seconds_to_know_all": known_after,
            "rss_start_kib": rss_start, "rss_kib": rss, "rss_after_load_kib": rss_end, "idle_cpu_percent": idle_cpu,
            "rate": rate, "runs": runs,
-           "latency": {c: {q: stats([x["lat_us"][q] for x in runs[c]]) for q in ("p50", "p99", "p999")} for c in runs},
+           "latency": {c: {q: stats([x["lat_us"][q] for x in runs[c]]) for q in ("p50", "p90", "p99", "p999")}
+                       for c in runs},
            "added_us": {q: stats([x["lat_us"][q] - y["lat_us"][q] for x, y in zip(runs["router"], runs["direct"])])
-                        for q in ("p50", "p99")}}
+                        for q in ("p50", "p90", "p99")}}
     PROCS.stop(lb, signal.SIGINT)
     PROCS.stop(fc)
     R["scale"] = out
@@ -724,7 +803,7 @@ def section_failover(cfg, work, R):
 def section_micro(cfg, work, R):
     crit = TARGET / "criterion"
     t0 = time.time()
-    argv = ["taskset", "-c", PROXY_CPU, "cargo", "bench", "--bench", "micro", "--", "--noplot"]
+    argv = pinned(PROXY_CPU) + ["cargo", "bench", "--bench", "micro", "--", "--noplot"]
     if cfg["micro_quick"]:
         argv += ["--warm-up-time", "1", "--measurement-time", "2"]
     with open(work / "micro.log", "w") as f:
@@ -813,6 +892,10 @@ def render_md(R, meta):
              f"{meta['load_before']} / {meta.get('load_after', '?')}. Commit: {meta['commit']}.\n")
     L.append("Ratios are per round (interleaved), shown as median (min–max). Proxies run on CPU 0 with one "
              "worker thread; load generators and upstreams on CPU 1.\n")
+    q = meta.get("quiet_waits_s")
+    if q:
+        L.append(f"Before each of the {q['count']} measurements the runner waited for both CPUs to be idle: "
+                 f"{q['over_1s']} waited more than 1 s ({q['total']} s in all), {q['timed_out']} gave up after 30 s.\n")
     L.append("## Targets\n")
     L.append("| target | goal | measured | result | notes |")
     L.append("| --- | --- | --- | --- | --- |")
@@ -841,6 +924,10 @@ def render_md(R, meta):
         for n, q in p["latency"].items():
             L.append(f"| {n} | {fmt_s(q['p50'], 0)} | {fmt_s(q['p90'], 0)} | {fmt_s(q['p99'], 0)} | "
                      f"{fmt_s(q['p999'], 0)} |")
+        if p.get("latency_low"):
+            for n, q in p["latency_low"].items():
+                L.append(f"| {n} @ {p['latency_low_rate']:,}/s | {fmt_s(q['p50'], 0)} | {fmt_s(q['p90'], 0)} | "
+                         f"{fmt_s(q['p99'], 0)} | {fmt_s(q['p999'], 0)} |")
         L.append("\n| added over direct (µs) | p50 | p99 |")
         L.append("| --- | --- | --- |")
         for k, v in p["added_latency_us"].items():
@@ -848,16 +935,22 @@ def render_md(R, meta):
         L.append("")
     f = R.get("fanout")
     if f:
-        L.append(f"## Fan-out: `bot/list`\n\nOne client, sequential requests; {f['bots_per_node']} bots per node; "
-                 "the slowest node is the largest p50 (p99) of the same request sent straight to a sample of the "
-                 "router's nodes in the same round (µs).\n")
+        L.append(f"## Fan-out: `bot/list`\n\nOne client, sequential requests, `routing.list_cache_ms: 0`; fake nodes with {f['bots_per_node']} "
+                 f"bots each and a {f['service_ms']} ms service time (all nodes share CPU 1). The slowest node is the "
+                 "largest p50 (p99) of the same request sent straight to a sample of the router's nodes in the same "
+                 "round. Router CPU = the router process's CPU time per `bot/list` (µs).\n")
         L.append("| nodes | router p50 | router p99 | slowest node p50 | slowest node p99 | router − slowest (p50) "
-                 "| router − slowest (p99) |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+                 "| router − slowest (p99) | router CPU per request |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for n, b in f["by_nodes"].items():
             L.append(f"| {n} | {fmt_s(b['router_p50_us'], 0)} | {fmt_s(b['router_p99_us'], 0)} | "
                      f"{fmt_s(b['node_max_p50_us'], 0)} | {fmt_s(b['node_max_p99_us'], 0)} | "
-                     f"{fmt_s(b['over_slowest_p50_us'], 0)} | {fmt_s(b['over_slowest_p99_us'], 0)} |")
+                     f"{fmt_s(b['over_slowest_p50_us'], 0)} | {fmt_s(b['over_slowest_p99_us'], 0)} | "
+                     f"{fmt_s(b['router_cpu_us_per_request'], 0)} |")
+        L.append(f"\nWith the default `routing.list_cache_ms` (250 ms: a finished fan-out is reused while nothing "
+                 f"changed), the same sequential client over {f['cached_nodes']} nodes sees p50 "
+                 f"{fmt_s(f['cached_p50_us'], 0)} µs, p99 {fmt_s(f['cached_p99_us'], 0)} µs; the table above sets it "
+                 "to 0, so every request is a real fan-out.")
         L.append("")
     s = R.get("scaling")
     if s:
@@ -894,11 +987,12 @@ def render_md(R, meta):
                  f"{sc['rss_after_load_kib']['VmRSS'] / 1024:.1f} MiB after the latency runs); idle CPU while "
                  f"polling every node every 2 s: {sc['idle_cpu_percent']:.1f} %.\n")
         L.append(f"`bot/use/<random id>/(/volume)` at a fixed {sc['rate']:,} req/s, open loop (µs):\n")
-        L.append("| target | p50 | p99 | p99.9 |")
-        L.append("| --- | --- | --- | --- |")
+        L.append("| target | p50 | p90 | p99 | p99.9 |")
+        L.append("| --- | --- | --- | --- | --- |")
         for c, q in sc["latency"].items():
-            L.append(f"| {c} | {fmt_s(q['p50'], 0)} | {fmt_s(q['p99'], 0)} | {fmt_s(q['p999'], 0)} |")
-        L.append(f"| router − direct | {fmt_s(sc['added_us']['p50'], 0)} | {fmt_s(sc['added_us']['p99'], 0)} | |")
+            L.append(f"| {c} | {fmt_s(q['p50'], 0)} | {fmt_s(q['p90'], 0)} | {fmt_s(q['p99'], 0)} | {fmt_s(q['p999'], 0)} |")
+        L.append(f"| router − direct | {fmt_s(sc['added_us']['p50'], 0)} | {fmt_s(sc['added_us']['p90'], 0)} | "
+                 f"{fmt_s(sc['added_us']['p99'], 0)} | |")
         L.append("")
     fo = R.get("failover")
     if fo:
@@ -959,7 +1053,7 @@ def machine_meta(mode):
     return {"mode": mode, "started": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu,
             "cores": os.cpu_count(), "mem_gib": mem, "kernel": platform.platform(),
             "rustc": sh(["rustc", "--version"]), "nginx": sh(["nginx", "-v"]).replace("nginx version: ", ""),
-            "wrk": sh(["wrk", "-v"]).splitlines()[0] if sh(["wrk", "-v"]) else "wrk",
+            "wrk": " ".join(sh(["wrk", "-v"]).split()[:2]) or "wrk",
             "load_before": " ".join(open("/proc/loadavg").read().split()[:3]), "commit": commit}
 
 
@@ -968,12 +1062,17 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short rounds (a few minutes in all)")
     ap.add_argument("--only", default=",".join(ALL_SECTIONS), help="comma-separated sections")
     ap.add_argument("--out", default=None, help="result directory (default benches/results/<timestamp>)")
+    ap.add_argument("--extra-router", action="append", default=[], metavar="NAME=BINARY",
+                    help="also measure another ts3ab-lb build in the proxy section (tuning A/B), e.g. jemalloc=/tmp/ts3ab-lb")
+    ap.add_argument("--proxy-rounds", type=int, default=None, help="override the proxy section's round count")
+    ap.add_argument("--variants", action="store_true", help="measure the proxy variants (work-stealing runtime) in --quick too")
     args = ap.parse_args()
     quick = args.quick
     cfg = {
         "proxy_rounds": 3 if quick else 6, "proxy_secs": 3 if quick else 8, "proxy_variants": not quick,
-        "lat_rounds": 1 if quick else 3, "lat_secs": 4 if quick else 10,
-        "fanout_sizes": [1, 4, 16, 64], "fanout_rounds": 2 if quick else 3, "fanout_secs": 2 if quick else 5,
+        "lat_rounds": 1 if quick else 5, "lat_secs": 4 if quick else 8,
+        "lat_low_rate": 0 if quick else 2000, "lat_low_rounds": 2,
+        "fanout_sizes": [1, 4, 16, 64], "fanout_service_ms": 5, "fanout_rounds": 2 if quick else 3, "fanout_secs": 2 if quick else 5,
         "fanout_node_sample": 4 if quick else 8, "fanout_node_secs": 0.4 if quick else 0.8,
         "scaling_sizes": [1, 2, 4, 8, 16], "scaling_service_ms": 20, "scaling_concurrency": 4,
         "scaling_rounds": 1 if quick else 3, "scaling_secs": 3 if quick else 8,
@@ -982,7 +1081,12 @@ def main():
         "scale_secs": 4 if quick else 10, "scale_settle": 3 if quick else 5, "scale_idle_secs": 5 if quick else 10,
         "failover_interval_ms": 2000, "failover_wait": 60, "failover_after_decision": 15 if quick else 30,
         "micro_quick": quick,
+        "extra_routers": [tuple(x.split("=", 1)) for x in args.extra_router],
     }
+    if args.proxy_rounds:
+        cfg["proxy_rounds"] = args.proxy_rounds
+    if args.variants:
+        cfg["proxy_variants"] = True
     sections = [s for s in args.only.split(",") if s]
     for s in sections:
         if s not in ALL_SECTIONS:
@@ -992,7 +1096,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
-    for b in [REL / "ts3ab-lb", REL / "ts3ab-fake-node", EX / "bare_pingora", EX / "loadgen", EX / "fake_cluster"]:
+    for b in [REL / "ts3ab-lb", REL / "ts3ab-fake-node", EX / "bare_pingora", EX / "bare_pingora_mimalloc", EX / "loadgen",
+              EX / "fake_cluster"]:
         if not b.exists():
             sys.exit(f"missing {b}: build first (benches/run.sh does)")
     for tool in ["nginx", "wrk", "taskset"]:
@@ -1031,6 +1136,9 @@ def main():
     finally:
         PROCS.stop_all()
         meta["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
+        meta["quiet_waits_s"] = {"count": len(QUIET_WAITS), "total": round(sum(QUIET_WAITS), 1),
+                                 "over_1s": len([w for w in QUIET_WAITS if w > 1]),
+                                 "timed_out": len([w for w in QUIET_WAITS if w >= 29.5])}
         (out / "results.json").write_text(json.dumps(R, indent=1, default=str))
         rows = []
         flatten("", {k: v for k, v in R.items() if k != "meta"}, rows)

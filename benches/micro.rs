@@ -55,6 +55,7 @@ fn cluster(nodes: usize, capacity: u32, bots: u32) -> (Arc<Cluster>, tempfile::T
             host: "127.0.0.1".into(),
             auth: Some(format!("router:token-{i}")),
             capacity,
+            draining: false,
         })
         .collect();
     let cluster = Arc::new(Cluster::new(&configs, Snapshot::default(), store));
@@ -123,7 +124,7 @@ fn route(c: &mut Criterion) {
                 b.iter(|| {
                     let caller = keys.authenticate(Some(header.as_bytes())).expect("key");
                     let parsed = parse(&target[4..]);
-                    assert!(policy::check(&parsed, &caller, &allow).is_none());
+                    assert!(policy::check(&parsed, &caller, &allow, 64).is_none());
                     let Parsed::Command(root) = &parsed else {
                         panic!("a command")
                     };

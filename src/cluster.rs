@@ -1134,14 +1134,19 @@ mod tests {
         );
     }
 
-        /// A poll that reports nothing new changes nothing (and takes no write lock).
+    /// A poll that reports nothing new changes nothing (and takes no write lock).
     #[test]
     fn unchanged_poll_is_a_no_op() {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
         let list = vec![
             listed(0, Some("run"), "s1"),
-            ListedBot { id: None, name: Some("off".into()), server: Some("s2".into()), status: 0 },
+            ListedBot {
+                id: None,
+                name: Some("off".into()),
+                server: Some("s2".into()),
+                status: 0,
+            },
             listed(1, None, "tmp"),
         ];
         let g = c.generation();

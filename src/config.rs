@@ -271,7 +271,8 @@ impl Default for RawServer {
     fn default() -> Self {
         RawServer {
             threads: 2,
-            work_stealing: true,
+            // Pingora's no-steal runtime: +3-12 % throughput in benches/ (BENCHMARKS.md).
+            work_stealing: false,
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
             upstream_keepalive_pool_size: 128,
