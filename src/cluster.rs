@@ -975,6 +975,13 @@ mod tests {
         Cluster::new(&[node_cfg("a", 1), node_cfg("b", 2)], snap, store)
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
     fn listed(id: u32, name: Option<&str>, server: &str) -> ListedBot {
         ListedBot {
             id: Some(id),
@@ -1008,10 +1015,7 @@ mod tests {
         let g = c.generation();
         c.reconcile(0, &[listed(2, None, "new.example")], g);
         let seen = c.gid_of(0, 2).expect("adopted by the poller");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
+        let rt = runtime();
         let reported = Reported {
             lid: 2,
             name: None,
@@ -1067,10 +1071,7 @@ mod tests {
         c.reconcile(0, &[listed(0, None, "same.example")], g);
         let old = c.gid_of(0, 0).expect("old");
         let sent = c.generation();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
+        let rt = runtime();
         let r = Reported {
             lid: 0,
             name: None,
@@ -1245,10 +1246,7 @@ mod tests {
             c.reconcile(0, &[listed(0, None, "x"), listed(1, None, "y")], g);
             gid = c.gid_of(0, 1).expect("gid");
             c.forget_bot(c.gid_of(0, 0).expect("gid"));
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
+            let rt = runtime();
             rt.block_on(c.store().flush(Duration::from_secs(5)))
                 .expect("flush");
         }

@@ -139,6 +139,143 @@ impl Router {
     }
 }
 
+/// What `request_filter` needs from the request head, copied out so the decision can be made
+/// without holding the session.
+struct Incoming {
+    target: Vec<u8>,
+    declared_body: Option<u64>,
+    /// The `Authorization` value; several headers are joined by ", " as ASP.NET does (which
+    /// never parses).
+    authorization: Option<Vec<u8>>,
+}
+
+impl Incoming {
+    fn read(req: &RequestHeader) -> Incoming {
+        let mut values = req.headers.get_all("authorization").iter();
+        let authorization = values.next().map(|first| {
+            let mut joined = first.as_bytes().to_vec();
+            for more in values {
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(more.as_bytes());
+            }
+            joined
+        });
+        Incoming {
+            target: req.raw_path().to_vec(),
+            declared_body: header_str(req, "content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+            authorization,
+        }
+    }
+}
+
+/// What to do with a request once it is decided.
+enum Flow {
+    /// Proxy it to `ctx.node`.
+    Proxy,
+    /// Answer it with this (router-made) answer.
+    Answer(Answer),
+}
+
+impl Router {
+    /// Limits, authentication, rights and the plan. Errors are answered as they are.
+    async fn route(&self, req: Incoming, ctx: &mut Ctx) -> Result<Flow, ApiError> {
+        let target = req.target;
+        if target.len() > self.cfg.max_target_bytes {
+            return Err(ApiError::with_status(
+                414,
+                Reason::Unknown,
+                format!(
+                    "The request target is longer than {} bytes.",
+                    self.cfg.max_target_bytes
+                ),
+            ));
+        }
+        if req
+            .declared_body
+            .is_some_and(|n| n > self.cfg.max_body_bytes as u64)
+        {
+            return Err(ApiError::with_status(
+                413,
+                Reason::Unknown,
+                format!(
+                    "The request body is larger than {} bytes.",
+                    self.cfg.max_body_bytes
+                ),
+            ));
+        }
+        let Some(base) = api_text_start(&target) else {
+            if sneaks_into_api(&target) {
+                return Err(ApiError::new(
+                    Reason::NotSupported,
+                    "The path reaches /api only through dot segments or escapes; send /api/... directly.",
+                ));
+            }
+            // The static WebInterface: any node serves it, credentials or not (TS3AudioBot
+            // checks them only under /api), and without any credentials towards the node.
+            ctx.static_file = true;
+            self.pick_any(ctx)?;
+            return Ok(Flow::Proxy);
+        };
+        let caller = self
+            .keys
+            .load()
+            .authenticate(req.authorization.as_deref())
+            .map_err(|e| ApiError::unauthorized(&e.to_string()))?;
+        let parsed = command::parse(&target[base..]);
+        if let Some(e) = policy::check(&parsed, &caller, &self.allow, self.cfg.max_commands) {
+            return Err(e);
+        }
+        let Parsed::Command(root) = &parsed else {
+            // Not a command: the node echoes it (`{"Value": ...}`).
+            self.pick_any(ctx)?;
+            return Ok(Flow::Proxy);
+        };
+        let answer = match routing::plan(&*self.cluster, &caller, &target, base, root) {
+            Plan::Local(e) => return Err(e),
+            Plan::Proxy(p) => {
+                match p.node {
+                    Some(id) => {
+                        let node = self
+                            .cluster
+                            .node(id)
+                            .ok_or_else(|| ApiError::unavailable("node is gone"))?;
+                        if !node.is_healthy() {
+                            return Err(ApiError::unavailable(format!(
+                                "{} runs on node {}, which is not reachable right now; try again when it is back",
+                                p.why, node.name
+                            )));
+                        }
+                        ctx.node = Some(node);
+                        ctx.why = p.why;
+                    }
+                    None => self.pick_any(ctx)?,
+                }
+                for e in &p.effects {
+                    if let Effect::ClaimTemplate(name) | Effect::BotSaved { name, .. } = e {
+                        let claim =
+                            Cluster::claim_pending(&self.cluster, name).ok_or_else(|| {
+                                ApiError::new(Reason::CommandError, "The file already exists.")
+                            })?;
+                        ctx.claims.push(claim);
+                    }
+                }
+                ctx.target = p.target;
+                ctx.edits = p.edits;
+                ctx.effects = p.effects;
+                ctx.poke = p.poke;
+                return Ok(Flow::Proxy);
+            }
+            Plan::FanOutList => self.exec.bot_list().await,
+            Plan::SystemInfo => self.exec.system_info().await,
+            Plan::Broadcast { target } => self.exec.broadcast(&target).await,
+            Plan::Create(c) => self.exec.create(&c).await,
+            Plan::Merge(m) => self.exec.merge(&m, self.next_turn()).await,
+        };
+        Ok(Flow::Answer(answer))
+    }
+}
+
 /// Whether a raw target addresses the API: `/api` (any case) at a segment boundary. Returns the
 /// offset of the command text.
 pub fn api_text_start(target: &[u8]) -> Option<usize> {
@@ -282,145 +419,18 @@ impl ProxyHttp for Router {
             preflight(session).await?;
             return Ok(true);
         }
-        let target = req.raw_path().to_vec();
-        if target.len() > self.cfg.max_target_bytes {
-            let e = ApiError::with_status(
-                414,
-                Reason::Unknown,
-                format!(
-                    "The request target is longer than {} bytes.",
-                    self.cfg.max_target_bytes
-                ),
-            );
-            respond_error(session, &e).await?;
-            return Ok(true);
-        }
-        let declared = header_str(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.cfg.max_body_bytes as u64) {
-            let e = ApiError::with_status(
-                413,
-                Reason::Unknown,
-                format!(
-                    "The request body is larger than {} bytes.",
-                    self.cfg.max_body_bytes
-                ),
-            );
-            respond_error(session, &e).await?;
-            return Ok(true);
-        }
-        let Some(base) = api_text_start(&target) else {
-            if sneaks_into_api(&target) {
-                let e = ApiError::new(
-                    Reason::NotSupported,
-                    "The path reaches /api only through dot segments or escapes; send /api/... directly.",
-                );
-                respond_error(session, &e).await?;
-                return Ok(true);
+        let incoming = Incoming::read(req);
+        match self.route(incoming, ctx).await {
+            Ok(Flow::Proxy) => Ok(false),
+            Ok(Flow::Answer(a)) => {
+                respond_answer(session, a).await?;
+                Ok(true)
             }
-            // The static WebInterface: any node serves it, credentials or not (TS3AudioBot
-            // checks them only under /api), and without any credentials towards the node.
-            ctx.static_file = true;
-            if let Err(e) = self.pick_any(ctx) {
-                respond_error(session, &e).await?;
-                return Ok(true);
-            }
-            return Ok(false);
-        };
-        // Several Authorization headers reach ASP.NET joined by ", ", which never parses.
-        let auth_values: Vec<&[u8]> = req
-            .headers
-            .get_all("authorization")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        let joined;
-        let auth_header = match auth_values.as_slice() {
-            [] => None,
-            [one] => Some(*one),
-            many => {
-                joined = many.join(&b", "[..]);
-                Some(joined.as_slice())
-            }
-        };
-        let caller = match self.keys.load().authenticate(auth_header) {
-            Ok(c) => c,
             Err(e) => {
-                respond_error(session, &ApiError::unauthorized(&e.to_string())).await?;
-                return Ok(true);
-            }
-        };
-        let parsed = command::parse(&target[base..]);
-        if let Some(e) = policy::check(&parsed, &caller, &self.allow, self.cfg.max_commands) {
-            respond_error(session, &e).await?;
-            return Ok(true);
-        }
-        let root = match &parsed {
-            Parsed::Command(c) => c,
-            Parsed::Plain(_) | Parsed::TooDeep => {
-                if let Err(e) = self.pick_any(ctx) {
-                    respond_error(session, &e).await?;
-                    return Ok(true);
-                }
-                return Ok(false);
-            }
-        };
-        match routing::plan(&*self.cluster, &caller, &target, base, root) {
-            Plan::Local(e) => respond_error(session, &e).await?,
-            Plan::Proxy(p) => {
-                match p.node {
-                    Some(id) => {
-                        let Some(node) = self.cluster.node(id) else {
-                            respond_error(session, &ApiError::unavailable("node is gone")).await?;
-                            return Ok(true);
-                        };
-                        if !node.is_healthy() {
-                            let e = ApiError::unavailable(format!(
-                                "{} runs on node {}, which is not reachable right now; try again when it is back",
-                                p.why, node.name
-                            ));
-                            respond_error(session, &e).await?;
-                            return Ok(true);
-                        }
-                        ctx.node = Some(node);
-                        ctx.why = p.why;
-                    }
-                    None => {
-                        if let Err(e) = self.pick_any(ctx) {
-                            respond_error(session, &e).await?;
-                            return Ok(true);
-                        }
-                    }
-                }
-                for e in &p.effects {
-                    if let Effect::ClaimTemplate(name) | Effect::BotSaved { name, .. } = e {
-                        match Cluster::claim_pending(&self.cluster, name) {
-                            Some(claim) => ctx.claims.push(claim),
-                            None => {
-                                let e =
-                                    ApiError::new(Reason::CommandError, "The file already exists.");
-                                respond_error(session, &e).await?;
-                                return Ok(true);
-                            }
-                        }
-                    }
-                }
-                ctx.target = p.target;
-                ctx.edits = p.edits;
-                ctx.effects = p.effects;
-                ctx.poke = p.poke;
-                return Ok(false);
-            }
-            Plan::FanOutList => respond_answer(session, self.exec.bot_list().await).await?,
-            Plan::SystemInfo => respond_answer(session, self.exec.system_info().await).await?,
-            Plan::Broadcast { target } => {
-                respond_answer(session, self.exec.broadcast(&target).await).await?
-            }
-            Plan::Create(c) => respond_answer(session, self.exec.create(&c).await).await?,
-            Plan::Merge(m) => {
-                respond_answer(session, self.exec.merge(&m, self.next_turn()).await).await?
+                respond_error(session, &e).await?;
+                Ok(true)
             }
         }
-        Ok(true)
     }
 
     async fn request_body_filter(
