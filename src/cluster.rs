@@ -339,16 +339,6 @@ impl Cluster {
         self.nodes.load().get(id).cloned()
     }
 
-    /// A node by name.
-    pub fn node_by_name(&self, name: &str) -> Option<Arc<Node>> {
-        self.nodes.load().iter().find(|n| &*n.name == name).cloned()
-    }
-
-    /// The node whose address is `addr` (health checks are keyed by address).
-    pub fn node_by_addr(&self, addr: &SocketAddr) -> Option<Arc<Node>> {
-        self.nodes.load().iter().find(|n| n.addr == *addr).cloned()
-    }
-
     /// Current generation; bumps whenever the tables change.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -386,15 +376,6 @@ impl Cluster {
     /// A copy of a bot's record.
     pub fn bot_record(&self, gid: u32) -> Option<BotRecord> {
         self.tables.read().bots.get(&gid).map(|b| b.record.clone())
-    }
-
-    /// A copy of a template's record.
-    pub fn template_record(&self, name: &str) -> Option<TemplateRecord> {
-        self.tables
-            .read()
-            .templates
-            .get(name)
-            .map(|t| t.record.clone())
     }
 
     /// Number of bots known.

@@ -374,9 +374,7 @@ async fn respond_answer(session: &mut Session, a: Answer) -> pingora::Result<()>
 fn request_has_body(session: &Session) -> bool {
     let h = session.req_header();
     h.headers.get(http::header::TRANSFER_ENCODING).is_some()
-        || h.headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
+        || header_str(h, "content-length")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .is_some_and(|n| n > 0)
 }

@@ -74,18 +74,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
             });
         }
     }
-    let draining: Vec<String> = snapshot
-        .nodes
-        .iter()
-        .filter(|n| n.draining)
-        .map(|n| n.name.clone())
-        .collect();
     let cluster = Arc::new(Cluster::new(&nodes, snapshot, store));
-    for name in draining {
-        if let Some(n) = cluster.node_by_name(&name) {
-            n.draining.store(true, std::sync::atomic::Ordering::Release);
-        }
-    }
     log::info!(
         "loaded {} bots on {} nodes from the store",
         cluster.bot_count(),
