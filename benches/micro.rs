@@ -3,7 +3,6 @@
 //! the medians into its table).
 
 use std::hint::black_box;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -89,7 +88,7 @@ fn placement(c: &mut Criterion) {
         let (cluster, _dir) = cluster(nodes, 100_000, 0);
         // Uneven load, so the order is not trivial.
         for (i, n) in cluster.nodes().iter().enumerate() {
-            n.running.store((i as u32 * 7919) % 3000, Ordering::Release);
+            n.load.force((i as u32 * 7919) % 3000, 0);
         }
         let p = placer(&cluster);
         g.bench_with_input(

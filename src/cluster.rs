@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::api_json::BotInfo;
 use crate::auth::basic_header;
 use crate::config::NodeConfig;
+use crate::placement::NodeLoad;
 use crate::store::{
     now_ms, BotRecord, Identity, Op, Snapshot, StoreError, StoreHandle, TemplateRecord,
 };
@@ -64,10 +65,8 @@ pub struct Node {
     pub healthy: AtomicBool,
     /// No new bots while draining.
     pub draining: AtomicBool,
-    /// Bots the router knows to run here.
-    pub running: AtomicU32,
-    /// Slots promised to creates in flight.
-    pub reserved: AtomicU32,
+    /// Bots the router knows to run here and slots promised to creates in flight.
+    pub load: NodeLoad,
 }
 
 impl Node {
@@ -85,8 +84,7 @@ impl Node {
             capacity: AtomicU32::new(c.capacity),
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(c.draining),
-            running: AtomicU32::new(0),
-            reserved: AtomicU32::new(0),
+            load: NodeLoad::default(),
         }
     }
 
@@ -307,10 +305,8 @@ impl Cluster {
             });
         }
         for n in &nodes {
-            n.running.store(
-                t.slots.get(&n.id).map_or(0, |s| s.len() as u32),
-                Ordering::Release,
-            );
+            n.load
+                .set_running(t.slots.get(&n.id).map_or(0, |s| s.len() as u32));
         }
         let next = snapshot
             .id_high_water
@@ -462,10 +458,8 @@ impl Cluster {
 
     fn recount(&self, t: &Tables, node: NodeId) {
         if let Some(n) = self.node(node) {
-            n.running.store(
-                t.slots.get(&node).map_or(0, |s| s.len() as u32),
-                Ordering::Release,
-            );
+            n.load
+                .set_running(t.slots.get(&node).map_or(0, |s| s.len() as u32));
         }
     }
 
@@ -985,7 +979,7 @@ mod tests {
         c.reconcile(0, &[listed(0, None, "z"), listed(1, None, "y")], g);
         assert_eq!(c.gid_of(0, 0), Some(2));
         assert_eq!(c.locate(0), None);
-        assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 2);
+        assert_eq!(c.node(0).expect("node").load.running(), 2);
     }
 
     /// A created bot counts once whether the poller or the create's answer sees it first.
@@ -1012,7 +1006,7 @@ mod tests {
             .block_on(c.register_created(0, reported, info, Some(g), Duration::from_secs(5)))
             .expect("registered");
         assert_eq!(gid, seen);
-        assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 1);
+        assert_eq!(c.node(0).expect("node").load.running(), 1);
         assert_eq!(
             c.bot_record(gid).and_then(|r| r.server_password),
             Some("pw".into())
@@ -1039,7 +1033,7 @@ mod tests {
             g,
         );
         assert_eq!(c.gid_of(0, 3), Some(gid2));
-        assert_eq!(c.node(0).expect("node").running.load(Ordering::Acquire), 2);
+        assert_eq!(c.node(0).expect("node").load.running(), 2);
     }
 
     /// A `bot connect to` answer is a new bot, even when the slot held a bot to the same

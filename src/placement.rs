@@ -4,15 +4,17 @@
 //! `(running + reserved) / capacity` (ties: the larger node first, then the lower index), the
 //! node discovery feeding Pingora's `LoadBalancer`, and [`Placer`], which picks and reserves a
 //! slot atomically so that concurrent creates never exceed a node's capacity and spread evenly.
-//! A [`Reservation`] gives its slot back when dropped; by then the created bot (if any) is in the
-//! cluster tables and counted as running, so each slot is counted once.
+//! [`NodeLoad`] keeps a node's running and reserved counts in one atomic word, so that a slot
+//! passes from "reserved" to "running" in one step: whichever sees the new bot first (the
+//! create's answer, the poller, a fan-out) moves it, and the [`Reservation`] that ends later
+//! finds it already moved. Nobody ever sees a slot counted twice or not at all.
 //! Does not own: the counts themselves (`cluster`, fed by `health`) or sending the create
 //! (`exec`).
 //!
 //! Strategies are named in the config (`placement.strategy`); `least_used` is the seed's rule.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -54,10 +56,137 @@ impl ServiceDiscovery for ClusterDiscovery {
     }
 }
 
+/// A node's bot counts, packed in one word so every change is a single atomic step.
+///
+/// Three 21-bit fields: `running` (bots the router knows on the node), `reserved` (creates in
+/// flight whose bot is not counted yet) and `moved` (creates in flight whose bot is already
+/// counted in `running`: when a count rises while creates are in flight, the new bots are
+/// taken to be theirs and their slots move from `reserved` to `moved` in the same step).
+/// A create that ends takes its slot from `moved` if there is one, else from `reserved`.
+/// The used load is `running + reserved`.
+///
+/// With creates only through the router this is exact. A bot started behind the router's
+/// back while a create is in flight is counted as that create's bot until the create ends:
+/// the node looks one bot emptier for that moment (what the next poll corrects anyway).
+#[derive(Debug, Default)]
+pub struct NodeLoad(AtomicU64);
+
+const FIELD: u32 = 21;
+const MASK: u64 = (1 << FIELD) - 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counts {
+    running: u64,
+    reserved: u64,
+    moved: u64,
+}
+
+impl Counts {
+    fn unpack(w: u64) -> Counts {
+        Counts {
+            running: w & MASK,
+            reserved: (w >> FIELD) & MASK,
+            moved: (w >> (2 * FIELD)) & MASK,
+        }
+    }
+
+    fn pack(self) -> u64 {
+        self.running.min(MASK)
+            | (self.reserved.min(MASK) << FIELD)
+            | (self.moved.min(MASK) << (2 * FIELD))
+    }
+}
+
+impl NodeLoad {
+    fn update(&self, f: impl Fn(Counts) -> Option<Counts>) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                f(Counts::unpack(w)).map(Counts::pack)
+            })
+            .is_ok()
+    }
+
+    fn counts(&self) -> Counts {
+        Counts::unpack(self.0.load(Ordering::Acquire))
+    }
+
+    /// Bots the router knows to run on the node.
+    pub fn running(&self) -> u32 {
+        self.counts().running as u32
+    }
+
+    /// Creates in flight whose bot is not counted yet.
+    pub fn reserved(&self) -> u32 {
+        self.counts().reserved as u32
+    }
+
+    /// Running plus reserved: what placement compares with the capacity.
+    pub fn used(&self) -> u32 {
+        let c = self.counts();
+        (c.running + c.reserved) as u32
+    }
+
+    /// Sets the running count (from the cluster tables). A rise while creates are in flight
+    /// moves their slots from reserved to running in the same step.
+    pub fn set_running(&self, running: u32) {
+        let running = u64::from(running);
+        self.update(|c| {
+            let rise = running.saturating_sub(c.running).min(c.reserved);
+            Some(Counts {
+                running,
+                reserved: c.reserved - rise,
+                moved: c.moved + rise,
+            })
+        });
+    }
+
+    /// Takes a slot if the node has room under `capacity` (`None`: regardless of room).
+    fn try_reserve(&self, capacity: Option<u32>) -> bool {
+        self.update(|c| {
+            let room = capacity.is_none_or(|cap| c.running + c.reserved < u64::from(cap));
+            room.then_some(Counts {
+                reserved: c.reserved + 1,
+                ..c
+            })
+        })
+    }
+
+    /// Ends a create: its slot is either already counted as running (`moved`) or still
+    /// reserved.
+    fn release(&self) {
+        self.update(|c| {
+            Some(if c.moved > 0 {
+                Counts {
+                    moved: c.moved - 1,
+                    ..c
+                }
+            } else {
+                Counts {
+                    reserved: c.reserved.saturating_sub(1),
+                    ..c
+                }
+            })
+        });
+    }
+
+    /// For tests and benchmarks: sets the counts directly.
+    #[doc(hidden)]
+    pub fn force(&self, running: u32, reserved: u32) {
+        self.0.store(
+            Counts {
+                running: running.into(),
+                reserved: reserved.into(),
+                moved: 0,
+            }
+            .pack(),
+            Ordering::Release,
+        );
+    }
+}
+
 /// Load score of a node: used fraction of its capacity, counting reserved slots.
 pub fn score(node: &Node) -> f64 {
-    let used = node.running.load(Ordering::Acquire) + node.reserved.load(Ordering::Acquire);
-    f64::from(used) / f64::from(node.capacity.load(Ordering::Acquire).max(1))
+    f64::from(node.load.used()) / f64::from(node.capacity.load(Ordering::Acquire).max(1))
 }
 
 /// Pingora selection: backends ordered from least to most used.
@@ -145,7 +274,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.node.reserved.fetch_sub(1, Ordering::AcqRel);
+        self.node.load.release();
     }
 }
 
@@ -175,25 +304,33 @@ impl Placer {
     /// `exclude`. Fails with TS3AudioBot's error shape (503) when no node can take a bot.
     pub fn reserve(&self, exclude: &[NodeId]) -> Result<Reservation, ApiError> {
         let _guard = self.lock.lock();
-        let chosen = self.lb.select_with(b"", usize::MAX, |b, ready| {
-            node_of(b).is_some_and(|n| {
-                ready
-                    && n.is_healthy()
-                    && !n.draining.load(Ordering::Acquire)
-                    && !exclude.contains(&n.id)
-                    && n.running.load(Ordering::Acquire) + n.reserved.load(Ordering::Acquire)
-                        < n.capacity.load(Ordering::Acquire)
-            })
-        });
-        let node = chosen.as_ref().and_then(node_of).cloned().ok_or_else(|| {
-            ApiError::unavailable(
-                "The cluster is full: no healthy, non-draining node has room for another bot \
-                 (every node runs as many bots as its capacity allows, or is down). \
-                 Add a node or raise a node's capacity.",
-            )
-        })?;
-        node.reserved.fetch_add(1, Ordering::AcqRel);
-        Ok(Reservation { node })
+        // The chosen node's count can still rise between the choice and the reservation (a
+        // poll counting a bot started behind the router's back), so the reservation checks
+        // the room again atomically and the choice is repeated if it lost.
+        loop {
+            let chosen = self.lb.select_with(b"", usize::MAX, |b, ready| {
+                node_of(b).is_some_and(|n| {
+                    ready
+                        && n.is_healthy()
+                        && !n.draining.load(Ordering::Acquire)
+                        && !exclude.contains(&n.id)
+                        && n.load.used() < n.capacity.load(Ordering::Acquire)
+                })
+            });
+            let node = chosen.as_ref().and_then(node_of).cloned().ok_or_else(|| {
+                ApiError::unavailable(
+                    "The cluster is full: no healthy, non-draining node has room for another bot \
+                     (every node runs as many bots as its capacity allows, or is down). \
+                     Add a node or raise a node's capacity.",
+                )
+            })?;
+            if node
+                .load
+                .try_reserve(Some(node.capacity.load(Ordering::Acquire)))
+            {
+                return Ok(Reservation { node });
+            }
+        }
     }
 
     /// Reserves a slot on a given node regardless of its load (a template must run where it
@@ -205,8 +342,7 @@ impl Placer {
                 node.name
             )));
         }
-        let _guard = self.lock.lock();
-        node.reserved.fetch_add(1, Ordering::AcqRel);
+        node.load.try_reserve(None);
         Ok(Reservation { node })
     }
 }
@@ -248,8 +384,9 @@ mod tests {
     /// Simulates a create that succeeds: the node's running count goes up, the slot is freed.
     fn create(p: &Placer) -> Option<NodeId> {
         let r = p.reserve(&[]).ok()?;
-        r.node().running.fetch_add(1, Ordering::AcqRel);
-        Some(r.node().id)
+        let n = r.node().clone();
+        n.load.set_running(n.load.running() + 1);
+        Some(n.id)
     }
 
     #[test]
@@ -258,11 +395,7 @@ mod tests {
         for _ in 0..300 {
             create(&p).expect("room");
         }
-        let counts: Vec<u32> = c
-            .nodes()
-            .iter()
-            .map(|n| n.running.load(Ordering::Acquire))
-            .collect();
+        let counts: Vec<u32> = c.nodes().iter().map(|n| n.load.running()).collect();
         assert!(
             counts[0].abs_diff(50) <= 1
                 && counts[1].abs_diff(100) <= 1
@@ -276,14 +409,10 @@ mod tests {
         let (c, p, _d) = setup(&[2, 3]);
         let held: Vec<Reservation> = (0..5).map(|_| p.reserve(&[]).expect("room")).collect();
         assert!(p.reserve(&[]).is_err(), "cluster is full");
-        let per: Vec<u32> = c
-            .nodes()
-            .iter()
-            .map(|n| n.reserved.load(Ordering::Acquire))
-            .collect();
+        let per: Vec<u32> = c.nodes().iter().map(|n| n.load.reserved()).collect();
         assert_eq!(per, vec![2, 3]);
         drop(held);
-        assert_eq!(c.nodes()[0].reserved.load(Ordering::Acquire), 0);
+        assert_eq!(c.nodes()[0].load.reserved(), 0);
     }
 
     #[test]
@@ -315,11 +444,88 @@ mod tests {
             .flat_map(|h| h.join().expect("join"))
             .collect();
         assert_eq!(held.len(), 64);
-        let per: Vec<u32> = c
-            .nodes()
-            .iter()
-            .map(|n| n.reserved.load(Ordering::Acquire))
-            .collect();
+        let per: Vec<u32> = c.nodes().iter().map(|n| n.load.reserved()).collect();
         assert_eq!(per, vec![20, 20, 24]);
+    }
+
+    #[test]
+    fn load_moves_a_slot_from_reserved_to_running_once() {
+        let l = NodeLoad::default();
+        l.set_running(3);
+        assert!(l.try_reserve(Some(5)));
+        assert!(l.try_reserve(Some(5)));
+        assert!(!l.try_reserve(Some(5)), "5 of 5 used");
+        // One create's bot is counted (by whoever saw it first): still 5 used, not 6.
+        l.set_running(4);
+        assert_eq!((l.running(), l.reserved(), l.used()), (4, 1, 5));
+        // The same create ends: nothing changes.
+        l.release();
+        assert_eq!(l.used(), 5);
+        // The other create fails: its slot is free again.
+        l.release();
+        assert_eq!((l.running(), l.reserved(), l.used()), (4, 0, 4));
+        // Bots going away never touch reservations.
+        assert!(l.try_reserve(Some(5)));
+        l.set_running(1);
+        assert_eq!((l.running(), l.reserved()), (1, 1));
+        l.release();
+        assert_eq!(l.used(), 1);
+        // Releasing more than was reserved never wraps.
+        l.release();
+        assert_eq!(l.used(), 1);
+    }
+
+    /// The create's answer and the poller may see a new bot in either order; the node's used
+    /// count never shows the slot twice, so the last free slot of a full cluster stays
+    /// available to exactly one create.
+    #[test]
+    fn a_created_bot_is_counted_once_whoever_sees_it_first() {
+        use crate::cluster::{CreateInfo, ListedBot, Reported};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for poller_first in [false, true] {
+            let (c, p, _d) = setup(&[2]);
+            let first = p.reserve(&[]).expect("room");
+            let r = p.reserve(&[]).expect("room");
+            assert_eq!(c.nodes()[0].load.used(), 2);
+            let listed = ListedBot {
+                id: Some(0),
+                name: None,
+                server: Some("a.example".into()),
+                status: 2,
+            };
+            let sent = c.generation();
+            if poller_first {
+                c.reconcile(0, std::slice::from_ref(&listed), c.generation());
+                assert_eq!(c.nodes()[0].load.used(), 2, "poller first");
+            }
+            let reported = Reported {
+                lid: 0,
+                name: None,
+                server: Some("a.example"),
+                status: 2,
+            };
+            rt.block_on(c.register_created(
+                0,
+                reported,
+                CreateInfo::default(),
+                (!poller_first).then_some(sent),
+                std::time::Duration::from_secs(5),
+            ))
+            .expect("registered");
+            assert_eq!(c.nodes()[0].load.used(), 2, "answer");
+            if !poller_first {
+                c.reconcile(0, std::slice::from_ref(&listed), c.generation());
+                assert_eq!(c.nodes()[0].load.used(), 2, "poller after");
+            }
+            assert!(p.reserve(&[]).is_err(), "full while both are in flight");
+            drop(r);
+            assert_eq!(c.nodes()[0].load.used(), 2);
+            drop(first);
+            assert_eq!(c.nodes()[0].load.used(), 1);
+            assert!(p.reserve(&[]).is_ok());
+        }
     }
 }
