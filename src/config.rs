@@ -75,6 +75,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Bot placement.
     pub placement: PlacementConfig,
+    /// Rebuilding a dead node's bots elsewhere.
+    pub failover: FailoverConfig,
 }
 
 /// One API key.
@@ -174,6 +176,21 @@ pub struct HealthConfig {
     pub successes_to_up: usize,
 }
 
+/// Failover: when a node has been down for `after`, its running bots are rebuilt on other
+/// nodes with the same cluster id and TeamSpeak identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// Whether the router moves a dead node's bots at all.
+    pub enabled: bool,
+    /// How long a node must have been down (after the poller declared it down) before its
+    /// bots are moved: long enough to ride out a node restart.
+    pub after: Duration,
+    /// How many bots are rebuilt at once.
+    pub concurrency: usize,
+    /// Pause before retrying bots that could not be moved (no room, target failing).
+    pub retry: Duration,
+}
+
 /// How new bots are placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementConfig {
@@ -210,6 +227,8 @@ struct RawConfig {
     health: RawHealth,
     #[serde(default)]
     placement: RawPlacement,
+    #[serde(default)]
+    failover: RawFailover,
 }
 
 fn default_listen() -> String {
@@ -342,6 +361,26 @@ impl Default for RawPlacement {
         RawPlacement {
             strategy: PlacementStrategy::LeastUsed,
             default_capacity: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFailover {
+    enabled: bool,
+    after_ms: u64,
+    concurrency: usize,
+    retry_ms: u64,
+}
+
+impl Default for RawFailover {
+    fn default() -> Self {
+        RawFailover {
+            enabled: true,
+            after_ms: 30_000,
+            concurrency: 16,
+            retry_ms: 5_000,
         }
     }
 }
@@ -534,6 +573,18 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         return Err(invalid("placement.default_capacity", "must be at least 1"));
     }
 
+    let f = raw.failover;
+    if f.concurrency == 0 {
+        return Err(invalid("failover.concurrency", "must be at least 1"));
+    }
+    let failover = FailoverConfig {
+        enabled: f.enabled,
+        // 0 is allowed: move as soon as the poller declares the node down.
+        after: Duration::from_millis(f.after_ms),
+        concurrency: f.concurrency,
+        retry: ms("failover.retry_ms", f.retry_ms)?,
+    };
+
     Ok(Config {
         listen,
         keys,
@@ -545,6 +596,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         placement: PlacementConfig {
             strategy: raw.placement.strategy,
         },
+        failover,
     })
 }
 
@@ -688,6 +740,8 @@ server: { threads: 1, grace_period_seconds: 0 }
         );
         assert_eq!(c.health.interval, Duration::from_secs(2));
         assert_eq!(c.placement.strategy, PlacementStrategy::LeastUsed);
+        assert!(c.failover.enabled);
+        assert_eq!(c.failover.after, Duration::from_secs(30));
     }
 
     #[test]
@@ -760,6 +814,9 @@ server: { threads: 1, grace_period_seconds: 0 }
         .starts_with("nodes[1].url:"));
         assert!(err("server: {threads: 0}").starts_with("server.threads:"));
         assert!(err("health: {interval_ms: 0}").starts_with("health.interval_ms:"));
+        assert!(err("failover: {concurrency: 0}").starts_with("failover.concurrency:"));
+        assert!(err("failover: {retry_ms: 0}").starts_with("failover.retry_ms:"));
+        assert!(err("failover: {after: 5}").contains("after"));
         assert!(err("routing: {anonymous_allow: ['bot/use/<id>/(/song']}")
             .starts_with("routing.anonymous_allow[0]:"));
         assert!(err("storage: {kind: embedded, path: ''}").starts_with("storage.path:"));

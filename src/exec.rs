@@ -415,38 +415,13 @@ impl Exec {
         let cluster = self.cluster.clone();
         let deadline = self.cfg.request_timeout;
         tokio::spawn(async move {
-            let target = format!("/api/bot/use/{lid}/(/settings/get/connect.identity)");
-            match client.get(&node, target.as_bytes(), deadline).await {
-                Ok(r) if r.status == 200 => {
-                    #[derive(serde::Deserialize)]
-                    struct Raw {
-                        key: String,
-                        offset: u64,
-                        level: i64,
-                    }
-                    match serde_json::from_slice::<Raw>(&r.body) {
-                        Ok(raw) if cluster.gid_of(node.id, lid) == Some(gid) => cluster
-                            .record_identity(
-                                gid,
-                                Identity {
-                                    key: raw.key,
-                                    offset: raw.offset,
-                                    level: raw.level,
-                                },
-                            ),
-                        Ok(_) => {}
-                        Err(e) => log::warn!(
-                            "bot {gid}: unreadable identity from node {}: {e}",
-                            node.name
-                        ),
-                    }
+            match fetch_identity(&client, &node, lid, deadline).await {
+                // Only if the slot still holds this bot.
+                Ok(id) if cluster.gid_of(node.id, lid) == Some(gid) => {
+                    cluster.record_identity(gid, id)
                 }
-                Ok(r) => log::warn!(
-                    "bot {gid}: node {} refused to show its identity (HTTP {})",
-                    node.name,
-                    r.status
-                ),
-                Err(e) => log::warn!("bot {gid}: could not read its identity: {e}"),
+                Ok(_) => {}
+                Err(e) => log::warn!("bot {gid}: {e}"),
             }
         });
     }
@@ -681,7 +656,42 @@ pub fn redaction_failed() -> Vec<u8> {
 }
 
 /// The single BotInfo a create answers with: (local id, name, server, status).
-fn single_bot_info(body: &[u8]) -> Option<(u32, Option<String>, Option<String>, u8)> {
+/// Reads a running bot's TeamSpeak identity (`connect.identity`: key, offset, level) from its
+/// node. The error says why, without the key.
+pub async fn fetch_identity(
+    client: &NodeClient,
+    node: &Node,
+    lid: u32,
+    deadline: Duration,
+) -> Result<Identity, String> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        key: String,
+        offset: u64,
+        level: i64,
+    }
+    let target = format!("/api/bot/use/{lid}/(/settings/get/connect.identity)");
+    let r = client
+        .get(node, target.as_bytes(), deadline)
+        .await
+        .map_err(|e| format!("could not read its identity: {e}"))?;
+    if r.status != 200 {
+        return Err(format!(
+            "node {} refused to show its identity (HTTP {})",
+            node.name, r.status
+        ));
+    }
+    let raw: Raw = serde_json::from_slice(&r.body)
+        .map_err(|e| format!("unreadable identity from node {}: {e}", node.name))?;
+    Ok(Identity {
+        key: raw.key,
+        offset: raw.offset,
+        level: raw.level,
+    })
+}
+
+/// The first BotInfo in an answer: local id, name, server, status.
+pub(crate) fn single_bot_info(body: &[u8]) -> Option<(u32, Option<String>, Option<String>, u8)> {
     let mut found = None;
     json_edit::visit_bot_infos(body, |lid, name, server, status| {
         if found.is_none() {

@@ -4,7 +4,8 @@
 //! every `health.interval`: it reads each node's `bot/list` with that node's own credentials,
 //! hands the list to the cluster view for reconciliation (which also updates the running
 //! counts placement uses), and flips node liveness after `failures_to_down` / `successes_to_up`
-//! consecutive results. Also [`poll_node`], the same read on demand (after a request changed
+//! consecutive results. A node that failover evacuated is fenced first (see `failover::fence`).
+//! Also [`poll_node`], the same read on demand (after a request changed
 //! bots in ways its answer does not show), and [`parse_bot_list`].
 //! Does not own: the tables (`cluster`) or the HTTP client (`node_client`).
 
@@ -42,6 +43,12 @@ pub enum PollError {
         /// The start of the body.
         body: String,
     },
+    /// Failover is moving the node's bots; it is left alone until that is over.
+    #[error("node {0} is being evacuated by failover")]
+    Evacuating(String),
+    /// Copies of moved bots could not be stopped; the node stays unused.
+    #[error(transparent)]
+    Fence(#[from] crate::failover::FenceError),
     /// The answer is not a bot list.
     #[error("node {node} sent a bot/list that is not a BotInfo array: {reason}")]
     Format {
@@ -87,6 +94,11 @@ pub async fn poll_node(
     node: &Node,
     timeout: Duration,
 ) -> Result<(), PollError> {
+    if node.evacuating.load(Ordering::Acquire) {
+        return Err(PollError::Evacuating(node.name.to_string()));
+    }
+    // A node that comes back after failover first loses the copies that now run elsewhere.
+    crate::failover::fence(cluster, client, node, timeout).await?;
     let started = cluster.generation();
     let resp = client.get(node, BOT_LIST, timeout).await?;
     if resp.status != 200 {

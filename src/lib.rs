@@ -13,6 +13,7 @@
 //! - [`cluster`]: the in-memory view: nodes, bots, templates, cluster ids.
 //! - [`placement`]: least-used node selection with reservations (a Pingora `BackendSelection`).
 //! - [`health`]: the node poller (a Pingora `HealthCheck`).
+//! - [`failover`]: rebuilding a dead node's bots elsewhere (same id and identity), fencing.
 //! - [`node_client`]: requests the router sends to nodes itself.
 //! - [`store`]: durable state behind the `Store` trait (embedded redb by default).
 //! - [`api_json`], [`json_edit`]: TS3AudioBot's JSON, written and edited byte-exactly.
@@ -29,6 +30,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod exec;
+pub mod failover;
 pub mod health;
 pub mod json_edit;
 pub mod node_client;

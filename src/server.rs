@@ -1,4 +1,4 @@
-//! Assembling and starting the router: store, cluster view, poller, placement, proxy.
+//! Assembling and starting the router: store, cluster view, poller, placement, failover, proxy.
 //!
 //! Owns: the start-up order (open the store and load it before anything listens, so every bot
 //! keeps its cluster id across restarts; then the poller and the listener) and translating the
@@ -17,6 +17,7 @@ use crate::auth::KeyTable;
 use crate::cluster::Cluster;
 use crate::config::{parse_node_url, Config, KeyConfig, NodeConfig, StorageConfig};
 use crate::exec::Exec;
+use crate::failover::Failover;
 use crate::health::NodePoller;
 use crate::node_client::NodeClient;
 use crate::placement::{ClusterDiscovery, LeastUsed, Placer};
@@ -112,6 +113,18 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let poller = background_service("node poller", lb);
     let placer = Arc::new(Placer::new(poller.task()));
 
+    let failover = config.failover.enabled.then(|| {
+        background_service(
+            "failover",
+            Failover::new(
+                cluster.clone(),
+                placer.clone(),
+                config.failover.clone(),
+                config.routing.connect_timeout,
+                config.routing.request_timeout,
+            ),
+        )
+    });
     let exec = Exec::new(
         cluster.clone(),
         Arc::new(NodeClient::new(config.routing.connect_timeout)),
@@ -124,6 +137,9 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(poller);
+    if let Some(f) = failover {
+        server.add_service(f);
+    }
     server.add_service(proxy);
     Ok(server)
 }

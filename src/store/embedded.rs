@@ -22,6 +22,8 @@ const TEMPLATES: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("templates");
 const NODES: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("nodes");
 const KEYS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("keys");
+const FENCES: TableDefinition<'static, (&'static str, u32), &'static [u8]> =
+    TableDefinition::new("fences");
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 const ID_HIGH_WATER: &str = "id_high_water";
 
@@ -61,6 +63,7 @@ impl EmbeddedStore {
                 .map_err(|e| open_err(e.to_string()))?;
             tx.open_table(NODES).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(KEYS).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(FENCES).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
         }
         tx.commit().map_err(|e| open_err(e.to_string()))?;
@@ -90,6 +93,12 @@ impl EmbeddedStore {
             snap.keys
                 .push(decode(&format!("key {}", k.value()), v.value())?);
         }
+        for item in tx.open_table(FENCES).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            let (node, bot) = k.value();
+            snap.fences
+                .push(decode(&format!("fence {node}/{bot}"), v.value())?);
+        }
         let meta = tx.open_table(META).map_err(io)?;
         let hw = meta
             .get(ID_HIGH_WATER)
@@ -110,6 +119,7 @@ impl EmbeddedStore {
             let mut templates = tx.open_table(TEMPLATES).map_err(io)?;
             let mut nodes = tx.open_table(NODES).map_err(io)?;
             let mut keys = tx.open_table(KEYS).map_err(io)?;
+            let mut fences = tx.open_table(FENCES).map_err(io)?;
             let mut meta = tx.open_table(META).map_err(io)?;
             for op in ops {
                 match op {
@@ -141,6 +151,14 @@ impl EmbeddedStore {
                     }
                     Op::DeleteKey(name) => {
                         keys.remove(name.as_str()).map_err(io)?;
+                    }
+                    Op::PutFence(f) => {
+                        fences
+                            .insert((f.node.as_str(), f.bot), encode(f)?.as_slice())
+                            .map_err(io)?;
+                    }
+                    Op::DeleteFence(node, bot) => {
+                        fences.remove((node.as_str(), *bot)).map_err(io)?;
                     }
                     Op::RaiseIdHighWater(v) => {
                         let current = meta
@@ -194,7 +212,9 @@ fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError
 mod tests {
     use super::*;
     use crate::config::Role;
-    use crate::store::{BotRecord, Identity, KeyRecord, NodeRecord, StoreHandle, TemplateRecord};
+    use crate::store::{
+        BotRecord, FenceRecord, Identity, KeyRecord, NodeRecord, StoreHandle, TemplateRecord,
+    };
     use std::time::Duration;
 
     fn bot(id: u32) -> BotRecord {
@@ -245,6 +265,10 @@ mod tests {
                 }),
                 Op::RaiseIdHighWater(100),
                 Op::RaiseIdHighWater(50),
+                Op::PutFence(fence("node-1", 4)),
+                Op::PutFence(fence("node-1", 5)),
+                Op::PutFence(fence("node/2", 4)),
+                Op::DeleteFence("node-1".into(), 4),
             ])
             .expect("apply");
         }
@@ -255,6 +279,17 @@ mod tests {
         assert!(snap.nodes[0].draining);
         assert_eq!(snap.keys[0].role, Role::Admin);
         assert_eq!(snap.id_high_water, 100);
+        assert_eq!(snap.fences, vec![fence("node-1", 5), fence("node/2", 4)]);
+    }
+
+    fn fence(node: &str, bot: u32) -> FenceRecord {
+        FenceRecord {
+            node: node.into(),
+            bot,
+            local_id: 3,
+            template: Some("t".into()),
+            address: None,
+        }
     }
 
     #[test]

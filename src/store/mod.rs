@@ -145,6 +145,23 @@ impl fmt::Debug for TemplateRecord {
     }
 }
 
+/// A copy of a bot left on a node that was down when failover rebuilt the bot elsewhere. When
+/// that node answers again, the router stops the copy (and deletes its template there) before
+/// it uses the node, so one TeamSpeak identity never runs twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceRecord {
+    /// The node the copy was left on.
+    pub node: String,
+    /// The bot's cluster id (now running elsewhere).
+    pub bot: u32,
+    /// Its local id on that node when it went down.
+    pub local_id: u32,
+    /// Its template name there (None: a temporary bot).
+    pub template: Option<String>,
+    /// Its server address there (tells a temporary copy from a stranger in the same slot).
+    pub address: Option<String>,
+}
+
 /// A node added at run time (configured nodes live in the YAML file).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -204,6 +221,8 @@ pub struct Snapshot {
     pub nodes: Vec<NodeRecord>,
     /// Keys added at run time.
     pub keys: Vec<KeyRecord>,
+    /// Copies to stop on nodes that come back.
+    pub fences: Vec<FenceRecord>,
     /// Ids below this value may have been handed out; the next one is at least this.
     pub id_high_water: u32,
 }
@@ -227,6 +246,10 @@ pub enum Op {
     PutKey(KeyRecord),
     /// Remove a key.
     DeleteKey(String),
+    /// Insert or replace a fence (keyed by node and bot).
+    PutFence(FenceRecord),
+    /// Remove a fence: (node, bot).
+    DeleteFence(String, u32),
     /// Raise the id high-water mark (never lowers it).
     RaiseIdHighWater(u32),
 }

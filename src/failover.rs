@@ -1,0 +1,556 @@
+//! Failover: a dead node's bots are rebuilt on other nodes with the same cluster id and the
+//! same TeamSpeak identity, and the copies the dead node may still hold are stopped before the
+//! router uses that node again.
+//!
+//! Owns: [`Failover`], a Pingora background service that watches node liveness (decided by
+//! `health`), and once a node has been down for `failover.after`, moves every bot the router
+//! knows on it: a slot is reserved on the least-used other node (`placement`), the bot's
+//! template is recreated there from the router's records (`settings create` and
+//! `settings bot set`: address, server password, channel, nickname, every setting written
+//! through the router, and the identity key, offset and level), the bot is started with
+//! `bot connect template`, and the cluster view moves the cluster id to the new slot and
+//! records a fence for the old copy (`Cluster::move_bot`). A temporary bot needs a template to
+//! carry its identity, so it comes back as a template named `ts3ab-lb-<id>`.
+//! Also [`fence`], run by the poller before it reconciles a node: it stops the copies left
+//! there (`bot disconnect`, `settings delete`) and only then lets the node be used, so one
+//! identity never runs on two nodes the router can reach. And a slow sweep that reads the
+//! identity of bots the router adopted from a node's list, so they can move too.
+//! Does not own: liveness (`health`), the choice of node (`placement`) or the tables
+//! (`cluster`).
+//!
+//! Limits: a node that is alive but unreachable from the router (a partition) keeps running
+//! its copies until it is reachable again and fenced; the TeamSpeak server then refuses one of
+//! the two clients as a clone. `failover.after` is the guard against moving bots of a node that
+//! is only restarting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::cluster::{BotSnapshot, Cluster, Move, Node, NodeId};
+use crate::config::FailoverConfig;
+use crate::exec::{fetch_identity, single_bot_info};
+use crate::health::{parse_bot_list, BOT_LIST};
+use crate::node_client::NodeClient;
+use crate::placement::Placer;
+use crate::store::FenceRecord;
+
+/// How long the router waits for its own store writes during failover.
+const STORE_DEADLINE: Duration = Duration::from_secs(5);
+/// How often liveness is looked at.
+const TICK: Duration = Duration::from_millis(200);
+/// Identity reads per sweep, and how long a failed read waits before it is tried again.
+const IDENTITY_BATCH: usize = 16;
+const IDENTITY_RETRY: Duration = Duration::from_secs(60);
+
+/// Why one bot could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// No other node has room.
+    #[error("no node can take it: {0}")]
+    NoRoom(String),
+    /// The target node failed a step.
+    #[error("node {node} failed `{step}`: {reason}")]
+    Target {
+        /// Target node.
+        node: String,
+        /// What was being done.
+        step: &'static str,
+        /// Status and body, or the transport error.
+        reason: String,
+    },
+    /// The move could not be recorded (the new copy was stopped again).
+    #[error("could not record the move: {0}")]
+    Store(String),
+}
+
+/// Why a node could not be fenced (it stays unused until it can).
+#[derive(Debug, thiserror::Error)]
+#[error("node {node}: could not stop the copies of moved bots it still holds: {reason}")]
+pub struct FenceError {
+    node: String,
+    reason: String,
+}
+
+/// The failover service.
+pub struct Failover {
+    cluster: Arc<Cluster>,
+    placer: Arc<Placer>,
+    client: NodeClient,
+    cfg: FailoverConfig,
+    request_timeout: Duration,
+}
+
+/// The outcome of moving one node's bots.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// Bots moved.
+    pub moved: usize,
+    /// Bots that could not be moved this time.
+    pub failed: usize,
+}
+
+impl Failover {
+    /// A failover service with its own node client (its connections stay on its runtime).
+    pub fn new(
+        cluster: Arc<Cluster>,
+        placer: Arc<Placer>,
+        cfg: FailoverConfig,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Self {
+        Failover {
+            cluster,
+            placer,
+            client: NodeClient::new(connect_timeout),
+            cfg,
+            request_timeout,
+        }
+    }
+
+    /// Moves every bot the router knows on `node` to other nodes.
+    pub async fn evacuate(&self, node: &Arc<Node>) -> Report {
+        // The poller leaves the node alone while its bots move (see `fence`).
+        node.evacuating.store(true, Ordering::Release);
+        struct Done<'a>(&'a Node);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.evacuating.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(node);
+        let bots = self.cluster.bots_on(node.id);
+        let started = Instant::now();
+        log::warn!(
+            "failover: node {} is down; moving its {} bots to other nodes",
+            node.name,
+            bots.len()
+        );
+        let results: Vec<(u32, Result<bool, MoveError>)> = futures::stream::iter(bots)
+            .map(|b| async move { (b.gid, self.rebuild(node, b).await) })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
+        let mut report = Report::default();
+        for (gid, r) in results {
+            match r {
+                Ok(true) => report.moved += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    report.failed += 1;
+                    log::error!("failover: bot {gid} stays on node {}: {e}", node.name);
+                }
+            }
+        }
+        log::warn!(
+            "failover of node {}: moved {} bots in {} ms ({} could not be moved{})",
+            node.name,
+            report.moved,
+            started.elapsed().as_millis(),
+            report.failed,
+            if report.failed > 0 {
+                format!("; retrying in {:?}", self.cfg.retry)
+            } else {
+                String::new()
+            }
+        );
+        report
+    }
+
+    /// Rebuilds one bot on another node. Ok(false): the bot changed meanwhile (nothing done).
+    async fn rebuild(&self, dead: &Node, bot: BotSnapshot) -> Result<bool, MoveError> {
+        let reservation = self
+            .placer
+            .reserve(&[dead.id])
+            .map_err(|e| MoveError::NoRoom(e.message))?;
+        let target = reservation.node().clone();
+        let name = bot
+            .record
+            .template
+            .clone()
+            .unwrap_or_else(|| format!("ts3ab-lb-{}", bot.gid));
+        let settings = settings_for(&bot);
+        let fail = |step: &'static str, reason: String| MoveError::Target {
+            node: target.name.to_string(),
+            step,
+            reason,
+        };
+
+        let create = format!("/api/settings/create/{}", encode(&name));
+        match self.call(&target, &create).await {
+            // 422: a template of that name is left there from an earlier move; it is
+            // overwritten below.
+            Ok((204 | 422, _)) => {}
+            Ok((status, body)) => return Err(fail("settings create", format!("{status} {body}"))),
+            Err(e) => return Err(fail("settings create", e)),
+        }
+        for (path, value) in &settings {
+            let set = format!(
+                "/api/settings/bot/set/{}/{}/{}",
+                encode(&name),
+                encode(path),
+                encode(value)
+            );
+            match self.call(&target, &set).await {
+                Ok((204 | 200, _)) => {}
+                // The message names the setting, never its value (it may be a key).
+                Ok((status, body)) => {
+                    self.undo(&target, &name, None).await;
+                    return Err(fail("settings bot set", format!("{path}: {status} {body}")));
+                }
+                Err(e) => {
+                    self.undo(&target, &name, None).await;
+                    return Err(fail("settings bot set", e));
+                }
+            }
+        }
+        let connect = format!("/api/bot/connect/template/{}", encode(&name));
+        let resp = self
+            .client
+            .get(&target, connect.as_bytes(), self.request_timeout)
+            .await
+            .map_err(|e| fail("bot connect template", e.to_string()))?;
+        let Some((lid, _, server, _)) = (resp.status == 200)
+            .then(|| single_bot_info(&resp.body))
+            .flatten()
+        else {
+            self.undo(&target, &name, None).await;
+            return Err(fail(
+                "bot connect template",
+                format!("{} {}", resp.status, snippet(&resp.body)),
+            ));
+        };
+        let moved = Move {
+            gid: bot.gid,
+            from: dead.id,
+            to: target.id,
+            local_id: lid,
+            template: name.clone(),
+            settings,
+            server: server.or_else(|| bot.server.clone()),
+        };
+        match self.cluster.move_bot(moved, STORE_DEADLINE).await {
+            Ok(true) => {
+                drop(reservation);
+                Ok(true)
+            }
+            Ok(false) => {
+                self.undo(&target, &name, Some(lid)).await;
+                Ok(false)
+            }
+            Err(e) => {
+                // Unrecorded, the new copy would be adopted as a stranger while the old one
+                // keeps the id: stop it, so the identity never runs twice.
+                self.undo(&target, &name, Some(lid)).await;
+                Err(MoveError::Store(e.to_string()))
+            }
+        }
+    }
+
+    /// Best-effort clean-up of a half-made copy on a target.
+    async fn undo(&self, target: &Node, name: &str, lid: Option<u32>) {
+        if let Some(lid) = lid {
+            let _ = self
+                .call(target, &format!("/api/bot/use/{lid}/(/bot/disconnect)"))
+                .await;
+        }
+        let _ = self
+            .call(target, &format!("/api/settings/delete/{}", encode(name)))
+            .await;
+    }
+
+    async fn call(&self, node: &Node, target: &str) -> Result<(u16, String), String> {
+        self.client
+            .get(node, target.as_bytes(), self.request_timeout)
+            .await
+            .map(|r| (r.status, snippet(&r.body)))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads the identity of a few bots that have none recorded (adopted bots).
+    async fn sweep_identities(&self, tried: &mut HashMap<u32, Instant>) {
+        let now = Instant::now();
+        tried.retain(|_, at| now.duration_since(*at) < IDENTITY_RETRY);
+        let due: Vec<(u32, NodeId, u32)> = self
+            .cluster
+            .bots_without_identity(IDENTITY_BATCH + tried.len())
+            .into_iter()
+            .filter(|(gid, _, _)| !tried.contains_key(gid))
+            .take(IDENTITY_BATCH)
+            .collect();
+        for (gid, _, _) in &due {
+            tried.insert(*gid, now);
+        }
+        let reads = due.into_iter().map(|(gid, node, lid)| async move {
+            let Some(node) = self.cluster.node(node) else {
+                return;
+            };
+            match fetch_identity(&self.client, &node, lid, self.request_timeout).await {
+                Ok(id) if self.cluster.gid_of(node.id, lid) == Some(gid) => {
+                    self.cluster.record_identity(gid, id)
+                }
+                Ok(_) => {}
+                Err(e) => log::debug!("bot {gid}: {e}"),
+            }
+        });
+        futures::future::join_all(reads).await;
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Failover {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut down_since: HashMap<NodeId, Instant> = HashMap::new();
+        let mut next_try: HashMap<NodeId, Instant> = HashMap::new();
+        let mut identity_tries: HashMap<u32, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let nodes = self.cluster.nodes();
+            for node in nodes.iter() {
+                if node.is_healthy() {
+                    down_since.remove(&node.id);
+                    next_try.remove(&node.id);
+                    continue;
+                }
+                let since = *down_since.entry(node.id).or_insert_with(Instant::now);
+                let due = next_try.get(&node.id).is_none_or(|t| Instant::now() >= *t);
+                if since.elapsed() < self.cfg.after || !due || node.load.running() == 0 {
+                    continue;
+                }
+                let report = self.evacuate(node).await;
+                if report.failed > 0 {
+                    next_try.insert(node.id, Instant::now() + self.cfg.retry);
+                }
+            }
+            self.sweep_identities(&mut identity_tries).await;
+        }
+    }
+}
+
+/// What the rebuilt template must hold: everything written through the router, then what the
+/// router knows of the bot itself (its own settings win), then its identity.
+fn settings_for(bot: &BotSnapshot) -> BTreeMap<String, String> {
+    let r = &bot.record;
+    let mut s = bot
+        .template
+        .as_ref()
+        .map(|t| t.settings.clone())
+        .unwrap_or_default();
+    let mut put = |k: &str, v: Option<&String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            s.insert(k.to_string(), v.clone());
+        }
+    };
+    put(
+        "connect.address",
+        r.address.as_ref().or(bot.server.as_ref()),
+    );
+    put("connect.server_password.pw", r.server_password.as_ref());
+    put("connect.channel", r.channel.as_ref());
+    put("connect.name", r.nickname.as_ref());
+    let identity = r
+        .identity
+        .as_ref()
+        .or_else(|| bot.template.as_ref().and_then(|t| t.identity.as_ref()));
+    match identity {
+        Some(id) => {
+            s.insert("connect.identity.key".into(), id.key.clone());
+            s.insert("connect.identity.offset".into(), id.offset.to_string());
+            s.insert("connect.identity.level".into(), id.level.to_string());
+        }
+        None => log::warn!(
+            "bot {} has no recorded identity; it gets a new one on its new node",
+            bot.gid
+        ),
+    }
+    s
+}
+
+/// Stops the copies of moved bots that `node` still holds, then forgets those fences. Called by
+/// the poller before it reconciles the node's list, so a node that comes back is used only
+/// once nothing on it runs an identity that now runs elsewhere.
+pub async fn fence(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    timeout: Duration,
+) -> Result<(), FenceError> {
+    let fences = cluster.fences_on(node.id);
+    if fences.is_empty() {
+        return Ok(());
+    }
+    let err = |reason: String| FenceError {
+        node: node.name.to_string(),
+        reason,
+    };
+    let read = || async {
+        let r = client
+            .get(node, BOT_LIST, timeout)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if r.status != 200 {
+            return Err(err(format!("bot/list answered HTTP {}", r.status)));
+        }
+        parse_bot_list(&r.body).map_err(err)
+    };
+    let listed = read().await?;
+    let matches = |f: &FenceRecord, id: Option<u32>, name: Option<&str>, server: Option<&str>| {
+        match (&f.template, name) {
+            // A template copy: any running bot of that template (a restart gives it a new id).
+            (Some(t), Some(n)) => t == n,
+            // A temporary copy: the same slot and the same address.
+            (None, None) => {
+                id == Some(f.local_id)
+                    && match (&f.address, server) {
+                        (Some(a), Some(s)) => a == s,
+                        _ => true,
+                    }
+            }
+            _ => false,
+        }
+    };
+    for b in &listed {
+        let Some(lid) = b.id else { continue };
+        if fences
+            .iter()
+            .any(|f| matches(f, b.id, b.name.as_deref(), b.server.as_deref()))
+        {
+            let target = format!("/api/bot/use/{lid}/(/bot/disconnect)");
+            match client.get(node, target.as_bytes(), timeout).await {
+                Ok(r) if r.status == 204 || r.status == 200 => {
+                    log::warn!(
+                        "node {}: stopped bot {lid} (`{}`), which runs elsewhere since failover",
+                        node.name,
+                        b.name.as_deref().unwrap_or("temporary")
+                    );
+                }
+                Ok(r) => return Err(err(format!("bot disconnect answered HTTP {}", r.status))),
+                Err(e) => return Err(err(e.to_string())),
+            }
+        }
+    }
+    // Templates that moved: delete them here, so a restart (`run = true`) cannot start them.
+    for f in &fences {
+        let Some(name) = &f.template else { continue };
+        if cluster.template_owner(name) == Some(node.id) {
+            continue;
+        }
+        if listed.iter().any(|b| b.name.as_deref() == Some(name)) {
+            let target = format!("/api/settings/delete/{}", encode(name));
+            match client.get(node, target.as_bytes(), timeout).await {
+                Ok(r) if r.status == 204 || r.status == 200 => {}
+                Ok(r) => {
+                    return Err(err(format!(
+                        "settings delete {name} answered HTTP {}",
+                        r.status
+                    )))
+                }
+                Err(e) => return Err(err(e.to_string())),
+            }
+        }
+    }
+    // Check before letting go: nothing fenced may still run.
+    let after = read().await?;
+    if after.iter().any(|b| {
+        b.id.is_some()
+            && fences
+                .iter()
+                .any(|f| matches(f, b.id, b.name.as_deref(), b.server.as_deref()))
+    }) {
+        return Err(err("a stopped copy is still listed".into()));
+    }
+    cluster
+        .clear_fences(node.id, &fences, STORE_DEADLINE)
+        .await
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Percent-encodes one argument for a TS3AudioBot path (which decodes after splitting), so
+/// `/`, `(`, `)`, spaces and quotes in values stay inside their argument.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BotRecord, Identity, TemplateRecord};
+
+    #[test]
+    fn encodes_every_separator() {
+        assert_eq!(encode("a/b(c) d\"e%"), "a%2Fb%28c%29%20d%22e%25");
+        assert_eq!(encode("ts.example.com:9987"), "ts.example.com%3A9987");
+        assert_eq!(encode("Zm9v+/=="), "Zm9v%2B%2F%3D%3D");
+        assert_eq!(encode("ünï"), "%C3%BCn%C3%AF");
+    }
+
+    fn record(template: Option<&str>) -> BotRecord {
+        BotRecord {
+            id: 7,
+            node: "n".into(),
+            local_id: 0,
+            template: template.map(str::to_string),
+            address: Some("ts.example.com".into()),
+            server_password: Some("pw".into()),
+            channel: None,
+            nickname: Some("Bob".into()),
+            identity: Some(Identity {
+                key: "KEY".into(),
+                offset: 12,
+                level: 8,
+            }),
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn settings_carry_identity_and_everything_recorded() {
+        let bot = BotSnapshot {
+            gid: 7,
+            record: record(Some("music")),
+            server: None,
+            template: Some(TemplateRecord {
+                name: "music".into(),
+                node: "n".into(),
+                settings: [
+                    ("audio.volume.default".to_string(), "30".to_string()),
+                    ("connect.name".to_string(), "Old".to_string()),
+                ]
+                .into(),
+                identity: None,
+            }),
+        };
+        let s = settings_for(&bot);
+        assert_eq!(s["audio.volume.default"], "30");
+        assert_eq!(s["connect.name"], "Bob", "the bot's own setting wins");
+        assert_eq!(s["connect.address"], "ts.example.com");
+        assert_eq!(s["connect.server_password.pw"], "pw");
+        assert_eq!(s["connect.identity.key"], "KEY");
+        assert_eq!(s["connect.identity.offset"], "12");
+        assert_eq!(s["connect.identity.level"], "8");
+        assert!(!s.contains_key("connect.channel"));
+    }
+}

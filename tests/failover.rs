@@ -1,0 +1,224 @@
+//! Failover: a dead node's bots come back on other nodes with the same cluster id and the same
+//! TeamSpeak identity; the copies a returning node still holds are stopped before the router
+//! uses it again, across a router crash too; with failover off nothing moves.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use support::*;
+use ts3ab_fake_node::FakeBot;
+
+const FAST_FAILOVER: &str = "failover: { after_ms: 300, retry_ms: 500 }\n";
+
+fn opts(extra: &str) -> RouterOpts {
+    RouterOpts {
+        poll_ms: 100,
+        extra_yaml: extra.to_string(),
+        ..RouterOpts::default()
+    }
+}
+
+/// Every running bot of every live node, with the node's index.
+fn all_bots(nodes: &[FakeNode], skip: Option<usize>) -> Vec<(usize, FakeBot)> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != skip)
+        .flat_map(|(i, n)| n.bots().into_iter().map(move |b| (i, b)))
+        .collect()
+}
+
+fn create(router: &Router, target: &str) -> u64 {
+    let r = router.get(target);
+    assert_eq!(r.status, 200, "{target}: {}", r.text());
+    r.json()["Id"].as_u64().expect("Id")
+}
+
+#[test]
+fn dead_node_bots_move_with_their_ids_and_identities_and_come_back_fenced() {
+    let nodes: Vec<FakeNode> = (0..3).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let mut router = Router::start(&refs, opts(FAST_FAILOVER));
+
+    // Temporary bots (one with a server password and a nickname set through the router) and
+    // a template bot with a setting written through the router.
+    let mut gids = Vec::new();
+    for i in 0..8 {
+        gids.push(create(
+            &router,
+            &format!("/api/bot/connect/to/t{i}.example.com"),
+        ));
+    }
+    let pw_bot = create(&router, "/api/bot/connect/to/secret.example.com/hunter2");
+    gids.push(pw_bot);
+    assert_eq!(
+        router
+            .get(&format!("/api/bot/use/{pw_bot}/(/bot/name/Alice)"))
+            .status,
+        204
+    );
+    assert_eq!(router.get("/api/settings/create/music").status, 204);
+    assert_eq!(
+        router
+            .get("/api/settings/bot/set/music/connect.address/music.example.com")
+            .status,
+        204
+    );
+    assert_eq!(
+        router
+            .get("/api/settings/bot/set/music/audio.volume.default/30")
+            .status,
+        204
+    );
+    let music = create(&router, "/api/bot/connect/template/music");
+    gids.push(music);
+
+    // The node holding the template dies; everything on it must move.
+    let dead = nodes
+        .iter()
+        .position(|n| n.templates().contains(&"music".to_string()))
+        .expect("music has a node");
+    let before: Vec<FakeBot> = nodes[dead].bots();
+    assert!(before.len() >= 3, "{before:?}");
+    let before_ids: HashMap<String, FakeBot> = before
+        .iter()
+        .map(|b| (b.identity_key.clone(), b.clone()))
+        .collect();
+    // Let the router read the identities of the bots it just made.
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[dead].kill();
+
+    router.wait_until(15, "the dead node's bots running elsewhere", |_| {
+        let live: HashSet<String> = all_bots(&nodes, Some(dead))
+            .into_iter()
+            .map(|(_, b)| b.identity_key)
+            .collect();
+        before_ids.keys().all(|k| live.contains(k))
+    });
+    let moved: BTreeMap<String, (usize, FakeBot)> = all_bots(&nodes, Some(dead))
+        .into_iter()
+        .filter(|(_, b)| before_ids.contains_key(&b.identity_key))
+        .map(|(i, b)| (b.identity_key.clone(), (i, b)))
+        .collect();
+    for (key, (_, now)) in &moved {
+        let was = &before_ids[key];
+        assert_eq!(now.uid, was.uid, "same TeamSpeak identity");
+        assert_eq!(now.identity_offset, was.identity_offset);
+        assert_eq!(now.server, was.server, "same server");
+        assert_eq!(now.nickname, was.nickname);
+        assert_eq!(now.server_password, was.server_password);
+        match &was.name {
+            Some(n) => assert_eq!(now.name.as_ref(), Some(n), "a template keeps its name"),
+            None => assert!(
+                now.name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("ts3ab-lb-")),
+                "a temporary bot comes back from a router-named template: {now:?}"
+            ),
+        }
+    }
+    // The template moved with its settings.
+    let (music_node, music_bot) = moved
+        .values()
+        .find(|(_, b)| b.name.as_deref() == Some("music"))
+        .expect("music moved");
+    assert!(nodes[*music_node]
+        .templates()
+        .contains(&"music".to_string()));
+    assert_eq!(music_bot.volume, 30.0);
+
+    // Same cluster ids, each once, all reachable through the router on their new nodes.
+    router.wait_until(5, "the list to show every bot once", |r| {
+        let list = r.bot_list();
+        let ids: Vec<u64> = list.iter().filter_map(|b| b["Id"].as_u64()).collect();
+        let set: HashSet<u64> = ids.iter().copied().collect();
+        ids.len() == gids.len() && gids.iter().all(|g| set.contains(g))
+    });
+    for gid in &gids {
+        let r = router.get(&format!("/api/bot/use/{gid}/(/bot/info)"));
+        assert_eq!(r.status, 200, "bot {gid}: {}", r.text());
+        assert_eq!(r.json()["Id"].as_u64(), Some(*gid));
+    }
+    let alice = router.get(&format!("/api/bot/use/{pw_bot}/(/bot/info/client)"));
+    assert_eq!(alice.status, 200, "{}", alice.text());
+
+    // The router crashes; the fences it owes the dead node must survive that.
+    router.kill();
+    router.write_config(&refs, &opts(FAST_FAILOVER));
+    router.spawn();
+
+    // The dead node comes back with its old copies still running (it was only unreachable).
+    assert_eq!(nodes[dead].bots().len(), before.len());
+    nodes[dead].revive().expect("revive");
+    router.wait_until(10, "the returning node's copies to be stopped", |_| {
+        nodes[dead].bots().is_empty() && !nodes[dead].templates().contains(&"music".to_string())
+    });
+    // One identity, one node: no key runs twice anywhere.
+    let keys: Vec<String> = all_bots(&nodes, None)
+        .into_iter()
+        .map(|(_, b)| b.identity_key)
+        .collect();
+    let unique: HashSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), unique.len(), "an identity runs twice: {keys:?}");
+    let list = router.bot_list();
+    let ids: Vec<u64> = list.iter().filter_map(|b| b["Id"].as_u64()).collect();
+    assert_eq!(ids.len(), gids.len(), "{list:?}");
+
+    // And the node is used again: new bots can land on it.
+    router.wait_until(5, "new bots on the returned node", |r| {
+        create(r, "/api/bot/connect/to/new.example.com");
+        !nodes[dead].bots().is_empty()
+    });
+}
+
+#[test]
+fn with_failover_off_nothing_moves() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let router = Router::start(&refs, opts("failover: { enabled: false, after_ms: 0 }\n"));
+    for i in 0..4 {
+        create(&router, &format!("/api/bot/connect/to/o{i}.example.com"));
+    }
+    let dead = if nodes[0].bots().is_empty() { 1 } else { 0 };
+    let stranded = nodes[dead].bots().len();
+    nodes[dead].kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let other = 1 - dead;
+    assert_eq!(nodes[other].bots().len(), 4 - stranded, "nothing moved");
+    let connecting = router
+        .bot_list()
+        .iter()
+        .filter(|b| b["Status"] == 1)
+        .count();
+    assert_eq!(
+        connecting, stranded,
+        "the dead node's bots show as connecting"
+    );
+}
+
+/// When no other node has room, the bots stay (shown as connecting) and move as soon as room
+/// appears.
+#[test]
+fn bots_wait_for_room_and_move_when_it_appears() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let mut o = opts(FAST_FAILOVER);
+    o.capacities = vec![3, 3];
+    let mut router = Router::start(&refs, o.clone());
+    for i in 0..6 {
+        create(&router, &format!("/api/bot/connect/to/r{i}.example.com"));
+    }
+    nodes[0].kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(nodes[1].bots().len(), 3, "no room: nothing moved");
+    // Raise node-1's capacity (a config change and restart).
+    o.capacities = vec![3, 6];
+    router.stop();
+    router.write_config(&refs, &o);
+    router.spawn();
+    router.wait_until(15, "the stranded bots on node-1", |_| {
+        nodes[1].bots().len() == 6
+    });
+}
