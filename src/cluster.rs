@@ -1430,4 +1430,71 @@ mod tests {
         assert_eq!(c.gid_of(0, 1), Some(gid));
         assert!(c.gid_of(0, 0).expect("gid") >= 2);
     }
+
+    /// A failover move keeps the cluster id, moves slot, count and template, and leaves a
+    /// durable fence for the old copy; a poll that saw the new bot first is folded in.
+    #[test]
+    fn a_move_keeps_the_id_and_leaves_a_durable_fence() {
+        let dir = tempfile::tempdir().expect("dir");
+        let gid;
+        {
+            let c = cluster(dir.path());
+            let g = c.generation();
+            c.reconcile(0, &[listed(3, None, "ts.x")], g);
+            gid = c.gid_of(0, 3).expect("gid");
+            // The target's poll sees the rebuilt bot before the move is recorded.
+            let g = c.generation();
+            c.reconcile(1, &[listed(0, Some("ts3ab-lb-0"), "ts.x")], g);
+            let stranger = c.gid_of(1, 0).expect("adopted");
+            assert_ne!(stranger, gid);
+            let rt = runtime();
+            let moved = rt
+                .block_on(c.move_bot(
+                    Move {
+                        gid,
+                        from: 0,
+                        to: 1,
+                        local_id: 0,
+                        template: "ts3ab-lb-0".into(),
+                        settings: [("connect.address".to_string(), "ts.x".to_string())].into(),
+                        server: Some("ts.x".into()),
+                    },
+                    Duration::from_secs(5),
+                ))
+                .expect("durable");
+            assert!(moved);
+            assert_eq!(c.locate(gid), Some((1, 0)));
+            assert_eq!(c.locate(stranger), None, "the poll's guess is folded in");
+            assert_eq!(c.template_owner("ts3ab-lb-0"), Some(1));
+            assert_eq!(c.node(0).expect("n").load.running(), 0);
+            assert_eq!(c.node(1).expect("n").load.running(), 1);
+            let f = c.fences_on(0);
+            assert_eq!((f.len(), f[0].bot, f[0].local_id), (1, gid, 3));
+            // Moving again from the old node is refused: the bot is no longer there.
+            let again = rt
+                .block_on(c.move_bot(
+                    Move {
+                        gid,
+                        from: 0,
+                        to: 1,
+                        local_id: 5,
+                        template: "x".into(),
+                        settings: BTreeMap::new(),
+                        server: None,
+                    },
+                    Duration::from_secs(5),
+                ))
+                .expect("store");
+            assert!(!again);
+        }
+        let c = cluster(dir.path());
+        assert_eq!(c.locate(gid), Some((1, 0)), "the move survives a restart");
+        assert_eq!(c.fences_on(0).len(), 1, "and so does the fence");
+        let rt = runtime();
+        rt.block_on(c.clear_fences(0, &c.fences_on(0), Duration::from_secs(5)))
+            .expect("clear");
+        drop(c);
+        let c = cluster(dir.path());
+        assert!(c.fences_on(0).is_empty());
+    }
 }

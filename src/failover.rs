@@ -46,7 +46,7 @@ const STORE_DEADLINE: Duration = Duration::from_secs(5);
 /// How often liveness is looked at.
 const TICK: Duration = Duration::from_millis(200);
 /// Identity reads per sweep, and how long a failed read waits before it is tried again.
-const IDENTITY_BATCH: usize = 16;
+const IDENTITY_BATCH: usize = 64;
 const IDENTITY_RETRY: Duration = Duration::from_secs(60);
 
 /// Why one bot could not be moved.
