@@ -73,7 +73,9 @@ impl Caller {
 /// The keys, by name.
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    keys: HashMap<String, (Arc<str>, Vec<u8>, Role)>,
+    /// name → (name, digest of the secret, role). Only digests are compared, so the time a
+    /// comparison takes says nothing about the secret's length or content.
+    keys: HashMap<String, (Arc<str>, [u8; 32], Role)>,
 }
 
 /// .NET's `Convert.FromBase64String`: padding required, whitespace ignored, lenient about the
@@ -84,6 +86,12 @@ const DOTNET_BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
         .with_decode_allow_trailing_bits(true),
 );
+
+/// A fixed-length digest of a secret (BLAKE2s-256), compared in constant time.
+fn digest(secret: &[u8]) -> [u8; 32] {
+    use blake2::Digest;
+    blake2::Blake2s256::digest(secret).into()
+}
 
 impl KeyTable {
     /// Builds the table from configured keys.
@@ -96,7 +104,7 @@ impl KeyTable {
                         k.name.clone(),
                         (
                             Arc::from(k.name.as_str()),
-                            k.secret.as_bytes().to_vec(),
+                            digest(k.secret.as_bytes()),
                             k.role,
                         ),
                     )
@@ -139,7 +147,7 @@ impl KeyTable {
         let Some((name, expected, role)) = self.keys.get(uid.as_ref()) else {
             return Err(AuthError::UnknownUser);
         };
-        if bool::from(expected.as_slice().ct_eq(secret)) {
+        if bool::from(expected.as_slice().ct_eq(digest(secret).as_slice())) {
             Ok(Caller::Key {
                 name: name.clone(),
                 role: *role,

@@ -240,7 +240,11 @@ impl Tables {
 #[derive(Debug)]
 struct Ids {
     next: u32,
+    /// The highest high-water mark written (or being written).
     limit: u32,
+    /// The highest mark known to be durable: ids below it can never be handed out again,
+    /// whatever happens to the records that use them.
+    durable: u32,
 }
 
 /// The cluster view.
@@ -324,13 +328,18 @@ impl Cluster {
             n.load
                 .set_running(t.slots.get(&n.id).map_or(0, |s| s.len() as u32));
         }
+        let snapshot_high_water = snapshot.id_high_water;
         let next = snapshot
             .id_high_water
             .max(max_id.map_or(0, |m| m.saturating_add(1)));
         Cluster {
             nodes: ArcSwap::from_pointee(nodes),
             tables: RwLock::new(t),
-            ids: Mutex::new(Ids { next, limit: next }),
+            ids: Mutex::new(Ids {
+                next,
+                limit: next,
+                durable: snapshot_high_water,
+            }),
             generation: AtomicU64::new(1),
             store,
         }
@@ -460,6 +469,28 @@ impl Cluster {
         }
         ids.next += 1;
         id
+    }
+
+    /// Makes sure the next ids can be handed out without waiting for the store: the
+    /// high-water mark is kept durably at least half a block above the next id. Paths that
+    /// may meet new bots without being able to wait (a proxied answer's body edits) call this
+    /// first, from an async hook; it costs nothing while there is headroom.
+    pub async fn ensure_id_headroom(&self, timeout: Duration) -> Result<(), StoreError> {
+        let target = {
+            let mut ids = self.ids.lock();
+            if ids.durable.saturating_sub(ids.next) >= ID_BLOCK / 2 || ids.durable >= MAX_ID {
+                return Ok(());
+            }
+            let target = ids.next.saturating_add(ID_BLOCK).min(MAX_ID);
+            ids.limit = ids.limit.max(target);
+            target
+        };
+        self.store
+            .commit(vec![Op::RaiseIdHighWater(target)], timeout)
+            .await?;
+        let mut ids = self.ids.lock();
+        ids.durable = ids.durable.max(target);
+        Ok(())
     }
 
     fn bump(&self) -> u64 {
@@ -1496,5 +1527,36 @@ mod tests {
         drop(c);
         let c = cluster(dir.path());
         assert!(c.fences_on(0).is_empty());
+    }
+
+    /// Ids handed out on paths that cannot wait are below a durable high-water mark, so a
+    /// crash can never give them to another bot.
+    #[test]
+    fn id_headroom_is_durable_before_ids_are_used() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let rt = runtime();
+        rt.block_on(c.ensure_id_headroom(Duration::from_secs(5)))
+            .expect("headroom");
+        let snap = rt.block_on(c.store().load()).expect("load");
+        assert!(snap.id_high_water >= ID_BLOCK / 2, "{}", snap.id_high_water);
+        // Learned on a synchronous path, never flushed: still below the durable mark.
+        let gid = c
+            .learn(
+                0,
+                Reported {
+                    lid: 0,
+                    name: None,
+                    server: Some("x"),
+                    status: 2,
+                },
+            )
+            .expect("gid");
+        assert!(gid < snap.id_high_water);
+        // With headroom left there is nothing to write again.
+        let before = c.ids.lock().durable;
+        rt.block_on(c.ensure_id_headroom(Duration::from_secs(5)))
+            .expect("headroom");
+        assert_eq!(c.ids.lock().durable, before);
     }
 }

@@ -20,7 +20,7 @@ use crate::health::{parse_bot_list, poll_node, BOT_LIST};
 use crate::json_edit;
 use crate::node_client::{NodeClient, NodeResponse};
 use crate::placement::{Placer, Reservation};
-use crate::routing::{CreateKind, CreateNode, CreatePlan, Edits, Element, MergePlan};
+use crate::routing::{CreateKind, CreateNode, CreatePlan, Edits, Element, MergePlan, ReadBack};
 use crate::store::Identity;
 
 /// How long a create waits for its record to become durable before answering anyway.
@@ -367,10 +367,18 @@ impl Exec {
                         .claim_template_durably(name, node.id, STORE_DEADLINE)
                         .await
                     {
-                        log::error!(
-                            "template {name} was created on node {} but could not be recorded: {e}",
-                            node.name
-                        );
+                        // Unrecorded, the template could be created again on another node:
+                        // take it back and say so.
+                        self.cluster.drop_template(name);
+                        let undo =
+                            format!("/api/settings/delete/{}", crate::failover::encode(name));
+                        let _ = self
+                            .client
+                            .get(node, undo.as_bytes(), self.cfg.request_timeout)
+                            .await;
+                        return Answer::error(&ApiError::unavailable(format!(
+                            "The router could not record the new template ({e}); it was deleted again. Try again later."
+                        )));
                     }
                 }
                 drop(reservation);
@@ -392,13 +400,31 @@ impl Exec {
                             server: server.as_deref(),
                             status,
                         };
-                        match self.cluster.register_created(node.id, reported, info, fresh, STORE_DEADLINE).await
+                        match self
+                            .cluster
+                            .register_created(node.id, reported, info, fresh, STORE_DEADLINE)
+                            .await
                         {
                             Ok(gid) => self.read_identity(node.clone(), lid, gid),
-                            Err((gid, e)) => log::error!(
-                                "bot {gid:?} (node {} local {lid}) was created but its record is not durable: {e}",
-                                node.name
-                            ),
+                            Err((gid, e)) => {
+                                // The client must not hold an id the router may not remember:
+                                // stop the bot again and say so.
+                                log::error!(
+                                    "bot {gid:?} (node {} local {lid}) was created but could not be recorded: {e}; stopping it",
+                                    node.name
+                                );
+                                if let Some(gid) = gid {
+                                    self.cluster.forget_bot(gid);
+                                }
+                                let undo = format!("/api/bot/use/{lid}/(/bot/disconnect)");
+                                let _ = self
+                                    .client
+                                    .get(node, undo.as_bytes(), self.cfg.request_timeout)
+                                    .await;
+                                return Answer::error(&ApiError::unavailable(format!(
+                                    "The router could not record the new bot ({e}); it was stopped again. Try again later."
+                                )));
+                            }
                         }
                     }
                     body = Self::edit(&self.cluster, node.id, &resp.body, &plan.edits);
@@ -441,6 +467,90 @@ impl Exec {
     /// Runs a split `json merge`: one `json merge` per node with that node's elements, the
     /// router's own elements locally, results put back in the original order.
     pub async fn merge(&self, plan: &MergePlan, turn: usize) -> Answer {
+        let answer = self.merge_parts(plan, turn).await;
+        if answer.status == 200 && !plan.read_back.is_empty() {
+            self.read_back(plan.read_back.clone());
+        }
+        answer
+    }
+
+    /// Reads settings back from their nodes after a request that wrote them where the answer
+    /// cannot confirm it, and records what the nodes hold (in the background; the values are
+    /// what failover rebuilds a bot from). Values are recorded as `settings set` takes them:
+    /// strings raw, anything else as JSON.
+    pub fn read_back(&self, items: Vec<ReadBack>) {
+        let client = self.client.clone();
+        let cluster = self.cluster.clone();
+        let deadline = self.cfg.request_timeout;
+        tokio::spawn(async move {
+            for item in items {
+                let located = match &item {
+                    ReadBack::Template { name, path } => cluster.template_owner(name).map(|n| {
+                        let target = format!(
+                            "/api/settings/bot/get/{}/{}",
+                            crate::failover::encode(name),
+                            crate::failover::encode(path)
+                        );
+                        (n, target)
+                    }),
+                    ReadBack::Bot { gid, path } => cluster.locate(*gid).map(|(n, lid)| {
+                        let target = format!(
+                            "/api/bot/use/{lid}/(/settings/get/{})",
+                            crate::failover::encode(path)
+                        );
+                        (n, target)
+                    }),
+                };
+                let Some((node, target)) = located else {
+                    continue;
+                };
+                let Some(node) = cluster.node(node) else {
+                    continue;
+                };
+                let value = match client.get(&node, target.as_bytes(), deadline).await {
+                    Ok(r) if r.status == 200 => {
+                        match serde_json::from_slice::<serde_json::Value>(&r.body) {
+                            Ok(serde_json::Value::String(v)) => v,
+                            Ok(v) => v.to_string(),
+                            Err(e) => {
+                                log::warn!("node {}: unreadable setting: {e}", node.name);
+                                continue;
+                            }
+                        }
+                    }
+                    // The value is never logged: it may be a secret.
+                    Ok(r) => {
+                        log::warn!(
+                            "node {}: reading back a setting answered HTTP {}",
+                            node.name,
+                            r.status
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!("reading back a setting failed: {e}");
+                        continue;
+                    }
+                };
+                match item {
+                    ReadBack::Template { name, path } => {
+                        cluster.record_template_setting(&name, &path, &value)
+                    }
+                    ReadBack::Bot { gid, path } => match cluster.bot_template(gid) {
+                        Some(name) => cluster.record_template_setting(&name, &path, &value),
+                        None => cluster.update_bot(gid, |r| match path.as_str() {
+                            "connect.name" => r.nickname = Some(value),
+                            "connect.channel" => r.channel = Some(value),
+                            "connect.address" => r.address = Some(value),
+                            _ => {}
+                        }),
+                    },
+                }
+            }
+        });
+    }
+
+    async fn merge_parts(&self, plan: &MergePlan, turn: usize) -> Answer {
         // Elements that can run anywhere join the first pinned node, else a healthy one.
         let first_pinned = plan.elements.iter().find_map(|e| match e {
             Element::Node { node: Some(n), .. } => Some(*n),

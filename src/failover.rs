@@ -199,10 +199,11 @@ impl Failover {
             );
             match self.call(&target, &set).await {
                 Ok((204 | 200, _)) => {}
-                // The message names the setting, never its value (it may be a key).
-                Ok((status, body)) => {
+                // The message names the setting, never its value or the node's answer (which
+                // may echo the value, and the value may be an identity key).
+                Ok((status, _)) => {
                     self.undo(&target, &name, None).await;
-                    return Err(fail("settings bot set", format!("{path}: {status} {body}")));
+                    return Err(fail("settings bot set", format!("{path}: HTTP {status}")));
                 }
                 Err(e) => {
                     self.undo(&target, &name, None).await;

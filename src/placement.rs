@@ -140,10 +140,10 @@ impl NodeLoad {
         });
     }
 
-    /// Takes a slot if the node has room under `capacity` (`None`: regardless of room).
-    fn try_reserve(&self, capacity: Option<u32>) -> bool {
+    /// Takes a slot if the node has room under `capacity`.
+    fn try_reserve(&self, capacity: u32) -> bool {
         self.update(|c| {
-            let room = capacity.is_none_or(|cap| c.running + c.reserved < u64::from(cap));
+            let room = c.running + c.reserved < u64::from(capacity);
             room.then_some(Counts {
                 reserved: c.reserved + 1,
                 ..c
@@ -324,17 +324,14 @@ impl Placer {
                      Add a node or raise a node's capacity.",
                 )
             })?;
-            if node
-                .load
-                .try_reserve(Some(node.capacity.load(Ordering::Acquire)))
-            {
+            if node.load.try_reserve(node.capacity.load(Ordering::Acquire)) {
                 return Ok(Reservation { node });
             }
         }
     }
 
-    /// Reserves a slot on a given node regardless of its load (a template must run where it
-    /// lives); fails only if the node is down.
+    /// Reserves a slot on a given node (a template must run where it lives); fails when the
+    /// node is down or full, so a node's capacity holds for template bots too.
     pub fn reserve_on(&self, node: Arc<Node>) -> Result<Reservation, ApiError> {
         if !node.is_healthy() {
             return Err(ApiError::unavailable(format!(
@@ -342,7 +339,14 @@ impl Placer {
                 node.name
             )));
         }
-        node.load.try_reserve(None);
+        let capacity = node.capacity.load(Ordering::Acquire);
+        if !node.load.try_reserve(capacity) {
+            return Err(ApiError::unavailable(format!(
+                "node {} holds this template and already runs as many bots as its capacity \
+                 ({capacity}) allows; stop a bot there or raise its capacity",
+                node.name
+            )));
+        }
         Ok(Reservation { node })
     }
 }
@@ -416,6 +420,18 @@ mod tests {
     }
 
     #[test]
+    fn a_templates_node_keeps_its_capacity() {
+        let (c, p, _d) = setup(&[1, 5]);
+        let n0 = c.nodes()[0].clone();
+        let held = p.reserve_on(n0.clone()).expect("room");
+        let e = p.reserve_on(n0.clone()).expect_err("full");
+        assert_eq!(e.status, 503);
+        assert!(e.message.contains("capacity (1)"), "{}", e.message);
+        drop(held);
+        assert!(p.reserve_on(n0).is_ok());
+    }
+
+    #[test]
     fn skips_unhealthy_draining_and_excluded() {
         let (c, p, _d) = setup(&[10, 10, 10]);
         c.nodes()[0].healthy.store(false, Ordering::Release);
@@ -452,9 +468,9 @@ mod tests {
     fn load_moves_a_slot_from_reserved_to_running_once() {
         let l = NodeLoad::default();
         l.set_running(3);
-        assert!(l.try_reserve(Some(5)));
-        assert!(l.try_reserve(Some(5)));
-        assert!(!l.try_reserve(Some(5)), "5 of 5 used");
+        assert!(l.try_reserve(5));
+        assert!(l.try_reserve(5));
+        assert!(!l.try_reserve(5), "5 of 5 used");
         // One create's bot is counted (by whoever saw it first): still 5 used, not 6.
         l.set_running(4);
         assert_eq!((l.running(), l.reserved(), l.used()), (4, 1, 5));
@@ -465,7 +481,7 @@ mod tests {
         l.release();
         assert_eq!((l.running(), l.reserved(), l.used()), (4, 0, 4));
         // Bots going away never touch reservations.
-        assert!(l.try_reserve(Some(5)));
+        assert!(l.try_reserve(5));
         l.set_running(1);
         assert_eq!((l.running(), l.reserved()), (1, 1));
         l.release();

@@ -38,6 +38,9 @@ use crate::node_client::{NodeClient, MAX_RESPONSE};
 use crate::policy::{self, AllowPattern};
 use crate::routing::{self, Edits, Effect, Plan};
 
+/// How long bookkeeping on the response path may wait for the store.
+const STORE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// The router service.
 pub struct Router {
     cluster: Arc<Cluster>,
@@ -111,17 +114,28 @@ impl Router {
         }
     }
 
-    fn apply_effects(&self, ctx: &Ctx) {
+    /// Bookkeeping once the node answered: what a 204 confirms is applied (template claims
+    /// durably, before the client gets the answer), and settings written where the answer
+    /// cannot confirm them are read back after any success.
+    async fn apply_effects(&self, ctx: &Ctx) {
         let Some(node) = &ctx.node else { return };
+        let mut read_back = Vec::new();
+        let mut claimed = false;
         for e in &ctx.effects {
             match e {
+                Effect::ReadBack(r) => read_back.push(r.clone()),
+                _ if ctx.status != 204 => {}
                 Effect::ForgetBot(gid) => self.cluster.forget_bot(*gid),
                 Effect::BotSaved { gid, name } => {
                     self.cluster.claim_template_now(name, node.id);
+                    claimed = true;
                     self.cluster
                         .update_bot(*gid, |r| r.template = Some(name.clone()));
                 }
-                Effect::ClaimTemplate(name) => self.cluster.claim_template_now(name, node.id),
+                Effect::ClaimTemplate(name) => {
+                    self.cluster.claim_template_now(name, node.id);
+                    claimed = true;
+                }
                 Effect::DropTemplate(name) => self.cluster.drop_template(name),
                 Effect::TemplateSetting { name, path, value } => {
                     self.cluster.record_template_setting(name, path, value)
@@ -135,6 +149,18 @@ impl Router {
                     })
                 }
             }
+        }
+        // A new template's owner must survive a crash once the client knows it exists.
+        if claimed {
+            if let Err(e) = self.cluster.store().flush(STORE_DEADLINE).await {
+                log::error!(
+                    "a template created on node {} is not durable yet: {e}",
+                    node.name
+                );
+            }
+        }
+        if !read_back.is_empty() {
+            self.exec.read_back(read_back);
         }
     }
 }
@@ -494,8 +520,15 @@ impl ProxyHttp for Router {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.status = upstream.status.as_u16();
-        if ctx.status == 204 && !ctx.effects.is_empty() {
-            self.apply_effects(ctx);
+        if (200..300).contains(&ctx.status) && !ctx.effects.is_empty() {
+            self.apply_effects(ctx).await;
+        }
+        if ctx.edits.bot_ids {
+            // The body may show bots the router meets for the first time; the ids it gives
+            // them there (without waiting) must already be durably reserved.
+            if let Err(e) = self.cluster.ensure_id_headroom(STORE_DEADLINE).await {
+                log::error!("could not reserve cluster ids durably: {e}");
+            }
         }
         let json = upstream
             .headers

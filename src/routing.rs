@@ -141,6 +141,10 @@ pub enum Effect {
         /// Raw value.
         value: String,
     },
+    /// A setting was written by a command nested where the answer cannot confirm it (inside
+    /// `json merge`, `xecute`, ...): once the request succeeded, the router reads the value
+    /// back from the node and records what the node holds.
+    ReadBack(ReadBack),
     /// A temporary bot's own setting was written (kept for rebuilding it elsewhere).
     BotSetting {
         /// Cluster id.
@@ -149,6 +153,26 @@ pub enum Effect {
         path: String,
         /// Raw value.
         value: String,
+    },
+}
+
+/// A setting to read back from the node after a request that wrote it (see
+/// [`Effect::ReadBack`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBack {
+    /// A template's setting (`settings bot set`, `bot template <name> (settings set ...)`).
+    Template {
+        /// Template name.
+        name: String,
+        /// Config path.
+        path: String,
+    },
+    /// A running bot's setting (`settings set` / `bot name` inside `bot use`).
+    Bot {
+        /// Cluster id.
+        gid: u32,
+        /// Config path.
+        path: String,
     },
 }
 
@@ -210,6 +234,8 @@ pub struct MergePlan {
     pub elements: Vec<Element>,
     /// Edits to every node's part.
     pub edits: Edits,
+    /// Settings the elements write, read back once the merge succeeded.
+    pub read_back: Vec<ReadBack>,
 }
 
 /// One element of a split merge.
@@ -301,6 +327,9 @@ struct Gather {
     stuck: Option<&'static str>,
     edits: Edits,
     poke: bool,
+    /// Every settings write in the tree, to read back if the root's own effect does not
+    /// already record it.
+    writes: Vec<ReadBack>,
 }
 
 impl Gather {
@@ -557,7 +586,17 @@ impl Planner<'_> {
             }
             elements.push(el);
         }
-        split.then_some(Plan::Merge(MergePlan { elements, edits }))
+        if !split {
+            return None;
+        }
+        // Settings written anywhere in the merge, in their bot or template context.
+        let mut g = Gather::default();
+        self.walk(cmd, ctx, &mut g);
+        Some(Plan::Merge(MergePlan {
+            elements,
+            edits,
+            read_back: g.writes,
+        }))
     }
 
     /// Plans one merge element run in `ctx`.
@@ -675,7 +714,17 @@ impl Planner<'_> {
         if let Some(why) = g.conflict {
             return Plan::Local(conflict_error(&why));
         }
-        let effects = self.effects(cmd);
+        let mut effects = self.effects(cmd);
+        // A root-level write is recorded from the request itself on the node's 204; every
+        // other write in the tree is read back once the request succeeded.
+        let root_write = effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::TemplateSetting { .. } | Effect::BotSetting { .. }
+            )
+        });
+        let skip = usize::from(root_write && g.writes.len() == 1);
+        effects.extend(g.writes.into_iter().skip(skip).map(Effect::ReadBack));
         let target = if whole {
             if g.rewrites.is_empty() {
                 None
@@ -762,7 +811,16 @@ impl Planner<'_> {
                 owner_pin(g, name);
                 self.redaction(g, path);
             }
-            Kind::SettingsBotSet { name, .. } | Kind::SettingsDelete { name } => owner_pin(g, name),
+            Kind::SettingsBotSet { name, path, .. } => {
+                owner_pin(g, name);
+                if let (Some(n), Some(p)) = (name, path) {
+                    g.writes.push(ReadBack::Template {
+                        name: n.text.clone(),
+                        path: p.text.clone(),
+                    });
+                }
+            }
+            Kind::SettingsDelete { name } => owner_pin(g, name),
             Kind::SettingsBotReload { name } => owner_pin(g, name),
             Kind::SettingsCopy { from, to } => {
                 owner_pin(g, from);
@@ -779,7 +837,14 @@ impl Planner<'_> {
             Kind::SettingsGet { path } => self.redaction(g, path),
             Kind::BotInfo | Kind::BotList => g.edits.bot_ids = true,
             Kind::JsonApi => g.edits.openapi = true,
-            Kind::BotDisconnect | Kind::SettingsSet { .. } => g.poke = true,
+            Kind::BotDisconnect => g.poke = true,
+            Kind::SettingsSet { path, .. } => {
+                g.poke = true;
+                if let Some(p) = path {
+                    self.write_in(ctx, &p.text, g);
+                }
+            }
+            Kind::BotName { name: Some(_) } => self.write_in(ctx, "connect.name", g),
             Kind::SystemInfo => {}
             Kind::BotConnectTo { .. }
             | Kind::BotConnectTemplate { .. }
@@ -805,6 +870,23 @@ impl Planner<'_> {
                 };
                 self.walk(c, ctx, g);
             }
+        }
+    }
+
+    /// A settings write inside a bot or template context.
+    fn write_in(&self, ctx: Ctx, path: &str, g: &mut Gather) {
+        let path = path.to_string();
+        match ctx {
+            Ctx::Bot { gid, .. } => g.writes.push(ReadBack::Bot { gid, path }),
+            Ctx::Template {
+                name_start,
+                name_end,
+                ..
+            } => g.writes.push(ReadBack::Template {
+                name: crate::command::unescape(self.bytes(&(name_start..name_end))),
+                path,
+            }),
+            Ctx::Core => {}
         }
     }
 
@@ -906,8 +988,11 @@ fn splice_range(
 }
 
 /// Whether a config path (possibly with `*` wildcards) may resolve to a secret leaf:
-/// `connect.identity.*` or a password's `pw`.
+/// `connect.identity.*` or a password's `pw`. Letter case is ignored (fail closed: whether a
+/// node matches config paths case-insensitively must not decide what a user key sees).
 pub fn is_secret_path(path: &str) -> bool {
+    let path = path.to_ascii_lowercase();
+    let path = path.as_str();
     const SECRETS: [&str; 5] = [
         "connect.identity.key",
         "connect.identity.offset",

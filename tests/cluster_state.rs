@@ -432,6 +432,31 @@ fn bad_store_is_a_clear_start_error() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+
+    // An unwritable place (a path below a regular file: refused even for root).
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").expect("write");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: \"127.0.0.1:{}\"\nstorage: {{ kind: embedded, path: \"{}\" }}\n",
+            free_port(),
+            blocker.join("data").display()
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the store") && err.contains("cannot create the directory"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// `check-config` names the bad key and exits 1.

@@ -66,14 +66,17 @@ fn dead_node_bots_move_with_their_ids_and_identities_and_come_back_fenced() {
             .status,
         204
     );
-    assert_eq!(
-        router
-            .get("/api/settings/bot/set/music/audio.volume.default/30")
-            .status,
-        204
-    );
+    // Written inside a merge: the answer cannot confirm it, the router reads it back.
+    let merged =
+        router.get("/api/json/merge/(/settings/bot/set/music/audio.volume.default/30)/(/version)");
+    assert_eq!(merged.status, 200, "{}", merged.text());
     let music = create(&router, "/api/bot/connect/template/music");
     gids.push(music);
+    // Written inside xecute in the bot's context: recorded for its template the same way.
+    let x = router.get(&format!(
+        "/api/bot/use/{music}/(/xecute/(/settings/set/audio.volume.max/70))"
+    ));
+    assert!(x.status < 300, "{}", x.text());
 
     // The node holding the template dies; everything on it must move.
     let dead = nodes
@@ -128,6 +131,13 @@ fn dead_node_bots_move_with_their_ids_and_identities_and_come_back_fenced() {
         .templates()
         .contains(&"music".to_string()));
     assert_eq!(music_bot.volume, 30.0);
+    let max = router.get("/api/settings/bot/get/music/audio.volume.max");
+    assert_eq!(
+        max.text().parse::<f64>().ok(),
+        Some(70.0),
+        "a setting written inside xecute moved with the template: {}",
+        max.text()
+    );
 
     // Same cluster ids, each once, all reachable through the router on their new nodes.
     router.wait_until(5, "the list to show every bot once", |r| {

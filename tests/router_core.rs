@@ -480,6 +480,54 @@ fn cluster_wide_commands() {
     }
     let denied = s.router.get_as(USER, "/api/rights/reload");
     assert_eq!(denied.status, 403);
+
+    // help goes to one healthy node and comes back as that node wrote it.
+    let paths = ["/api/help", "/api/help/command/play"];
+    let direct: Vec<Vec<u8>> = paths.iter().map(|p| s.node_direct(0, p).body).collect();
+    for n in &s.nodes {
+        n.clear_requests();
+    }
+    for (path, direct) in paths.iter().zip(&direct) {
+        let r = s.router.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(&r.body, direct, "{path}");
+    }
+    let helped: usize = s
+        .nodes
+        .iter()
+        .map(|n| {
+            client_targets(n)
+                .iter()
+                .filter(|t| t.starts_with("/api/help"))
+                .count()
+        })
+        .sum();
+    assert_eq!(helped, 2, "each help request reached exactly one node");
+
+    // Other node-wide commands reach every node, for admin keys only.
+    for path in [
+        "/api/settings/bot/reload",
+        "/api/settings/global/set/web.api.enabled/true",
+        "/api/plugin/load/x",
+        "/api/plugin/unload/x",
+    ] {
+        for n in &s.nodes {
+            n.clear_requests();
+        }
+        let denied = s.router.get_as(USER, path);
+        assert_eq!(denied.status, 403, "{path}");
+        assert_eq!(denied.json()["ErrorName"], "MissingRights", "{path}");
+        for n in &s.nodes {
+            assert!(
+                client_targets(n).is_empty(),
+                "{path}: a user's request got through"
+            );
+        }
+        let _ = s.router.get(path);
+        for n in &s.nodes {
+            assert_eq!(client_targets(n), vec![path.to_string()], "{path}");
+        }
+    }
 }
 
 /// system quit is refused for everyone; node-wide commands need an admin key; identities and
@@ -532,6 +580,57 @@ fn policy_and_redaction() {
         &format!("/api/bot/use/{a}/(/settings/get/connect.identity.key)"),
     );
     assert_eq!(leaf.text(), "null");
+
+    // Passwords too, for a bot's own settings and for templates (`settings bot get`).
+    let p = s.router.get("/api/bot/connect/to/pw.example.com/hunter2");
+    assert_eq!(p.status, 200, "{}", p.text());
+    let p = p.json()["Id"].as_u64().expect("id");
+    let admin_pw = s
+        .router
+        .get(&format!(
+            "/api/bot/use/{p}/(/settings/get/connect.server_password)"
+        ))
+        .text();
+    assert!(admin_pw.contains("hunter2"), "{admin_pw}");
+    for path in [
+        format!("/api/bot/use/{p}/(/settings/get/connect.server_password)"),
+        format!("/api/bot/use/{p}/(/settings/get/connect.server_password.pw)"),
+        format!("/api/bot/use/{p}/(/settings/get/connect)"),
+        format!("/api/bot/use/{p}/(/settings/get)"),
+    ] {
+        let r = s.router.get_as(USER, &path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(!r.text().contains("hunter2"), "{path}: password leaked");
+    }
+    assert_eq!(s.router.get("/api/settings/create/vault").status, 204);
+    for (k, v) in [
+        ("connect.server_password.pw", "swordfish"),
+        ("connect.channel_password.pw", "tunafish"),
+        ("connect.identity.key", "SECRETKEY123"),
+    ] {
+        let r = s
+            .router
+            .get(&format!("/api/settings/bot/set/vault/{k}/{v}"));
+        assert_eq!(r.status, 204, "{k}: {}", r.text());
+    }
+    let admin_tpl = s.router.get("/api/settings/bot/get/vault").text();
+    for secret in ["swordfish", "tunafish", "SECRETKEY123"] {
+        assert!(admin_tpl.contains(secret), "admin sees {secret}");
+    }
+    for path in [
+        "/api/settings/bot/get/vault",
+        "/api/settings/bot/get/vault/connect",
+        "/api/settings/bot/get/vault/connect.identity",
+        "/api/settings/bot/get/vault/connect.identity.key",
+        "/api/settings/bot/get/vault/connect.channel_password.pw",
+    ] {
+        let r = s.router.get_as(USER, path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let t = r.text();
+        for secret in ["swordfish", "tunafish", "SECRETKEY123"] {
+            assert!(!t.contains(secret), "{path}: {secret} leaked: {t}");
+        }
+    }
     assert_eq!(
         s.nodes[0]
             .requests()

@@ -417,6 +417,10 @@ fn effects_of_confirmed_changes() {
 #[test]
 fn secret_paths() {
     assert!(is_secret_path("connect.identity.key"));
+    assert!(
+        is_secret_path("Connect.Identity.KEY"),
+        "letter case never hides a secret"
+    );
     assert!(is_secret_path("connect.identity.*"));
     assert!(is_secret_path("*.pw"));
     assert!(is_secret_path("connect.*"));
@@ -445,6 +449,50 @@ proptest! {
             if let Plan::Proxy(p) = plan(&v, &user(), target.as_bytes(), 4, &c) {
                 let out = p.target.unwrap_or_else(|| target.as_bytes().to_vec());
                 prop_assert_eq!(out, target.as_bytes());
+            }
+        }
+    }
+}
+
+proptest! {
+    /// With a real translation (cluster id 1 = local id 7), a request changes only in its id
+    /// tokens: every byte is the client's own except a `1` that became `7`, and translating back
+    /// gives the client's request again.
+    #[test]
+    fn rewrite_changes_only_id_tokens(
+        parts in proptest::collection::vec(prop_oneof![
+            Just("/bot/use/1/(/song)".to_string()),
+            Just("/bot/use/1/(/volume/1".to_string()),
+            Just("/json/merge/(/bot/use/1/(/bot/info))/(/version)".to_string()),
+            Just("/xecute/(/bot/use/1/(/play/a%2F1))".to_string()),
+            Just("//".to_string()),
+            Just("/play/%28x1%29/\"q 1\"".to_string()),
+            Just("/(".to_string()),
+            Just(")".to_string()),
+        ], 1..6)
+    ) {
+        let text = parts.concat();
+        let target = format!("/api{text}");
+        let fwd = MapView { bots: [(1, (0, 7, None))].into(), templates: HashMap::new() };
+        if let Parsed::Command(c) = command::parse(text.as_bytes()) {
+            if let Plan::Proxy(p) = plan(&fwd, &user(), target.as_bytes(), 4, &c) {
+                let out = p.target.unwrap_or_else(|| target.as_bytes().to_vec());
+                prop_assert_eq!(out.len(), target.len());
+                if text.starts_with("/bot/use/1/") {
+                    prop_assert!(out.starts_with(b"/api/bot/use/7/"), "not translated: {}", String::from_utf8_lossy(&out));
+                }
+                for (a, b) in target.bytes().zip(out.iter().copied()) {
+                    prop_assert!(a == b || (a == b'1' && b == b'7'), "{} -> {}", target, String::from_utf8_lossy(&out));
+                }
+                // Back: the node's request read with the inverse map is the client's request.
+                let back = MapView { bots: [(7, (0, 1, None))].into(), templates: HashMap::new() };
+                let out_text = &out[4..];
+                if let Parsed::Command(c2) = command::parse(out_text) {
+                    if let Plan::Proxy(p2) = plan(&back, &user(), &out, 4, &c2) {
+                        let again = p2.target.unwrap_or_else(|| out.clone());
+                        prop_assert_eq!(again, target.as_bytes());
+                    }
+                }
             }
         }
     }
