@@ -673,63 +673,65 @@ async fn collect_list(
 ) -> Vec<BotInfo> {
     let (cluster, client) = (&*cluster, &*client);
     let nodes = cluster.nodes();
+    // Each node's list is read, reconciled and translated as soon as it arrives, so that work
+    // overlaps the wait for slower nodes instead of following the slowest one.
     let results = join_all(nodes.iter().map(|node| async move {
-        if !node.is_healthy() {
-            return (node.clone(), None);
+        let listed = if node.is_healthy() {
+            let started = cluster.generation();
+            match client.get(node, BOT_LIST, timeout).await {
+                Ok(r) if r.status == 200 => match parse_bot_list(&r.body) {
+                    Ok(l) => Some((started, l)),
+                    Err(e) => {
+                        log::warn!("node {} sent an unreadable bot/list: {e}", node.name);
+                        None
+                    }
+                },
+                Ok(r) => {
+                    log::warn!(
+                        "node {} answered bot/list with HTTP {}",
+                        node.name,
+                        r.status
+                    );
+                    None
+                }
+                Err(e) => {
+                    log::warn!("{e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match listed {
+            Some((started, l)) => {
+                let new_ids = cluster.reconcile(node.id, &l, started);
+                let infos: Vec<BotInfo> = l
+                    .into_iter()
+                    .filter_map(|b| {
+                        let id = match b.id {
+                            Some(lid) => Some(cluster.gid_of(node.id, lid)?),
+                            None => None,
+                        };
+                        Some(BotInfo {
+                            id,
+                            name: b.name,
+                            server: b.server,
+                            status: b.status,
+                        })
+                    })
+                    .collect();
+                (infos, new_ids)
+            }
+            None => (cluster.fallback_list(node.id), false),
         }
-        let started = cluster.generation();
-        let r = client.get(node, BOT_LIST, timeout).await;
-        (node.clone(), Some((started, r)))
     }))
     .await;
     let mut named = Vec::new();
     let mut offline = Vec::new();
     let mut unnamed = Vec::new();
     let mut new_ids = false;
-    for (node, result) in results {
-        let listed = match result {
-            Some((started, Ok(r))) if r.status == 200 => match parse_bot_list(&r.body) {
-                Ok(l) => {
-                    new_ids |= cluster.reconcile(node.id, &l, started);
-                    Some(l)
-                }
-                Err(e) => {
-                    log::warn!("node {} sent an unreadable bot/list: {e}", node.name);
-                    None
-                }
-            },
-            Some((_, Ok(r))) => {
-                log::warn!(
-                    "node {} answered bot/list with HTTP {}",
-                    node.name,
-                    r.status
-                );
-                None
-            }
-            Some((_, Err(e))) => {
-                log::warn!("{e}");
-                None
-            }
-            None => None,
-        };
-        let infos: Vec<BotInfo> = match listed {
-            Some(l) => l
-                .into_iter()
-                .filter_map(|b| {
-                    let id = match b.id {
-                        Some(lid) => Some(cluster.gid_of(node.id, lid)?),
-                        None => None,
-                    };
-                    Some(BotInfo {
-                        id,
-                        name: b.name,
-                        server: b.server,
-                        status: b.status,
-                    })
-                })
-                .collect(),
-            None => cluster.fallback_list(node.id),
-        };
+    for (infos, added) in results {
+        new_ids |= added;
         for info in infos {
             match (&info.id, &info.name) {
                 (None, _) => offline.push(info),
