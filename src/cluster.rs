@@ -70,6 +70,9 @@ pub struct Node {
     /// Failover is moving this node's bots away: it is not polled (and so not used) until the
     /// move is over and the copies it may still run are stopped.
     pub evacuating: AtomicBool,
+    /// The last poll could not reach the node at all (refused, reset, timed out), as opposed
+    /// to a node that answers but refuses or fails: only an unreachable node is evacuated.
+    pub unreachable: AtomicBool,
 }
 
 impl Node {
@@ -89,6 +92,7 @@ impl Node {
             draining: AtomicBool::new(c.draining),
             load: NodeLoad::default(),
             evacuating: AtomicBool::new(false),
+            unreachable: AtomicBool::new(false),
         }
     }
 
@@ -327,6 +331,10 @@ impl Cluster {
         for n in &nodes {
             n.load
                 .set_running(t.slots.get(&n.id).map_or(0, |s| s.len() as u32));
+            // Copies of moved bots may still run there: unused until the poller fenced it.
+            if t.fences.contains_key(&n.id) {
+                n.healthy.store(false, Ordering::Release);
+            }
         }
         let snapshot_high_water = snapshot.id_high_water;
         let next = snapshot
@@ -477,19 +485,19 @@ impl Cluster {
     /// first, from an async hook; it costs nothing while there is headroom.
     pub async fn ensure_id_headroom(&self, timeout: Duration) -> Result<(), StoreError> {
         let target = {
-            let mut ids = self.ids.lock();
+            let ids = self.ids.lock();
             if ids.durable.saturating_sub(ids.next) >= ID_BLOCK / 2 || ids.durable >= MAX_ID {
                 return Ok(());
             }
-            let target = ids.next.saturating_add(ID_BLOCK).min(MAX_ID);
-            ids.limit = ids.limit.max(target);
-            target
+            ids.next.saturating_add(ID_BLOCK).min(MAX_ID)
         };
         self.store
             .commit(vec![Op::RaiseIdHighWater(target)], timeout)
             .await?;
+        // Only now may ids below `target` go out without a mark of their own.
         let mut ids = self.ids.lock();
         ids.durable = ids.durable.max(target);
+        ids.limit = ids.limit.max(target);
         Ok(())
     }
 
@@ -655,6 +663,15 @@ impl Cluster {
         let mut added = false;
         {
             let mut t = self.tables.write();
+            // A node being evacuated, or holding copies of moved bots, is not read until it is
+            // fenced: its list would adopt those copies as new bots.
+            if t.fences.contains_key(&node)
+                || self
+                    .node(node)
+                    .is_some_and(|n| n.evacuating.load(Ordering::Acquire))
+            {
+                return false;
+            }
             let mut seen = std::collections::HashSet::new();
             let before = self.ids.lock().next;
             for e in listed {
@@ -1020,20 +1037,21 @@ impl Cluster {
         done: &[FenceRecord],
         timeout: Duration,
     ) -> Result<(), StoreError> {
-        let mut ops = Vec::new();
-        {
-            let mut t = self.tables.write();
-            if let Some(list) = t.fences.get_mut(&node) {
-                list.retain(|f| !done.contains(f));
-                if list.is_empty() {
-                    t.fences.remove(&node);
-                }
-            }
-            for f in done {
-                ops.push(Op::DeleteFence(f.node.clone(), f.bot));
+        let ops = done
+            .iter()
+            .map(|f| Op::DeleteFence(f.node.clone(), f.bot))
+            .collect();
+        // Durable first: a fence forgotten in memory but still stored would come back after a
+        // restart and stop a bot that legitimately runs there by then.
+        self.store.commit(ops, timeout).await?;
+        let mut t = self.tables.write();
+        if let Some(list) = t.fences.get_mut(&node) {
+            list.retain(|f| !done.contains(f));
+            if list.is_empty() {
+                t.fences.remove(&node);
             }
         }
-        self.store.commit(ops, timeout).await
+        Ok(())
     }
 
     /// Records that failover rebuilt bot `m.gid` on node `m.to` (same cluster id, same

@@ -41,6 +41,20 @@ use crate::node_client::NodeClient;
 use crate::placement::Placer;
 use crate::store::FenceRecord;
 
+/// Template names failover gives temporary bots (`ts3ab-lb-<cluster id>`); clients cannot
+/// create names with this prefix.
+pub const RESERVED_PREFIX: &str = "ts3ab-lb-";
+
+/// Settings a rebuilt bot cannot do without: where it connects and who it is. Any other
+/// recorded setting the target refuses is skipped with a warning.
+const ESSENTIAL: [&str; 5] = [
+    "connect.address",
+    "connect.server_password.pw",
+    "connect.identity.key",
+    "connect.identity.offset",
+    "connect.identity.level",
+];
+
 /// How long the router waits for its own store writes during failover.
 const STORE_DEADLINE: Duration = Duration::from_secs(5);
 /// How often liveness is looked at.
@@ -165,16 +179,25 @@ impl Failover {
 
     /// Rebuilds one bot on another node. Ok(false): the bot changed meanwhile (nothing done).
     async fn rebuild(&self, dead: &Node, bot: BotSnapshot) -> Result<bool, MoveError> {
-        let reservation = self
-            .placer
-            .reserve(&[dead.id])
-            .map_err(|e| MoveError::NoRoom(e.message))?;
-        let target = reservation.node().clone();
         let name = bot
             .record
             .template
             .clone()
-            .unwrap_or_else(|| format!("ts3ab-lb-{}", bot.gid));
+            .unwrap_or_else(|| format!("{RESERVED_PREFIX}{}", bot.gid));
+        // A healthy node that already holds the name holds an earlier attempt's copy (a
+        // connect that timed out, a router crash before the move was recorded): finish the
+        // move there rather than start the identity a second time elsewhere.
+        let holder = self
+            .cluster
+            .template_owner(&name)
+            .filter(|n| *n != dead.id)
+            .and_then(|n| self.cluster.node(n));
+        let reservation = match holder {
+            Some(n) => self.placer.reserve_on(n),
+            None => self.placer.reserve(&[dead.id]),
+        }
+        .map_err(|e| MoveError::NoRoom(e.message))?;
+        let target = reservation.node().clone();
         let settings = settings_for(&bot);
         let fail = |step: &'static str, reason: String| MoveError::Target {
             node: target.name.to_string(),
@@ -184,9 +207,14 @@ impl Failover {
 
         let create = format!("/api/settings/create/{}", encode(&name));
         match self.call(&target, &create).await {
-            // 422: a template of that name is left there from an earlier move; it is
-            // overwritten below.
-            Ok((204 | 422, _)) => {}
+            Ok((204, _)) => {}
+            // The name exists there: acceptable only if it is this bot's own earlier copy (the
+            // router knows no other owner for it); never overwrite somebody else's template.
+            Ok((422, _))
+                if self
+                    .cluster
+                    .template_owner(&name)
+                    .is_none_or(|o| o == dead.id || o == target.id) => {}
             Ok((status, body)) => return Err(fail("settings create", format!("{status} {body}"))),
             Err(e) => return Err(fail("settings create", e)),
         }
@@ -197,31 +225,42 @@ impl Failover {
                 encode(path),
                 encode(value)
             );
-            match self.call(&target, &set).await {
-                Ok((204 | 200, _)) => {}
-                // The message names the setting, never its value or the node's answer (which
-                // may echo the value, and the value may be an identity key).
-                Ok((status, _)) => {
-                    self.undo(&target, &name, None).await;
-                    return Err(fail("settings bot set", format!("{path}: HTTP {status}")));
-                }
-                Err(e) => {
-                    self.undo(&target, &name, None).await;
-                    return Err(fail("settings bot set", e));
-                }
+            // The message names the setting, never its value or the node's answer (which may
+            // echo the value, and the value may be an identity key).
+            let problem = match self.call(&target, &set).await {
+                Ok((204 | 200, _)) => continue,
+                Ok((status, _)) => format!("{path}: HTTP {status}"),
+                Err(e) => format!("{path}: {e}"),
+            };
+            if ESSENTIAL.contains(&path.as_str()) {
+                self.undo(&target, &name).await;
+                return Err(fail("settings bot set", problem));
             }
+            // Anything else is a nicety: the bot moves without it.
+            log::warn!(
+                "failover: bot {} on node {}: setting not carried over ({problem})",
+                bot.gid,
+                target.name
+            );
         }
         let connect = format!("/api/bot/connect/template/{}", encode(&name));
-        let resp = self
+        let resp = match self
             .client
             .get(&target, connect.as_bytes(), self.request_timeout)
             .await
-            .map_err(|e| fail("bot connect template", e.to_string()))?;
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // The node may have started it anyway: stop whatever runs under that name.
+                self.undo(&target, &name).await;
+                return Err(fail("bot connect template", e.to_string()));
+            }
+        };
         let Some((lid, _, server, _)) = (resp.status == 200)
             .then(|| single_bot_info(&resp.body))
             .flatten()
         else {
-            self.undo(&target, &name, None).await;
+            self.undo(&target, &name).await;
             return Err(fail(
                 "bot connect template",
                 format!("{} {}", resp.status, snippet(&resp.body)),
@@ -237,29 +276,44 @@ impl Failover {
             server: server.or_else(|| bot.server.clone()),
         };
         match self.cluster.move_bot(moved, STORE_DEADLINE).await {
-            Ok(true) => {
-                drop(reservation);
-                Ok(true)
-            }
+            Ok(true) => Ok(true),
             Ok(false) => {
-                self.undo(&target, &name, Some(lid)).await;
+                self.undo(&target, &name).await;
                 Ok(false)
             }
             Err(e) => {
-                // Unrecorded, the new copy would be adopted as a stranger while the old one
-                // keeps the id: stop it, so the identity never runs twice.
-                self.undo(&target, &name, Some(lid)).await;
-                Err(MoveError::Store(e.to_string()))
+                // The move is in the tables (requests already go to the new copy) and its
+                // write is still queued; undoing the copy now would lose the bot. Keep it and
+                // say so: the fence lives in memory until the write lands.
+                log::error!(
+                    "failover: bot {} moved to node {}, but the move is not durable yet: {e}",
+                    bot.gid,
+                    target.name
+                );
+                Ok(true)
             }
         }
     }
 
-    /// Best-effort clean-up of a half-made copy on a target.
-    async fn undo(&self, target: &Node, name: &str, lid: Option<u32>) {
-        if let Some(lid) = lid {
-            let _ = self
-                .call(target, &format!("/api/bot/use/{lid}/(/bot/disconnect)"))
-                .await;
+    /// Best-effort clean-up of a half-made copy on a target: stops whatever runs under the
+    /// name, then deletes the template.
+    async fn undo(&self, target: &Node, name: &str) {
+        if let Ok(r) = self
+            .client
+            .get(target, BOT_LIST, self.request_timeout)
+            .await
+        {
+            if let Ok(list) = parse_bot_list(&r.body) {
+                for b in list {
+                    if let (Some(lid), Some(n)) = (b.id, b.name.as_deref()) {
+                        if n == name {
+                            let _ = self
+                                .call(target, &format!("/api/bot/use/{lid}/(/bot/disconnect)"))
+                                .await;
+                        }
+                    }
+                }
+            }
         }
         let _ = self
             .call(target, &format!("/api/settings/delete/{}", encode(name)))
@@ -319,7 +373,9 @@ impl BackgroundService for Failover {
             }
             let nodes = self.cluster.nodes();
             for node in nodes.iter() {
-                if node.is_healthy() {
+                // Only a node the router cannot reach at all is taken for dead; one that
+                // answers but refuses (a revoked token, errors) still runs its bots.
+                if node.is_healthy() || !node.unreachable.load(Ordering::Acquire) {
                     down_since.remove(&node.id);
                     next_try.remove(&node.id);
                     continue;
@@ -353,9 +409,14 @@ fn settings_for(bot: &BotSnapshot) -> BTreeMap<String, String> {
             s.insert(k.to_string(), v.clone());
         }
     };
+    // What the node last reported is the freshest (a template's address may have been
+    // changed and the bot restarted since the record was made).
     put(
         "connect.address",
-        r.address.as_ref().or(bot.server.as_ref()),
+        bot.server
+            .as_ref()
+            .filter(|a| !a.is_empty())
+            .or(r.address.as_ref()),
     );
     put("connect.server_password.pw", r.server_password.as_ref());
     put("connect.channel", r.channel.as_ref());
@@ -378,7 +439,8 @@ fn settings_for(bot: &BotSnapshot) -> BTreeMap<String, String> {
     s
 }
 
-/// Stops the copies of moved bots that `node` still holds, then forgets those fences. Called by
+/// Stops the copies of moved bots that `node` still holds, then forgets those fences (returns
+/// whether there were any). Called by
 /// the poller before it reconciles the node's list, so a node that comes back is used only
 /// once nothing on it runs an identity that now runs elsewhere.
 pub async fn fence(
@@ -386,10 +448,10 @@ pub async fn fence(
     client: &NodeClient,
     node: &Node,
     timeout: Duration,
-) -> Result<(), FenceError> {
+) -> Result<bool, FenceError> {
     let fences = cluster.fences_on(node.id);
     if fences.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let err = |reason: String| FenceError {
         node: node.name.to_string(),
@@ -474,7 +536,8 @@ pub async fn fence(
     cluster
         .clear_fences(node.id, &fences, STORE_DEADLINE)
         .await
-        .map_err(|e| err(e.to_string()))
+        .map_err(|e| err(e.to_string()))?;
+    Ok(true)
 }
 
 /// Percent-encodes one argument for a TS3AudioBot path (which decodes after splitting), so
@@ -553,5 +616,11 @@ mod tests {
         assert_eq!(s["connect.identity.offset"], "12");
         assert_eq!(s["connect.identity.level"], "8");
         assert!(!s.contains_key("connect.channel"));
+        // What the node reported last beats an older record.
+        let fresh = BotSnapshot {
+            server: Some("new.example.com".into()),
+            ..bot
+        };
+        assert_eq!(settings_for(&fresh)["connect.address"], "new.example.com");
     }
 }

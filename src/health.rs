@@ -98,7 +98,7 @@ pub async fn poll_node(
         return Err(PollError::Evacuating(node.name.to_string()));
     }
     // A node that comes back after failover first loses the copies that now run elsewhere.
-    crate::failover::fence(cluster, client, node, timeout).await?;
+    let fenced = crate::failover::fence(cluster, client, node, timeout).await?;
     let started = cluster.generation();
     let resp = client.get(node, BOT_LIST, timeout).await?;
     if resp.status != 200 {
@@ -112,7 +112,18 @@ pub async fn poll_node(
         node: node.name.to_string(),
         reason,
     })?;
+    // Refused (and changes nothing) if an evacuation started meanwhile.
     cluster.reconcile(node.id, &listed, started);
+    if node.evacuating.load(Ordering::Acquire) {
+        // Failover began while this poll ran: the node must not count as up now.
+        return Err(PollError::Evacuating(node.name.to_string()));
+    }
+    if fenced && !node.is_healthy() {
+        // Nodes with fences start down; once fenced they are usable at once (Pingora may
+        // already count them up, and then reports no change).
+        node.healthy.store(true, Ordering::Release);
+        log::warn!("node {} is fenced and in use again", node.name);
+    }
     Ok(())
 }
 
@@ -140,12 +151,21 @@ impl HealthCheck for NodePoller {
         let Some(node) = node_of(target) else {
             return Error::e_explain(ErrorType::InternalError, "backend without a node");
         };
-        poll_node(&self.cluster, &self.client, node, self.cfg.timeout)
-            .await
-            .map_err(|e| {
-                log::debug!("{e}");
-                Error::explain(ErrorType::ConnectError, e.to_string())
-            })
+        let result = poll_node(&self.cluster, &self.client, node, self.cfg.timeout).await;
+        // Failover moves the bots only of a node it cannot reach: one that answers but refuses
+        // (a revoked token, an error status) still runs its bots.
+        match &result {
+            Ok(()) => node.unreachable.store(false, Ordering::Release),
+            Err(PollError::Node(
+                NodeError::Connect { .. } | NodeError::Exchange { .. } | NodeError::Timeout { .. },
+            )) => node.unreachable.store(true, Ordering::Release),
+            Err(PollError::Evacuating(_)) => {}
+            Err(_) => node.unreachable.store(false, Ordering::Release),
+        }
+        result.map_err(|e| {
+            log::debug!("{e}");
+            Error::explain(ErrorType::ConnectError, e.to_string())
+        })
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {

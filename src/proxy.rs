@@ -125,7 +125,13 @@ impl Router {
             match e {
                 Effect::ReadBack(r) => read_back.push(r.clone()),
                 _ if ctx.status != 204 => {}
-                Effect::ForgetBot(gid) => self.cluster.forget_bot(*gid),
+                // Only if the bot still lives on the node that answered (a late answer from a
+                // node whose bots failover moved meanwhile must not drop the moved bot).
+                Effect::ForgetBot(gid) => {
+                    if self.cluster.locate(*gid).is_some_and(|(n, _)| n == node.id) {
+                        self.cluster.forget_bot(*gid)
+                    }
+                }
                 Effect::BotSaved { gid, name } => {
                     self.cluster.claim_template_now(name, node.id);
                     claimed = true;

@@ -358,6 +358,20 @@ fn file_exists() -> ApiError {
     ApiError::new(Reason::CommandError, "The file already exists.")
 }
 
+/// Template names failover makes for temporary bots are the router's: a client creating one
+/// could later be mistaken for a moved bot's copy.
+fn reserved_name(name: &str) -> Option<ApiError> {
+    name.starts_with(crate::failover::RESERVED_PREFIX).then(|| {
+        ApiError::new(
+            Reason::CommandError,
+            format!(
+                "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
+                crate::failover::RESERVED_PREFIX
+            ),
+        )
+    })
+}
+
 impl Planner<'_> {
     fn bytes(&self, r: &Range<usize>) -> &[u8] {
         &self.target[self.base + r.start..self.base + r.end]
@@ -533,6 +547,9 @@ impl Planner<'_> {
                 if self.view.template_owner(&name).is_some() {
                     // Template names are unique in the cluster, whichever node would get it.
                     return Err(file_exists());
+                }
+                if let Some(e) = reserved_name(&name) {
+                    return Err(e);
                 }
                 Ok(plan(CreateNode::Place, CreateKind::SettingsCreate(name)))
             }
@@ -827,10 +844,16 @@ impl Planner<'_> {
                 if to.is_some_and(|t| self.view.template_owner(&t.text).is_some()) {
                     g.fail(file_exists());
                 }
+                if let Some(e) = to.and_then(|t| reserved_name(&t.text)) {
+                    g.fail(e);
+                }
             }
             Kind::BotSave { name } => {
                 if name.is_some_and(|n| self.view.template_owner(&n.text).is_some()) {
                     g.fail(file_exists());
+                }
+                if let Some(e) = name.and_then(|n| reserved_name(&n.text)) {
+                    g.fail(e);
                 }
                 g.poke = true;
             }

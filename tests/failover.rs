@@ -154,14 +154,17 @@ fn dead_node_bots_move_with_their_ids_and_identities_and_come_back_fenced() {
     let alice = router.get(&format!("/api/bot/use/{pw_bot}/(/bot/info/client)"));
     assert_eq!(alice.status, 200, "{}", alice.text());
 
-    // The router crashes; the fences it owes the dead node must survive that.
+    // The router crashes; the fences it owes the dead node must survive that. The dead node
+    // comes back while the router is down, its old copies still running (it was only
+    // unreachable): the restarted router must not use it before it is fenced.
     router.kill();
-    router.write_config(&refs, &opts(FAST_FAILOVER));
-    router.spawn();
-
-    // The dead node comes back with its old copies still running (it was only unreachable).
     assert_eq!(nodes[dead].bots().len(), before.len());
     nodes[dead].revive().expect("revive");
+    router.write_config(&refs, &opts(FAST_FAILOVER));
+    router.spawn();
+    let first = router.bot_list();
+    let first_ids: Vec<u64> = first.iter().filter_map(|b| b["Id"].as_u64()).collect();
+    assert_eq!(first_ids.len(), gids.len(), "old copies adopted: {first:?}");
     router.wait_until(10, "the returning node's copies to be stopped", |_| {
         nodes[dead].bots().is_empty() && !nodes[dead].templates().contains(&"music".to_string())
     });
@@ -231,4 +234,25 @@ fn bots_wait_for_room_and_move_when_it_appears() {
     router.wait_until(15, "the stranded bots on node-1", |_| {
         nodes[1].bots().len() == 6
     });
+}
+
+/// A node that answers but refuses (here: every answer a 500) is down for routing but not
+/// dead: its bots keep running there, so failover must not start them a second time.
+#[test]
+fn a_node_that_answers_but_refuses_is_not_evacuated() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let router = Router::start(&refs, opts("failover: { after_ms: 0, retry_ms: 200 }\n"));
+    for i in 0..4 {
+        create(&router, &format!("/api/bot/connect/to/f{i}.example.com"));
+    }
+    let sick = if nodes[0].bots().is_empty() { 1 } else { 0 };
+    let stranded = nodes[sick].bots().len();
+    nodes[sick].set_fault(Some(Fault::Status500));
+    router.wait_until(5, "the node to be marked down", |r| {
+        r.bot_list().iter().filter(|b| b["Status"] == 1).count() == stranded
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(nodes[1 - sick].bots().len(), 4 - stranded, "nothing moved");
+    assert_eq!(nodes[sick].bots().len(), stranded);
 }

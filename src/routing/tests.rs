@@ -318,6 +318,16 @@ fn creates() {
 
 #[test]
 fn template_names_stay_unique() {
+    // Failover's names are the router's own.
+    for t in [
+        "/api/settings/create/ts3ab-lb-3",
+        "/api/bot/use/0/(/bot/save/ts3ab-lb-3)",
+        "/api/settings/copy/music/ts3ab-lb-3",
+    ] {
+        let e = local(t);
+        assert_eq!(e.status, 422, "{t}");
+        assert!(e.message.contains("reserved"), "{t}: {}", e.message);
+    }
     assert_eq!(local("/api/bot/use/0/(/bot/save/radio)").status, 422);
     assert_eq!(local("/api/settings/copy/music/radio").status, 422);
     let p = proxy("/api/settings/copy/music/newname");
