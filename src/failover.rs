@@ -62,6 +62,8 @@ const TICK: Duration = Duration::from_millis(200);
 /// Identity reads per sweep, and how long a failed read waits before it is tried again.
 const IDENTITY_BATCH: usize = 64;
 const IDENTITY_RETRY: Duration = Duration::from_secs(60);
+/// A sweep read's deadline: a hung node must not hold up the failover loop for long.
+const SWEEP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Why one bot could not be moved.
 #[derive(Debug, thiserror::Error)]
@@ -346,7 +348,14 @@ impl Failover {
             let Some(node) = self.cluster.node(node) else {
                 return;
             };
-            match fetch_identity(&self.client, &node, lid, self.request_timeout).await {
+            match fetch_identity(
+                &self.client,
+                &node,
+                lid,
+                self.request_timeout.min(SWEEP_DEADLINE),
+            )
+            .await
+            {
                 Ok(id) if self.cluster.gid_of(node.id, lid) == Some(gid) => {
                     self.cluster.record_identity(gid, id)
                 }
