@@ -1020,6 +1020,20 @@ impl Cluster {
             .collect()
     }
 
+    /// A node other than `except` that holds template `name` or runs a bot of it (the poller
+    /// may have adopted a copy an interrupted failover made, while the router still records
+    /// the template on the dead node).
+    pub fn holder_of(&self, name: &str, except: NodeId) -> Option<NodeId> {
+        let t = self.tables.read();
+        if let Some(tp) = t.templates.get(name).filter(|tp| tp.node != except) {
+            return Some(tp.node);
+        }
+        t.bots
+            .values()
+            .find(|b| b.node != except && b.record.template.as_deref() == Some(name))
+            .map(|b| b.node)
+    }
+
     /// Copies of moved bots still to stop on a node.
     pub fn fences_on(&self, node: NodeId) -> Vec<FenceRecord> {
         self.tables
@@ -1576,5 +1590,26 @@ mod tests {
         rt.block_on(c.ensure_id_headroom(Duration::from_secs(5)))
             .expect("headroom");
         assert_eq!(c.ids.lock().durable, before);
+    }
+
+    /// An interrupted failover's copy, adopted by the poller on another node while the
+    /// template is still recorded on the dead node, is found so that the retry reuses it.
+    #[test]
+    fn the_holder_of_an_interrupted_copy_is_found() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(0, &[listed(0, Some("music"), "ts.x")], g);
+        assert_eq!(c.template_owner("music"), Some(0));
+        assert_eq!(c.holder_of("music", 0), None);
+        let g = c.generation();
+        c.reconcile(1, &[listed(4, Some("music"), "ts.x")], g);
+        assert_eq!(
+            c.template_owner("music"),
+            Some(0),
+            "the first owner is kept"
+        );
+        assert_eq!(c.holder_of("music", 0), Some(1));
+        assert_eq!(c.holder_of("music", 1), Some(0));
     }
 }

@@ -191,8 +191,7 @@ impl Failover {
         // move there rather than start the identity a second time elsewhere.
         let holder = self
             .cluster
-            .template_owner(&name)
-            .filter(|n| *n != dead.id)
+            .holder_of(&name, dead.id)
             .and_then(|n| self.cluster.node(n));
         let reservation = match holder {
             Some(n) => self.placer.reserve_on(n),
