@@ -840,6 +840,21 @@ impl Cluster {
         }
     }
 
+    /// Records a setting written in a bot's context: for a template bot it belongs to its
+    /// template; for a temporary bot only what a rebuild needs is kept (nickname, channel,
+    /// address).
+    pub fn record_bot_setting(&self, gid: u32, path: &str, value: &str) {
+        if let Some(name) = self.bot_template(gid) {
+            return self.record_template_setting(&name, path, value);
+        }
+        self.update_bot(gid, |r| match path {
+            "connect.name" => r.nickname = Some(value.to_string()),
+            "connect.channel" => r.channel = Some(value.to_string()),
+            "connect.address" => r.address = Some(value.to_string()),
+            _ => {}
+        })
+    }
+
     /// Changes a bot's record (nickname, channel, identity, template after `bot save`).
     pub fn update_bot(&self, gid: u32, f: impl FnOnce(&mut BotRecord)) {
         let op = {

@@ -536,15 +536,7 @@ impl Exec {
                     ReadBack::Template { name, path } => {
                         cluster.record_template_setting(&name, &path, &value)
                     }
-                    ReadBack::Bot { gid, path } => match cluster.bot_template(gid) {
-                        Some(name) => cluster.record_template_setting(&name, &path, &value),
-                        None => cluster.update_bot(gid, |r| match path.as_str() {
-                            "connect.name" => r.nickname = Some(value),
-                            "connect.channel" => r.channel = Some(value),
-                            "connect.address" => r.address = Some(value),
-                            _ => {}
-                        }),
-                    },
+                    ReadBack::Bot { gid, path } => cluster.record_bot_setting(gid, &path, &value),
                 }
             }
         });

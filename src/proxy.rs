@@ -147,12 +147,7 @@ impl Router {
                     self.cluster.record_template_setting(name, path, value)
                 }
                 Effect::BotSetting { gid, path, value } => {
-                    self.cluster.update_bot(*gid, |r| match path.as_str() {
-                        "connect.name" => r.nickname = Some(value.clone()),
-                        "connect.channel" => r.channel = Some(value.clone()),
-                        "connect.address" => r.address = Some(value.clone()),
-                        _ => {}
-                    })
+                    self.cluster.record_bot_setting(*gid, path, value)
                 }
             }
         }
