@@ -16,7 +16,7 @@ use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 use crate::api_json::{bot_list_body, ApiError, BotInfo, Reason, CONTENT_TYPE_JSON};
 use crate::cluster::{Cluster, CreateInfo, Node, NodeId, Reported};
 use crate::config::RoutingConfig;
-use crate::health::{parse_bot_list, poll_node, BOT_LIST};
+use crate::health::{poll_node, read_bot_list};
 use crate::json_edit;
 use crate::node_client::{NodeClient, NodeResponse};
 use crate::placement::{Placer, Reservation};
@@ -670,22 +670,8 @@ async fn collect_list(
     let results = join_all(nodes.iter().map(|node| async move {
         let listed = if node.is_healthy() {
             let started = cluster.generation();
-            match client.get(node, BOT_LIST, timeout).await {
-                Ok(r) if r.status == 200 => match parse_bot_list(&r.body) {
-                    Ok(l) => Some((started, l)),
-                    Err(e) => {
-                        log::warn!("node {} sent an unreadable bot/list: {e}", node.name);
-                        None
-                    }
-                },
-                Ok(r) => {
-                    log::warn!(
-                        "node {} answered bot/list with HTTP {}",
-                        node.name,
-                        r.status
-                    );
-                    None
-                }
+            match read_bot_list(client, node, timeout).await {
+                Ok(l) => Some((started, l)),
                 Err(e) => {
                     log::warn!("{e}");
                     None

@@ -36,7 +36,7 @@ use pingora::services::background::BackgroundService;
 use crate::cluster::{BotSnapshot, Cluster, Move, Node, NodeId};
 use crate::config::FailoverConfig;
 use crate::exec::{fetch_identity, single_bot_info};
-use crate::health::{parse_bot_list, BOT_LIST};
+use crate::health::read_bot_list;
 use crate::node_client::NodeClient;
 use crate::placement::Placer;
 use crate::store::FenceRecord;
@@ -299,19 +299,13 @@ impl Failover {
     /// Best-effort clean-up of a half-made copy on a target: stops whatever runs under the
     /// name, then deletes the template.
     async fn undo(&self, target: &Node, name: &str) {
-        if let Ok(r) = self
-            .client
-            .get(target, BOT_LIST, self.request_timeout)
-            .await
-        {
-            if let Ok(list) = parse_bot_list(&r.body) {
-                for b in list {
-                    if let (Some(lid), Some(n)) = (b.id, b.name.as_deref()) {
-                        if n == name {
-                            let _ = self
-                                .call(target, &format!("/api/bot/use/{lid}/(/bot/disconnect)"))
-                                .await;
-                        }
+        if let Ok(list) = read_bot_list(&self.client, target, self.request_timeout).await {
+            for b in list {
+                if let (Some(lid), Some(n)) = (b.id, b.name.as_deref()) {
+                    if n == name {
+                        let _ = self
+                            .call(target, &format!("/api/bot/use/{lid}/(/bot/disconnect)"))
+                            .await;
                     }
                 }
             }
@@ -466,14 +460,9 @@ pub async fn fence(
         reason,
     };
     let read = || async {
-        let r = client
-            .get(node, BOT_LIST, timeout)
+        read_bot_list(client, node, timeout)
             .await
-            .map_err(|e| err(e.to_string()))?;
-        if r.status != 200 {
-            return Err(err(format!("bot/list answered HTTP {}", r.status)));
-        }
-        parse_bot_list(&r.body).map_err(err)
+            .map_err(|e| err(e.to_string()))
     };
     let listed = read().await?;
     let matches = |f: &FenceRecord, id: Option<u32>, name: Option<&str>, server: Option<&str>| {

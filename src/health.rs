@@ -87,6 +87,26 @@ pub fn parse_bot_list(body: &[u8]) -> Result<Vec<ListedBot>, String> {
         .collect()
 }
 
+/// Reads one node's `bot/list` (the node's own view, local ids; nothing is reconciled).
+pub async fn read_bot_list(
+    client: &NodeClient,
+    node: &Node,
+    timeout: Duration,
+) -> Result<Vec<ListedBot>, PollError> {
+    let resp = client.get(node, BOT_LIST, timeout).await?;
+    if resp.status != 200 {
+        return Err(PollError::Status {
+            node: node.name.to_string(),
+            status: resp.status,
+            body: String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned(),
+        });
+    }
+    parse_bot_list(&resp.body).map_err(|reason| PollError::Format {
+        node: node.name.to_string(),
+        reason,
+    })
+}
+
 /// Reads one node's list and reconciles the cluster view with it.
 pub async fn poll_node(
     cluster: &Cluster,
@@ -100,18 +120,7 @@ pub async fn poll_node(
     // A node that comes back after failover first loses the copies that now run elsewhere.
     let fenced = crate::failover::fence(cluster, client, node, timeout).await?;
     let started = cluster.generation();
-    let resp = client.get(node, BOT_LIST, timeout).await?;
-    if resp.status != 200 {
-        return Err(PollError::Status {
-            node: node.name.to_string(),
-            status: resp.status,
-            body: String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned(),
-        });
-    }
-    let listed = parse_bot_list(&resp.body).map_err(|reason| PollError::Format {
-        node: node.name.to_string(),
-        reason,
-    })?;
+    let listed = read_bot_list(client, node, timeout).await?;
     // Refused (and changes nothing) if an evacuation started meanwhile.
     cluster.reconcile(node.id, &listed, started);
     if node.evacuating.load(Ordering::Acquire) {
