@@ -285,6 +285,21 @@ impl Parser<'_> {
     }
 }
 
+/// The inverse of [`unescape`]: percent-encodes one argument for a TS3AudioBot path (which
+/// decodes after splitting), so `/`, `(`, `)`, spaces and quotes in values stay inside their
+/// argument. Used for the requests the router writes itself.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// .NET `Uri.UnescapeDataString`: valid `%XX` escapes are decoded, runs of decoded bytes are
 /// read as UTF-8, and escapes that do not form valid UTF-8 stay as written. `+` is not a space.
 pub fn unescape(raw: &[u8]) -> String {
@@ -393,6 +408,18 @@ pub fn parse_int32(text: &str) -> Result<i32, bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_encodes_every_separator() {
+        assert_eq!(escape("a/b(c) d\"e%"), "a%2Fb%28c%29%20d%22e%25");
+        assert_eq!(escape("ts.example.com:9987"), "ts.example.com%3A9987");
+        assert_eq!(escape("Zm9v+/=="), "Zm9v%2B%2F%3D%3D");
+        assert_eq!(escape("ünï"), "%C3%BCn%C3%AF");
+        for s in ["a/b(c) d\"e%", "ünï", "Zm9v+/=="] {
+            assert_eq!(unescape(escape(s).as_bytes()), s);
+        }
+    }
+
     use proptest::prelude::*;
 
     fn cmd(s: &str) -> Command {

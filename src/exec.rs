@@ -370,8 +370,7 @@ impl Exec {
                         // Unrecorded, the template could be created again on another node:
                         // take it back and say so.
                         self.cluster.drop_template(name);
-                        let undo =
-                            format!("/api/settings/delete/{}", crate::failover::encode(name));
+                        let undo = format!("/api/settings/delete/{}", crate::command::escape(name));
                         let _ = self
                             .client
                             .get(node, undo.as_bytes(), self.cfg.request_timeout)
@@ -488,15 +487,15 @@ impl Exec {
                     ReadBack::Template { name, path } => cluster.template_owner(name).map(|n| {
                         let target = format!(
                             "/api/settings/bot/get/{}/{}",
-                            crate::failover::encode(name),
-                            crate::failover::encode(path)
+                            crate::command::escape(name),
+                            crate::command::escape(path)
                         );
                         (n, target)
                     }),
                     ReadBack::Bot { gid, path } => cluster.locate(*gid).map(|(n, lid)| {
                         let target = format!(
                             "/api/bot/use/{lid}/(/settings/get/{})",
-                            crate::failover::encode(path)
+                            crate::command::escape(path)
                         );
                         (n, target)
                     }),

@@ -34,6 +34,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::cluster::{BotSnapshot, Cluster, Move, Node, NodeId};
+use crate::command::escape;
 use crate::config::FailoverConfig;
 use crate::exec::{fetch_identity, single_bot_info};
 use crate::health::read_bot_list;
@@ -206,7 +207,7 @@ impl Failover {
             reason,
         };
 
-        let create = format!("/api/settings/create/{}", encode(&name));
+        let create = format!("/api/settings/create/{}", escape(&name));
         match self.call(&target, &create).await {
             Ok((204, _)) => {}
             // The name exists there: acceptable only if it is this bot's own earlier copy (the
@@ -222,9 +223,9 @@ impl Failover {
         for (path, value) in &settings {
             let set = format!(
                 "/api/settings/bot/set/{}/{}/{}",
-                encode(&name),
-                encode(path),
-                encode(value)
+                escape(&name),
+                escape(path),
+                escape(value)
             );
             // The message names the setting, never its value or the node's answer (which may
             // echo the value, and the value may be an identity key).
@@ -244,7 +245,7 @@ impl Failover {
                 target.name
             );
         }
-        let connect = format!("/api/bot/connect/template/{}", encode(&name));
+        let connect = format!("/api/bot/connect/template/{}", escape(&name));
         let resp = match self
             .client
             .get(&target, connect.as_bytes(), self.request_timeout)
@@ -311,7 +312,7 @@ impl Failover {
             }
         }
         let _ = self
-            .call(target, &format!("/api/settings/delete/{}", encode(name)))
+            .call(target, &format!("/api/settings/delete/{}", escape(name)))
             .await;
     }
 
@@ -507,7 +508,7 @@ pub async fn fence(
             continue;
         }
         if listed.iter().any(|b| b.name.as_deref() == Some(name)) {
-            let target = format!("/api/settings/delete/{}", encode(name));
+            let target = format!("/api/settings/delete/{}", escape(name));
             match client.get(node, target.as_bytes(), timeout).await {
                 Ok(r) if r.status == 204 || r.status == 200 => {}
                 Ok(r) => {
@@ -537,20 +538,6 @@ pub async fn fence(
     Ok(true)
 }
 
-/// Percent-encodes one argument for a TS3AudioBot path (which decodes after splitting), so
-/// `/`, `(`, `)`, spaces and quotes in values stay inside their argument.
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
@@ -559,14 +546,6 @@ fn snippet(body: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::store::{BotRecord, Identity, TemplateRecord};
-
-    #[test]
-    fn encodes_every_separator() {
-        assert_eq!(encode("a/b(c) d\"e%"), "a%2Fb%28c%29%20d%22e%25");
-        assert_eq!(encode("ts.example.com:9987"), "ts.example.com%3A9987");
-        assert_eq!(encode("Zm9v+/=="), "Zm9v%2B%2F%3D%3D");
-        assert_eq!(encode("ünï"), "%C3%BCn%C3%AF");
-    }
 
     fn record(template: Option<&str>) -> BotRecord {
         BotRecord {
