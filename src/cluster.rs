@@ -823,16 +823,17 @@ impl Cluster {
         Ok(gid)
     }
 
-    /// Drops a bot the router saw being stopped (`bot disconnect` answered 204).
-    pub fn forget_bot(&self, gid: u32) {
+    /// Drops a bot that `node` said it stopped (`bot disconnect` answered 204), unless the bot
+    /// lives elsewhere by now (a late answer from a node whose bots failover moved meanwhile).
+    pub fn forget_bot(&self, gid: u32, node: NodeId) {
         let mut ops = Vec::new();
         {
             let mut t = self.tables.write();
-            let node = t.bots.get(&gid).map(|b| b.node);
-            self.retire(&mut t, gid, &mut ops);
-            if let Some(node) = node {
-                self.recount(&t, node);
+            if t.bots.get(&gid).is_none_or(|b| b.node != node) {
+                return;
             }
+            self.retire(&mut t, gid, &mut ops);
+            self.recount(&t, node);
         }
         if !ops.is_empty() {
             self.bump();
@@ -944,12 +945,18 @@ impl Cluster {
         self.store.submit(vec![op]);
     }
 
-    /// Stores the identity read from a freshly created bot (and its template's).
-    pub fn record_identity(&self, gid: u32, identity: Identity) {
+    /// Stores the identity read from bot `gid` at `node`/`lid` (and its template's), unless
+    /// the bot is no longer in that slot (moved, stopped, slot reused) by the time the read
+    /// came back: then the identity is some other bot's.
+    pub fn record_identity(&self, gid: u32, node: NodeId, lid: u32, identity: Identity) {
         let mut ops = Vec::new();
         {
             let mut t = self.tables.write();
-            let Some(b) = t.bots.get_mut(&gid) else {
+            let Some(b) = t
+                .bots
+                .get_mut(&gid)
+                .filter(|b| b.node == node && b.record.local_id == lid)
+            else {
                 return;
             };
             b.record.identity = Some(identity.clone());
@@ -1495,7 +1502,7 @@ mod tests {
             let g = c.generation();
             c.reconcile(0, &[listed(0, None, "x"), listed(1, None, "y")], g);
             gid = c.gid_of(0, 1).expect("gid");
-            c.forget_bot(c.gid_of(0, 0).expect("gid"));
+            c.forget_bot(c.gid_of(0, 0).expect("gid"), 0);
             let rt = runtime();
             rt.block_on(c.store().flush(Duration::from_secs(5)))
                 .expect("flush");
@@ -1626,5 +1633,31 @@ mod tests {
         );
         assert_eq!(c.holder_of("music", 0), Some(1));
         assert_eq!(c.holder_of("music", 1), Some(0));
+    }
+
+    /// Late answers about a slot the bot has left change nothing: a `bot disconnect` 204 from
+    /// another node does not drop it, an identity read from another slot is not recorded.
+    #[test]
+    fn late_answers_about_an_old_slot_are_ignored() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(0, &[listed(2, None, "a.example")], g);
+        let gid = c.gid_of(0, 2).expect("gid");
+        let id = Identity {
+            key: "K".into(),
+            offset: 1,
+            level: -1,
+        };
+        c.record_identity(gid, 1, 2, id.clone());
+        c.record_identity(gid, 0, 3, id.clone());
+        assert_eq!(c.bot_record(gid).and_then(|r| r.identity), None);
+        c.record_identity(gid, 0, 2, id.clone());
+        assert_eq!(c.bot_record(gid).and_then(|r| r.identity), Some(id));
+        c.forget_bot(gid, 1);
+        assert_eq!(c.locate(gid), Some((0, 2)), "another node's answer");
+        c.forget_bot(gid, 0);
+        assert_eq!(c.locate(gid), None);
+        assert_eq!(c.node(0).expect("n").load.running(), 0);
     }
 }

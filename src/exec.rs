@@ -413,7 +413,7 @@ impl Exec {
                                     node.name
                                 );
                                 if let Some(gid) = gid {
-                                    self.cluster.forget_bot(gid);
+                                    self.cluster.forget_bot(gid, node.id);
                                 }
                                 let undo = format!("/api/bot/use/{lid}/(/bot/disconnect)");
                                 let _ = self
@@ -441,11 +441,7 @@ impl Exec {
         let deadline = self.cfg.request_timeout;
         tokio::spawn(async move {
             match fetch_identity(&client, &node, lid, deadline).await {
-                // Only if the slot still holds this bot.
-                Ok(id) if cluster.gid_of(node.id, lid) == Some(gid) => {
-                    cluster.record_identity(gid, id)
-                }
-                Ok(_) => {}
+                Ok(id) => cluster.record_identity(gid, node.id, lid, id),
                 Err(e) => log::warn!("bot {gid}: {e}"),
             }
         });

@@ -350,10 +350,7 @@ impl Failover {
             )
             .await
             {
-                Ok(id) if self.cluster.gid_of(node.id, lid) == Some(gid) => {
-                    self.cluster.record_identity(gid, id)
-                }
-                Ok(_) => {}
+                Ok(id) => self.cluster.record_identity(gid, node.id, lid, id),
                 Err(e) => log::debug!("bot {gid}: {e}"),
             }
         });

@@ -125,13 +125,7 @@ impl Router {
             match e {
                 Effect::ReadBack(r) => read_back.push(r.clone()),
                 _ if ctx.status != 204 => {}
-                // Only if the bot still lives on the node that answered (a late answer from a
-                // node whose bots failover moved meanwhile must not drop the moved bot).
-                Effect::ForgetBot(gid) => {
-                    if self.cluster.locate(*gid).is_some_and(|(n, _)| n == node.id) {
-                        self.cluster.forget_bot(*gid)
-                    }
-                }
+                Effect::ForgetBot(gid) => self.cluster.forget_bot(*gid, node.id),
                 Effect::BotSaved { gid, name } => {
                     self.cluster.claim_template_now(name, node.id);
                     claimed = true;
