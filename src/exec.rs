@@ -371,13 +371,7 @@ impl Exec {
                         // take it back and say so.
                         self.cluster.drop_template(name);
                         let undo = format!("/api/settings/delete/{}", crate::command::escape(name));
-                        let _ = self
-                            .client
-                            .get(node, undo.as_bytes(), self.cfg.request_timeout)
-                            .await;
-                        return Answer::error(&ApiError::unavailable(format!(
-                            "The router could not record the new template ({e}); it was deleted again. Try again later."
-                        )));
+                        return self.take_back(node, &undo, "template", "deleted", &e).await;
                     }
                 }
                 drop(reservation);
@@ -416,13 +410,7 @@ impl Exec {
                                     self.cluster.forget_bot(gid, node.id);
                                 }
                                 let undo = format!("/api/bot/use/{lid}/(/bot/disconnect)");
-                                let _ = self
-                                    .client
-                                    .get(node, undo.as_bytes(), self.cfg.request_timeout)
-                                    .await;
-                                return Answer::error(&ApiError::unavailable(format!(
-                                    "The router could not record the new bot ({e}); it was stopped again. Try again later."
-                                )));
+                                return self.take_back(node, &undo, "bot", "stopped", &e).await;
                             }
                         }
                     }
@@ -432,6 +420,25 @@ impl Exec {
                 Answer::from_node(resp, body)
             }
         }
+    }
+
+    /// Undoes a create the router could not record (best effort: `undo` on the node) and
+    /// answers the client with a 503 saying so.
+    async fn take_back(
+        &self,
+        node: &Node,
+        undo: &str,
+        what: &str,
+        done: &str,
+        e: &crate::store::StoreError,
+    ) -> Answer {
+        let _ = self
+            .client
+            .get(node, undo.as_bytes(), self.cfg.request_timeout)
+            .await;
+        Answer::error(&ApiError::unavailable(format!(
+            "The router could not record the new {what} ({e}); it was {done} again. Try again later."
+        )))
     }
 
     /// Reads a new bot's TeamSpeak identity once, in the background, and records it.
