@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use pingora_load_balancing::{Backends, LoadBalancer};
-use ts3ab_lb::auth::{basic_header, KeyTable};
-use ts3ab_lb::cluster::{Cluster, ListedBot};
-use ts3ab_lb::command::{parse, splice, Parsed};
+use ts3ab_lb::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
+use ts3ab_lb::cluster::Cluster;
 use ts3ab_lb::config::{KeyConfig, NodeConfig, Role};
-use ts3ab_lb::placement::{ClusterDiscovery, LeastUsed, Placer};
-use ts3ab_lb::policy::{self, AllowPattern};
-use ts3ab_lb::routing::{self, Plan};
+use ts3ab_lb::protocol::api_json::BotInfo;
+use ts3ab_lb::protocol::basic_auth::basic_header;
+use ts3ab_lb::protocol::command::{parse, splice, Parsed};
+use ts3ab_lb::protocol::pattern::AllowPattern;
+use ts3ab_lb::proxy::keys::Keys;
+use ts3ab_lb::proxy::policy;
+use ts3ab_lb::proxy::routing::{self, Plan};
 use ts3ab_lb::store::embedded::EmbeddedStore;
 use ts3ab_lb::store::{Snapshot, StoreHandle};
 
@@ -45,29 +48,25 @@ fn cluster(nodes: usize, capacity: u32, bots: u32) -> (Arc<Cluster>, tempfile::T
     ))
     .expect("store");
     let configs: Vec<NodeConfig> = (0..nodes)
-        .map(|i| NodeConfig {
-            name: format!("n{i}"),
-            url: format!("http://127.0.0.1:{}", 20000 + i),
-            addr: format!("127.0.0.1:{}", 20000 + i).parse().expect("addr"),
-            authority: format!("127.0.0.1:{}", 20000 + i),
-            tls: false,
-            host: "127.0.0.1".into(),
-            auth: Some(format!("router:token-{i}")),
-            capacity,
-            draining: false,
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{}", 20000 + i);
+            let auth = Some(format!("router:token-{i}"));
+            NodeConfig::parse(&format!("n{i}"), &url, auth, capacity, false).expect("node")
         })
         .collect();
     let cluster = Arc::new(Cluster::new(&configs, Snapshot::default(), store));
-    for n in 0..nodes {
-        let listed: Vec<ListedBot> = (0..bots)
-            .map(|lid| ListedBot {
+    for n in cluster.nodes().iter() {
+        // Up, as after a first successful poll.
+        n.observe_poll(true, 1, 1);
+        let listed: Vec<BotInfo> = (0..bots)
+            .map(|lid| BotInfo {
                 id: Some(lid),
                 name: None,
                 server: Some("ts.example.com".into()),
                 status: 2,
             })
             .collect();
-        cluster.reconcile(n, &listed, cluster.generation());
+        cluster.reconcile(n.id, &listed, cluster.generation());
     }
     (cluster, dir)
 }
@@ -103,7 +102,7 @@ fn placement(c: &mut Criterion) {
 /// The routing decision of a pinned request, as `request_filter` makes it: authenticate the
 /// key, parse the command, check rights, plan over the cluster view (id lookup and rewrite).
 fn route(c: &mut Criterion) {
-    let keys = KeyTable::new(&[KeyConfig {
+    let keys = Keys::new(&[KeyConfig {
         name: "bench".into(),
         secret: "bench-secret-123".into(),
         role: Role::User,

@@ -37,6 +37,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the router on the embedded store with three local fake TS3AudioBot nodes.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the router listens.
         #[arg(long, default_value = "127.0.0.1:58913")]
@@ -71,7 +72,8 @@ fn main() -> ExitCode {
             let server = ts3ab_lb::server::build(c).map_err(|e| e.to_string())?;
             server.run_forever()
         }),
-        Command::Demo { listen, data } => ts3ab_lb::demo::run(&listen, &data),
+        #[cfg(feature = "demo")]
+        Command::Demo { listen, data } => ts3ab_lb::server::demo::run(&listen, &data),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -505,7 +505,10 @@ fn demo_runs_on_a_fresh_machine() {
         .spawn()
         .expect("demo starts");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let key = (ts3ab_lb::demo::DEMO_KEY, ts3ab_lb::demo::DEMO_SECRET);
+    let key = (
+        ts3ab_lb::server::demo::DEMO_KEY,
+        ts3ab_lb::server::demo::DEMO_SECRET,
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut list = None;
     while std::time::Instant::now() < deadline {

@@ -1,7 +1,8 @@
 //! The test controls over HTTP (`/__fake/...`), for a node running as its own process.
 //!
-//! Owns: `latency/<ms>`, `fault/<none|500|hang|close>`, `requests`, `clear`, `restart` and
-//! `state`, answered as small JSON documents. These paths are outside `/api`, are never
+//! Owns: `latency/<ms>`, `fault/<none|500|hang|close>`, `requests`, `clear`, `restart` (like
+//! [`crate::FakeNode::restart`]: new `starttime`, `run = true` templates from id 0) and
+//! `state` (name, `starttime`, bots, templates), answered as small JSON documents. These paths are outside `/api`, are never
 //! recorded, and ignore auth and faults.
 //! Does not own: the controls themselves (methods on `Shared` / `FakeNode` in `lib`).
 
@@ -88,7 +89,7 @@ pub fn handle(shared: &Shared, target: &[u8]) -> Answer {
             }
         }
         ("restart", "") => {
-            shared.state.lock().restart(Instant::now());
+            shared.mutate(|st| st.restart(Instant::now()));
             Answer {
                 status: 204,
                 content_type: "",

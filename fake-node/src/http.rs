@@ -437,7 +437,8 @@ async fn api(shared: &Arc<Shared>, req: &Request, text: &[u8]) -> (Answer, Vec<E
 }
 
 /// Runs a command inside the concurrency limit, after the service time. The state lock is
-/// taken only for the synchronous execution, never across an await.
+/// taken only for the synchronous execution (and writing template changes to the data dir),
+/// never across an await.
 async fn execute(shared: &Arc<Shared>, caller: Caller, text: &[u8]) -> (Answer, Vec<Effect>) {
     let _permit = match &shared.sem {
         Some(sem) => sem.clone().acquire_owned().await.ok(),
@@ -446,10 +447,11 @@ async fn execute(shared: &Arc<Shared>, caller: Caller, text: &[u8]) -> (Answer, 
     if !shared.service_time.is_zero() {
         tokio::time::sleep(shared.service_time).await;
     }
-    let mut st = shared.state.lock();
-    let mut ex = Exec::new(&mut st, caller, Instant::now());
-    let res = ex.run_api(text);
-    (render(res), std::mem::take(&mut ex.effects))
+    shared.mutate(|st| {
+        let mut ex = Exec::new(st, caller, Instant::now());
+        let res = ex.run_api(text);
+        (render(res), std::mem::take(&mut ex.effects))
+    })
 }
 
 /// The WebInterface files: `/`, `/index.html`, `/bundle.js`; 404 otherwise.

@@ -4,7 +4,8 @@
 //!
 //! Owns: the public API ([`FakeNode`], its config and snapshots), the node's lifetime (its own
 //! thread and tokio runtime, so it works from plain tests and from any async runtime), the
-//! listener's kill/revive, request recording, and the fault/latency knobs.
+//! listener's kill/revive, process restarts (in place, or a new `FakeNode` on the same data
+//! dir), request recording, and the fault/latency knobs.
 //! Does not own: anything of the router; it shares no code with it (its own parser is the
 //! point: an independent reading of the spec to cross-check against).
 
@@ -20,12 +21,14 @@ mod player;
 mod playlists;
 mod settings;
 mod state;
+mod store;
 #[cfg(test)]
 mod tests;
 mod value;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -77,6 +80,16 @@ pub struct FakeNodeConfig {
     pub service_time: Duration,
     /// `/api` requests processed at once; others queue.
     pub max_concurrency: Option<usize>,
+    /// Where templates live on disk, as `DIR/bots/<name>/bot.toml` (TOML of the values set
+    /// on the template, identity included), written on every change. At start the node loads
+    /// them (a malformed file is reported on stderr and skipped) and starts the `run = true`
+    /// ones, so a node started again on the same dir behaves like a restarted TS3AudioBot.
+    /// `None`: templates live in memory only and die with the node.
+    pub data_dir: Option<PathBuf>,
+    /// Templates to create at start if none of that name exists (in the data dir, or at all
+    /// without one), before `run = true` templates are started: a name and settings encoded
+    /// as for [`FakeNode::add_template`], e.g. `("music", vec![("run", "true")])`.
+    pub initial_templates: Vec<(String, Vec<(String, String)>)>,
 }
 
 impl Default for FakeNodeConfig {
@@ -90,6 +103,8 @@ impl Default for FakeNodeConfig {
             bot_save_works: false,
             service_time: Duration::ZERO,
             max_concurrency: None,
+            data_dir: None,
+            initial_templates: Vec::new(),
         }
     }
 }
@@ -228,6 +243,15 @@ impl Shared {
         }
     }
 
+    /// Runs `f` on the state and then writes any template change to the data dir, under the
+    /// same lock. Every entry point that may change templates goes through here.
+    fn mutate<R>(&self, f: impl FnOnce(&mut NodeState) -> R) -> R {
+        let mut st = self.state.lock();
+        let r = f(&mut st);
+        st.persist();
+        r
+    }
+
     fn bots(&self) -> Vec<FakeBot> {
         let st = self.state.lock();
         let now = Instant::now();
@@ -278,7 +302,7 @@ impl Shared {
         let st = self.state.lock();
         let templates: Vec<Value> =
             st.templates.iter().map(|(n, t)| json!({ "name": n, "settings": t.overlay, "playlists": t.playlists.keys().collect::<Vec<_>>() })).collect();
-        json!({ "name": self.name, "bots": bots, "templates": templates })
+        json!({ "name": self.name, "starttime": st.starttime(), "bots": bots, "templates": templates })
     }
 }
 
@@ -317,6 +341,42 @@ fn parse_recorded(head: &[u8], body_len: usize) -> RecordedRequest {
     }
 }
 
+fn add_template<S: AsRef<str>>(st: &mut NodeState, name: &str, settings: &[(S, S)]) {
+    st.templates.entry(name.to_string()).or_default();
+    for (path, value) in settings {
+        let _ = st.conf_set(
+            &ConfRef::Template(name.to_string()),
+            path.as_ref(),
+            Some(value.as_ref()),
+        );
+    }
+}
+
+/// The state of a node that has just started: templates from the data dir plus the initial
+/// ones, with the `run = true` ones running from id 0 and any identities they were given
+/// already written back.
+fn initial_state(cfg: &FakeNodeConfig) -> std::io::Result<NodeState> {
+    let mut st = NodeState::new(cfg.connect_delay, cfg.bot_save_works);
+    if let Some(dir) = &cfg.data_dir {
+        let (store, templates) = store::Store::open(dir)?;
+        st.attach_store(store, templates);
+    }
+    for (name, settings) in &cfg.initial_templates {
+        settings::check_name(name).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad initial template name {name:?}: {e}"),
+            )
+        })?;
+        if !st.templates.contains_key(name) {
+            add_template(&mut st, name, settings);
+        }
+    }
+    st.autostart(Instant::now());
+    st.persist();
+    Ok(st)
+}
+
 /// A running fake node. Dropping it stops it (bounded in time).
 pub struct FakeNode {
     shared: Arc<Shared>,
@@ -334,6 +394,8 @@ impl FakeNode {
     pub fn start_with_workers(cfg: FakeNodeConfig, workers: usize) -> std::io::Result<FakeNode> {
         let listener = std::net::TcpListener::bind(cfg.listen)?;
         let addr = listener.local_addr()?;
+        // Before the runtime exists, so a bad data dir fails the start and leaves nothing behind.
+        let state = initial_state(&cfg)?;
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -375,7 +437,7 @@ impl FakeNode {
             sem: cfg
                 .max_concurrency
                 .map(|n| Arc::new(Semaphore::new(n.max(1)))),
-            state: Mutex::new(NodeState::new(cfg.connect_delay, cfg.bot_save_works)),
+            state: Mutex::new(state),
             records: Mutex::new(VecDeque::new()),
             latency_ns: AtomicU64::new(0),
             fault: AtomicU8::new(0),
@@ -427,10 +489,19 @@ impl FakeNode {
         self.shared.listen_on(listener)
     }
 
-    /// A process restart: running bots stop, `run = true` templates start again with new
-    /// lowest-free ids, temporary bots are gone.
+    /// A process restart: running bots stop, temporary bots (and their identities) are gone,
+    /// templates stay (with their identities), `run = true` ones start again with ids from 0,
+    /// and `system info`'s `starttime` changes. Templates are taken as they are in memory
+    /// (with a data dir, the same as on disk); a bot.toml edited behind the node's back is
+    /// read only by a new `FakeNode` on that dir. The listener stays up (use
+    /// [`FakeNode::kill`] and [`FakeNode::revive`] around it for downtime).
     pub fn restart(&self) {
-        self.shared.state.lock().restart(Instant::now());
+        self.shared.mutate(|st| st.restart(Instant::now()));
+    }
+
+    /// What `system info` reports as `starttime` (new after every restart).
+    pub fn starttime(&self) -> String {
+        self.shared.state.lock().starttime().to_string()
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -453,24 +524,20 @@ impl FakeNode {
     /// Creates (or extends) a template; values are encoded as for `settings set` (raw text
     /// for strings, JSON otherwise), e.g. `("connect.address", "ts.example.com")`,
     /// `("run", "true")`. Invalid settings are skipped.
+    /// With a data dir the template is written to disk too (a name outside
+    /// `[A-Za-z0-9_-]{1,64}` is then kept in memory only, with a message on stderr).
     pub fn add_template(&self, name: &str, settings: &[(&str, &str)]) {
-        let mut st = self.shared.state.lock();
-        st.templates.entry(name.to_string()).or_default();
-        for (path, value) in settings {
-            let _ = st.conf_set(&ConfRef::Template(name.to_string()), path, Some(value));
-        }
+        self.shared.mutate(|st| add_template(st, name, settings));
     }
 
     /// Starts a temporary bot like `bot connect to` (a bot created behind the router's back).
     pub fn connect_bot(&self, address: &str) -> u32 {
         self.shared
-            .state
-            .lock()
-            .connect_to(address, None, Instant::now())
+            .mutate(|st| st.connect_to(address, None, Instant::now()))
     }
 
     pub fn disconnect_bot(&self, id: u32) {
-        self.shared.state.lock().stop_bot(id);
+        self.shared.mutate(|st| st.stop_bot(id));
     }
 
     /// What `system info` reports.

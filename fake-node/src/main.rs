@@ -1,16 +1,25 @@
 //! `ts3ab-fake-node`: one fake TS3AudioBot node as its own process (demo, benchmarks).
 //!
-//! Owns: command-line parsing, pre-creating bots, the single `listening on ADDR` line, and
-//! waiting for SIGTERM/SIGINT. Does not own: the node (the library does).
+//! Owns: command-line parsing, pre-creating temporary bots (`--bots`) and templates
+//! (`--template`, handed to the library as initial templates), the single `listening on ADDR`
+//! line, and waiting for SIGTERM/SIGINT. Does not own: the node, its data dir or restarts
+//! (the library does).
 
 use std::io::Write;
 use std::time::Duration;
 
 use ts3ab_fake_node::{AnonymousRights, FakeNode, FakeNodeConfig};
 
-const USAGE: &str =
-    "usage: ts3ab-fake-node [--listen 127.0.0.1:0] [--name NAME] [--auth uid:token] \
-[--anonymous all|default|none] [--service-time-ms N] [--max-concurrency N] [--bots N]";
+const USAGE: &str = "\
+usage: ts3ab-fake-node [--listen 127.0.0.1:0] [--name NAME] [--auth uid:token]
+                       [--anonymous all|default|none] [--service-time-ms N] [--max-concurrency N]
+                       [--bots N] [--data-dir DIR] [--template NAME[:run]]...
+  --bots N               start N temporary bots (like bot connect to), ids after the templates'
+  --data-dir DIR         keep templates as DIR/bots/<name>/bot.toml: loaded at start (bad files
+                         are reported and skipped), `run = true` ones started from id 0, every
+                         change written back. Without it templates live in memory only
+  --template NAME[:run]  create template NAME (with run = true for :run) unless one of that
+                         name exists already (in the data dir); repeatable";
 
 struct Args {
     cfg: FakeNodeConfig,
@@ -30,6 +39,19 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             .next()
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |what: &str| format!("bad {what} {value:?}\n{USAGE}");
+        let template = |spec: &str| -> Result<(String, Vec<(String, String)>), String> {
+            let (name, run) = match spec.split_once(':') {
+                None => (spec, false),
+                Some((name, "run")) => (name, true),
+                Some(_) => return Err(bad("--template (want NAME or NAME:run)")),
+            };
+            let settings = if run {
+                vec![("run".to_string(), "true".to_string())]
+            } else {
+                Vec::new()
+            };
+            Ok((name.to_string(), settings))
+        };
         match flag.as_str() {
             "--listen" => a.cfg.listen = value.parse().map_err(|_| bad("address"))?,
             "--name" => a.cfg.name = value,
@@ -55,6 +77,9 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 a.cfg.max_concurrency = Some(value.parse().map_err(|_| bad("number"))?)
             }
             "--bots" => a.bots = value.parse().map_err(|_| bad("number"))?,
+            "--data-dir" => a.cfg.data_dir = Some(value.into()),
+            // The library checks the name (it knows TS3AudioBot's rules) and fails the start.
+            "--template" => a.cfg.initial_templates.push(template(&value)?),
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
@@ -108,4 +133,46 @@ fn main() {
         }
     });
     node.stop();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Args, String> {
+        parse(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn data_dir_and_templates() {
+        let a = args(&[
+            "--data-dir",
+            "/tmp/x",
+            "--template",
+            "music:run",
+            "--template",
+            "idle",
+            "--bots",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.cfg.data_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/x"))
+        );
+        assert_eq!(
+            a.cfg.initial_templates,
+            vec![
+                (
+                    "music".to_string(),
+                    vec![("run".to_string(), "true".to_string())]
+                ),
+                ("idle".to_string(), vec![]),
+            ]
+        );
+        assert_eq!(a.bots, 2);
+        assert!(args(&["--template", "x:go"]).is_err_and(|e| e.contains("NAME:run")));
+        assert!(args(&["--data-dir"]).is_err_and(|e| e.contains("needs a value")));
+        assert!(args(&["--help"]).is_err_and(|e| e.contains("--data-dir DIR")));
+    }
 }

@@ -3,8 +3,11 @@
 //!
 //! Owns: lowest-free-slot ids and their reuse, the template/temporary distinction (a bot's
 //! config either *is* a template's config or its own), config reads and writes through it,
-//! identity generation and write-back, connection status over time, restarts, `bot list`.
-//! Does not own: playback (`player`), parsing, rights or dispatch (`exec`), or HTTP.
+//! identity generation and write-back, connection status over time, restarts (bots stop,
+//! `run = true` templates start again from id 0, a new `starttime`), `bot list`, and handing
+//! the templates to the data dir after every change ([`NodeState::persist`]).
+//! Does not own: playback (`player`), parsing, rights or dispatch (`exec`), HTTP, or the
+//! bot.toml files (`store`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::exec::Fail;
 pub use crate::player::{resolve, Item, Player};
 use crate::settings;
+use crate::store::Store;
 
 /// A playlist file (`bots/<name>/playlists/<id>`).
 #[derive(Clone, Debug, Default)]
@@ -99,7 +103,7 @@ pub struct SysInfo {
 }
 
 impl SysInfo {
-    fn plausible() -> SysInfo {
+    fn plausible(started: SystemTime) -> SysInfo {
         let mut rng = rand::rng();
         let base: i64 = rng.random_range(70_000_000..110_000_000);
         SysInfo {
@@ -109,7 +113,7 @@ impl SysInfo {
             cpu: (0..60)
                 .map(|_| (rng.random_range(0.004..0.06f64) * 1e4).round() / 1e4)
                 .collect(),
-            starttime: iso_utc(SystemTime::now()),
+            starttime: iso_utc(started),
         }
     }
 }
@@ -125,18 +129,25 @@ pub struct NodeState {
     pub connect_delay: Duration,
     pub bot_save_works: bool,
     pub sysinfo: SysInfo,
+    /// When this "process" started: what `sysinfo.starttime` was made from.
+    started: SystemTime,
+    /// The data dir, if templates are kept on disk.
+    pub store: Option<Store>,
     next_clid: u16,
 }
 
 impl NodeState {
     pub fn new(connect_delay: Duration, bot_save_works: bool) -> NodeState {
+        let started = SystemTime::now();
         NodeState {
             root: settings::root_defaults(),
             templates: BTreeMap::new(),
             bots: Vec::new(),
             connect_delay,
             bot_save_works,
-            sysinfo: SysInfo::plausible(),
+            sysinfo: SysInfo::plausible(started),
+            started,
+            store: None,
             next_clid: 1,
         }
     }
@@ -361,14 +372,63 @@ impl NodeState {
         json!({ "Id": null, "Name": name, "Server": eff["connect"]["address"].as_str().unwrap_or_default(), "Status": 0 })
     }
 
-    /// A process restart: everything running stops; `run = true` templates start again.
+    /// Keeps the templates in `store` from now on, taking the ones it holds (they replace any
+    /// in memory) and reporting its folder as `configs.bots_path`, as a real node does.
+    pub fn attach_store(&mut self, store: Store, templates: BTreeMap<String, Template>) {
+        if let Some(p) = self.root.pointer_mut("/configs/bots_path") {
+            *p = json!(store.bots_dir().to_string_lossy());
+        }
+        self.templates = templates;
+        self.store = Some(store);
+    }
+
+    /// Writes every template change since the last call to the data dir (if any). Called
+    /// after each request and each control that may touch templates, while the lock is still
+    /// held, so the disk never lags behind an answer that was sent.
+    pub fn persist(&mut self) {
+        if let Some(store) = &mut self.store {
+            store.sync(&self.templates);
+        }
+    }
+
+    /// What `system info` reports as `starttime`.
+    pub fn starttime(&self) -> &str {
+        &self.sysinfo.starttime
+    }
+
+    /// A process restart: everything running stops (temporary bots, and their identities,
+    /// are gone), `starttime` moves on, and `run = true` templates start again with ids from 0.
     pub fn restart(&mut self, now: Instant) {
         self.bots.clear();
+        self.new_starttime(SystemTime::now());
+        self.autostart(now);
+    }
+
+    /// A fresh `starttime` from `now`, always different from the current one: a restart
+    /// within the same clock tick (or clock steps back) still gives a later value, so a
+    /// caller comparing `starttime` always sees the restart.
+    fn new_starttime(&mut self, now: SystemTime) {
+        // One .NET tick (100 ns), the finest step `iso_utc` shows.
+        const TICK: Duration = Duration::from_nanos(100);
+        let mut t = now.max(self.started + TICK);
+        // `set_system_info` may have put any text there; step until it differs.
+        while iso_utc(t) == self.sysinfo.starttime {
+            t += TICK;
+        }
+        self.started = t;
+        self.sysinfo.starttime = iso_utc(t);
+    }
+
+    /// Starts every `run = true` template that is not running, in enumeration order, each in
+    /// the lowest free slot (`BotManager.RunBots` at process start).
+    pub fn autostart(&mut self, now: Instant) {
         let autostart: Vec<String> = self
             .templates
             .keys()
             .filter(|n| {
-                self.effective(&ConfRef::Template((*n).clone()))["run"].as_bool() == Some(true)
+                self.bot_by_name(n).is_none()
+                    && self.effective(&ConfRef::Template((*n).clone()))["run"].as_bool()
+                        == Some(true)
             })
             .cloned()
             .collect();
@@ -502,6 +562,49 @@ mod tests {
         assert_eq!(list[0]["Id"], id);
         s.delete_template("b");
         assert_eq!(s.bot(id).and_then(Bot::name), None);
+    }
+
+    #[test]
+    fn restart_frees_every_id_and_starts_run_templates_from_0() {
+        let mut s = state();
+        let now = Instant::now();
+        for a in ["t0", "t1", "t2"] {
+            s.connect_to(a, None, now);
+        }
+        let run = json!(true);
+        let mut auto = Template::default();
+        settings::overlay_set(&mut auto.overlay, &path("run"), run);
+        s.templates.insert("z".into(), auto.clone());
+        s.templates.insert("y".into(), auto);
+        s.templates.insert("x".into(), Template::default());
+        assert_eq!(s.start_bot(Conf::Template("z".into()), now), 3);
+        s.restart(now);
+        let running: Vec<_> = s.running().map(|b| (b.id, b.name())).collect();
+        assert_eq!(running, vec![(0, Some("y")), (1, Some("z"))]);
+        assert_eq!(s.bots.len(), 2, "no leftover slots");
+        // Autostarting twice (start, then restart) never runs a template twice.
+        s.autostart(now);
+        assert_eq!(s.running().count(), 2);
+    }
+
+    #[test]
+    fn starttime_moves_on_within_one_tick() {
+        let mut s = state();
+        // As if this "process" started long ago, so `t` is later than its start.
+        s.started = UNIX_EPOCH;
+        let t = UNIX_EPOCH + Duration::from_secs(1_618_000_000);
+        s.new_starttime(t);
+        let first = s.starttime().to_string();
+        assert_eq!(first, "2021-04-09T20:26:40Z");
+        s.new_starttime(t);
+        assert_eq!(s.starttime(), "2021-04-09T20:26:40.0000001Z");
+        // A clock that steps back still gives a later value.
+        s.new_starttime(t - Duration::from_secs(5));
+        assert_eq!(s.starttime(), "2021-04-09T20:26:40.0000002Z");
+        // A starttime set by hand (`set_system_info`) is never repeated.
+        s.sysinfo.starttime = "2021-04-09T20:26:40.0000003Z".into();
+        s.new_starttime(t);
+        assert_eq!(s.starttime(), "2021-04-09T20:26:40.0000004Z");
     }
 
     #[test]

@@ -22,7 +22,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Role;
+/// Who a key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May use the bot API; never sees node credentials or identity keys.
+    User,
+    /// May also run node-wide commands (`rights/reload`, `settings/global/*`, `plugin/*`,
+    /// `eval`) and read secrets.
+    Admin,
+}
 
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,27 +64,12 @@ pub enum StoreError {
     Closed,
 }
 
-/// A TeamSpeak identity (`connect.identity` of a bot): key, offset and security level.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// The private key. Secret.
-    pub key: String,
-    /// The key offset.
-    pub offset: u64,
-    /// The target security level (-1 = raise on demand).
-    pub level: i64,
-}
+pub use crate::protocol::settings::Identity;
 
-impl fmt::Debug for Identity {
-    /// Never prints the key: records end up in logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("key", &"<redacted>")
-            .field("offset", &self.offset)
-            .field("level", &self.level)
-            .finish()
-    }
-}
+/// How long the router waits for one of its own writes that an answer depends on (a new
+/// bot's record, a move, a fence cleared): long enough for a slow disk or a replica set
+/// election, short enough that no client waits past its own timeout.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Everything the router knows about one bot.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

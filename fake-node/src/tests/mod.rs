@@ -1,14 +1,17 @@
 //! End-to-end tests: a real node over real sockets, checked against the spec's examples.
 //!
-//! Owns: a raw HTTP/1.1 client (targets sent byte for byte) shared by `transport` (headers,
-//! preflight, faults, kill/revive, controls, auth, recorded requests) and `api` (commands
-//! through the whole stack). Module-level cases live beside their code.
+//! Owns: a raw HTTP/1.1 client (targets sent byte for byte) and throwaway data dirs, shared by
+//! `transport` (headers, preflight, faults, kill/revive, controls, auth, recorded requests),
+//! `api` (commands through the whole stack) and `restart` (restarts in place and on a data
+//! dir). Module-level cases live beside their code.
 
 mod api;
+mod restart;
 mod transport;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -111,4 +114,34 @@ pub(super) fn basic(s: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(s)
     )
+}
+
+/// A fresh empty directory, removed again when dropped.
+pub(super) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("ts3ab-fake-node-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A node keeping its templates in `dir`.
+pub(super) fn node_on(dir: &TempDir) -> FakeNode {
+    node_with(|c| c.data_dir = Some(dir.path().to_path_buf()))
 }

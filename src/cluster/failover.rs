@@ -11,12 +11,10 @@
 //! `bot connect template`, and the cluster view moves the cluster id to the new slot and
 //! records a fence for the old copy (`Cluster::move_bot`). A temporary bot needs a template to
 //! carry its identity, so it comes back as a template named `ts3ab-lb-<id>`.
-//! Also [`fence`], run by the poller before it reconciles a node: it stops the copies left
-//! there (`bot disconnect`, `settings delete`) and only then lets the node be used, so one
-//! identity never runs on two nodes the router can reach. And a slow sweep that reads the
-//! identity of bots the router adopted from a node's list, so they can move too.
-//! Does not own: liveness (`health`), the choice of node (`placement`) or the tables
-//! (`cluster`).
+//! Also a slow sweep that reads the identity of bots the router adopted from a node's list,
+//! so they can move too.
+//! Does not own: liveness (`health`), stopping the copies a returning node still holds
+//! (`fencing`), the choice of node (`placement`) or the tables (`view`).
 //!
 //! Limits: a node that is alive but unreachable from the router (a partition) keeps running
 //! its copies until it is reachable again and fenced; the TeamSpeak server then refuses one of
@@ -33,14 +31,15 @@ use futures::StreamExt;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::cluster::placement::Placer;
 use crate::cluster::{BotSnapshot, Cluster, Move, Node, NodeId};
-use crate::command::escape;
 use crate::config::FailoverConfig;
-use crate::exec::{fetch_identity, single_bot_info};
-use crate::health::read_bot_list;
-use crate::node_client::NodeClient;
-use crate::placement::Placer;
-use crate::store::FenceRecord;
+use crate::node::api::{
+    delete_template_target, disconnect_target, fetch_identity, read_bot_list, single_bot_info,
+};
+use crate::node::client::NodeClient;
+use crate::protocol::command::escape;
+use crate::store::WRITE_DEADLINE;
 
 /// Template names failover gives temporary bots (`ts3ab-lb-<cluster id>`); clients cannot
 /// create names with this prefix.
@@ -56,8 +55,6 @@ const ESSENTIAL: [&str; 5] = [
     "connect.identity.level",
 ];
 
-/// How long the router waits for its own store writes during failover.
-const STORE_DEADLINE: Duration = Duration::from_secs(5);
 /// How often liveness is looked at.
 const TICK: Duration = Duration::from_millis(200);
 /// Identity reads per sweep, and how long a failed read waits before it is tried again.
@@ -85,14 +82,6 @@ pub enum MoveError {
     /// The move could not be recorded (the new copy was stopped again).
     #[error("could not record the move: {0}")]
     Store(String),
-}
-
-/// Why a node could not be fenced (it stays unused until it can).
-#[derive(Debug, thiserror::Error)]
-#[error("node {node}: could not stop the copies of moved bots it still holds: {reason}")]
-pub struct FenceError {
-    node: String,
-    reason: String,
 }
 
 /// The failover service.
@@ -248,7 +237,7 @@ impl Failover {
         let connect = format!("/api/bot/connect/template/{}", escape(&name));
         let resp = match self
             .client
-            .get(&target, connect.as_bytes(), self.request_timeout)
+            .get(&target.endpoint(), connect.as_bytes(), self.request_timeout)
             .await
         {
             Ok(r) => r,
@@ -258,14 +247,15 @@ impl Failover {
                 return Err(fail("bot connect template", e.to_string()));
             }
         };
-        let Some((lid, _, server, _)) = (resp.status == 200)
+        let Some((Some(lid), server)) = (resp.status == 200)
             .then(|| single_bot_info(&resp.body))
             .flatten()
+            .map(|b| (b.id, b.server))
         else {
             self.undo(&target, &name).await;
             return Err(fail(
                 "bot connect template",
-                format!("{} {}", resp.status, snippet(&resp.body)),
+                format!("{} {}", resp.status, resp.snippet()),
             ));
         };
         let moved = Move {
@@ -277,7 +267,7 @@ impl Failover {
             settings,
             server: server.or_else(|| bot.server.clone()),
         };
-        match self.cluster.move_bot(moved, STORE_DEADLINE).await {
+        match self.cluster.move_bot(moved, WRITE_DEADLINE).await {
             Ok(true) => Ok(true),
             Ok(false) => {
                 self.undo(&target, &name).await;
@@ -300,27 +290,25 @@ impl Failover {
     /// Best-effort clean-up of a half-made copy on a target: stops whatever runs under the
     /// name, then deletes the template.
     async fn undo(&self, target: &Node, name: &str) {
-        if let Ok(list) = read_bot_list(&self.client, target, self.request_timeout).await {
+        if let Ok(list) =
+            read_bot_list(&self.client, &target.endpoint(), self.request_timeout).await
+        {
             for b in list {
                 if let (Some(lid), Some(n)) = (b.id, b.name.as_deref()) {
                     if n == name {
-                        let _ = self
-                            .call(target, &format!("/api/bot/use/{lid}/(/bot/disconnect)"))
-                            .await;
+                        let _ = self.call(target, &disconnect_target(lid)).await;
                     }
                 }
             }
         }
-        let _ = self
-            .call(target, &format!("/api/settings/delete/{}", escape(name)))
-            .await;
+        let _ = self.call(target, &delete_template_target(name)).await;
     }
 
     async fn call(&self, node: &Node, target: &str) -> Result<(u16, String), String> {
         self.client
-            .get(node, target.as_bytes(), self.request_timeout)
+            .get(&node.endpoint(), target.as_bytes(), self.request_timeout)
             .await
-            .map(|r| (r.status, snippet(&r.body)))
+            .map(|r| (r.status, r.snippet()))
             .map_err(|e| e.to_string())
     }
 
@@ -344,7 +332,7 @@ impl Failover {
             };
             match fetch_identity(
                 &self.client,
-                &node,
+                &node.endpoint(),
                 lid,
                 self.request_timeout.min(SWEEP_DEADLINE),
             )
@@ -437,106 +425,6 @@ fn settings_for(bot: &BotSnapshot) -> BTreeMap<String, String> {
         ),
     }
     s
-}
-
-/// Stops the copies of moved bots that `node` still holds, then forgets those fences (returns
-/// whether there were any). Called by
-/// the poller before it reconciles the node's list, so a node that comes back is used only
-/// once nothing on it runs an identity that now runs elsewhere.
-pub async fn fence(
-    cluster: &Cluster,
-    client: &NodeClient,
-    node: &Node,
-    timeout: Duration,
-) -> Result<bool, FenceError> {
-    let fences = cluster.fences_on(node.id);
-    if fences.is_empty() {
-        return Ok(false);
-    }
-    let err = |reason: String| FenceError {
-        node: node.name.to_string(),
-        reason,
-    };
-    let read = || async {
-        read_bot_list(client, node, timeout)
-            .await
-            .map_err(|e| err(e.to_string()))
-    };
-    let listed = read().await?;
-    let matches = |f: &FenceRecord, id: Option<u32>, name: Option<&str>, server: Option<&str>| {
-        match (&f.template, name) {
-            // A template copy: any running bot of that template (a restart gives it a new id).
-            (Some(t), Some(n)) => t == n,
-            // A temporary copy: the same slot and the same address.
-            (None, None) => {
-                id == Some(f.local_id)
-                    && match (&f.address, server) {
-                        (Some(a), Some(s)) => a == s,
-                        _ => true,
-                    }
-            }
-            _ => false,
-        }
-    };
-    for b in &listed {
-        let Some(lid) = b.id else { continue };
-        if fences
-            .iter()
-            .any(|f| matches(f, b.id, b.name.as_deref(), b.server.as_deref()))
-        {
-            let target = format!("/api/bot/use/{lid}/(/bot/disconnect)");
-            match client.get(node, target.as_bytes(), timeout).await {
-                Ok(r) if r.status == 204 || r.status == 200 => {
-                    log::warn!(
-                        "node {}: stopped bot {lid} (`{}`), which runs elsewhere since failover",
-                        node.name,
-                        b.name.as_deref().unwrap_or("temporary")
-                    );
-                }
-                Ok(r) => return Err(err(format!("bot disconnect answered HTTP {}", r.status))),
-                Err(e) => return Err(err(e.to_string())),
-            }
-        }
-    }
-    // Templates that moved: delete them here, so a restart (`run = true`) cannot start them.
-    for f in &fences {
-        let Some(name) = &f.template else { continue };
-        if cluster.template_owner(name) == Some(node.id) {
-            continue;
-        }
-        if listed.iter().any(|b| b.name.as_deref() == Some(name)) {
-            let target = format!("/api/settings/delete/{}", escape(name));
-            match client.get(node, target.as_bytes(), timeout).await {
-                Ok(r) if r.status == 204 || r.status == 200 => {}
-                Ok(r) => {
-                    return Err(err(format!(
-                        "settings delete {name} answered HTTP {}",
-                        r.status
-                    )))
-                }
-                Err(e) => return Err(err(e.to_string())),
-            }
-        }
-    }
-    // Check before letting go: nothing fenced may still run.
-    let after = read().await?;
-    if after.iter().any(|b| {
-        b.id.is_some()
-            && fences
-                .iter()
-                .any(|f| matches(f, b.id, b.name.as_deref(), b.server.as_deref()))
-    }) {
-        return Err(err("a stopped copy is still listed".into()));
-    }
-    cluster
-        .clear_fences(node.id, &fences, STORE_DEADLINE)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    Ok(true)
-}
-
-fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 
 #[cfg(test)]

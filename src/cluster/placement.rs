@@ -4,17 +4,14 @@
 //! `(running + reserved) / capacity` (ties: the larger node first, then the lower index), the
 //! node discovery feeding Pingora's `LoadBalancer`, and [`Placer`], which picks and reserves a
 //! slot atomically so that concurrent creates never exceed a node's capacity and spread evenly.
-//! [`NodeLoad`] keeps a node's running and reserved counts in one atomic word, so that a slot
-//! passes from "reserved" to "running" in one step: whichever sees the new bot first (the
-//! create's answer, the poller, a fan-out) moves it, and the [`Reservation`] that ends later
-//! finds it already moved. Nobody ever sees a slot counted twice or not at all.
-//! Does not own: the counts themselves (`cluster`, fed by `health`) or sending the create
-//! (`exec`).
+//! A [`Reservation`] holds one slot of a node's `load` until the create ends.
+//! Does not own: the counts themselves (`load`, kept by the view and fed by `health`) or
+//! sending the create (`proxy::exec`).
 //!
 //! Strategies are named in the config (`placement.strategy`); `least_used` is the seed's rule.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,8 +20,8 @@ use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::{Backend, LoadBalancer};
 
-use crate::api_json::ApiError;
 use crate::cluster::{Cluster, Node, NodeId};
+use crate::protocol::api_json::ApiError;
 
 /// The cluster node a Pingora backend stands for (kept in `Backend::ext`).
 #[derive(Clone, Debug)]
@@ -44,143 +41,18 @@ impl ServiceDiscovery for ClusterDiscovery {
     async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         let mut set = BTreeSet::new();
         for node in self.0.nodes().iter() {
+            // Pingora tells backends apart by address and weight only (`ext` is ignored), so
+            // the weight carries the node id: two nodes at one address, or a node removed and
+            // another added at its address, stay distinct backends. Placement ignores weights.
             let mut b = Backend {
-                addr: pingora::protocols::l4::socket::SocketAddr::Inet(node.addr),
-                weight: 1,
+                addr: pingora::protocols::l4::socket::SocketAddr::Inet(node.endpoint().addr),
+                weight: node.id.0 as usize + 1,
                 ext: http::Extensions::new(),
             };
             b.ext.insert(NodeRef(node.clone()));
             set.insert(b);
         }
         Ok((set, HashMap::new()))
-    }
-}
-
-/// A node's bot counts, packed in one word so every change is a single atomic step.
-///
-/// Three 21-bit fields: `running` (bots the router knows on the node), `reserved` (creates in
-/// flight whose bot is not counted yet) and `moved` (creates in flight whose bot is already
-/// counted in `running`: when a count rises while creates are in flight, the new bots are
-/// taken to be theirs and their slots move from `reserved` to `moved` in the same step).
-/// A create that ends takes its slot from `moved` if there is one, else from `reserved`.
-/// The used load is `running + reserved`.
-///
-/// With creates only through the router this is exact. A bot started behind the router's
-/// back while a create is in flight is counted as that create's bot until the create ends:
-/// the node looks one bot emptier for that moment (what the next poll corrects anyway).
-#[derive(Debug, Default)]
-pub struct NodeLoad(AtomicU64);
-
-const FIELD: u32 = 21;
-const MASK: u64 = (1 << FIELD) - 1;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Counts {
-    running: u64,
-    reserved: u64,
-    moved: u64,
-}
-
-impl Counts {
-    fn unpack(w: u64) -> Counts {
-        Counts {
-            running: w & MASK,
-            reserved: (w >> FIELD) & MASK,
-            moved: (w >> (2 * FIELD)) & MASK,
-        }
-    }
-
-    fn pack(self) -> u64 {
-        self.running.min(MASK)
-            | (self.reserved.min(MASK) << FIELD)
-            | (self.moved.min(MASK) << (2 * FIELD))
-    }
-}
-
-impl NodeLoad {
-    fn update(&self, f: impl Fn(Counts) -> Option<Counts>) -> bool {
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                f(Counts::unpack(w)).map(Counts::pack)
-            })
-            .is_ok()
-    }
-
-    fn counts(&self) -> Counts {
-        Counts::unpack(self.0.load(Ordering::Acquire))
-    }
-
-    /// Bots the router knows to run on the node.
-    pub fn running(&self) -> u32 {
-        self.counts().running as u32
-    }
-
-    /// Creates in flight whose bot is not counted yet.
-    pub fn reserved(&self) -> u32 {
-        self.counts().reserved as u32
-    }
-
-    /// Running plus reserved: what placement compares with the capacity.
-    pub fn used(&self) -> u32 {
-        let c = self.counts();
-        (c.running + c.reserved) as u32
-    }
-
-    /// Sets the running count (from the cluster tables). A rise while creates are in flight
-    /// moves their slots from reserved to running in the same step.
-    pub fn set_running(&self, running: u32) {
-        let running = u64::from(running);
-        self.update(|c| {
-            let rise = running.saturating_sub(c.running).min(c.reserved);
-            Some(Counts {
-                running,
-                reserved: c.reserved - rise,
-                moved: c.moved + rise,
-            })
-        });
-    }
-
-    /// Takes a slot if the node has room under `capacity`.
-    fn try_reserve(&self, capacity: u32) -> bool {
-        self.update(|c| {
-            let room = c.running + c.reserved < u64::from(capacity);
-            room.then_some(Counts {
-                reserved: c.reserved + 1,
-                ..c
-            })
-        })
-    }
-
-    /// Ends a create: its slot is either already counted as running (`moved`) or still
-    /// reserved.
-    fn release(&self) {
-        self.update(|c| {
-            Some(if c.moved > 0 {
-                Counts {
-                    moved: c.moved - 1,
-                    ..c
-                }
-            } else {
-                Counts {
-                    reserved: c.reserved.saturating_sub(1),
-                    ..c
-                }
-            })
-        });
-    }
-
-    /// For tests and benchmarks: sets the counts directly.
-    #[doc(hidden)]
-    pub fn force(&self, running: u32, reserved: u32) {
-        self.0.store(
-            Counts {
-                running: running.into(),
-                reserved: reserved.into(),
-                moved: 0,
-            }
-            .pack(),
-            Ordering::Release,
-        );
     }
 }
 
@@ -248,7 +120,7 @@ impl BackendSelection for LeastUsed {
             .iter()
             .map(|b| match node_of(b) {
                 Some(n) => (score(n), n.capacity.load(Ordering::Acquire), n.id),
-                None => (f64::MAX, 0, usize::MAX),
+                None => (f64::MAX, 0, NodeId(u32::MAX)),
             })
             .collect();
         OrderIter {
@@ -308,11 +180,10 @@ impl Placer {
         // poll counting a bot started behind the router's back), so the reservation checks
         // the room again atomically and the choice is repeated if it lost.
         loop {
-            let chosen = self.lb.select_with(b"", usize::MAX, |b, ready| {
+            // Liveness is the node's own (see `health`), not Pingora's readiness flag.
+            let chosen = self.lb.select_with(b"", usize::MAX, |b, _ready| {
                 node_of(b).is_some_and(|n| {
-                    ready
-                        && n.is_healthy()
-                        && !n.draining.load(Ordering::Acquire)
+                    n.takes_new_bots()
                         && !exclude.contains(&n.id)
                         && n.load.used() < n.capacity.load(Ordering::Acquire)
                 })
@@ -333,7 +204,7 @@ impl Placer {
     /// Reserves a slot on a given node (a template must run where it lives); fails when the
     /// node is down or full, so a node's capacity holds for template bots too.
     pub fn reserve_on(&self, node: Arc<Node>) -> Result<Reservation, ApiError> {
-        if !node.is_healthy() {
+        if !node.is_healthy() || node.removed.load(Ordering::Acquire) {
             return Err(ApiError::unavailable(format!(
                 "node {} is down; it holds this template, so the bot can only start there",
                 node.name
@@ -365,19 +236,15 @@ mod tests {
         let nodes: Vec<NodeConfig> = caps
             .iter()
             .enumerate()
-            .map(|(i, c)| NodeConfig {
-                name: format!("n{i}"),
-                url: format!("http://127.0.0.1:{}", 1000 + i),
-                addr: format!("127.0.0.1:{}", 1000 + i).parse().expect("addr"),
-                authority: String::new(),
-                tls: false,
-                host: "127.0.0.1".into(),
-                auth: None,
-                capacity: *c,
-                draining: false,
+            .map(|(i, c)| {
+                let url = format!("http://127.0.0.1:{}", 1000 + i);
+                NodeConfig::parse(&format!("n{i}"), &url, None, *c, false).expect("node")
             })
             .collect();
         let cluster = Arc::new(Cluster::new(&nodes, Snapshot::default(), store));
+        for n in cluster.nodes().iter() {
+            n.observe_poll(true, 1, 1);
+        }
         let lb = LoadBalancer::<LeastUsed>::from_backends(Backends::new(Box::new(
             ClusterDiscovery(cluster.clone()),
         )));
@@ -437,8 +304,8 @@ mod tests {
         c.nodes()[0].healthy.store(false, Ordering::Release);
         c.nodes()[1].draining.store(true, Ordering::Release);
         let r = p.reserve(&[]).expect("room");
-        assert_eq!(r.node().id, 2);
-        assert!(p.reserve(&[2]).is_err());
+        assert_eq!(r.node().id, NodeId(2));
+        assert!(p.reserve(&[NodeId(2)]).is_err());
     }
 
     #[test]
@@ -464,39 +331,13 @@ mod tests {
         assert_eq!(per, vec![20, 20, 24]);
     }
 
-    #[test]
-    fn load_moves_a_slot_from_reserved_to_running_once() {
-        let l = NodeLoad::default();
-        l.set_running(3);
-        assert!(l.try_reserve(5));
-        assert!(l.try_reserve(5));
-        assert!(!l.try_reserve(5), "5 of 5 used");
-        // One create's bot is counted (by whoever saw it first): still 5 used, not 6.
-        l.set_running(4);
-        assert_eq!((l.running(), l.reserved(), l.used()), (4, 1, 5));
-        // The same create ends: nothing changes.
-        l.release();
-        assert_eq!(l.used(), 5);
-        // The other create fails: its slot is free again.
-        l.release();
-        assert_eq!((l.running(), l.reserved(), l.used()), (4, 0, 4));
-        // Bots going away never touch reservations.
-        assert!(l.try_reserve(5));
-        l.set_running(1);
-        assert_eq!((l.running(), l.reserved()), (1, 1));
-        l.release();
-        assert_eq!(l.used(), 1);
-        // Releasing more than was reserved never wraps.
-        l.release();
-        assert_eq!(l.used(), 1);
-    }
-
     /// The create's answer and the poller may see a new bot in either order; the node's used
     /// count never shows the slot twice, so the last free slot of a full cluster stays
     /// available to exactly one create.
     #[test]
     fn a_created_bot_is_counted_once_whoever_sees_it_first() {
-        use crate::cluster::{CreateInfo, ListedBot, Reported};
+        use crate::cluster::{CreateInfo, Reported};
+        use crate::protocol::api_json::BotInfo;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -506,7 +347,7 @@ mod tests {
             let first = p.reserve(&[]).expect("room");
             let r = p.reserve(&[]).expect("room");
             assert_eq!(c.nodes()[0].load.used(), 2);
-            let listed = ListedBot {
+            let listed = BotInfo {
                 id: Some(0),
                 name: None,
                 server: Some("a.example".into()),
@@ -514,7 +355,7 @@ mod tests {
             };
             let sent = c.generation();
             if poller_first {
-                c.reconcile(0, std::slice::from_ref(&listed), c.generation());
+                c.reconcile(NodeId(0), std::slice::from_ref(&listed), c.generation());
                 assert_eq!(c.nodes()[0].load.used(), 2, "poller first");
             }
             let reported = Reported {
@@ -524,7 +365,7 @@ mod tests {
                 status: 2,
             };
             rt.block_on(c.register_created(
-                0,
+                NodeId(0),
                 reported,
                 CreateInfo::default(),
                 (!poller_first).then_some(sent),
@@ -533,7 +374,7 @@ mod tests {
             .expect("registered");
             assert_eq!(c.nodes()[0].load.used(), 2, "answer");
             if !poller_first {
-                c.reconcile(0, std::slice::from_ref(&listed), c.generation());
+                c.reconcile(NodeId(0), std::slice::from_ref(&listed), c.generation());
                 assert_eq!(c.nodes()[0].load.used(), 2, "poller after");
             }
             assert!(p.reserve(&[]).is_err(), "full while both are in flight");

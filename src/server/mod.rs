@@ -4,6 +4,9 @@
 //! keeps its cluster id across restarts; then the poller and the listener) and translating the
 //! config into Pingora's `ServerConf`. Does not own: any request handling.
 
+#[cfg(feature = "demo")]
+pub mod demo;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +16,14 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora_load_balancing::{Backends, LoadBalancer};
 
-use crate::auth::KeyTable;
+use crate::cluster::failover::Failover;
+use crate::cluster::health::{poll_all, NodePoller};
+use crate::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
 use crate::cluster::Cluster;
-use crate::config::{parse_node_url, Config, KeyConfig, NodeConfig, StorageConfig};
-use crate::exec::Exec;
-use crate::failover::Failover;
-use crate::health::NodePoller;
-use crate::node_client::NodeClient;
-use crate::placement::{ClusterDiscovery, LeastUsed, Placer};
+use crate::config::{Config, KeyConfig, StorageConfig};
+use crate::node::client::NodeClient;
+use crate::proxy::exec::Exec;
+use crate::proxy::keys::Keys;
 use crate::proxy::Router;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{StoreError, StoreHandle};
@@ -44,27 +47,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let store = StoreHandle::spawn(store)?;
     let snapshot = futures::executor::block_on(store.load())?;
 
-    // Nodes and keys added at run time live in the store; the config file wins on a clash.
-    let mut nodes = config.nodes.clone();
-    for rec in &snapshot.nodes {
-        if nodes.iter().any(|n| n.name == rec.name) {
-            continue;
-        }
-        match parse_node_url(&rec.url) {
-            Ok(t) => nodes.push(NodeConfig {
-                name: rec.name.clone(),
-                url: rec.url.clone(),
-                addr: t.addr,
-                authority: t.authority,
-                tls: t.tls,
-                host: t.host,
-                auth: rec.auth.clone(),
-                capacity: rec.capacity,
-                draining: rec.draining,
-            }),
-            Err(e) => log::error!("stored node {} is unusable: {e}", rec.name),
-        }
-    }
+    // Keys added at run time live in the store; the config file wins on a clash.
     let mut keys = config.keys.clone();
     for k in &snapshot.keys {
         if !keys.iter().any(|c| c.name == k.name) {
@@ -75,7 +58,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
             });
         }
     }
-    let cluster = Arc::new(Cluster::new(&nodes, snapshot, store));
+    let cluster = Arc::new(Cluster::new(&config.nodes, snapshot, store));
     log::info!(
         "loaded {} bots on {} nodes from the store",
         cluster.bot_count(),
@@ -110,6 +93,17 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     lb.update_frequency = Some(Duration::from_secs(5));
     lb.parallel_health_check = true;
     futures::executor::block_on(lb.update()).map_err(|e| StartError::Setup(e.to_string()))?;
+    // One round of polls before anything listens, on a runtime (and client) of its own so
+    // that no pooled connection outlives it.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Setup(format!("cannot start the first poll: {e}")))?
+        .block_on(poll_all(
+            &cluster,
+            &NodeClient::new(config.routing.connect_timeout),
+            &config.health,
+        ));
     let poller = background_service("node poller", lb);
     let placer = Arc::new(Placer::new(poller.task()));
 
@@ -132,8 +126,13 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         config.routing.clone(),
         config.health.timeout,
     );
-    let router = Router::new(cluster, KeyTable::new(&keys), config.routing.clone(), exec)
-        .map_err(StartError::Setup)?;
+    let router = Router::new(
+        cluster,
+        Arc::new(Keys::new(&keys)),
+        config.routing.clone(),
+        exec,
+    )
+    .map_err(StartError::Setup)?;
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(poller);

@@ -199,6 +199,11 @@ pub struct BotInfo {
     pub status: u8,
 }
 
+/// A BotInfo `Status` from a node's answer, clamped to the three values TS3AudioBot has.
+pub fn status_from(raw: i64) -> u8 {
+    u8::try_from(raw.clamp(0, 2)).unwrap_or(0)
+}
+
 /// Serialises a list of bots as `bot/list` does.
 pub fn bot_list_body(bots: &[BotInfo]) -> Vec<u8> {
     serde_json::to_vec(bots).unwrap_or_else(|_| b"[]".to_vec())

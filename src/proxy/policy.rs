@@ -7,68 +7,18 @@
 //! Does not own: authentication (`auth`) or redacting answers (`routing` decides, `json_edit`
 //! edits).
 
-use crate::api_json::{ApiError, Reason};
-use crate::auth::{Caller, ERR_ANONYMOUS_DISABLED};
-use crate::catalog::{identify, Kind};
-use crate::command::{self, parse_int32, Arg, Command, Parsed};
-use crate::routing::is_secret_path;
+use crate::protocol::api_json::{ApiError, Reason};
+use crate::protocol::basic_auth::ERR_ANONYMOUS_DISABLED;
+use crate::protocol::catalog::{identify, Kind};
+use crate::protocol::command::{Arg, Command, Parsed};
+use crate::protocol::pattern::AllowPattern;
+use crate::protocol::settings::is_secret_path;
+use crate::proxy::keys::Caller;
 
 /// Text of the 403 for `system quit`.
 pub const QUIT_REFUSED: &str = "'system quit' is disabled by ts3ab-lb: it would stop every bot on a node at once. \
 To take a node out of service, drain it: set `draining: true` on the node in the router's configuration \
 (new bots then go to other nodes), stop or move its bots, then remove the node and stop TS3AudioBot on its host.";
-
-/// A command pattern anonymous callers may run. `<id>` matches any bot id, `*` any single
-/// argument; everything else must match exactly (after percent-decoding).
-#[derive(Debug, Clone)]
-pub struct AllowPattern {
-    root: Command,
-}
-
-impl AllowPattern {
-    /// Parses a pattern such as `bot/use/<id>/(/data/song/cover/get)`.
-    pub fn parse(pattern: &str) -> Result<AllowPattern, String> {
-        let text = if pattern.starts_with('/') {
-            pattern.to_string()
-        } else {
-            format!("/{pattern}")
-        };
-        let root = match command::parse(text.as_bytes()) {
-            Parsed::Command(c) if !c.args.is_empty() => c,
-            _ => return Err(format!("`{pattern}` is not a command")),
-        };
-        let mut unclosed = false;
-        root.walk(&mut |c| {
-            for a in &c.args {
-                if let Arg::Command(n) = a {
-                    unclosed |= !n.closed;
-                }
-            }
-        });
-        if unclosed || root.closed {
-            return Err(format!("`{pattern}` has unbalanced parentheses"));
-        }
-        Ok(AllowPattern { root })
-    }
-
-    /// Whether a request's command matches the pattern exactly (extra arguments do not match).
-    pub fn matches(&self, c: &Command) -> bool {
-        matches_cmd(&self.root, c)
-    }
-}
-
-fn matches_cmd(p: &Command, c: &Command) -> bool {
-    p.args.len() == c.args.len()
-        && p.args.iter().zip(&c.args).all(|(pa, ca)| match (pa, ca) {
-            (Arg::Value(pv), Arg::Value(cv)) => match pv.text.as_str() {
-                "*" => true,
-                "<id>" => parse_int32(&cv.text).is_ok(),
-                t => t == cv.text,
-            },
-            (Arg::Command(pc), Arg::Command(cc)) => matches_cmd(pc, cc),
-            _ => false,
-        })
-}
 
 /// TS3AudioBot's answer when a request runs too many commands (its `command_complexity`).
 pub fn too_complex() -> ApiError {
@@ -158,7 +108,7 @@ fn visit(c: &Command, pos: Pos, admin: bool, out: &mut Option<ApiError>) {
 
 fn verdict(
     c: &Command,
-    id: &crate::catalog::Identified<'_>,
+    id: &crate::protocol::catalog::Identified<'_>,
     pos: Pos,
     admin: bool,
 ) -> Option<ApiError> {
@@ -245,7 +195,7 @@ mod tests {
     use std::sync::Arc;
 
     fn parsed(s: &str) -> Parsed {
-        command::parse(s.as_bytes())
+        crate::protocol::command::parse(s.as_bytes())
     }
 
     fn user() -> Caller {
@@ -412,17 +362,5 @@ mod tests {
                 "{refused}"
             );
         }
-    }
-
-    #[test]
-    fn pattern_validation() {
-        assert!(AllowPattern::parse("bot/use/<id>/(/song").is_err());
-        assert!(AllowPattern::parse("").is_err());
-        assert!(AllowPattern::parse("bot/use/<id>/(/song)/)").is_err());
-        let p = AllowPattern::parse("/version").expect("ok");
-        let Parsed::Command(c) = parsed("/version/") else {
-            panic!()
-        };
-        assert!(p.matches(&c));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns: one pooled HTTP/1.1 client built on Pingora's own connector, sending a raw request
 //! target byte for byte with the node's own credentials, reading a bounded response, with a
-//! deadline on the whole exchange. Does not own: what to send (`routing`, `exec`, `health`)
+//! deadline on the whole exchange. Does not own: what to send (`api`, `proxy`, `cluster`)
 //! or how to read the answer.
 //!
 //! A `NodeClient` can be used from any runtime; each service that sends requests has its own
@@ -15,7 +15,7 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::cluster::Node;
+use crate::node::endpoint::Endpoint;
 
 /// Largest response body the router reads into memory (a `bot/list` of 300 bots is ~20 KB).
 pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
@@ -78,6 +78,11 @@ impl NodeResponse {
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
+
+    /// The start of the body, for messages.
+    pub fn snippet(&self) -> String {
+        String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned()
+    }
 }
 
 /// A pooled client for router-made requests.
@@ -96,7 +101,7 @@ impl NodeClient {
     }
 
     /// The peer for a node, with timeouts.
-    pub fn peer(node: &Node, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
+    pub fn peer(node: &Endpoint, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
         let mut peer = HttpPeer::new(node.addr, node.tls, node.host.clone());
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout);
@@ -112,7 +117,7 @@ impl NodeClient {
     /// reads the whole answer within `deadline`.
     pub async fn get(
         &self,
-        node: &Node,
+        node: &Endpoint,
         target: &[u8],
         deadline: Duration,
     ) -> Result<NodeResponse, NodeError> {
@@ -127,7 +132,7 @@ impl NodeClient {
 
     async fn exchange(
         &self,
-        node: &Node,
+        node: &Endpoint,
         target: &[u8],
         deadline: Duration,
     ) -> Result<NodeResponse, NodeError> {

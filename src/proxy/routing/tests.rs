@@ -6,8 +6,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::command::{self, Parsed};
 use crate::config::Role;
+use crate::protocol::command::{self, Parsed};
 
 /// Bots: gid → (node, lid). Templates: name → node.
 struct MapView {
@@ -23,7 +23,7 @@ impl View for MapView {
         self.templates.get(name).copied()
     }
     fn node_name(&self, node: NodeId) -> String {
-        format!("node-{}", node + 1)
+        format!("node-{}", node.0 + 1)
     }
     fn bot_template(&self, gid: u32) -> Option<String> {
         self.bots
@@ -37,13 +37,18 @@ fn view() -> MapView {
         // gid 0 → node 0 lid 5; gid 1 → node 1 lid 0; gid 2 → node 0 lid 1 (template "music");
         // gid 12 → node 2 lid 3.
         bots: [
-            (0, (0, 5, None)),
-            (1, (1, 0, None)),
-            (2, (0, 1, Some("music"))),
-            (12, (2, 3, None)),
+            (0, (NodeId(0), 5, None)),
+            (1, (NodeId(1), 0, None)),
+            (2, (NodeId(0), 1, Some("music"))),
+            (12, (NodeId(2), 3, None)),
         ]
         .into(),
-        templates: [("music", 0), ("radio", 1), ("quiet", 2)].into(),
+        templates: [
+            ("music", NodeId(0)),
+            ("radio", NodeId(1)),
+            ("quiet", NodeId(2)),
+        ]
+        .into(),
     }
 }
 
@@ -100,7 +105,7 @@ fn local(target: &str) -> ApiError {
 fn pins_and_rewrites_only_the_id_token() {
     let t = "/api/bot/use/12/(/play/https%3A%2F%2Fx.y%2Fa%28b%29)";
     let p = proxy(t);
-    assert_eq!(p.node, Some(2));
+    assert_eq!(p.node, Some(NodeId(2)));
     assert_eq!(
         sent(&p, t),
         "/api/bot/use/3/(/play/https%3A%2F%2Fx.y%2Fa%28b%29)"
@@ -130,7 +135,7 @@ fn unclosed_and_odd_forms_keep_every_other_byte() {
 fn nested_bot_use_anywhere_is_rewritten() {
     let t = "/api/json/merge/(/bot/use/2/(/song))/(/bot/use/0/(/volume))";
     let p = proxy(t);
-    assert_eq!(p.node, Some(0));
+    assert_eq!(p.node, Some(NodeId(0)));
     assert_eq!(
         sent(&p, t),
         "/api/json/merge/(/bot/use/1/(/song))/(/bot/use/5/(/volume))"
@@ -187,7 +192,7 @@ fn merge_across_nodes_is_split_in_order() {
         m.elements,
         vec![
             Element::Node {
-                node: Some(0),
+                node: Some(NodeId(0)),
                 piece: b"(/bot/use/5/(/song))".to_vec()
             },
             Element::Node {
@@ -195,7 +200,7 @@ fn merge_across_nodes_is_split_in_order() {
                 piece: b"(/version)".to_vec()
             },
             Element::Node {
-                node: Some(1),
+                node: Some(NodeId(1)),
                 piece: b"(/bot/use/0/(/volume))".to_vec()
             },
             Element::Null,
@@ -207,7 +212,7 @@ fn merge_across_nodes_is_split_in_order() {
 fn merge_on_one_node_is_forwarded_whole() {
     let t = "/api/json/merge/(/bot/use/0/(/song))/(/bot/use/2/(/volume))/(/version)";
     let p = proxy(t);
-    assert_eq!(p.node, Some(0));
+    assert_eq!(p.node, Some(NodeId(0)));
 }
 
 #[test]
@@ -232,7 +237,7 @@ fn core_commands_inside_bot_use_route_like_top_level() {
     assert_eq!(local("/api/bot/use/7/(/song").status, 422);
     // A template on another node: sent on its own to the template's node.
     let p = proxy("/api/bot/use/0/(/settings/bot/get/radio/connect.name)");
-    assert_eq!(p.node, Some(1));
+    assert_eq!(p.node, Some(NodeId(1)));
     assert_eq!(
         p.target.as_deref(),
         Some(&b"/api/settings/bot/get/radio/connect.name"[..])
@@ -240,7 +245,7 @@ fn core_commands_inside_bot_use_route_like_top_level() {
     // The same command for a template on the bot's own node stays as it is.
     let t = "/api/bot/use/0/(/settings/bot/get/music)";
     let p = proxy(t);
-    assert_eq!(p.node, Some(0));
+    assert_eq!(p.node, Some(NodeId(0)));
     assert_eq!(sent(&p, t), "/api/bot/use/5/(/settings/bot/get/music)");
 }
 
@@ -252,12 +257,12 @@ fn merge_inside_bot_context_keeps_the_context_when_split() {
         m.elements,
         vec![
             Element::Node {
-                node: Some(0),
+                node: Some(NodeId(0)),
                 piece: b"(/bot/use/5/(/bot/info))".to_vec()
             },
             Element::FanOutList,
             Element::Node {
-                node: Some(0),
+                node: Some(NodeId(0)),
                 piece: b"(/bot/use/5/(/song))".to_vec()
             },
         ]
@@ -269,13 +274,16 @@ fn merge_inside_bot_context_keeps_the_context_when_split() {
 
 #[test]
 fn templates_pin_to_their_node() {
-    assert_eq!(proxy("/api/bot/template/radio/(/song)").node, Some(1));
-    assert_eq!(proxy("/api/bot/info/template/quiet").node, Some(2));
+    assert_eq!(
+        proxy("/api/bot/template/radio/(/song)").node,
+        Some(NodeId(1))
+    );
+    assert_eq!(proxy("/api/bot/info/template/quiet").node, Some(NodeId(2)));
     assert_eq!(
         proxy("/api/settings/bot/set/music/connect.name/x").node,
-        Some(0)
+        Some(NodeId(0))
     );
-    assert_eq!(proxy("/api/settings/delete/radio").node, Some(1));
+    assert_eq!(proxy("/api/settings/delete/radio").node, Some(NodeId(1)));
     assert_eq!(proxy("/api/settings/bot/get/unknown").node, None);
 }
 
@@ -296,7 +304,7 @@ fn creates() {
         other => panic!("{other:?}"),
     }
     match plan_of("/api/bot/connect/template/radio") {
-        Plan::Create(c) => assert_eq!(c.node, CreateNode::Fixed(1)),
+        Plan::Create(c) => assert_eq!(c.node, CreateNode::Fixed(NodeId(1))),
         other => panic!("{other:?}"),
     }
     match plan_of("/api/bot/connect/template/new") {
@@ -331,7 +339,7 @@ fn template_names_stay_unique() {
     assert_eq!(local("/api/bot/use/0/(/bot/save/radio)").status, 422);
     assert_eq!(local("/api/settings/copy/music/radio").status, 422);
     let p = proxy("/api/settings/copy/music/newname");
-    assert_eq!(p.node, Some(0));
+    assert_eq!(p.node, Some(NodeId(0)));
     assert_eq!(p.effects, vec![Effect::ClaimTemplate("newname".into())]);
 }
 
@@ -351,7 +359,7 @@ fn broadcasts() {
     );
     // With a name: only the template's node.
     match plan_as(&admin(), "/api/settings/bot/reload/radio") {
-        Plan::Proxy(p) => assert_eq!(p.node, Some(1)),
+        Plan::Proxy(p) => assert_eq!(p.node, Some(NodeId(1))),
         other => panic!("{other:?}"),
     }
 }
@@ -424,20 +432,6 @@ fn effects_of_confirmed_changes() {
     assert!(proxy("/api/json/merge/(/bot/use/0/(/bot/disconnect))").poke);
 }
 
-#[test]
-fn secret_paths() {
-    assert!(is_secret_path("connect.identity.key"));
-    assert!(
-        is_secret_path("Connect.Identity.KEY"),
-        "letter case never hides a secret"
-    );
-    assert!(is_secret_path("connect.identity.*"));
-    assert!(is_secret_path("*.pw"));
-    assert!(is_secret_path("connect.*"));
-    assert!(!is_secret_path("connect.name"));
-    assert!(!is_secret_path("connect.identity"));
-}
-
 proptest! {
     /// The identity map (every bot's local id equals its cluster id) leaves any request as it is.
     #[test]
@@ -454,7 +448,7 @@ proptest! {
     ) {
         let text = parts.concat();
         let target = format!("/api{text}");
-        let v = MapView { bots: [(1, (0, 1, None))].into(), templates: HashMap::new() };
+        let v = MapView { bots: [(1, (NodeId(0), 1, None))].into(), templates: HashMap::new() };
         if let Parsed::Command(c) = command::parse(text.as_bytes()) {
             if let Plan::Proxy(p) = plan(&v, &user(), target.as_bytes(), 4, &c) {
                 let out = p.target.unwrap_or_else(|| target.as_bytes().to_vec());
@@ -483,7 +477,7 @@ proptest! {
     ) {
         let text = parts.concat();
         let target = format!("/api{text}");
-        let fwd = MapView { bots: [(1, (0, 7, None))].into(), templates: HashMap::new() };
+        let fwd = MapView { bots: [(1, (NodeId(0), 7, None))].into(), templates: HashMap::new() };
         if let Parsed::Command(c) = command::parse(text.as_bytes()) {
             if let Plan::Proxy(p) = plan(&fwd, &user(), target.as_bytes(), 4, &c) {
                 let out = p.target.unwrap_or_else(|| target.as_bytes().to_vec());
@@ -495,7 +489,7 @@ proptest! {
                     prop_assert!(a == b || (a == b'1' && b == b'7'), "{} -> {}", target, String::from_utf8_lossy(&out));
                 }
                 // Back: the node's request read with the inverse map is the client's request.
-                let back = MapView { bots: [(7, (0, 1, None))].into(), templates: HashMap::new() };
+                let back = MapView { bots: [(7, (NodeId(0), 1, None))].into(), templates: HashMap::new() };
                 let out_text = &out[4..];
                 if let Parsed::Command(c2) = command::parse(out_text) {
                     if let Plan::Proxy(p2) = plan(&back, &user(), &out, 4, &c2) {

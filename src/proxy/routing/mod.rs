@@ -13,11 +13,12 @@
 
 use std::ops::Range;
 
-use crate::api_json::{ApiError, Reason};
-use crate::auth::Caller;
-use crate::catalog::{identify, Kind};
 use crate::cluster::{CreateInfo, NodeId};
-use crate::command::{parse_int32, splice, Arg, Command, Value};
+use crate::protocol::api_json::{ApiError, Reason};
+use crate::protocol::catalog::{identify, Kind};
+use crate::protocol::command::{parse_int32, splice, Arg, Command, Value};
+use crate::protocol::settings::is_secret_path;
+use crate::proxy::keys::Caller;
 
 /// The read-only view of the cluster the planner needs (implemented by `Cluster`; tests may
 /// use a map).
@@ -361,15 +362,16 @@ fn file_exists() -> ApiError {
 /// Template names failover makes for temporary bots are the router's: a client creating one
 /// could later be mistaken for a moved bot's copy.
 fn reserved_name(name: &str) -> Option<ApiError> {
-    name.starts_with(crate::failover::RESERVED_PREFIX).then(|| {
-        ApiError::new(
-            Reason::CommandError,
-            format!(
-                "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
-                crate::failover::RESERVED_PREFIX
-            ),
-        )
-    })
+    name.starts_with(crate::cluster::failover::RESERVED_PREFIX)
+        .then(|| {
+            ApiError::new(
+                Reason::CommandError,
+                format!(
+                    "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
+                    crate::cluster::failover::RESERVED_PREFIX
+                ),
+            )
+        })
 }
 
 impl Planner<'_> {
@@ -906,7 +908,7 @@ impl Planner<'_> {
                 name_end,
                 ..
             } => g.writes.push(ReadBack::Template {
-                name: crate::command::unescape(self.bytes(&(name_start..name_end))),
+                name: crate::protocol::command::unescape(self.bytes(&(name_start..name_end))),
                 path,
             }),
             Ctx::Core => {}
@@ -1008,48 +1010,6 @@ fn splice_range(
         .map(|(r, w)| (r.start - range.start..r.end - range.start, w.clone()))
         .collect();
     splice(p.bytes(range), &mut local)
-}
-
-/// Whether a config path (possibly with `*` wildcards) may resolve to a secret leaf:
-/// `connect.identity.*` or a password's `pw`. Letter case is ignored (fail closed: whether a
-/// node matches config paths case-insensitively must not decide what a user key sees).
-pub fn is_secret_path(path: &str) -> bool {
-    let path = path.to_ascii_lowercase();
-    let path = path.as_str();
-    const SECRETS: [&str; 5] = [
-        "connect.identity.key",
-        "connect.identity.offset",
-        "connect.identity.level",
-        "connect.server_password.pw",
-        "connect.channel_password.pw",
-    ];
-    SECRETS.iter().any(|s| glob_match(path, s))
-}
-
-/// `*` matches any run of characters (TS3AudioBot's config path wildcards).
-fn glob_match(pattern: &str, s: &str) -> bool {
-    let (p, s) = (pattern.as_bytes(), s.as_bytes());
-    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 fn conflict_error(why: &str) -> ApiError {

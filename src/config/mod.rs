@@ -6,8 +6,11 @@
 //! Does not own: reading the file (`main`), or applying the settings (`server`).
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::node::endpoint::{parse_node_url, Endpoint, NodeTarget};
+use crate::protocol::pattern::AllowPattern;
 
 use serde::Deserialize;
 
@@ -45,16 +48,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Who a key is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// May use the bot API; never sees node credentials or identity keys.
-    User,
-    /// May also run node-wide commands (`rights/reload`, `settings/global/*`, `plugin/*`,
-    /// `eval`) and read secrets.
-    Admin,
-}
+pub use crate::store::Role;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -97,14 +91,8 @@ pub struct NodeConfig {
     pub name: String,
     /// The URL as written (`http://host:port`).
     pub url: String,
-    /// The resolved socket address.
-    pub addr: SocketAddr,
-    /// `host:port` for the `Host` header.
-    pub authority: String,
-    /// Whether to use TLS to the node.
-    pub tls: bool,
-    /// The host name (for TLS SNI).
-    pub host: String,
+    /// The URL taken apart and resolved.
+    pub target: NodeTarget,
     /// The node's own API token `uid:token`, or None when the node trusts the router's IP.
     pub auth: Option<String>,
     /// How many bots the node may run.
@@ -411,23 +399,148 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             format!("`{}` is not an IP:port address", raw.listen),
         )
     })?;
+    if raw.placement.default_capacity == 0 {
+        return Err(invalid("placement.default_capacity", "must be at least 1"));
+    }
+    Ok(Config {
+        listen,
+        keys: validate_keys(raw.keys, env)?,
+        nodes: validate_nodes(raw.nodes, raw.placement.default_capacity, env)?,
+        storage: validate_storage(raw.storage)?,
+        server: validate_server(raw.server)?,
+        routing: validate_routing(raw.routing)?,
+        health: validate_health(raw.health)?,
+        placement: PlacementConfig {
+            strategy: raw.placement.strategy,
+        },
+        failover: validate_failover(raw.failover)?,
+    })
+}
 
-    let mut keys = Vec::with_capacity(raw.keys.len());
+/// A value that is present but wrong, before it is placed in the file (`field` is the key's
+/// last part, e.g. `url`): the config file prefixes its position, the admin API reports it
+/// as the JSON field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn field(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+impl FieldError {
+    fn at(self, prefix: &str) -> ConfigError {
+        invalid(format!("{prefix}.{}", self.field), self.message)
+    }
+}
+
+impl KeyConfig {
+    /// Checks one key (the same rules for the config file and the admin API).
+    pub fn new(name: &str, secret: String, role: Role) -> Result<KeyConfig, FieldError> {
+        check_key_name(name)?;
+        if secret.len() < 8 {
+            return Err(field("secret", "must be at least 8 characters"));
+        }
+        Ok(KeyConfig {
+            name: name.to_string(),
+            secret,
+            role,
+        })
+    }
+}
+
+/// Checks a key name: non-empty, no `:` (it ends the name in `Basic name:secret`), no
+/// control characters.
+pub fn check_key_name(name: &str) -> Result<(), FieldError> {
+    if name.is_empty() {
+        return Err(field("name", "must not be empty"));
+    }
+    if name.contains(':') || name.chars().any(char::is_control) {
+        return Err(field("name", "must not contain `:` or control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a node name: non-empty, only `[A-Za-z0-9._-]` (it appears in records, logs and
+/// metric labels).
+pub fn check_node_name(name: &str) -> Result<(), FieldError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(field(
+            "name",
+            "must be non-empty and use only [A-Za-z0-9._-]",
+        ));
+    }
+    Ok(())
+}
+
+impl NodeConfig {
+    /// Checks one node (the same rules for the config file, stored nodes and the admin API):
+    /// the name, the URL (resolved here, once), the `uid:token` form and the capacity.
+    pub fn parse(
+        name: &str,
+        url: &str,
+        auth: Option<String>,
+        capacity: u32,
+        draining: bool,
+    ) -> Result<NodeConfig, FieldError> {
+        check_node_name(name)?;
+        let target = parse_node_url(url).map_err(|m| field("url", m))?;
+        if let Some(a) = &auth {
+            if !a.contains(':') {
+                return Err(field(
+                    "auth",
+                    "must be `uid:token` as printed by `!api token`",
+                ));
+            }
+        }
+        if capacity == 0 {
+            return Err(field("capacity", "must be at least 1"));
+        }
+        Ok(NodeConfig {
+            name: name.to_string(),
+            url: url.to_string(),
+            target,
+            auth,
+            capacity,
+            draining,
+        })
+    }
+
+    /// The node's endpoint (address, names, the router's `Authorization` value).
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(
+            &self.name,
+            &self.url,
+            self.target.clone(),
+            self.auth.as_deref(),
+        )
+    }
+}
+
+fn validate_keys(
+    raw: Vec<RawKey>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<KeyConfig>, ConfigError> {
+    let mut keys = Vec::with_capacity(raw.len());
     let mut key_names = HashSet::new();
-    for (i, k) in raw.keys.into_iter().enumerate() {
-        let at = |f: &str| format!("keys[{i}].{f}");
-        if k.name.is_empty() {
-            return Err(invalid(at("name"), "must not be empty"));
-        }
-        if k.name.contains(':') || k.name.chars().any(char::is_control) {
-            return Err(invalid(
-                at("name"),
-                "must not contain `:` or control characters",
-            ));
-        }
+    for (i, k) in raw.into_iter().enumerate() {
+        let at = format!("keys[{i}]");
+        check_key_name(&k.name).map_err(|e| e.at(&at))?;
         if !key_names.insert(k.name.clone()) {
             return Err(invalid(
-                at("name"),
+                format!("{at}.name"),
                 format!("`{}` is used by another key", k.name),
             ));
         }
@@ -435,88 +548,75 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             k.secret,
             k.secret_env,
             env,
-            &at("secret"),
-            &at("secret_env"),
+            &format!("{at}.secret"),
+            &format!("{at}.secret_env"),
         )?
-        .ok_or_else(|| invalid(at("secret"), "missing (set `secret` or `secret_env`)"))?;
-        if secret.len() < 8 {
-            return Err(invalid(at("secret"), "must be at least 8 characters"));
-        }
-        keys.push(KeyConfig {
-            name: k.name,
-            secret,
-            role: k.role,
-        });
+        .ok_or_else(|| {
+            invalid(
+                format!("{at}.secret"),
+                "missing (set `secret` or `secret_env`)",
+            )
+        })?;
+        keys.push(KeyConfig::new(&k.name, secret, k.role).map_err(|e| e.at(&at))?);
     }
+    Ok(keys)
+}
 
-    let mut nodes = Vec::with_capacity(raw.nodes.len());
-    let mut node_names = HashSet::new();
-    let mut node_addrs = HashSet::new();
-    for (i, n) in raw.nodes.into_iter().enumerate() {
-        let at = |f: &str| format!("nodes[{i}].{f}");
-        if n.name.is_empty()
-            || !n
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(invalid(
-                at("name"),
-                "must be non-empty and use only [A-Za-z0-9._-]",
-            ));
-        }
-        if !node_names.insert(n.name.clone()) {
-            return Err(invalid(
-                at("name"),
-                format!("`{}` is used by another node", n.name),
-            ));
-        }
-        let target = parse_node_url(&n.url).map_err(|m| invalid(at("url"), m))?;
-        if !node_addrs.insert(target.addr) {
-            return Err(invalid(
-                at("url"),
-                format!("{} is already used by another node", target.addr),
-            ));
-        }
-        let auth = secret_value(n.auth, n.auth_env, env, &at("auth"), &at("auth_env"))?;
-        if let Some(a) = &auth {
-            if !a.contains(':') {
-                return Err(invalid(
-                    at("auth"),
-                    "must be `uid:token` as printed by `!api token`",
-                ));
-            }
-        }
-        let capacity = n.capacity.unwrap_or(raw.placement.default_capacity);
-        if capacity == 0 {
-            return Err(invalid(at("capacity"), "must be at least 1"));
-        }
-        nodes.push(NodeConfig {
-            name: n.name,
-            url: n.url,
-            addr: target.addr,
-            authority: target.authority,
-            tls: target.tls,
-            host: target.host,
+fn validate_nodes(
+    raw: Vec<RawNode>,
+    default_capacity: u32,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<NodeConfig>, ConfigError> {
+    let mut nodes: Vec<NodeConfig> = Vec::with_capacity(raw.len());
+    for (i, n) in raw.into_iter().enumerate() {
+        let at = format!("nodes[{i}]");
+        let auth = secret_value(
+            n.auth,
+            n.auth_env,
+            env,
+            &format!("{at}.auth"),
+            &format!("{at}.auth_env"),
+        )?;
+        let node = NodeConfig::parse(
+            &n.name,
+            &n.url,
             auth,
-            capacity,
-            draining: n.draining,
-        });
+            n.capacity.unwrap_or(default_capacity),
+            n.draining,
+        )
+        .map_err(|e| e.at(&at))?;
+        if nodes.iter().any(|o| o.name == node.name) {
+            return Err(invalid(
+                format!("{at}.name"),
+                format!("`{}` is used by another node", node.name),
+            ));
+        }
+        if nodes.iter().any(|o| o.target.addr == node.target.addr) {
+            return Err(invalid(
+                format!("{at}.url"),
+                format!("{} is already used by another node", node.target.addr),
+            ));
+        }
+        nodes.push(node);
     }
+    Ok(nodes)
+}
 
-    let storage = match raw.storage {
-        None => StorageConfig::Embedded {
+fn validate_storage(raw: Option<RawStorage>) -> Result<StorageConfig, ConfigError> {
+    match raw {
+        None => Ok(StorageConfig::Embedded {
             path: default_data_path(),
-        },
+        }),
         Some(RawStorage::Embedded { path }) => {
             if path.is_empty() {
                 return Err(invalid("storage.path", "must not be empty"));
             }
-            StorageConfig::Embedded { path }
+            Ok(StorageConfig::Embedded { path })
         }
-    };
+    }
+}
 
-    let s = raw.server;
+fn validate_server(s: RawServer) -> Result<ServerSettings, ConfigError> {
     if s.threads == 0 {
         return Err(invalid("server.threads", "must be at least 1"));
     }
@@ -526,7 +626,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             "must be at least 1",
         ));
     }
-    let server = ServerSettings {
+    Ok(ServerSettings {
         threads: s.threads,
         work_stealing: s.work_stealing,
         grace_period_seconds: s.grace_period_seconds,
@@ -534,21 +634,24 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         pid_file: s.pid_file,
         upgrade_sock: s.upgrade_sock,
-    };
+    })
+}
 
-    let r = raw.routing;
+/// A duration in milliseconds that must not be 0.
+fn ms(key: &str, v: u64) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(Duration::from_millis(v))
+    }
+}
+
+fn validate_routing(r: RawRouting) -> Result<RoutingConfig, ConfigError> {
     for (i, pattern) in r.anonymous_allow.iter().enumerate() {
-        crate::policy::AllowPattern::parse(pattern)
+        AllowPattern::parse(pattern)
             .map_err(|m| invalid(format!("routing.anonymous_allow[{i}]"), m))?;
     }
-    let ms = |key: &str, v: u64| {
-        if v == 0 {
-            Err(invalid(key, "must be greater than 0"))
-        } else {
-            Ok(Duration::from_millis(v))
-        }
-    };
-    let routing = RoutingConfig {
+    Ok(RoutingConfig {
         anonymous_allow: r.anonymous_allow,
         connect_timeout: ms("routing.connect_timeout_ms", r.connect_timeout_ms)?,
         request_timeout: ms("routing.request_timeout_ms", r.request_timeout_ms)?,
@@ -560,43 +663,28 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             n => n,
         },
         list_cache: Duration::from_millis(r.list_cache_ms),
-    };
+    })
+}
 
-    let h = raw.health;
-    let health = HealthConfig {
+fn validate_health(h: RawHealth) -> Result<HealthConfig, ConfigError> {
+    Ok(HealthConfig {
         interval: ms("health.interval_ms", h.interval_ms)?,
         timeout: ms("health.timeout_ms", h.timeout_ms)?,
         failures_to_down: h.failures_to_down.max(1),
         successes_to_up: h.successes_to_up.max(1),
-    };
-    if raw.placement.default_capacity == 0 {
-        return Err(invalid("placement.default_capacity", "must be at least 1"));
-    }
+    })
+}
 
-    let f = raw.failover;
+fn validate_failover(f: RawFailover) -> Result<FailoverConfig, ConfigError> {
     if f.concurrency == 0 {
         return Err(invalid("failover.concurrency", "must be at least 1"));
     }
-    let failover = FailoverConfig {
+    Ok(FailoverConfig {
         enabled: f.enabled,
         // 0 is allowed: move as soon as the poller declares the node down.
         after: Duration::from_millis(f.after_ms),
         concurrency: f.concurrency,
         retry: ms("failover.retry_ms", f.retry_ms)?,
-    };
-
-    Ok(Config {
-        listen,
-        keys,
-        nodes,
-        storage,
-        server,
-        routing,
-        health,
-        placement: PlacementConfig {
-            strategy: raw.placement.strategy,
-        },
-        failover,
     })
 }
 
@@ -622,69 +710,6 @@ fn secret_value(
             )),
         },
         (None, None) => Ok(None),
-    }
-}
-
-/// A node URL taken apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeTarget {
-    /// The resolved address.
-    pub addr: SocketAddr,
-    /// `host:port` as written.
-    pub authority: String,
-    /// The host as written.
-    pub host: String,
-    /// `https`.
-    pub tls: bool,
-}
-
-/// Parses `http[s]://host[:port][/]` and resolves the host (once, at start).
-pub fn parse_node_url(url: &str) -> Result<NodeTarget, String> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else {
-        return Err(format!("`{url}` must start with http:// or https://"));
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-        return Err(format!(
-            "`{url}` must be scheme://host:port with no path (TS3AudioBot serves its API at /api)"
-        ));
-    }
-    let default_port = if tls { 443 } else { 80 };
-    let (host, port) = split_host_port(authority, default_port)
-        .ok_or_else(|| format!("`{url}` has a bad port"))?;
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{host}` resolves to no address"))?;
-    Ok(NodeTarget {
-        addr,
-        authority: authority.to_string(),
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        tls,
-    })
-}
-
-fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
-    if let Some(rest) = authority.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => default_port,
-            None => return None,
-        };
-        return Some((host.to_string(), port));
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
-        None => Some((authority.to_string(), default_port)),
     }
 }
 
@@ -725,7 +750,7 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert_eq!(c.nodes[1].capacity, DEFAULT_CAPACITY);
         assert_eq!(c.nodes[1].auth, None);
         assert!(c.nodes[1].draining && !c.nodes[0].draining);
-        assert_eq!(c.nodes[1].authority, "127.0.0.1:1002");
+        assert_eq!(c.nodes[1].target.authority, "127.0.0.1:1002");
         assert_eq!(
             c.storage,
             StorageConfig::Embedded {
@@ -834,19 +859,5 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert!(e.contains("root"), "{e}");
         let e = err("listen: [1, 2]");
         assert!(e.contains("listen"), "{e}");
-    }
-
-    #[test]
-    fn ipv6_node_url() {
-        let t = parse_node_url("http://[::1]:58913").expect("v6");
-        assert_eq!(t.addr, "[::1]:58913".parse().expect("addr"));
-        assert_eq!(t.host, "::1");
-        assert_eq!(
-            parse_node_url("http://127.0.0.1")
-                .expect("default port")
-                .addr
-                .port(),
-            80
-        );
     }
 }

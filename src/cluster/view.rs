@@ -16,104 +16,24 @@
 //! and gives the newcomer a fresh one, so a reused local id never routes to an old cluster id.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 
-use crate::api_json::BotInfo;
-use crate::auth::basic_header;
+use crate::cluster::node::{Node, NodeId, NodeList, NodeSource};
 use crate::config::NodeConfig;
-use crate::placement::NodeLoad;
+use crate::protocol::api_json::BotInfo;
 use crate::store::{
     now_ms, BotRecord, FenceRecord, Identity, Op, Snapshot, StoreError, StoreHandle, TemplateRecord,
 };
-
-/// Index of a node in the node list (stable for the life of the process).
-pub type NodeId = usize;
 
 /// How many ids one high-water-mark write reserves.
 const ID_BLOCK: u32 = 1024;
 /// Largest cluster id: clients parse ids as Int32.
 const MAX_ID: u32 = i32::MAX as u32;
-
-/// One TS3AudioBot node and its live state.
-#[derive(Debug)]
-pub struct Node {
-    /// Index in the node list.
-    pub id: NodeId,
-    /// Unique name.
-    pub name: Arc<str>,
-    /// URL as configured.
-    pub url: String,
-    /// Resolved address.
-    pub addr: SocketAddr,
-    /// `host:port` for the Host header.
-    pub authority: String,
-    /// TLS to the node.
-    pub tls: bool,
-    /// Host for SNI.
-    pub host: String,
-    /// The `Authorization` value the router sends to this node (its own token), if any.
-    pub auth_header: Option<String>,
-    /// Bot capacity.
-    pub capacity: AtomicU32,
-    /// Liveness as decided by the poller.
-    pub healthy: AtomicBool,
-    /// No new bots while draining.
-    pub draining: AtomicBool,
-    /// Bots the router knows to run here and slots promised to creates in flight.
-    pub load: NodeLoad,
-    /// Failover is moving this node's bots away: it is not polled (and so not used) until the
-    /// move is over and the copies it may still run are stopped.
-    pub evacuating: AtomicBool,
-    /// The last poll could not reach the node at all (refused, reset, timed out), as opposed
-    /// to a node that answers but refuses or fails: only an unreachable node is evacuated.
-    pub unreachable: AtomicBool,
-}
-
-impl Node {
-    /// Builds a node from its configuration.
-    pub fn from_config(id: NodeId, c: &NodeConfig) -> Node {
-        Node {
-            id,
-            name: Arc::from(c.name.as_str()),
-            url: c.url.clone(),
-            addr: c.addr,
-            authority: c.authority.clone(),
-            tls: c.tls,
-            host: c.host.clone(),
-            auth_header: c.auth.as_deref().map(basic_header),
-            capacity: AtomicU32::new(c.capacity),
-            healthy: AtomicBool::new(true),
-            draining: AtomicBool::new(c.draining),
-            load: NodeLoad::default(),
-            evacuating: AtomicBool::new(false),
-            unreachable: AtomicBool::new(false),
-        }
-    }
-
-    /// Whether the poller considers the node up.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-    }
-}
-
-/// One entry of a node's `bot/list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedBot {
-    /// Local id; None for offline templates.
-    pub id: Option<u32>,
-    /// Template name.
-    pub name: Option<String>,
-    /// Server address.
-    pub server: Option<String>,
-    /// 0/1/2.
-    pub status: u8,
-}
 
 /// A template name reserved by a create in flight; released when dropped.
 #[derive(Debug)]
@@ -139,6 +59,20 @@ pub struct Reported<'a> {
     pub server: Option<&'a str>,
     /// 0/1/2.
     pub status: u8,
+}
+
+/// Why a bot a create just made could not be given a cluster id.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// Every cluster id was handed out once (ids are never reused).
+    #[error("the cluster id space is used up (ids are never reused)")]
+    IdsExhausted,
+    /// The node's answer could not be placed in the tables.
+    #[error("the bot could not be registered")]
+    NotRegistered,
+    /// Its record could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What the router knows about a bot at creation time, beyond what BotInfo says.
@@ -182,6 +116,29 @@ struct Tables {
 }
 
 impl Tables {
+    fn insert_bot(&mut self, node: NodeId, record: BotRecord, since: u64) {
+        self.slots
+            .entry(node)
+            .or_default()
+            .insert(record.local_id, record.id);
+        self.bots.insert(
+            record.id,
+            Bot {
+                node,
+                server: record.address.clone(),
+                since,
+                record,
+            },
+        );
+    }
+
+    /// Bots the router knows to run on `node`.
+    fn running_on(&self, node: NodeId) -> u32 {
+        self.slots
+            .get(&node)
+            .map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX))
+    }
+
     fn add_template(&mut self, tp: Template) {
         self.node_templates
             .entry(tp.node)
@@ -211,7 +168,7 @@ impl Tables {
 
     /// Whether a node's list says exactly what the tables already hold (the common case for a
     /// poll): the same bot in every listed slot, no slot gone, the same templates.
-    fn unchanged(&self, node: NodeId, listed: &[ListedBot]) -> bool {
+    fn unchanged(&self, node: NodeId, listed: &[BotInfo]) -> bool {
         let slots = self.slots.get(&node);
         let mut running = 0;
         let mut names = 0;
@@ -253,11 +210,26 @@ struct Ids {
 
 /// The cluster view.
 pub struct Cluster {
-    nodes: ArcSwap<Vec<Arc<Node>>>,
+    pub(super) nodes: ArcSwap<NodeList>,
+    /// The next node id: ids only grow, so a removed node's id is never seen again.
+    pub(super) next_node: AtomicU32,
+    /// Serialises node-table changes (add, edit, remove) so checks and the swap are one step.
+    pub(super) node_changes: tokio::sync::Mutex<()>,
     tables: RwLock<Tables>,
     ids: Mutex<Ids>,
     generation: AtomicU64,
-    store: StoreHandle,
+    pub(super) store: StoreHandle,
+}
+
+/// What the router still tracks on a node (a node is removed only when all are zero).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Bots running there.
+    pub bots: usize,
+    /// Templates it holds.
+    pub templates: usize,
+    /// Copies of moved bots still to stop there.
+    pub fences: usize,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -269,13 +241,38 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Builds the view from configured nodes and a store snapshot.
-    pub fn new(nodes: &[NodeConfig], snapshot: Snapshot, store: StoreHandle) -> Cluster {
-        let nodes: Vec<Arc<Node>> = nodes
+    /// Builds the view from the config file's nodes, the nodes stored by the admin API (the
+    /// config file wins on a name clash) and a store snapshot.
+    pub fn new(config_nodes: &[NodeConfig], snapshot: Snapshot, store: StoreHandle) -> Cluster {
+        let mut defs: Vec<(NodeConfig, NodeSource)> = config_nodes
             .iter()
-            .enumerate()
-            .map(|(i, c)| Arc::new(Node::from_config(i, c)))
+            .map(|c| (c.clone(), NodeSource::Config))
             .collect();
+        for rec in &snapshot.nodes {
+            if defs.iter().any(|(c, _)| c.name == rec.name) {
+                log::info!(
+                    "node `{}` is in the config file and in the store; the config file wins",
+                    rec.name
+                );
+                continue;
+            }
+            match NodeConfig::parse(
+                &rec.name,
+                &rec.url,
+                rec.auth.clone(),
+                rec.capacity,
+                rec.draining,
+            ) {
+                Ok(c) => defs.push((c, NodeSource::Admin)),
+                Err(e) => log::error!("stored node `{}` is unusable: {e}", rec.name),
+            }
+        }
+        let nodes: Vec<Arc<Node>> = defs
+            .iter()
+            .zip(0u32..)
+            .map(|((c, source), i)| Arc::new(Node::new(NodeId(i), c, *source)))
+            .collect();
+        let next_node = u32::try_from(nodes.len()).unwrap_or(u32::MAX);
         let by_name: HashMap<&str, NodeId> = nodes.iter().map(|n| (&*n.name, n.id)).collect();
         let mut t = Tables::default();
         let mut max_id = None;
@@ -289,19 +286,7 @@ impl Cluster {
                 );
                 continue;
             };
-            t.slots
-                .entry(node)
-                .or_default()
-                .insert(rec.local_id, rec.id);
-            t.bots.insert(
-                rec.id,
-                Bot {
-                    node,
-                    server: rec.address.clone(),
-                    since: 0,
-                    record: rec,
-                },
-            );
+            t.insert_bot(node, rec, 0);
         }
         for rec in snapshot.templates {
             let Some(&node) = by_name.get(rec.node.as_str()) else {
@@ -329,19 +314,20 @@ impl Cluster {
             }
         }
         for n in &nodes {
-            n.load
-                .set_running(t.slots.get(&n.id).map_or(0, |s| s.len() as u32));
-            // Copies of moved bots may still run there: unused until the poller fenced it.
-            if t.fences.contains_key(&n.id) {
-                n.healthy.store(false, Ordering::Release);
-            }
+            n.load.set_running(t.running_on(n.id));
+        }
+        let mut list = NodeList::default();
+        for n in nodes {
+            list = list.with(n);
         }
         let snapshot_high_water = snapshot.id_high_water;
         let next = snapshot
             .id_high_water
             .max(max_id.map_or(0, |m| m.saturating_add(1)));
         Cluster {
-            nodes: ArcSwap::from_pointee(nodes),
+            nodes: ArcSwap::from_pointee(list),
+            next_node: AtomicU32::new(next_node),
+            node_changes: tokio::sync::Mutex::new(()),
             tables: RwLock::new(t),
             ids: Mutex::new(Ids {
                 next,
@@ -353,19 +339,39 @@ impl Cluster {
         }
     }
 
+    /// What the router tracks on a node.
+    pub fn holdings(&self, node: NodeId) -> Holdings {
+        let t = self.tables.read();
+        Holdings {
+            bots: t.slots.get(&node).map_or(0, BTreeMap::len),
+            templates: t.node_templates.get(&node).map_or(0, |s| s.len()),
+            fences: t.fences.get(&node).map_or(0, Vec::len),
+        }
+    }
+
+    /// Bumps the generation after a node-table change (cached `bot/list`s are stale).
+    pub(super) fn nodes_changed(&self) {
+        self.bump();
+    }
+
     /// The store handle (for other modules' writes).
     pub fn store(&self) -> &StoreHandle {
         &self.store
     }
 
-    /// All nodes.
-    pub fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
+    /// All nodes, ordered by id.
+    pub fn nodes(&self) -> Arc<NodeList> {
         self.nodes.load_full()
     }
 
-    /// One node.
+    /// One node (None once it was removed).
     pub fn node(&self, id: NodeId) -> Option<Arc<Node>> {
         self.nodes.load().get(id).cloned()
+    }
+
+    /// The node named `name`.
+    pub fn node_by_name(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.load().by_name(name).cloned()
     }
 
     /// Current generation; bumps whenever the tables change.
@@ -461,8 +467,16 @@ impl Cluster {
         named
     }
 
-    fn alloc_id(&self, ops: &mut Vec<Op>) -> u32 {
+    /// The next cluster id, or None when the id space is used up: ids are never reused, so
+    /// the router then refuses new bots rather than hand out an id twice.
+    fn alloc_id(&self, ops: &mut Vec<Op>) -> Option<u32> {
         let mut ids = self.ids.lock();
+        if ids.next >= MAX_ID {
+            log::error!(
+                "the cluster id space is used up: every id below {MAX_ID} was handed out once; new bots are refused"
+            );
+            return None;
+        }
         if ids.next >= ids.limit {
             // Persist the new high-water mark in the same batch as (and before) the record
             // that uses the id: a stored bot therefore always implies a stored mark above it,
@@ -471,12 +485,13 @@ impl Cluster {
             ops.push(Op::RaiseIdHighWater(ids.limit));
         }
         let id = ids.next;
-        if id >= MAX_ID {
-            log::error!("cluster id space exhausted; reusing the last id");
-            return MAX_ID - 1;
-        }
         ids.next += 1;
-        id
+        Some(id)
+    }
+
+    /// Whether every cluster id was handed out.
+    pub fn ids_exhausted(&self) -> bool {
+        self.ids.lock().next >= MAX_ID
     }
 
     /// Makes sure the next ids can be handed out without waiting for the store: the
@@ -513,8 +528,7 @@ impl Cluster {
 
     fn recount(&self, t: &Tables, node: NodeId) {
         if let Some(n) = self.node(node) {
-            n.load
-                .set_running(t.slots.get(&node).map_or(0, |s| s.len() as u32));
+            n.load.set_running(t.running_on(node));
         }
     }
 
@@ -583,7 +597,7 @@ impl Cluster {
                 return Some(gid);
             }
         }
-        let gid = self.alloc_id(ops);
+        let gid = self.alloc_id(ops)?;
         let record = BotRecord {
             id: gid,
             node: self.node_name(node),
@@ -655,7 +669,7 @@ impl Cluster {
     /// Applies a node's full `bot/list` (read by the poller or a fan-out that started at
     /// generation `started`): new bots get cluster ids, vanished ones are dropped, moved named
     /// bots keep theirs. Returns whether new cluster ids were handed out.
-    pub fn reconcile(&self, node: NodeId, listed: &[ListedBot], started: u64) -> bool {
+    pub fn reconcile(&self, node: NodeId, listed: &[BotInfo], started: u64) -> bool {
         if self.tables.read().unchanged(node, listed) {
             return false;
         }
@@ -783,7 +797,7 @@ impl Cluster {
         info: CreateInfo,
         sent: Option<u64>,
         timeout: Duration,
-    ) -> Result<u32, (Option<u32>, StoreError)> {
+    ) -> Result<u32, (Option<u32>, RegisterError)> {
         let mut ops = Vec::new();
         let gid = {
             let mut t = self.tables.write();
@@ -814,12 +828,17 @@ impl Cluster {
             gid
         };
         let Some(gid) = gid else {
-            return Err((None, StoreError::Io("bot could not be registered".into())));
+            let e = if self.ids_exhausted() {
+                RegisterError::IdsExhausted
+            } else {
+                RegisterError::NotRegistered
+            };
+            return Err((None, e));
         };
         self.store
             .commit(ops, timeout)
             .await
-            .map_err(|e| (Some(gid), e))?;
+            .map_err(|e| (Some(gid), RegisterError::Store(e)))?;
         Ok(gid)
     }
 
@@ -1204,17 +1223,7 @@ mod tests {
     use crate::store::embedded::EmbeddedStore;
 
     fn node_cfg(name: &str, port: u16) -> NodeConfig {
-        NodeConfig {
-            name: name.into(),
-            url: format!("http://127.0.0.1:{port}"),
-            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
-            authority: format!("127.0.0.1:{port}"),
-            tls: false,
-            host: "127.0.0.1".into(),
-            auth: None,
-            capacity: 10,
-            draining: false,
-        }
+        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, false).expect("node")
     }
 
     fn cluster(dir: &std::path::Path) -> Cluster {
@@ -1229,7 +1238,11 @@ mod tests {
         }
         let store = StoreHandle::spawn(Box::new(opened.expect("open"))).expect("spawn");
         let snap = futures::executor::block_on(store.load()).expect("load");
-        Cluster::new(&[node_cfg("a", 1), node_cfg("b", 2)], snap, store)
+        let c = Cluster::new(&[node_cfg("a", 1), node_cfg("b", 2)], snap, store);
+        for n in c.nodes().iter() {
+            n.observe_poll(true, 1, 1);
+        }
+        c
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -1239,8 +1252,8 @@ mod tests {
             .expect("runtime")
     }
 
-    fn listed(id: u32, name: Option<&str>, server: &str) -> ListedBot {
-        ListedBot {
+    fn listed(id: u32, name: Option<&str>, server: &str) -> BotInfo {
+        BotInfo {
             id: Some(id),
             name: name.map(str::to_string),
             server: Some(server.into()),
@@ -1253,15 +1266,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
         let g = c.generation();
-        c.reconcile(0, &[listed(0, None, "x"), listed(1, None, "y")], g);
-        assert_eq!(c.gid_of(0, 0), Some(0));
-        assert_eq!(c.gid_of(0, 1), Some(1));
+        c.reconcile(NodeId(0), &[listed(0, None, "x"), listed(1, None, "y")], g);
+        assert_eq!(c.gid_of(NodeId(0), 0), Some(0));
+        assert_eq!(c.gid_of(NodeId(0), 1), Some(1));
         // Slot 0 now holds another bot: old id retired, new id given.
         let g = c.generation();
-        c.reconcile(0, &[listed(0, None, "z"), listed(1, None, "y")], g);
-        assert_eq!(c.gid_of(0, 0), Some(2));
+        c.reconcile(NodeId(0), &[listed(0, None, "z"), listed(1, None, "y")], g);
+        assert_eq!(c.gid_of(NodeId(0), 0), Some(2));
         assert_eq!(c.locate(0), None);
-        assert_eq!(c.node(0).expect("node").load.running(), 2);
+        assert_eq!(c.node(NodeId(0)).expect("node").load.running(), 2);
     }
 
     /// A created bot counts once whether the poller or the create's answer sees it first.
@@ -1270,8 +1283,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
         let g = c.generation();
-        c.reconcile(0, &[listed(2, None, "new.example")], g);
-        let seen = c.gid_of(0, 2).expect("adopted by the poller");
+        c.reconcile(NodeId(0), &[listed(2, None, "new.example")], g);
+        let seen = c.gid_of(NodeId(0), 2).expect("adopted by the poller");
         let rt = runtime();
         let reported = Reported {
             lid: 2,
@@ -1285,10 +1298,16 @@ mod tests {
         };
         let gid = rt
             // The create was sent before the poll that adopted the bot (generation `g`).
-            .block_on(c.register_created(0, reported, info, Some(g), Duration::from_secs(5)))
+            .block_on(c.register_created(
+                NodeId(0),
+                reported,
+                info,
+                Some(g),
+                Duration::from_secs(5),
+            ))
             .expect("registered");
         assert_eq!(gid, seen);
-        assert_eq!(c.node(0).expect("node").load.running(), 1);
+        assert_eq!(c.node(NodeId(0)).expect("node").load.running(), 1);
         assert_eq!(
             c.bot_record(gid).and_then(|r| r.server_password),
             Some("pw".into())
@@ -1296,7 +1315,7 @@ mod tests {
         // And the other order: answer first, then a poll that lists it.
         let gid2 = rt
             .block_on(c.register_created(
-                0,
+                NodeId(0),
                 Reported {
                     lid: 3,
                     name: None,
@@ -1310,12 +1329,12 @@ mod tests {
             .expect("registered");
         let g = c.generation();
         c.reconcile(
-            0,
+            NodeId(0),
             &[listed(2, None, "new.example"), listed(3, None, "b")],
             g,
         );
-        assert_eq!(c.gid_of(0, 3), Some(gid2));
-        assert_eq!(c.node(0).expect("node").load.running(), 2);
+        assert_eq!(c.gid_of(NodeId(0), 3), Some(gid2));
+        assert_eq!(c.node(NodeId(0)).expect("node").load.running(), 2);
     }
 
     /// A `bot connect to` answer is a new bot, even when the slot held a bot to the same
@@ -1325,8 +1344,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
         let g = c.generation();
-        c.reconcile(0, &[listed(0, None, "same.example")], g);
-        let old = c.gid_of(0, 0).expect("old");
+        c.reconcile(NodeId(0), &[listed(0, None, "same.example")], g);
+        let old = c.gid_of(NodeId(0), 0).expect("old");
         let sent = c.generation();
         let rt = runtime();
         let r = Reported {
@@ -1337,7 +1356,7 @@ mod tests {
         };
         let new = rt
             .block_on(c.register_created(
-                0,
+                NodeId(0),
                 r,
                 CreateInfo::default(),
                 Some(sent),
@@ -1354,17 +1373,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
         let g = c.generation();
-        c.reconcile(0, &[listed(1, None, "ts.x")], g);
-        let gid = c.gid_of(0, 1).expect("gid");
+        c.reconcile(NodeId(0), &[listed(1, None, "ts.x")], g);
+        let gid = c.gid_of(NodeId(0), 1).expect("gid");
         let g = c.generation();
-        c.reconcile(0, &[listed(1, Some("saved"), "ts.x")], g);
-        assert_eq!(c.gid_of(0, 1), Some(gid));
+        c.reconcile(NodeId(0), &[listed(1, Some("saved"), "ts.x")], g);
+        assert_eq!(c.gid_of(NodeId(0), 1), Some(gid));
         assert_eq!(c.bot_template(gid).as_deref(), Some("saved"));
-        assert_eq!(c.template_owner("saved"), Some(0));
+        assert_eq!(c.template_owner("saved"), Some(NodeId(0)));
         // A different named bot in that slot is another bot.
         let g = c.generation();
-        c.reconcile(0, &[listed(1, Some("other"), "ts.x")], g);
-        assert_ne!(c.gid_of(0, 1), Some(gid));
+        c.reconcile(NodeId(0), &[listed(1, Some("other"), "ts.x")], g);
+        assert_ne!(c.gid_of(NodeId(0), 1), Some(gid));
     }
 
     #[test]
@@ -1377,8 +1396,8 @@ mod tests {
         assert!(c.claim_pending("t").is_some());
         let g = c.generation();
         c.reconcile(
-            0,
-            &[ListedBot {
+            NodeId(0),
+            &[BotInfo {
                 id: None,
                 name: Some("x".into()),
                 server: None,
@@ -1399,7 +1418,7 @@ mod tests {
         let c = cluster(dir.path());
         let list = vec![
             listed(0, Some("run"), "s1"),
-            ListedBot {
+            BotInfo {
                 id: None,
                 name: Some("off".into()),
                 server: Some("s2".into()),
@@ -1408,13 +1427,13 @@ mod tests {
             listed(1, None, "tmp"),
         ];
         let g = c.generation();
-        assert!(c.reconcile(0, &list, g));
+        assert!(c.reconcile(NodeId(0), &list, g));
         let g = c.generation();
-        assert!(!c.reconcile(0, &list, g));
+        assert!(!c.reconcile(NodeId(0), &list, g));
         assert_eq!(c.generation(), g, "nothing changed");
         // One template fewer is a change, and it is applied.
         let g = c.generation();
-        c.reconcile(0, &[list[0].clone(), list[2].clone()], g);
+        c.reconcile(NodeId(0), &[list[0].clone(), list[2].clone()], g);
         assert_eq!(c.template_owner("off"), None);
         assert!(c.generation() > g);
     }
@@ -1424,12 +1443,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
         let g = c.generation();
-        c.reconcile(1, &[listed(0, Some("music"), "s")], g);
-        let gid = c.gid_of(1, 0).expect("gid");
+        c.reconcile(NodeId(1), &[listed(0, Some("music"), "s")], g);
+        let gid = c.gid_of(NodeId(1), 0).expect("gid");
         let g = c.generation();
-        c.reconcile(1, &[listed(4, Some("music"), "s")], g);
-        assert_eq!(c.locate(gid), Some((1, 4)));
-        assert_eq!(c.template_owner("music"), Some(1));
+        c.reconcile(NodeId(1), &[listed(4, Some("music"), "s")], g);
+        assert_eq!(c.locate(gid), Some((NodeId(1), 4)));
+        assert_eq!(c.template_owner("music"), Some(NodeId(1)));
     }
 
     #[test]
@@ -1439,7 +1458,7 @@ mod tests {
         let started = c.generation();
         let gid = c
             .learn(
-                0,
+                NodeId(0),
                 Reported {
                     lid: 3,
                     name: None,
@@ -1449,11 +1468,11 @@ mod tests {
             )
             .expect("gid");
         // The poll began before the create and does not list the new bot.
-        c.reconcile(0, &[], started);
-        assert_eq!(c.locate(gid), Some((0, 3)));
+        c.reconcile(NodeId(0), &[], started);
+        assert_eq!(c.locate(gid), Some((NodeId(0), 3)));
         // A later poll that does not list it drops it.
         let g = c.generation();
-        c.reconcile(0, &[], g);
+        c.reconcile(NodeId(0), &[], g);
         assert_eq!(c.locate(gid), None);
     }
 
@@ -1463,10 +1482,10 @@ mod tests {
         let c = cluster(dir.path());
         let g = c.generation();
         c.reconcile(
-            0,
+            NodeId(0),
             &[
                 listed(0, Some("run"), "s1"),
-                ListedBot {
+                BotInfo {
                     id: None,
                     name: Some("off".into()),
                     server: Some("s2".into()),
@@ -1476,8 +1495,8 @@ mod tests {
             ],
             g,
         );
-        assert_eq!(c.template_owner("off"), Some(0));
-        let fb = c.fallback_list(0);
+        assert_eq!(c.template_owner("off"), Some(NodeId(0)));
+        let fb = c.fallback_list(NodeId(0));
         assert_eq!(fb.len(), 3);
         assert_eq!(fb[0].name.as_deref(), Some("run"));
         assert_eq!(fb[0].status, 1);
@@ -1500,20 +1519,20 @@ mod tests {
         {
             let c = cluster(dir.path());
             let g = c.generation();
-            c.reconcile(0, &[listed(0, None, "x"), listed(1, None, "y")], g);
-            gid = c.gid_of(0, 1).expect("gid");
-            c.forget_bot(c.gid_of(0, 0).expect("gid"), 0);
+            c.reconcile(NodeId(0), &[listed(0, None, "x"), listed(1, None, "y")], g);
+            gid = c.gid_of(NodeId(0), 1).expect("gid");
+            c.forget_bot(c.gid_of(NodeId(0), 0).expect("gid"), NodeId(0));
             let rt = runtime();
             rt.block_on(c.store().flush(Duration::from_secs(5)))
                 .expect("flush");
         }
         let c = cluster(dir.path());
-        assert_eq!(c.locate(gid), Some((0, 1)));
+        assert_eq!(c.locate(gid), Some((NodeId(0), 1)));
         // The poll after restart keeps the id; a new bot gets a fresh one above all earlier.
         let g = c.generation();
-        c.reconcile(0, &[listed(1, None, "y"), listed(0, None, "q")], g);
-        assert_eq!(c.gid_of(0, 1), Some(gid));
-        assert!(c.gid_of(0, 0).expect("gid") >= 2);
+        c.reconcile(NodeId(0), &[listed(1, None, "y"), listed(0, None, "q")], g);
+        assert_eq!(c.gid_of(NodeId(0), 1), Some(gid));
+        assert!(c.gid_of(NodeId(0), 0).expect("gid") >= 2);
     }
 
     /// A failover move keeps the cluster id, moves slot, count and template, and leaves a
@@ -1525,20 +1544,20 @@ mod tests {
         {
             let c = cluster(dir.path());
             let g = c.generation();
-            c.reconcile(0, &[listed(3, None, "ts.x")], g);
-            gid = c.gid_of(0, 3).expect("gid");
+            c.reconcile(NodeId(0), &[listed(3, None, "ts.x")], g);
+            gid = c.gid_of(NodeId(0), 3).expect("gid");
             // The target's poll sees the rebuilt bot before the move is recorded.
             let g = c.generation();
-            c.reconcile(1, &[listed(0, Some("ts3ab-lb-0"), "ts.x")], g);
-            let stranger = c.gid_of(1, 0).expect("adopted");
+            c.reconcile(NodeId(1), &[listed(0, Some("ts3ab-lb-0"), "ts.x")], g);
+            let stranger = c.gid_of(NodeId(1), 0).expect("adopted");
             assert_ne!(stranger, gid);
             let rt = runtime();
             let moved = rt
                 .block_on(c.move_bot(
                     Move {
                         gid,
-                        from: 0,
-                        to: 1,
+                        from: NodeId(0),
+                        to: NodeId(1),
                         local_id: 0,
                         template: "ts3ab-lb-0".into(),
                         settings: [("connect.address".to_string(), "ts.x".to_string())].into(),
@@ -1548,20 +1567,20 @@ mod tests {
                 ))
                 .expect("durable");
             assert!(moved);
-            assert_eq!(c.locate(gid), Some((1, 0)));
+            assert_eq!(c.locate(gid), Some((NodeId(1), 0)));
             assert_eq!(c.locate(stranger), None, "the poll's guess is folded in");
-            assert_eq!(c.template_owner("ts3ab-lb-0"), Some(1));
-            assert_eq!(c.node(0).expect("n").load.running(), 0);
-            assert_eq!(c.node(1).expect("n").load.running(), 1);
-            let f = c.fences_on(0);
+            assert_eq!(c.template_owner("ts3ab-lb-0"), Some(NodeId(1)));
+            assert_eq!(c.node(NodeId(0)).expect("n").load.running(), 0);
+            assert_eq!(c.node(NodeId(1)).expect("n").load.running(), 1);
+            let f = c.fences_on(NodeId(0));
             assert_eq!((f.len(), f[0].bot, f[0].local_id), (1, gid, 3));
             // Moving again from the old node is refused: the bot is no longer there.
             let again = rt
                 .block_on(c.move_bot(
                     Move {
                         gid,
-                        from: 0,
-                        to: 1,
+                        from: NodeId(0),
+                        to: NodeId(1),
                         local_id: 5,
                         template: "x".into(),
                         settings: BTreeMap::new(),
@@ -1573,14 +1592,18 @@ mod tests {
             assert!(!again);
         }
         let c = cluster(dir.path());
-        assert_eq!(c.locate(gid), Some((1, 0)), "the move survives a restart");
-        assert_eq!(c.fences_on(0).len(), 1, "and so does the fence");
+        assert_eq!(
+            c.locate(gid),
+            Some((NodeId(1), 0)),
+            "the move survives a restart"
+        );
+        assert_eq!(c.fences_on(NodeId(0)).len(), 1, "and so does the fence");
         let rt = runtime();
-        rt.block_on(c.clear_fences(0, &c.fences_on(0), Duration::from_secs(5)))
+        rt.block_on(c.clear_fences(NodeId(0), &c.fences_on(NodeId(0)), Duration::from_secs(5)))
             .expect("clear");
         drop(c);
         let c = cluster(dir.path());
-        assert!(c.fences_on(0).is_empty());
+        assert!(c.fences_on(NodeId(0)).is_empty());
     }
 
     /// Ids handed out on paths that cannot wait are below a durable high-water mark, so a
@@ -1597,7 +1620,7 @@ mod tests {
         // Learned on a synchronous path, never flushed: still below the durable mark.
         let gid = c
             .learn(
-                0,
+                NodeId(0),
                 Reported {
                     lid: 0,
                     name: None,
@@ -1621,18 +1644,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
         let g = c.generation();
-        c.reconcile(0, &[listed(0, Some("music"), "ts.x")], g);
-        assert_eq!(c.template_owner("music"), Some(0));
-        assert_eq!(c.holder_of("music", 0), None);
+        c.reconcile(NodeId(0), &[listed(0, Some("music"), "ts.x")], g);
+        assert_eq!(c.template_owner("music"), Some(NodeId(0)));
+        assert_eq!(c.holder_of("music", NodeId(0)), None);
         let g = c.generation();
-        c.reconcile(1, &[listed(4, Some("music"), "ts.x")], g);
+        c.reconcile(NodeId(1), &[listed(4, Some("music"), "ts.x")], g);
         assert_eq!(
             c.template_owner("music"),
-            Some(0),
+            Some(NodeId(0)),
             "the first owner is kept"
         );
-        assert_eq!(c.holder_of("music", 0), Some(1));
-        assert_eq!(c.holder_of("music", 1), Some(0));
+        assert_eq!(c.holder_of("music", NodeId(0)), Some(NodeId(1)));
+        assert_eq!(c.holder_of("music", NodeId(1)), Some(NodeId(0)));
     }
 
     /// Late answers about a slot the bot has left change nothing: a `bot disconnect` 204 from
@@ -1642,22 +1665,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
         let g = c.generation();
-        c.reconcile(0, &[listed(2, None, "a.example")], g);
-        let gid = c.gid_of(0, 2).expect("gid");
+        c.reconcile(NodeId(0), &[listed(2, None, "a.example")], g);
+        let gid = c.gid_of(NodeId(0), 2).expect("gid");
         let id = Identity {
             key: "K".into(),
             offset: 1,
             level: -1,
         };
-        c.record_identity(gid, 1, 2, id.clone());
-        c.record_identity(gid, 0, 3, id.clone());
+        c.record_identity(gid, NodeId(1), 2, id.clone());
+        c.record_identity(gid, NodeId(0), 3, id.clone());
         assert_eq!(c.bot_record(gid).and_then(|r| r.identity), None);
-        c.record_identity(gid, 0, 2, id.clone());
+        c.record_identity(gid, NodeId(0), 2, id.clone());
         assert_eq!(c.bot_record(gid).and_then(|r| r.identity), Some(id));
-        c.forget_bot(gid, 1);
-        assert_eq!(c.locate(gid), Some((0, 2)), "another node's answer");
-        c.forget_bot(gid, 0);
+        c.forget_bot(gid, NodeId(1));
+        assert_eq!(c.locate(gid), Some((NodeId(0), 2)), "another node's answer");
+        c.forget_bot(gid, NodeId(0));
         assert_eq!(c.locate(gid), None);
-        assert_eq!(c.node(0).expect("n").load.running(), 0);
+        assert_eq!(c.node(NodeId(0)).expect("n").load.running(), 0);
     }
 }

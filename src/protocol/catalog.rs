@@ -6,7 +6,7 @@
 //! [`Kind::Other`]: the router forwards it untouched to wherever its context pins it.
 //! Does not own: decisions (`routing`, `policy`).
 
-use crate::command::{Arg, Command, Value};
+use crate::protocol::command::{Arg, Command, Value};
 
 /// A recognised command.
 #[derive(Debug, Clone, Copy)]
@@ -341,7 +341,7 @@ pub fn identify(c: &Command) -> Identified<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{parse, Parsed};
+    use crate::protocol::command::{parse, Parsed};
 
     fn kind(s: &str) -> String {
         match parse(s.as_bytes()) {

@@ -13,18 +13,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 
-use crate::api_json::{bot_list_body, ApiError, BotInfo, Reason, CONTENT_TYPE_JSON};
+use crate::cluster::health::poll_node;
+use crate::cluster::placement::{Placer, Reservation};
 use crate::cluster::{Cluster, CreateInfo, Node, NodeId, Reported};
 use crate::config::RoutingConfig;
-use crate::health::{poll_node, read_bot_list};
-use crate::json_edit;
-use crate::node_client::{NodeClient, NodeResponse};
-use crate::placement::{Placer, Reservation};
-use crate::routing::{CreateKind, CreateNode, CreatePlan, Edits, Element, MergePlan, ReadBack};
-use crate::store::Identity;
-
-/// How long a create waits for its record to become durable before answering anyway.
-const STORE_DEADLINE: Duration = Duration::from_secs(5);
+use crate::node::api::{
+    delete_template_target, disconnect_target, fetch_identity, read_bot_list, single_bot_info,
+};
+use crate::node::client::{NodeClient, NodeResponse};
+use crate::protocol::api_json::{
+    bot_list_body, status_from, ApiError, BotInfo, Reason, CONTENT_TYPE_JSON,
+};
+use crate::protocol::json_edit;
+use crate::proxy::routing::{
+    CreateKind, CreateNode, CreatePlan, Edits, Element, MergePlan, ReadBack,
+};
+use crate::store::WRITE_DEADLINE;
 
 /// An answer the router writes itself.
 #[derive(Debug, Clone)]
@@ -112,7 +116,7 @@ impl Exec {
             // One parse: learn each bot (a cheap read for known ones) and map its id.
             out = json_edit::translate_bot_infos(body, |lid, name, server, status| {
                 let lid = u32::try_from(lid).ok()?;
-                let status = u8::try_from(status.clamp(0, 2)).unwrap_or(1);
+                let status = status_from(status);
                 let reported = Reported {
                     lid,
                     name,
@@ -201,9 +205,10 @@ impl Exec {
     /// memory and CPU add up; `starttime` is the earliest.
     pub async fn system_info(&self) -> Answer {
         let nodes = self.cluster.nodes();
-        let results = join_all(nodes.iter().filter(|n| n.is_healthy()).map(|n| {
+        let results = join_all(nodes.iter().filter(|n| n.is_healthy()).map(|n| async move {
             self.client
-                .get(n, b"/api/system/info", self.cfg.fanout_timeout)
+                .get(&n.endpoint(), b"/api/system/info", self.cfg.fanout_timeout)
+                .await
         }))
         .await;
         #[derive(serde::Deserialize)]
@@ -253,7 +258,11 @@ impl Exec {
         // Known-down nodes are not waited for; they are reported as not reached.
         let results = join_all(nodes.iter().map(|n| async move {
             if n.is_healthy() {
-                Some(self.client.get(n, target, self.cfg.request_timeout).await)
+                Some(
+                    self.client
+                        .get(&n.endpoint(), target, self.cfg.request_timeout)
+                        .await,
+                )
             } else {
                 None
             }
@@ -324,7 +333,7 @@ impl Exec {
             let sent = self.cluster.generation();
             match self
                 .client
-                .get(&node, &plan.target, self.cfg.request_timeout)
+                .get(&node.endpoint(), &plan.target, self.cfg.request_timeout)
                 .await
             {
                 Ok(resp) => return self.created(&node, plan, resp, reservation, sent).await,
@@ -336,7 +345,7 @@ impl Exec {
                 Err(e) => {
                     // The node may have made the bot anyway: read its list now.
                     self.poke(node);
-                    let status = if matches!(e, crate::node_client::NodeError::Timeout { .. }) {
+                    let status = if matches!(e, crate::node::client::NodeError::Timeout { .. }) {
                         504
                     } else {
                         503
@@ -364,13 +373,13 @@ impl Exec {
                 if resp.status == 204 {
                     if let Err(e) = self
                         .cluster
-                        .claim_template_durably(name, node.id, STORE_DEADLINE)
+                        .claim_template_durably(name, node.id, WRITE_DEADLINE)
                         .await
                     {
                         // Unrecorded, the template could be created again on another node:
                         // take it back and say so.
                         self.cluster.drop_template(name);
-                        let undo = format!("/api/settings/delete/{}", crate::command::escape(name));
+                        let undo = delete_template_target(name);
                         return self.take_back(node, &undo, "template", "deleted", &e).await;
                     }
                 }
@@ -386,7 +395,13 @@ impl Exec {
                 };
                 let mut body = None;
                 if resp.status == 200 {
-                    if let Some((lid, name, server, status)) = single_bot_info(&resp.body) {
+                    if let Some(BotInfo {
+                        id: Some(lid),
+                        name,
+                        server,
+                        status,
+                    }) = single_bot_info(&resp.body)
+                    {
                         let reported = Reported {
                             lid,
                             name: name.as_deref(),
@@ -395,7 +410,7 @@ impl Exec {
                         };
                         match self
                             .cluster
-                            .register_created(node.id, reported, info, fresh, STORE_DEADLINE)
+                            .register_created(node.id, reported, info, fresh, WRITE_DEADLINE)
                             .await
                         {
                             Ok(gid) => self.read_identity(node.clone(), lid, gid),
@@ -409,7 +424,7 @@ impl Exec {
                                 if let Some(gid) = gid {
                                     self.cluster.forget_bot(gid, node.id);
                                 }
-                                let undo = format!("/api/bot/use/{lid}/(/bot/disconnect)");
+                                let undo = disconnect_target(lid);
                                 return self.take_back(node, &undo, "bot", "stopped", &e).await;
                             }
                         }
@@ -430,11 +445,11 @@ impl Exec {
         undo: &str,
         what: &str,
         done: &str,
-        e: &crate::store::StoreError,
+        e: &(dyn std::fmt::Display + Sync),
     ) -> Answer {
         let _ = self
             .client
-            .get(node, undo.as_bytes(), self.cfg.request_timeout)
+            .get(&node.endpoint(), undo.as_bytes(), self.cfg.request_timeout)
             .await;
         Answer::error(&ApiError::unavailable(format!(
             "The router could not record the new {what} ({e}); it was {done} again. Try again later."
@@ -447,7 +462,7 @@ impl Exec {
         let cluster = self.cluster.clone();
         let deadline = self.cfg.request_timeout;
         tokio::spawn(async move {
-            match fetch_identity(&client, &node, lid, deadline).await {
+            match fetch_identity(&client, &node.endpoint(), lid, deadline).await {
                 Ok(id) => cluster.record_identity(gid, node.id, lid, id),
                 Err(e) => log::warn!("bot {gid}: {e}"),
             }
@@ -490,15 +505,15 @@ impl Exec {
                     ReadBack::Template { name, path } => cluster.template_owner(name).map(|n| {
                         let target = format!(
                             "/api/settings/bot/get/{}/{}",
-                            crate::command::escape(name),
-                            crate::command::escape(path)
+                            crate::protocol::command::escape(name),
+                            crate::protocol::command::escape(path)
                         );
                         (n, target)
                     }),
                     ReadBack::Bot { gid, path } => cluster.locate(*gid).map(|(n, lid)| {
                         let target = format!(
                             "/api/bot/use/{lid}/(/settings/get/{})",
-                            crate::command::escape(path)
+                            crate::protocol::command::escape(path)
                         );
                         (n, target)
                     }),
@@ -509,7 +524,10 @@ impl Exec {
                 let Some(node) = cluster.node(node) else {
                     continue;
                 };
-                let value = match client.get(&node, target.as_bytes(), deadline).await {
+                let value = match client
+                    .get(&node.endpoint(), target.as_bytes(), deadline)
+                    .await
+                {
                     Ok(r) if r.status == 200 => {
                         match serde_json::from_slice::<serde_json::Value>(&r.body) {
                             Ok(serde_json::Value::String(v)) => v,
@@ -581,7 +599,7 @@ impl Exec {
             }
             let resp = self
                 .client
-                .get(&node, &target, self.cfg.request_timeout)
+                .get(&node.endpoint(), &target, self.cfg.request_timeout)
                 .await
                 .map_err(|e| Answer::error(&ApiError::unavailable(e.to_string())))?;
             let edited = Self::edit(&self.cluster, node.id, &resp.body, &plan.edits);
@@ -672,7 +690,7 @@ async fn collect_list(
     let results = join_all(nodes.iter().map(|node| async move {
         let listed = if node.is_healthy() {
             let started = cluster.generation();
-            match read_bot_list(client, node, timeout).await {
+            match read_bot_list(client, &node.endpoint(), timeout).await {
                 Ok(l) => Some((started, l)),
                 Err(e) => {
                     log::warn!("{e}");
@@ -722,7 +740,7 @@ async fn collect_list(
     }
     if new_ids {
         // Ids shown to a client must survive a crash.
-        if let Err(e) = cluster.store().flush(STORE_DEADLINE).await {
+        if let Err(e) = cluster.store().flush(WRITE_DEADLINE).await {
             log::error!("could not persist newly seen bots before listing them: {e}");
         }
     }
@@ -745,57 +763,4 @@ pub fn redaction_failed() -> Vec<u8> {
         "The node's answer could not be checked for identities and passwords, so it is withheld.",
     )
     .body()
-}
-
-/// The single BotInfo a create answers with: (local id, name, server, status).
-/// Reads a running bot's TeamSpeak identity (`connect.identity`: key, offset, level) from its
-/// node. The error says why, without the key.
-pub async fn fetch_identity(
-    client: &NodeClient,
-    node: &Node,
-    lid: u32,
-    deadline: Duration,
-) -> Result<Identity, String> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        key: String,
-        offset: u64,
-        level: i64,
-    }
-    let target = format!("/api/bot/use/{lid}/(/settings/get/connect.identity)");
-    let r = client
-        .get(node, target.as_bytes(), deadline)
-        .await
-        .map_err(|e| format!("could not read its identity: {e}"))?;
-    if r.status != 200 {
-        return Err(format!(
-            "node {} refused to show its identity (HTTP {})",
-            node.name, r.status
-        ));
-    }
-    let raw: Raw = serde_json::from_slice(&r.body)
-        .map_err(|e| format!("unreadable identity from node {}: {e}", node.name))?;
-    Ok(Identity {
-        key: raw.key,
-        offset: raw.offset,
-        level: raw.level,
-    })
-}
-
-/// The first BotInfo in an answer: local id, name, server, status.
-pub(crate) fn single_bot_info(body: &[u8]) -> Option<(u32, Option<String>, Option<String>, u8)> {
-    let mut found = None;
-    json_edit::visit_bot_infos(body, |lid, name, server, status| {
-        if found.is_none() {
-            found = u32::try_from(lid).ok().map(|l| {
-                (
-                    l,
-                    name.map(str::to_string),
-                    server.map(str::to_string),
-                    u8::try_from(status.clamp(0, 2)).unwrap_or(1),
-                )
-            });
-        }
-    });
-    found
 }

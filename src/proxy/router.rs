@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -26,25 +25,25 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
-use crate::api_json::{
+use crate::cluster::{Cluster, Node, NodeId, PendingTemplate};
+use crate::config::RoutingConfig;
+use crate::node::client::{NodeClient, MAX_RESPONSE};
+use crate::node::endpoint::Endpoint;
+use crate::protocol::api_json::{
     ApiError, Reason, CACHE_CONTROL_NAME, CACHE_CONTROL_VALUE, CONTENT_TYPE_JSON,
 };
-use crate::auth::KeyTable;
-use crate::cluster::{Cluster, Node, PendingTemplate};
-use crate::command::{self, Parsed};
-use crate::config::RoutingConfig;
-use crate::exec::{Answer, Exec};
-use crate::node_client::{NodeClient, MAX_RESPONSE};
-use crate::policy::{self, AllowPattern};
-use crate::routing::{self, Edits, Effect, Plan};
-
-/// How long bookkeeping on the response path may wait for the store.
-const STORE_DEADLINE: Duration = Duration::from_secs(5);
+use crate::protocol::command::{self, Parsed};
+use crate::protocol::pattern::AllowPattern;
+use crate::proxy::exec::{Answer, Exec};
+use crate::proxy::keys::Keys;
+use crate::proxy::policy;
+use crate::proxy::routing::{self, Edits, Effect, Plan};
+use crate::store::WRITE_DEADLINE;
 
 /// The router service.
 pub struct Router {
     cluster: Arc<Cluster>,
-    keys: ArcSwap<KeyTable>,
+    keys: Arc<Keys>,
     allow: Vec<AllowPattern>,
     cfg: RoutingConfig,
     exec: Exec,
@@ -55,9 +54,11 @@ pub struct Router {
 #[derive(Default)]
 pub struct Ctx {
     node: Option<Arc<Node>>,
+    /// The endpoint the request went to (taken once, in `upstream_peer`).
+    endpoint: Option<Arc<Endpoint>>,
     /// The plan did not pin a node: another healthy node may be tried if this one is down.
     movable: bool,
-    tried: Vec<usize>,
+    tried: Vec<NodeId>,
     /// Why this node (for error messages).
     why: String,
     target: Option<Vec<u8>>,
@@ -78,7 +79,7 @@ impl Router {
     /// Builds the router.
     pub fn new(
         cluster: Arc<Cluster>,
-        keys: KeyTable,
+        keys: Arc<Keys>,
         cfg: RoutingConfig,
         exec: Exec,
     ) -> Result<Router, String> {
@@ -89,7 +90,7 @@ impl Router {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Router {
             cluster,
-            keys: ArcSwap::from_pointee(keys),
+            keys,
             allow,
             cfg,
             exec,
@@ -147,7 +148,7 @@ impl Router {
         }
         // A new template's owner must survive a crash once the client knows it exists.
         if claimed {
-            if let Err(e) = self.cluster.store().flush(STORE_DEADLINE).await {
+            if let Err(e) = self.cluster.store().flush(WRITE_DEADLINE).await {
                 log::error!(
                     "a template created on node {} is not durable yet: {e}",
                     node.name
@@ -240,7 +241,6 @@ impl Router {
         };
         let caller = self
             .keys
-            .load()
             .authenticate(req.authorization.as_deref())
             .map_err(|e| ApiError::unauthorized(&e.to_string()))?;
         let parsed = command::parse(&target[base..]);
@@ -474,15 +474,17 @@ impl ProxyHttp for Router {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let node = match &ctx.node {
-            Some(n) => n.clone(),
+        let endpoint = match &ctx.node {
+            Some(n) => n.endpoint(),
             None => return Error::e_explain(ErrorType::HTTPStatus(503), "no node chosen"),
         };
-        Ok(Box::new(NodeClient::peer(
-            &node,
+        let peer = NodeClient::peer(
+            &endpoint,
             self.cfg.connect_timeout,
             self.cfg.request_timeout,
-        )))
+        );
+        ctx.endpoint = Some(endpoint);
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -497,7 +499,7 @@ impl ProxyHttp for Router {
         // The client's secret never leaves the router; the node gets its own credentials.
         upstream.remove_header("authorization");
         if !ctx.static_file {
-            if let Some(auth) = ctx.node.as_ref().and_then(|n| n.auth_header.as_ref()) {
+            if let Some(auth) = ctx.endpoint.as_ref().and_then(|e| e.auth_header.as_ref()) {
                 upstream.insert_header("Authorization", auth.as_str())?;
             }
         }
@@ -521,7 +523,7 @@ impl ProxyHttp for Router {
         if ctx.edits.bot_ids {
             // The body may show bots the router meets for the first time; the ids it gives
             // them there (without waiting) must already be durably reserved.
-            if let Err(e) = self.cluster.ensure_id_headroom(STORE_DEADLINE).await {
+            if let Err(e) = self.cluster.ensure_id_headroom(WRITE_DEADLINE).await {
                 log::error!("could not reserve cluster ids durably: {e}");
             }
         }
@@ -558,7 +560,7 @@ impl ProxyHttp for Router {
             ctx.edits = Edits::default();
             let buf = std::mem::take(&mut ctx.buf);
             *body = Some(Bytes::from(if withheld {
-                crate::exec::redaction_failed()
+                crate::proxy::exec::redaction_failed()
             } else {
                 buf
             }));

@@ -1,47 +1,21 @@
 //! Client authentication with router-issued keys.
 //!
-//! Owns: the key table (name → secret, role) and checking a request's `Authorization` header
-//! the way TS3AudioBot checks its own tokens, with TS3AudioBot's four failure texts. Secrets are
-//! compared in constant time. Does not own: what a role may do (`policy`) or the node-side
-//! credentials (`cluster`).
+//! Owns: the key table (name → secret digest, role), changeable at run time ([`Keys`]: a
+//! copy-on-write table, so a request never waits on a change and a revoked key fails from the
+//! next request on), and checking a request's `Authorization` header the way TS3AudioBot
+//! checks its own tokens, with TS3AudioBot's failure texts (`protocol::basic_auth`). Secrets
+//! are compared as fixed-length digests in constant time. Does not own: what a role may do
+//! (`policy`), storing keys (the admin layer) or node-side credentials (`node`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
+use arc_swap::ArcSwap;
+
 use subtle::ConstantTimeEq;
 
 use crate::config::{KeyConfig, Role};
-
-/// TS3AudioBot's texts for the four ways authentication fails (all HTTP 401).
-pub const ERR_AUTH_FAILED: &str = "Authentication failed";
-/// Non-Basic scheme.
-pub const ERR_UNSUPPORTED_SCHEME: &str = "Unsupported authentication scheme";
-/// Undecodable credentials.
-pub const ERR_MALFORMED_BASE64: &str = "Malformed base64 string";
-/// No such key.
-pub const ERR_UNKNOWN_USER: &str = "Unknown user or no active token found";
-/// TS3AudioBot's text when anonymous requests are not allowed.
-pub const ERR_ANONYMOUS_DISABLED: &str = "This bot does not allow anonymous api requests";
-
-/// Why a header was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No space, no `:` or a wrong secret.
-    #[error("{}", ERR_AUTH_FAILED)]
-    Failed,
-    /// Scheme other than Basic.
-    #[error("{}", ERR_UNSUPPORTED_SCHEME)]
-    UnsupportedScheme,
-    /// Bad base64.
-    #[error("{}", ERR_MALFORMED_BASE64)]
-    MalformedBase64,
-    /// Unknown key name.
-    #[error("{}", ERR_UNKNOWN_USER)]
-    UnknownUser,
-}
+use crate::protocol::basic_auth::{self, AuthError};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,21 +45,12 @@ impl Caller {
 }
 
 /// The keys, by name.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct KeyTable {
     /// name → (name, digest of the secret, role). Only digests are compared, so the time a
     /// comparison takes says nothing about the secret's length or content.
     keys: HashMap<String, (Arc<str>, [u8; 32], Role)>,
 }
-
-/// .NET's `Convert.FromBase64String`: padding required, whitespace ignored, lenient about the
-/// unused bits of the last character.
-const DOTNET_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
-        .with_decode_allow_trailing_bits(true),
-);
 
 /// A fixed-length digest of a secret (BLAKE2s-256), compared in constant time.
 fn digest(secret: &[u8]) -> [u8; 32] {
@@ -97,19 +62,7 @@ impl KeyTable {
     /// Builds the table from configured keys.
     pub fn new(keys: &[KeyConfig]) -> Self {
         KeyTable {
-            keys: keys
-                .iter()
-                .map(|k| {
-                    (
-                        k.name.clone(),
-                        (
-                            Arc::from(k.name.as_str()),
-                            digest(k.secret.as_bytes()),
-                            k.role,
-                        ),
-                    )
-                })
-                .collect(),
+            keys: keys.iter().map(|k| (k.name.clone(), entry(k))).collect(),
         }
     }
 
@@ -119,31 +72,9 @@ impl KeyTable {
         let Some(header) = header else {
             return Ok(Caller::Anonymous);
         };
-        // Split on spaces into at most two non-empty parts.
-        let trimmed = trim_start_spaces(header);
-        let Some(space) = trimmed.iter().position(|&b| b == b' ') else {
-            return Err(AuthError::Failed);
-        };
-        let (scheme, rest) = (&trimmed[..space], trim_start_spaces(&trimmed[space..]));
-        if rest.is_empty() {
-            return Err(AuthError::Failed);
-        }
-        if !scheme.eq_ignore_ascii_case(b"basic") {
-            return Err(AuthError::UnsupportedScheme);
-        }
-        let compact: Vec<u8> = rest
-            .iter()
-            .copied()
-            .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            .collect();
-        let decoded = DOTNET_BASE64
-            .decode(&compact)
-            .map_err(|_| AuthError::MalformedBase64)?;
-        let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-            return Err(AuthError::Failed);
-        };
-        let uid = String::from_utf8_lossy(&decoded[..colon]);
-        let secret = &decoded[colon + 1..];
+        let creds = basic_auth::parse(header)?;
+        let uid = String::from_utf8_lossy(creds.uid());
+        let secret = creds.secret();
         let Some((name, expected, role)) = self.keys.get(uid.as_ref()) else {
             return Err(AuthError::UnknownUser);
         };
@@ -158,22 +89,68 @@ impl KeyTable {
     }
 }
 
-fn trim_start_spaces(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|&c| c != b' ').unwrap_or(b.len());
-    &b[start..]
+/// The live key table: read without locking by every request, replaced whole on a change.
+#[derive(Debug, Default)]
+pub struct Keys(ArcSwap<KeyTable>);
+
+impl Keys {
+    /// The table of the given keys.
+    pub fn new(keys: &[KeyConfig]) -> Keys {
+        Keys(ArcSwap::from_pointee(KeyTable::new(keys)))
+    }
+
+    /// Checks an `Authorization` header against the current table.
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Caller, AuthError> {
+        self.0.load().authenticate(header)
+    }
+
+    /// Adds a key, or replaces the one with its name (a new secret or role applies to the
+    /// next request).
+    pub fn put(&self, key: &KeyConfig) {
+        self.0.rcu(|t| {
+            let mut t = KeyTable::clone(t);
+            t.keys.insert(key.name.clone(), entry(key));
+            t
+        });
+    }
+
+    /// Revokes a key: the next request with it is refused. Returns whether it existed.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut existed = false;
+        self.0.rcu(|t| {
+            let mut t = KeyTable::clone(t);
+            existed = t.keys.remove(name).is_some();
+            t
+        });
+        existed
+    }
+
+    /// The names and roles of all keys, sorted by name.
+    pub fn list(&self) -> Vec<(String, Role)> {
+        let mut v: Vec<(String, Role)> = self
+            .0
+            .load()
+            .keys
+            .iter()
+            .map(|(n, (_, _, r))| (n.clone(), *r))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
 }
 
-/// Encodes `uid:token` as a Basic `Authorization` value (used towards nodes).
-pub fn basic_header(credentials: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(credentials)
+fn entry(k: &KeyConfig) -> (Arc<str>, [u8; 32], Role) {
+    (
+        Arc::from(k.name.as_str()),
+        digest(k.secret.as_bytes()),
+        k.role,
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::basic_auth::basic_header;
 
     fn table() -> KeyTable {
         KeyTable::new(&[
@@ -208,6 +185,7 @@ mod tests {
             .expect("ok")
             .is_admin());
         // Scheme is case-insensitive, extra spaces are tolerated, base64 whitespace is ignored.
+        use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode("alice:alice-secret");
         assert!(check(&format!("bAsIc   {b64}")).is_ok());
         let (a, b) = b64.split_at(4);
@@ -248,5 +226,48 @@ mod tests {
             Err(AuthError::Failed)
         );
         assert_eq!(check(&basic_header("alice:")), Err(AuthError::Failed));
+    }
+
+    #[test]
+    fn keys_change_at_run_time() {
+        let keys = Keys::new(&[KeyConfig {
+            name: "alice".into(),
+            secret: "alice-secret".into(),
+            role: Role::User,
+        }]);
+        let alice = basic_header("alice:alice-secret");
+        assert!(keys.authenticate(Some(alice.as_bytes())).is_ok());
+        let bob = KeyConfig {
+            name: "bob".into(),
+            secret: "bob-secret-1".into(),
+            role: Role::Admin,
+        };
+        let bob_header = basic_header("bob:bob-secret-1");
+        assert_eq!(
+            keys.authenticate(Some(bob_header.as_bytes())),
+            Err(AuthError::UnknownUser)
+        );
+        keys.put(&bob);
+        assert!(keys
+            .authenticate(Some(bob_header.as_bytes()))
+            .expect("added")
+            .is_admin());
+        // A new secret replaces the old one at once.
+        keys.put(&KeyConfig {
+            secret: "bob-secret-2".into(),
+            ..bob
+        });
+        assert_eq!(
+            keys.authenticate(Some(bob_header.as_bytes())),
+            Err(AuthError::Failed)
+        );
+        assert!(keys.remove("alice"));
+        assert!(!keys.remove("alice"));
+        assert_eq!(
+            keys.authenticate(Some(alice.as_bytes())),
+            Err(AuthError::UnknownUser),
+            "a revoked key fails from the next request on"
+        );
+        assert_eq!(keys.list(), vec![("bob".to_string(), Role::Admin)]);
     }
 }

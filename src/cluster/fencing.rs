@@ -1,0 +1,120 @@
+//! Fencing: a node that comes back after failover loses the copies that now run elsewhere.
+//!
+//! Owns: [`fence`], run by the poller before it reconciles a node: it stops the copies of
+//! moved bots the node still runs (`bot disconnect`) and deletes their moved templates there
+//! (`settings delete`, so a restart with `run = true` cannot start them), checks the list
+//! again, and only then forgets the fences durably, so one identity never runs on two nodes
+//! the router can reach.
+//! Does not own: recording fences (`view`, when a bot moves) or liveness (`health`).
+
+use std::time::Duration;
+
+use crate::cluster::{Cluster, Node};
+use crate::node::api::{delete_template_target, disconnect_target, read_bot_list};
+use crate::node::client::NodeClient;
+use crate::store::{FenceRecord, WRITE_DEADLINE};
+
+/// Why a node could not be fenced (it stays unused until it can).
+#[derive(Debug, thiserror::Error)]
+#[error("node {node}: could not stop the copies of moved bots it still holds: {reason}")]
+pub struct FenceError {
+    node: String,
+    reason: String,
+}
+
+/// Stops the copies of moved bots that `node` still holds, then forgets those fences (returns
+/// whether there were any). Called by
+/// the poller before it reconciles the node's list, so a node that comes back is used only
+/// once nothing on it runs an identity that now runs elsewhere.
+pub async fn fence(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    timeout: Duration,
+) -> Result<bool, FenceError> {
+    let fences = cluster.fences_on(node.id);
+    if fences.is_empty() {
+        return Ok(false);
+    }
+    let err = |reason: String| FenceError {
+        node: node.name.to_string(),
+        reason,
+    };
+    let endpoint = node.endpoint();
+    let read = || async {
+        read_bot_list(client, &endpoint, timeout)
+            .await
+            .map_err(|e| err(e.to_string()))
+    };
+    let listed = read().await?;
+    let matches = |f: &FenceRecord, id: Option<u32>, name: Option<&str>, server: Option<&str>| {
+        match (&f.template, name) {
+            // A template copy: any running bot of that template (a restart gives it a new id).
+            (Some(t), Some(n)) => t == n,
+            // A temporary copy: the same slot and the same address.
+            (None, None) => {
+                id == Some(f.local_id)
+                    && match (&f.address, server) {
+                        (Some(a), Some(s)) => a == s,
+                        _ => true,
+                    }
+            }
+            _ => false,
+        }
+    };
+    for b in &listed {
+        let Some(lid) = b.id else { continue };
+        if fences
+            .iter()
+            .any(|f| matches(f, b.id, b.name.as_deref(), b.server.as_deref()))
+        {
+            let target = disconnect_target(lid);
+            match client.get(&endpoint, target.as_bytes(), timeout).await {
+                Ok(r) if r.status == 204 || r.status == 200 => {
+                    log::warn!(
+                        "node {}: stopped bot {lid} (`{}`), which runs elsewhere since failover",
+                        node.name,
+                        b.name.as_deref().unwrap_or("temporary")
+                    );
+                }
+                Ok(r) => return Err(err(format!("bot disconnect answered HTTP {}", r.status))),
+                Err(e) => return Err(err(e.to_string())),
+            }
+        }
+    }
+    // Templates that moved: delete them here, so a restart (`run = true`) cannot start them.
+    for f in &fences {
+        let Some(name) = &f.template else { continue };
+        if cluster.template_owner(name) == Some(node.id) {
+            continue;
+        }
+        if listed.iter().any(|b| b.name.as_deref() == Some(name)) {
+            let target = delete_template_target(name);
+            match client.get(&endpoint, target.as_bytes(), timeout).await {
+                Ok(r) if r.status == 204 || r.status == 200 => {}
+                Ok(r) => {
+                    return Err(err(format!(
+                        "settings delete {name} answered HTTP {}",
+                        r.status
+                    )))
+                }
+                Err(e) => return Err(err(e.to_string())),
+            }
+        }
+    }
+    // Check before letting go: nothing fenced may still run.
+    let after = read().await?;
+    if after.iter().any(|b| {
+        b.id.is_some()
+            && fences
+                .iter()
+                .any(|f| matches(f, b.id, b.name.as_deref(), b.server.as_deref()))
+    }) {
+        return Err(err("a stopped copy is still listed".into()));
+    }
+    cluster
+        .clear_fences(node.id, &fences, WRITE_DEADLINE)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Ok(true)
+}

@@ -1,0 +1,157 @@
+//! Node polling: liveness and bot counts from each node's `bot/list`.
+//!
+//! Owns: [`NodePoller`], a Pingora `HealthCheck` run by the load balancer's background service
+//! every `health.interval`: it reads each node's `bot/list` with that node's own credentials,
+//! hands the list to the cluster view for reconciliation (which also updates the running
+//! counts placement uses), and flips node liveness after `failures_to_down` / `successes_to_up`
+//! consecutive results (the node's own streak, see `Node::observe_poll`). A node that
+//! failover evacuated is fenced first (see `fencing`). Also [`poll_node`], the same read on
+//! demand (after a request changed bots in ways its answer does not show).
+//! Does not own: the tables (`view`) or reading the list (`node::api`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::fencing::{fence, FenceError};
+use crate::cluster::placement::node_of;
+use crate::cluster::{Cluster, Node};
+use crate::config::HealthConfig;
+use crate::node::api::{read_bot_list, ReadError};
+use crate::node::client::NodeClient;
+use async_trait::async_trait;
+use pingora::{Error, ErrorType};
+use pingora_load_balancing::health_check::HealthCheck;
+use pingora_load_balancing::Backend;
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The list could not be read (unreachable, error status, not a bot list).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Failover is moving the node's bots; it is left alone until that is over.
+    #[error("node {0} is being evacuated by failover")]
+    Evacuating(String),
+    /// Copies of moved bots could not be stopped; the node stays unused.
+    #[error(transparent)]
+    Fence(#[from] FenceError),
+}
+
+/// Reads one node's list and reconciles the cluster view with it.
+pub async fn poll_node(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    timeout: Duration,
+) -> Result<(), PollError> {
+    if node.evacuating.load(Ordering::Acquire) {
+        return Err(PollError::Evacuating(node.name.to_string()));
+    }
+    // A node that comes back after failover first loses the copies that now run elsewhere.
+    fence(cluster, client, node, timeout).await?;
+    let started = cluster.generation();
+    let listed = read_bot_list(client, &node.endpoint(), timeout).await?;
+    // Refused (and changes nothing) if an evacuation started meanwhile.
+    cluster.reconcile(node.id, &listed, started);
+    if node.evacuating.load(Ordering::Acquire) {
+        // Failover began while this poll ran: the node must not count as up now.
+        return Err(PollError::Evacuating(node.name.to_string()));
+    }
+    Ok(())
+}
+
+/// One poll of `node` whose result counts towards its liveness (and says whether failover
+/// may take it for dead).
+pub async fn poll_and_observe(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    cfg: &HealthConfig,
+) -> Result<(), PollError> {
+    let result = poll_node(cluster, client, node, cfg.timeout).await;
+    // Failover moves the bots only of a node it cannot reach: one that answers but refuses
+    // (a revoked token, an error status) still runs its bots.
+    match &result {
+        Ok(()) => node.unreachable.store(false, Ordering::Release),
+        Err(PollError::Read(e)) => node.unreachable.store(e.unreachable(), Ordering::Release),
+        Err(PollError::Evacuating(_)) => return result,
+        Err(PollError::Fence(_)) => node.unreachable.store(false, Ordering::Release),
+    }
+    // Liveness is decided here rather than by Pingora's own flags: Pingora starts every
+    // backend healthy, but a node (new, edited, or with copies to fence) is down until a
+    // poll of it succeeds.
+    match node.observe_poll(result.is_ok(), cfg.successes_to_up, cfg.failures_to_down) {
+        Some(true) => log::warn!("node {} is up", node.name),
+        Some(false) => log::warn!(
+            "node {} is down ({} consecutive failed polls): {}; its bots answer 503 until it is back",
+            node.name,
+            cfg.failures_to_down,
+            result.as_ref().err().map(ToString::to_string).unwrap_or_default()
+        ),
+        None => {}
+    }
+    result
+}
+
+/// Polls every node once, in parallel, so that the router starts with each node's real
+/// state (up, down, fenced, its bots reconciled) instead of serving its first requests
+/// against nodes it has not heard from. Bounded by one poll's deadline (plus fencing).
+pub async fn poll_all(cluster: &Cluster, client: &NodeClient, cfg: &HealthConfig) {
+    let nodes = cluster.nodes();
+    let polls = nodes.iter().map(|node| async move {
+        // A first failure does not count as `failures_to_down`: a node that was never up
+        // stays down either way, and the result is logged once.
+        if let Err(e) = poll_and_observe(cluster, client, node, cfg).await {
+            log::warn!("node {} is not reachable at start: {e}", node.name);
+        }
+    });
+    futures::future::join_all(polls).await;
+}
+
+/// The poller, run by Pingora's load-balancer background service.
+pub struct NodePoller {
+    cluster: Arc<Cluster>,
+    client: NodeClient,
+    cfg: HealthConfig,
+}
+
+impl NodePoller {
+    /// A poller with its own client (connections stay on the background runtime).
+    pub fn new(cluster: Arc<Cluster>, cfg: HealthConfig, connect_timeout: Duration) -> Self {
+        NodePoller {
+            cluster,
+            client: NodeClient::new(connect_timeout),
+            cfg,
+        }
+    }
+}
+
+#[async_trait]
+impl HealthCheck for NodePoller {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let Some(node) = node_of(target) else {
+            return Error::e_explain(ErrorType::InternalError, "backend without a node");
+        };
+        let result = poll_and_observe(&self.cluster, &self.client, node, &self.cfg).await;
+        result.map_err(|e| {
+            log::debug!("{e}");
+            Error::explain(ErrorType::ConnectError, e.to_string())
+        })
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        node_of(target).map_or_else(
+            || format!("{target:?}"),
+            |n| format!("node {} ({})", n.name, n.url()),
+        )
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        if success {
+            self.cfg.successes_to_up
+        } else {
+            self.cfg.failures_to_down
+        }
+    }
+}

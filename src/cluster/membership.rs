@@ -1,0 +1,204 @@
+//! Adding, editing and removing nodes while the router runs.
+//!
+//! Owns: the node-table changes and their rules: names and addresses are unique, a new or
+//! edited node is down until its first successful poll, an edit keeps the node (and so its
+//! load counters and bots), and a node is removed only when the router tracks nothing on it
+//! (no bots, templates, fences or creates in flight: drain and move them first). Nodes added
+//! at run time are stored before the change is visible; nodes from the config file are the
+//! file's, so their edits last until the next restart.
+//! Does not own: the HTTP admin API that calls these (a later layer), or checking that a URL
+//! answers like a TS3AudioBot (the caller does that before adding).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::node::{Node, NodeId, NodeSource};
+use crate::cluster::view::{Cluster, Holdings};
+use crate::config::{FieldError, NodeConfig};
+use crate::store::{NodeRecord, Op, StoreError};
+
+/// Why a node-table change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeChangeError {
+    /// A field is invalid (the same rules as the config file).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// Another node has that name.
+    #[error("a node named `{0}` exists already")]
+    NameTaken(String),
+    /// Another node has that address.
+    #[error("{addr} is already used by node `{other}`")]
+    AddressTaken {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The node using it.
+        other: String,
+    },
+    /// No such node.
+    #[error("no node named `{0}`")]
+    NotFound(String),
+    /// The node still holds something the router tracks.
+    #[error(
+        "node `{node}` still holds {} bots, {} templates and {} copies to stop, or creates are in flight; drain it and move its bots first",
+        .holdings.bots, .holdings.templates, .holdings.fences
+    )]
+    NotEmpty {
+        /// The node.
+        node: String,
+        /// What it holds.
+        holdings: Holdings,
+    },
+    /// Failover is moving its bots right now.
+    #[error("node `{0}` is being evacuated; try again when that is over")]
+    Evacuating(String),
+    /// The change could not be stored (nothing changed).
+    #[error("the change could not be stored: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Changes to one node; `None` keeps a field.
+#[derive(Debug, Clone, Default)]
+pub struct NodeEdit {
+    /// A new URL.
+    pub url: Option<String>,
+    /// New credentials (`Some(None)` removes them).
+    pub auth: Option<Option<String>>,
+    /// A new capacity.
+    pub capacity: Option<u32>,
+    /// Keep new bots off the node, or not.
+    pub draining: Option<bool>,
+}
+
+fn record(c: &NodeConfig) -> NodeRecord {
+    NodeRecord {
+        name: c.name.clone(),
+        url: c.url.clone(),
+        auth: c.auth.clone(),
+        capacity: c.capacity,
+        draining: c.draining,
+    }
+}
+
+impl Cluster {
+    fn check_unique(&self, c: &NodeConfig, except: Option<NodeId>) -> Result<(), NodeChangeError> {
+        for n in self.nodes().iter().filter(|n| Some(n.id) != except) {
+            if *n.name == *c.name {
+                return Err(NodeChangeError::NameTaken(c.name.clone()));
+            }
+            if n.endpoint().addr == c.target.addr {
+                return Err(NodeChangeError::AddressTaken {
+                    addr: c.target.addr,
+                    other: n.name.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a node at run time under a new id. It is stored first, and is down (takes no
+    /// bots, answers 503 for nothing yet) until its first successful poll.
+    pub async fn add_node(
+        &self,
+        c: NodeConfig,
+        timeout: Duration,
+    ) -> Result<Arc<Node>, NodeChangeError> {
+        let _changing = self.node_changes.lock().await;
+        self.check_unique(&c, None)?;
+        self.store
+            .commit(vec![Op::PutNode(record(&c))], timeout)
+            .await?;
+        let id = NodeId(self.next_node.fetch_add(1, Ordering::AcqRel));
+        let node = Arc::new(Node::new(id, &c, NodeSource::Admin));
+        let list = self.nodes().with(node.clone());
+        self.nodes.store(Arc::new(list));
+        self.nodes_changed();
+        log::info!("node {} ({}) added as {id}", c.name, c.url);
+        Ok(node)
+    }
+
+    /// Edits a node in place: it keeps its id, bots and load counters. A new URL or new
+    /// credentials make it down until a poll of the new endpoint succeeds.
+    pub async fn edit_node(
+        &self,
+        name: &str,
+        edit: NodeEdit,
+        timeout: Duration,
+    ) -> Result<Arc<Node>, NodeChangeError> {
+        let _changing = self.node_changes.lock().await;
+        let node = self
+            .node_by_name(name)
+            .ok_or_else(|| NodeChangeError::NotFound(name.to_string()))?;
+        let old = node.endpoint();
+        let auth = match edit.auth {
+            Some(a) => a,
+            None => old.credentials.clone(),
+        };
+        let c = NodeConfig::parse(
+            name,
+            edit.url.as_deref().unwrap_or(&old.url),
+            auth,
+            edit.capacity
+                .unwrap_or_else(|| node.capacity.load(Ordering::Acquire)),
+            edit.draining
+                .unwrap_or_else(|| node.draining.load(Ordering::Acquire)),
+        )?;
+        self.check_unique(&c, Some(node.id))?;
+        if node.source == NodeSource::Admin {
+            self.store
+                .commit(vec![Op::PutNode(record(&c))], timeout)
+                .await?;
+        }
+        let endpoint = c.endpoint();
+        if endpoint != *old {
+            node.set_endpoint(endpoint);
+        }
+        node.capacity.store(c.capacity, Ordering::Release);
+        node.draining.store(c.draining, Ordering::Release);
+        self.nodes_changed();
+        log::info!("node {name} edited");
+        Ok(node)
+    }
+
+    /// Removes a node that holds nothing the router tracks. Refused while it has bots,
+    /// templates, copies to stop or creates in flight (which can never start meanwhile:
+    /// the node is closed to reservations in the same step the check passes).
+    pub async fn remove_node(&self, name: &str, timeout: Duration) -> Result<(), NodeChangeError> {
+        let _changing = self.node_changes.lock().await;
+        let node = self
+            .node_by_name(name)
+            .ok_or_else(|| NodeChangeError::NotFound(name.to_string()))?;
+        if node.evacuating.load(Ordering::Acquire) {
+            return Err(NodeChangeError::Evacuating(name.to_string()));
+        }
+        let refuse = |holdings| NodeChangeError::NotEmpty {
+            node: name.to_string(),
+            holdings,
+        };
+        if !node.load.close() {
+            return Err(refuse(self.holdings(node.id)));
+        }
+        let holdings = self.holdings(node.id);
+        if holdings != Holdings::default() {
+            node.load.reopen();
+            return Err(refuse(holdings));
+        }
+        if node.source == NodeSource::Admin {
+            if let Err(e) = self
+                .store
+                .commit(vec![Op::DeleteNode(name.to_string())], timeout)
+                .await
+            {
+                node.load.reopen();
+                return Err(e.into());
+            }
+        }
+        node.removed.store(true, Ordering::Release);
+        node.healthy.store(false, Ordering::Release);
+        let list = self.nodes().without(node.id);
+        self.nodes.store(Arc::new(list));
+        self.nodes_changed();
+        log::info!("node {name} removed");
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! The cluster: everything the router knows and keeps up to date about nodes and bots.
+//!
+//! Owns: the node model with stable ids ([`node`]), run-time node changes ([`membership`]),
+//! load counts ([`load`]), the in-memory view ([`view`]: bots, templates, cluster ids),
+//! placement with reservations ([`placement`]), the node poller ([`health`]), fencing
+//! returning nodes ([`fencing`]) and failover ([`failover`]). Does not own: client requests (`proxy`) or node I/O primitives (`node`).
+
+pub mod failover;
+pub mod fencing;
+pub mod health;
+pub mod load;
+pub mod membership;
+pub mod node;
+pub mod placement;
+pub mod view;
+
+pub use node::{Node, NodeId, NodeList, NodeSource};
+pub use view::*;

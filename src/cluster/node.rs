@@ -1,0 +1,245 @@
+//! The node model: one TS3AudioBot node as the router sees it, under a stable id.
+//!
+//! Owns: [`NodeId`] (handed out once per process when a node joins the view and never reused,
+//! so a stale reference to a removed node can never reach another node), [`Node`] (the
+//! node's endpoint, capacity, state and liveness, all changeable at run time without
+//! replacing the node, so its load counters survive an edit) and [`NodeList`], the
+//! copy-on-write list readers take without locking.
+//! Does not own: the bots on a node (`view`), how liveness is decided (`health`) or how
+//! load is counted (`load`).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::cluster::load::NodeLoad;
+use crate::config::NodeConfig;
+use crate::node::endpoint::Endpoint;
+
+/// A node's stable id within this process. Records name nodes by their (unique) name;
+/// the id is what in-memory tables key on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where a node's definition comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeSource {
+    /// The YAML config file.
+    Config,
+    /// Added at run time (stored).
+    Admin,
+}
+
+/// Consecutive poll results, for flipping liveness after a threshold.
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    successes: usize,
+    failures: usize,
+}
+
+/// One TS3AudioBot node and its live state.
+#[derive(Debug)]
+pub struct Node {
+    /// Stable id.
+    pub id: NodeId,
+    /// Unique name.
+    pub name: Arc<str>,
+    /// Where it is and the router's credentials for it (replaced whole on an edit).
+    endpoint: ArcSwap<Endpoint>,
+    /// Where its definition comes from.
+    pub source: NodeSource,
+    /// Bot capacity.
+    pub capacity: AtomicU32,
+    /// Liveness as decided by the poller. A node starts down and is up only after a
+    /// successful poll (also after its endpoint changed).
+    pub healthy: AtomicBool,
+    streak: Mutex<Streak>,
+    /// No new bots while draining.
+    pub draining: AtomicBool,
+    /// Bots the router knows to run here and slots promised to creates in flight.
+    pub load: NodeLoad,
+    /// Failover is moving this node's bots away: it is not polled (and so not used) until the
+    /// move is over and the copies it may still run are stopped.
+    pub evacuating: AtomicBool,
+    /// The last poll could not reach the node at all (refused, reset, timed out), as opposed
+    /// to a node that answers but refuses or fails: only an unreachable node is evacuated.
+    pub unreachable: AtomicBool,
+    /// Taken out of the view: holders of an old `Arc<Node>` must not place bots on it.
+    pub removed: AtomicBool,
+}
+
+impl Node {
+    /// A node from its configuration; it is down until its first successful poll.
+    pub fn new(id: NodeId, c: &NodeConfig, source: NodeSource) -> Node {
+        Node {
+            id,
+            name: Arc::from(c.name.as_str()),
+            endpoint: ArcSwap::from_pointee(c.endpoint()),
+            source,
+            capacity: AtomicU32::new(c.capacity),
+            healthy: AtomicBool::new(false),
+            streak: Mutex::new(Streak::default()),
+            draining: AtomicBool::new(c.draining),
+            load: NodeLoad::default(),
+            evacuating: AtomicBool::new(false),
+            unreachable: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// The current endpoint.
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        self.endpoint.load_full()
+    }
+
+    /// The URL as configured.
+    pub fn url(&self) -> String {
+        self.endpoint.load().url.clone()
+    }
+
+    /// Replaces the endpoint (URL or credentials changed): the node is down until a poll
+    /// of the new endpoint succeeds.
+    pub fn set_endpoint(&self, e: Endpoint) {
+        self.endpoint.store(Arc::new(e));
+        *self.streak.lock() = Streak::default();
+        self.healthy.store(false, Ordering::Release);
+    }
+
+    /// Whether the poller considers the node up.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Whether new bots may go here (up, not draining, still in the view).
+    pub fn takes_new_bots(&self) -> bool {
+        self.is_healthy()
+            && !self.draining.load(Ordering::Acquire)
+            && !self.removed.load(Ordering::Acquire)
+    }
+
+    /// Counts one poll result; liveness flips after `to_up` consecutive successes or
+    /// `to_down` consecutive failures. Returns the new liveness when it flipped.
+    pub fn observe_poll(&self, ok: bool, to_up: usize, to_down: usize) -> Option<bool> {
+        let mut s = self.streak.lock();
+        if ok {
+            s.successes += 1;
+            s.failures = 0;
+        } else {
+            s.failures += 1;
+            s.successes = 0;
+        }
+        let was = self.is_healthy();
+        let now = if was {
+            s.failures < to_down.max(1)
+        } else {
+            s.successes >= to_up.max(1)
+        };
+        (now != was).then(|| {
+            self.healthy.store(now, Ordering::Release);
+            now
+        })
+    }
+
+    /// Marks the node down at once (fences pending after a restart).
+    pub fn mark_down(&self) {
+        *self.streak.lock() = Streak::default();
+        self.healthy.store(false, Ordering::Release);
+    }
+}
+
+/// The nodes of the view, ordered by id; replaced whole on every change (copy on write).
+#[derive(Debug, Default, Clone)]
+pub struct NodeList(Vec<Arc<Node>>);
+
+impl NodeList {
+    /// The node with id `id`.
+    pub fn get(&self, id: NodeId) -> Option<&Arc<Node>> {
+        self.0
+            .binary_search_by_key(&id, |n| n.id)
+            .ok()
+            .and_then(|i| self.0.get(i))
+    }
+
+    /// The node named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Node>> {
+        self.0.iter().find(|n| &*n.name == name)
+    }
+
+    /// A list with `node` added (ids only grow, so it goes last).
+    pub fn with(&self, node: Arc<Node>) -> NodeList {
+        let mut v = self.0.clone();
+        v.push(node);
+        v.sort_by_key(|n| n.id);
+        NodeList(v)
+    }
+
+    /// A list without node `id`.
+    pub fn without(&self, id: NodeId) -> NodeList {
+        NodeList(self.0.iter().filter(|n| n.id != id).cloned().collect())
+    }
+}
+
+impl std::ops::Deref for NodeList {
+    type Target = [Arc<Node>];
+    fn deref(&self) -> &[Arc<Node>] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a NodeList {
+    type Item = &'a Arc<Node>;
+    type IntoIter = std::slice::Iter<'a, Arc<Node>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: &str) -> NodeConfig {
+        NodeConfig::parse(name, "http://127.0.0.1:1", None, 10, false).expect("node")
+    }
+
+    #[test]
+    fn a_node_is_down_until_polled_and_after_an_edit() {
+        let n = Node::new(NodeId(0), &cfg("a"), NodeSource::Config);
+        assert!(!n.is_healthy(), "a new node is down before its first poll");
+        assert_eq!(n.observe_poll(true, 1, 2), Some(true));
+        assert!(n.takes_new_bots());
+        assert_eq!(
+            n.observe_poll(false, 1, 2),
+            None,
+            "one failure is not enough"
+        );
+        assert_eq!(n.observe_poll(true, 1, 2), None);
+        assert_eq!(n.observe_poll(false, 1, 2), None);
+        assert_eq!(n.observe_poll(false, 1, 2), Some(false));
+        assert_eq!(n.observe_poll(true, 2, 2), None, "two successes needed");
+        assert_eq!(n.observe_poll(true, 2, 2), Some(true));
+        n.set_endpoint(cfg("a").endpoint());
+        assert!(!n.is_healthy(), "an edited node is down until polled again");
+    }
+
+    #[test]
+    fn the_list_finds_nodes_by_id_and_name() {
+        let a = Arc::new(Node::new(NodeId(0), &cfg("a"), NodeSource::Config));
+        let b = Arc::new(Node::new(NodeId(5), &cfg("b"), NodeSource::Admin));
+        let l = NodeList::default().with(b.clone()).with(a.clone());
+        assert_eq!(l.get(NodeId(5)).map(|n| &*n.name), Some("b"));
+        assert_eq!(l.by_name("a").map(|n| n.id), Some(NodeId(0)));
+        assert_eq!(l.iter().map(|n| n.id.0).collect::<Vec<_>>(), vec![0, 5]);
+        let l = l.without(NodeId(0));
+        assert!(l.get(NodeId(0)).is_none());
+        assert_eq!(l.len(), 1);
+    }
+}

@@ -1,0 +1,204 @@
+//! The node API calls the router makes itself, and the request targets they use.
+//!
+//! Owns: reading a node's `bot/list` ([`read_bot_list`], [`parse_bot_list`]), reading a
+//! running bot's TeamSpeak identity ([`fetch_identity`]), finding the BotInfo a create
+//! answers with ([`single_bot_info`]), and formatting the targets of the commands the router
+//! sends on its own behalf (stopping a bot, deleting a template).
+//! Does not own: what is done with the answers (`cluster`, `proxy`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::node::client::{NodeClient, NodeError};
+use crate::node::endpoint::Endpoint;
+use crate::protocol::api_json::{status_from, BotInfo};
+use crate::protocol::command::escape;
+use crate::protocol::json_edit;
+use crate::protocol::settings::Identity;
+
+/// The request target of a node's bot list.
+pub const BOT_LIST: &[u8] = b"/api/bot/list";
+
+/// The target that stops the bot in local slot `lid`.
+pub fn disconnect_target(lid: u32) -> String {
+    format!("/api/bot/use/{lid}/(/bot/disconnect)")
+}
+
+/// The target that deletes template `name` (percent-encoded as one argument).
+pub fn delete_template_target(name: &str) -> String {
+    format!("/api/settings/delete/{}", escape(name))
+}
+
+/// Why a node's bot list could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The node could not be reached or did not answer.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The node answered with an error status (wrong token, missing rights...).
+    #[error("node {node} answered bot/list with HTTP {status}: {body}")]
+    Status {
+        /// Node name.
+        node: String,
+        /// Status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The answer is not a bot list.
+    #[error("node {node} sent a bot/list that is not a BotInfo array: {reason}")]
+    Format {
+        /// Node name.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ReadError {
+    /// Whether the node could not be reached at all (refused, reset, timed out), as opposed
+    /// to a node that answers but refuses or fails: only such a node is evacuated.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            ReadError::Node(
+                NodeError::Connect { .. } | NodeError::Exchange { .. } | NodeError::Timeout { .. }
+            )
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawBotInfo {
+    id: Option<i64>,
+    name: Option<String>,
+    server: Option<String>,
+    status: Option<i64>,
+}
+
+/// Parses a node's `bot/list` answer (local ids).
+pub fn parse_bot_list(body: &[u8]) -> Result<Vec<BotInfo>, String> {
+    let raw: Vec<RawBotInfo> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    raw.into_iter()
+        .map(|b| {
+            let id = match b.id {
+                Some(i) => Some(u32::try_from(i).map_err(|_| format!("bot id {i} out of range"))?),
+                None => None,
+            };
+            Ok(BotInfo {
+                id,
+                name: b.name,
+                server: b.server,
+                status: status_from(b.status.unwrap_or(0)),
+            })
+        })
+        .collect()
+}
+
+/// Reads one node's `bot/list` (the node's own view, local ids; nothing is reconciled).
+pub async fn read_bot_list(
+    client: &NodeClient,
+    node: &Endpoint,
+    timeout: Duration,
+) -> Result<Vec<BotInfo>, ReadError> {
+    let resp = client.get(node, BOT_LIST, timeout).await?;
+    if resp.status != 200 {
+        return Err(ReadError::Status {
+            node: node.name.to_string(),
+            status: resp.status,
+            body: String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned(),
+        });
+    }
+    parse_bot_list(&resp.body).map_err(|reason| ReadError::Format {
+        node: node.name.to_string(),
+        reason,
+    })
+}
+
+/// Reads a running bot's TeamSpeak identity (`connect.identity`: key, offset, level) from its
+/// node. The error says why, without the key.
+pub async fn fetch_identity(
+    client: &NodeClient,
+    node: &Endpoint,
+    lid: u32,
+    deadline: Duration,
+) -> Result<Identity, String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        key: String,
+        offset: u64,
+        level: i64,
+    }
+    let target = format!("/api/bot/use/{lid}/(/settings/get/connect.identity)");
+    let r = client
+        .get(node, target.as_bytes(), deadline)
+        .await
+        .map_err(|e| format!("could not read its identity: {e}"))?;
+    if r.status != 200 {
+        return Err(format!(
+            "node {} refused to show its identity (HTTP {})",
+            node.name, r.status
+        ));
+    }
+    let raw: Raw = serde_json::from_slice(&r.body)
+        .map_err(|e| format!("unreadable identity from node {}: {e}", node.name))?;
+    Ok(Identity {
+        key: raw.key,
+        offset: raw.offset,
+        level: raw.level,
+    })
+}
+
+/// The first BotInfo of a running bot in an answer (local id in `id`), as a create or
+/// `bot connect template` answers.
+pub fn single_bot_info(body: &[u8]) -> Option<BotInfo> {
+    let mut found = None;
+    json_edit::visit_bot_infos(body, |lid, name, server, status| {
+        if found.is_none() {
+            found = u32::try_from(lid).ok().map(|l| BotInfo {
+                id: Some(l),
+                name: name.map(str::to_string),
+                server: server.map(str::to_string),
+                status: status_from(status),
+            });
+        }
+    });
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_node_list() {
+        let l = parse_bot_list(
+            br#"[{"Id":0,"Name":"a","Server":"s","Status":2},{"Id":null,"Name":"t","Server":"","Status":0},{"Id":3,"Name":null,"Server":null,"Status":1}]"#,
+        )
+        .expect("list");
+        assert_eq!(l.len(), 3);
+        assert_eq!(l[0].id, Some(0));
+        assert_eq!(l[1].id, None);
+        assert_eq!(l[2].server, None);
+        assert!(parse_bot_list(br#"{"ErrorCode":11}"#).is_err());
+        assert!(parse_bot_list(br#"[{"Id":-1,"Name":null,"Server":null,"Status":1}]"#).is_err());
+    }
+
+    #[test]
+    fn statuses_out_of_range_are_clamped_the_same_everywhere() {
+        let l = parse_bot_list(br#"[{"Id":0,"Name":null,"Server":null,"Status":7},{"Id":1,"Name":null,"Server":null,"Status":-3}]"#)
+            .expect("list");
+        assert_eq!((l[0].status, l[1].status), (2, 0));
+        let one =
+            single_bot_info(br#"{"Id":4,"Name":null,"Server":"s","Status":9}"#).expect("info");
+        assert_eq!((one.id, one.status), (Some(4), 2));
+    }
+
+    #[test]
+    fn targets_escape_names() {
+        assert_eq!(disconnect_target(3), "/api/bot/use/3/(/bot/disconnect)");
+        assert_eq!(delete_template_target("a b"), "/api/settings/delete/a%20b");
+    }
+}

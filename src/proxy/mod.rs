@@ -1,0 +1,14 @@
+//! The client-facing side: what happens to one API request.
+//!
+//! Owns: the Pingora `ProxyHttp` hooks ([`router`]), router keys and callers ([`keys`]), what a
+//! caller may run ([`policy`]), request → plan over the cluster view ([`routing`]) and the
+//! plans the router answers itself ([`exec`]).
+//! Does not own: the cluster view and its background work (`cluster`), node I/O (`node`).
+
+pub mod exec;
+pub mod keys;
+pub mod policy;
+pub mod router;
+pub mod routing;
+
+pub use router::Router;
