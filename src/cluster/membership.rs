@@ -202,3 +202,162 @@ impl Cluster {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::api_json::BotInfo;
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::{Snapshot, Store, StoreHandle};
+
+    fn cfg(name: &str, port: u16) -> NodeConfig {
+        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, false).expect("node")
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    fn cluster(dir: &std::path::Path, nodes: &[NodeConfig]) -> Cluster {
+        let store =
+            StoreHandle::spawn(Box::new(EmbeddedStore::open(dir).expect("open"))).expect("spawn");
+        let snap = futures::executor::block_on(store.load()).expect("load");
+        Cluster::new(nodes, snap, store)
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn nodes_are_added_edited_and_removed_with_stable_ids() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rt = rt();
+        let c = cluster(dir.path(), &[cfg("a", 1), cfg("b", 2)]);
+        let b = c.node_by_name("b").expect("b");
+        assert_eq!(b.id, NodeId(1));
+        let added = rt.block_on(c.add_node(cfg("c", 3), T)).expect("add");
+        assert_eq!(added.id, NodeId(2));
+        assert!(
+            !added.is_healthy(),
+            "a new node is down until its first poll"
+        );
+        assert!(matches!(
+            rt.block_on(c.add_node(cfg("c", 9), T)),
+            Err(NodeChangeError::NameTaken(_))
+        ));
+        assert!(matches!(
+            rt.block_on(c.add_node(cfg("d", 1), T)),
+            Err(NodeChangeError::AddressTaken { .. })
+        ));
+        // An edit keeps the node (id, load counters) and makes it down until polled again.
+        added.observe_poll(true, 1, 1);
+        added.load.force(3, 0);
+        let edit = NodeEdit {
+            url: Some("http://127.0.0.1:4".into()),
+            capacity: Some(50),
+            ..NodeEdit::default()
+        };
+        let edited = rt.block_on(c.edit_node("c", edit, T)).expect("edit");
+        assert!(Arc::ptr_eq(&edited, &added));
+        assert_eq!(edited.load.running(), 3, "load counters survive an edit");
+        assert_eq!(edited.capacity.load(Ordering::Acquire), 50);
+        assert_eq!(edited.endpoint().addr.port(), 4);
+        assert!(!edited.is_healthy(), "a new URL is down until polled");
+        let bad = NodeEdit {
+            capacity: Some(0),
+            ..NodeEdit::default()
+        };
+        match rt.block_on(c.edit_node("c", bad, T)) {
+            Err(NodeChangeError::Invalid(e)) => assert_eq!(e.field, "capacity"),
+            other => panic!("{other:?}"),
+        }
+        // Removal: refused while the node holds a bot or a create is in flight.
+        let g = c.generation();
+        let bot = BotInfo {
+            id: Some(0),
+            name: None,
+            server: Some("ts.x".into()),
+            status: 2,
+        };
+        c.reconcile(NodeId(2), std::slice::from_ref(&bot), g);
+        assert!(matches!(
+            rt.block_on(c.remove_node("c", T)),
+            Err(NodeChangeError::NotEmpty { holdings, .. }) if holdings.bots == 1
+        ));
+        let g = c.generation();
+        c.reconcile(NodeId(2), &[], g);
+        assert!(edited.load.try_reserve(50));
+        assert!(matches!(
+            rt.block_on(c.remove_node("c", T)),
+            Err(NodeChangeError::NotEmpty { .. })
+        ));
+        edited.load.release();
+        rt.block_on(c.remove_node("c", T)).expect("remove");
+        assert!(c.node(NodeId(2)).is_none());
+        assert!(edited.removed.load(Ordering::Acquire));
+        assert!(
+            !edited.load.try_reserve(50),
+            "a removed node takes no reservation"
+        );
+        assert!(matches!(
+            rt.block_on(c.remove_node("c", T)),
+            Err(NodeChangeError::NotFound(_))
+        ));
+        // A node added later never gets a removed node's id.
+        let again = rt.block_on(c.add_node(cfg("c", 3), T)).expect("re-add");
+        assert_eq!(again.id, NodeId(3));
+    }
+
+    #[test]
+    fn run_time_nodes_are_stored_and_config_nodes_win_a_clash() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rt = rt();
+        {
+            let c = cluster(dir.path(), &[cfg("a", 1)]);
+            rt.block_on(c.add_node(cfg("x", 5), T)).expect("add");
+            rt.block_on(c.add_node(cfg("y", 6), T)).expect("add");
+            let edit = NodeEdit {
+                capacity: Some(77),
+                ..NodeEdit::default()
+            };
+            rt.block_on(c.edit_node("x", edit, T)).expect("edit");
+            rt.block_on(c.remove_node("y", T)).expect("remove");
+            // Config-file nodes are the file's: an edit lasts until the next restart.
+            let edit = NodeEdit {
+                capacity: Some(99),
+                ..NodeEdit::default()
+            };
+            rt.block_on(c.edit_node("a", edit, T)).expect("edit a");
+            rt.block_on(c.store().flush(T)).expect("flush");
+        }
+        // Let the old store worker release the file.
+        let mut snap = None;
+        for _ in 0..100 {
+            if let Ok(s) = EmbeddedStore::open(dir.path()) {
+                snap = Some(futures::executor::block_on(s.load()).expect("load"));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let snap: Snapshot = snap.expect("store reopens");
+        let names: Vec<&str> = snap.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, vec!["x"], "only run-time nodes are stored");
+        assert_eq!(snap.nodes[0].capacity, 77);
+        let store = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
+            .expect("spawn");
+        // The config file now also has an `x`: the file wins.
+        let c = Cluster::new(&[cfg("a", 1), cfg("x", 8)], snap, store);
+        let x = c.node_by_name("x").expect("x");
+        assert_eq!(x.source, NodeSource::Config);
+        assert_eq!(x.endpoint().addr.port(), 8);
+        assert_eq!(
+            c.node_by_name("a")
+                .expect("a")
+                .capacity
+                .load(Ordering::Acquire),
+            10
+        );
+    }
+}

@@ -8,11 +8,15 @@
 pub mod failover;
 pub mod fencing;
 pub mod health;
+mod ids;
 pub mod load;
 pub mod membership;
+mod moves;
 pub mod node;
 pub mod placement;
+mod tables;
 pub mod view;
 
+pub use moves::{BotSnapshot, Move};
 pub use node::{Node, NodeId, NodeList, NodeSource};
 pub use view::*;

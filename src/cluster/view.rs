@@ -23,17 +23,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 
+use crate::cluster::ids::Ids;
 use crate::cluster::node::{Node, NodeId, NodeList, NodeSource};
+use crate::cluster::tables::{same_bot, seen_template, Bot, Tables, Template};
 use crate::config::NodeConfig;
 use crate::protocol::api_json::BotInfo;
 use crate::store::{
-    now_ms, BotRecord, FenceRecord, Identity, Op, Snapshot, StoreError, StoreHandle, TemplateRecord,
+    now_ms, BotRecord, Identity, Op, Snapshot, StoreError, StoreHandle, TemplateRecord,
 };
-
-/// How many ids one high-water-mark write reserves.
-const ID_BLOCK: u32 = 1024;
-/// Largest cluster id: clients parse ids as Int32.
-const MAX_ID: u32 = i32::MAX as u32;
 
 /// A template name reserved by a create in flight; released when dropped.
 #[derive(Debug)]
@@ -84,130 +81,6 @@ pub struct CreateInfo {
     pub server_password: Option<String>,
 }
 
-#[derive(Debug)]
-struct Bot {
-    record: BotRecord,
-    node: NodeId,
-    server: Option<String>,
-    /// Generation at which the router last learned this mapping from a response; a poll that
-    /// started before it cannot contradict it.
-    since: u64,
-}
-
-#[derive(Debug)]
-struct Template {
-    record: TemplateRecord,
-    node: NodeId,
-    since: u64,
-}
-
-#[derive(Debug, Default)]
-struct Tables {
-    /// Template names being created right now (see [`Cluster::claim_pending`]).
-    pending: std::collections::HashSet<String>,
-    bots: HashMap<u32, Bot>,
-    /// Per node: local id → cluster id.
-    slots: HashMap<NodeId, BTreeMap<u32, u32>>,
-    templates: HashMap<String, Template>,
-    /// Per node: the templates it holds (an index over `templates`).
-    node_templates: HashMap<NodeId, std::collections::BTreeSet<String>>,
-    /// Per node: copies of moved bots to stop when the node answers again.
-    fences: HashMap<NodeId, Vec<FenceRecord>>,
-}
-
-impl Tables {
-    fn insert_bot(&mut self, node: NodeId, record: BotRecord, since: u64) {
-        self.slots
-            .entry(node)
-            .or_default()
-            .insert(record.local_id, record.id);
-        self.bots.insert(
-            record.id,
-            Bot {
-                node,
-                server: record.address.clone(),
-                since,
-                record,
-            },
-        );
-    }
-
-    /// Bots the router knows to run on `node`.
-    fn running_on(&self, node: NodeId) -> u32 {
-        self.slots
-            .get(&node)
-            .map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX))
-    }
-
-    fn add_template(&mut self, tp: Template) {
-        self.node_templates
-            .entry(tp.node)
-            .or_default()
-            .insert(tp.record.name.clone());
-        if let Some(old) = self.templates.insert(tp.record.name.clone(), tp) {
-            let name = old.record.name;
-            if self
-                .templates
-                .get(&name)
-                .is_some_and(|n| n.node != old.node)
-            {
-                if let Some(set) = self.node_templates.get_mut(&old.node) {
-                    set.remove(&name);
-                }
-            }
-        }
-    }
-
-    fn remove_template(&mut self, name: &str) -> Option<Template> {
-        let tp = self.templates.remove(name)?;
-        if let Some(set) = self.node_templates.get_mut(&tp.node) {
-            set.remove(name);
-        }
-        Some(tp)
-    }
-
-    /// Whether a node's list says exactly what the tables already hold (the common case for a
-    /// poll): the same bot in every listed slot, no slot gone, the same templates.
-    fn unchanged(&self, node: NodeId, listed: &[BotInfo]) -> bool {
-        let slots = self.slots.get(&node);
-        let mut running = 0;
-        let mut names = 0;
-        for e in listed {
-            if let Some(name) = &e.name {
-                names += 1;
-                if self.templates.get(name).is_none_or(|tp| tp.node != node) {
-                    return false;
-                }
-            }
-            let Some(lid) = e.id else { continue };
-            running += 1;
-            let same = slots
-                .and_then(|s| s.get(&lid))
-                .and_then(|g| self.bots.get(g))
-                .is_some_and(|b| {
-                    same_bot(b, e.name.as_deref(), e.server.as_deref())
-                        && b.record.template == e.name
-                        && (e.server.is_none() || b.server == e.server)
-                });
-            if !same {
-                return false;
-            }
-        }
-        running == slots.map_or(0, |s| s.len())
-            && names == self.node_templates.get(&node).map_or(0, |s| s.len())
-    }
-}
-
-#[derive(Debug)]
-struct Ids {
-    next: u32,
-    /// The highest high-water mark written (or being written).
-    limit: u32,
-    /// The highest mark known to be durable: ids below it can never be handed out again,
-    /// whatever happens to the records that use them.
-    durable: u32,
-}
-
 /// The cluster view.
 pub struct Cluster {
     pub(super) nodes: ArcSwap<NodeList>,
@@ -215,8 +88,8 @@ pub struct Cluster {
     pub(super) next_node: AtomicU32,
     /// Serialises node-table changes (add, edit, remove) so checks and the swap are one step.
     pub(super) node_changes: tokio::sync::Mutex<()>,
-    tables: RwLock<Tables>,
-    ids: Mutex<Ids>,
+    pub(super) tables: RwLock<Tables>,
+    pub(super) ids: Mutex<Ids>,
     generation: AtomicU64,
     pub(super) store: StoreHandle,
 }
@@ -467,66 +340,17 @@ impl Cluster {
         named
     }
 
-    /// The next cluster id, or None when the id space is used up: ids are never reused, so
-    /// the router then refuses new bots rather than hand out an id twice.
-    fn alloc_id(&self, ops: &mut Vec<Op>) -> Option<u32> {
-        let mut ids = self.ids.lock();
-        if ids.next >= MAX_ID {
-            log::error!(
-                "the cluster id space is used up: every id below {MAX_ID} was handed out once; new bots are refused"
-            );
-            return None;
-        }
-        if ids.next >= ids.limit {
-            // Persist the new high-water mark in the same batch as (and before) the record
-            // that uses the id: a stored bot therefore always implies a stored mark above it,
-            // so no id is handed out twice, even across crashes.
-            ids.limit = ids.next.saturating_add(ID_BLOCK).min(MAX_ID);
-            ops.push(Op::RaiseIdHighWater(ids.limit));
-        }
-        let id = ids.next;
-        ids.next += 1;
-        Some(id)
-    }
-
-    /// Whether every cluster id was handed out.
-    pub fn ids_exhausted(&self) -> bool {
-        self.ids.lock().next >= MAX_ID
-    }
-
-    /// Makes sure the next ids can be handed out without waiting for the store: the
-    /// high-water mark is kept durably at least half a block above the next id. Paths that
-    /// may meet new bots without being able to wait (a proxied answer's body edits) call this
-    /// first, from an async hook; it costs nothing while there is headroom.
-    pub async fn ensure_id_headroom(&self, timeout: Duration) -> Result<(), StoreError> {
-        let target = {
-            let ids = self.ids.lock();
-            if ids.durable.saturating_sub(ids.next) >= ID_BLOCK / 2 || ids.durable >= MAX_ID {
-                return Ok(());
-            }
-            ids.next.saturating_add(ID_BLOCK).min(MAX_ID)
-        };
-        self.store
-            .commit(vec![Op::RaiseIdHighWater(target)], timeout)
-            .await?;
-        // Only now may ids below `target` go out without a mark of their own.
-        let mut ids = self.ids.lock();
-        ids.durable = ids.durable.max(target);
-        ids.limit = ids.limit.max(target);
-        Ok(())
-    }
-
-    fn bump(&self) -> u64 {
+    pub(super) fn bump(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    fn node_name(&self, id: NodeId) -> String {
+    pub(super) fn node_name(&self, id: NodeId) -> String {
         self.node(id)
             .map(|n| n.name.to_string())
             .unwrap_or_default()
     }
 
-    fn recount(&self, t: &Tables, node: NodeId) {
+    pub(super) fn recount(&self, t: &Tables, node: NodeId) {
         if let Some(n) = self.node(node) {
             n.load.set_running(t.running_on(node));
         }
@@ -629,7 +453,7 @@ impl Cluster {
         Some(gid)
     }
 
-    fn retire(&self, t: &mut Tables, gid: u32, ops: &mut Vec<Op>) {
+    pub(super) fn retire(&self, t: &mut Tables, gid: u32, ops: &mut Vec<Op>) {
         if let Some(b) = t.bots.remove(&gid) {
             if let Some(s) = t.slots.get_mut(&b.node) {
                 if s.get(&b.record.local_id) == Some(&gid) {
@@ -640,7 +464,13 @@ impl Cluster {
         }
     }
 
-    fn claim_template(&self, t: &mut Tables, name: &str, node: NodeId, ops: &mut Vec<Op>) {
+    pub(super) fn claim_template(
+        &self,
+        t: &mut Tables,
+        name: &str,
+        node: NodeId,
+        ops: &mut Vec<Op>,
+    ) {
         match t.templates.get(name) {
             Some(tp) if tp.node == node => {}
             Some(tp) => log::warn!(
@@ -761,11 +591,10 @@ impl Cluster {
         {
             let t = self.tables.read();
             if let Some(&gid) = t.slots.get(&node).and_then(|s| s.get(&r.lid)) {
-                let unchanged = t.bots.get(&gid).is_some_and(|b| {
-                    same_bot(b, r.name, r.server)
-                        && b.record.template.as_deref() == r.name
-                        && (r.server.is_none() || b.server.as_deref() == r.server)
-                });
+                let unchanged = t
+                    .bots
+                    .get(&gid)
+                    .is_some_and(|b| b.is_exactly(r.name, r.server));
                 if unchanged {
                     return Some(gid);
                 }
@@ -991,235 +820,11 @@ impl Cluster {
     }
 }
 
-/// A bot as failover sees it: its record and its template's, if any.
-#[derive(Debug, Clone)]
-pub struct BotSnapshot {
-    /// Cluster id.
-    pub gid: u32,
-    /// The bot's record.
-    pub record: BotRecord,
-    /// The address the node last reported for it.
-    pub server: Option<String>,
-    /// Its template's record.
-    pub template: Option<TemplateRecord>,
-}
-
-/// A bot rebuilt on another node (see [`Cluster::move_bot`]).
-#[derive(Debug)]
-pub struct Move {
-    /// Cluster id (kept).
-    pub gid: u32,
-    /// The node it was on.
-    pub from: NodeId,
-    /// The node it runs on now.
-    pub to: NodeId,
-    /// Its local id there.
-    pub local_id: u32,
-    /// The template it was started from there.
-    pub template: String,
-    /// Every setting written to that template.
-    pub settings: BTreeMap<String, String>,
-    /// The address it connects to.
-    pub server: Option<String>,
-}
-
-impl Cluster {
-    /// The bots the router knows on a node, with their templates.
-    pub fn bots_on(&self, node: NodeId) -> Vec<BotSnapshot> {
-        let t = self.tables.read();
-        t.slots
-            .get(&node)
-            .into_iter()
-            .flat_map(|s| s.values())
-            .filter_map(|gid| {
-                let b = t.bots.get(gid)?;
-                Some(BotSnapshot {
-                    gid: *gid,
-                    record: b.record.clone(),
-                    server: b.server.clone(),
-                    template: b
-                        .record
-                        .template
-                        .as_ref()
-                        .and_then(|n| t.templates.get(n))
-                        .map(|tp| tp.record.clone()),
-                })
-            })
-            .collect()
-    }
-
-    /// Bots on healthy nodes whose identity the router has not read yet (adopted from a
-    /// node's list rather than created through the router), at most `limit`.
-    pub fn bots_without_identity(&self, limit: usize) -> Vec<(u32, NodeId, u32)> {
-        let t = self.tables.read();
-        t.bots
-            .iter()
-            .filter(|(_, b)| b.record.identity.is_none())
-            .filter(|(_, b)| self.node(b.node).is_some_and(|n| n.is_healthy()))
-            .take(limit)
-            .map(|(gid, b)| (*gid, b.node, b.record.local_id))
-            .collect()
-    }
-
-    /// A node other than `except` that holds template `name` or runs a bot of it (the poller
-    /// may have adopted a copy an interrupted failover made, while the router still records
-    /// the template on the dead node).
-    pub fn holder_of(&self, name: &str, except: NodeId) -> Option<NodeId> {
-        let t = self.tables.read();
-        if let Some(tp) = t.templates.get(name).filter(|tp| tp.node != except) {
-            return Some(tp.node);
-        }
-        t.bots
-            .values()
-            .find(|b| b.node != except && b.record.template.as_deref() == Some(name))
-            .map(|b| b.node)
-    }
-
-    /// Copies of moved bots still to stop on a node.
-    pub fn fences_on(&self, node: NodeId) -> Vec<FenceRecord> {
-        self.tables
-            .read()
-            .fences
-            .get(&node)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Forgets fences that were carried out, durably.
-    pub async fn clear_fences(
-        &self,
-        node: NodeId,
-        done: &[FenceRecord],
-        timeout: Duration,
-    ) -> Result<(), StoreError> {
-        let ops = done
-            .iter()
-            .map(|f| Op::DeleteFence(f.node.clone(), f.bot))
-            .collect();
-        // Durable first: a fence forgotten in memory but still stored would come back after a
-        // restart and stop a bot that legitimately runs there by then.
-        self.store.commit(ops, timeout).await?;
-        let mut t = self.tables.write();
-        if let Some(list) = t.fences.get_mut(&node) {
-            list.retain(|f| !done.contains(f));
-            if list.is_empty() {
-                t.fences.remove(&node);
-            }
-        }
-        Ok(())
-    }
-
-    /// Records that failover rebuilt bot `m.gid` on node `m.to` (same cluster id, same
-    /// identity), and waits until that is durable. The copy left on `m.from` becomes a fence:
-    /// it is stopped before that node is used again. Returns false (and changes nothing) when
-    /// the bot is no longer where failover found it.
-    pub async fn move_bot(&self, m: Move, timeout: Duration) -> Result<bool, StoreError> {
-        let mut ops = Vec::new();
-        {
-            let mut t = self.tables.write();
-            let Some(b) = t.bots.get(&m.gid) else {
-                return Ok(false);
-            };
-            if b.node != m.from {
-                return Ok(false);
-            }
-            let fence = FenceRecord {
-                node: self.node_name(m.from),
-                bot: m.gid,
-                local_id: b.record.local_id,
-                template: b.record.template.clone(),
-                address: b.server.clone().or_else(|| b.record.address.clone()),
-            };
-            let identity = b.record.identity.clone();
-            let old_lid = b.record.local_id;
-            let old_template = b.record.template.clone();
-            t.fences.entry(m.from).or_default().push(fence.clone());
-            ops.push(Op::PutFence(fence));
-            if let Some(s) = t.slots.get_mut(&m.from) {
-                if s.get(&old_lid) == Some(&m.gid) {
-                    s.remove(&old_lid);
-                }
-            }
-            // The node just gave this slot to the moved bot: anything the router had learned
-            // in it (a poll that saw the new bot first) is this bot.
-            if let Some(other) = t.slots.get(&m.to).and_then(|s| s.get(&m.local_id)).copied() {
-                if other != m.gid {
-                    self.retire(&mut t, other, &mut ops);
-                }
-            }
-            if let Some(old) = old_template.filter(|o| *o != m.template) {
-                if t.remove_template(&old).is_some() {
-                    ops.push(Op::DeleteTemplate(old));
-                }
-            }
-            t.remove_template(&m.template);
-            let gen = self.bump();
-            let record = TemplateRecord {
-                name: m.template.clone(),
-                node: self.node_name(m.to),
-                settings: m.settings,
-                identity,
-            };
-            ops.push(Op::PutTemplate(record.clone()));
-            t.add_template(Template {
-                record,
-                node: m.to,
-                since: gen,
-            });
-            let to_name = self.node_name(m.to);
-            if let Some(b) = t.bots.get_mut(&m.gid) {
-                b.node = m.to;
-                b.server = m.server.clone();
-                b.since = gen;
-                b.record.node = to_name;
-                b.record.local_id = m.local_id;
-                b.record.template = Some(m.template.clone());
-                if m.server.is_some() {
-                    b.record.address = m.server.clone();
-                }
-                ops.push(Op::PutBot(b.record.clone()));
-            }
-            t.slots.entry(m.to).or_default().insert(m.local_id, m.gid);
-            self.recount(&t, m.from);
-            self.recount(&t, m.to);
-        }
-        self.store.commit(ops, timeout).await.map(|()| true)
-    }
-}
-
-/// Whether the bot in a slot is still the one the router knows there.
-fn same_bot(b: &Bot, name: Option<&str>, server: Option<&str>) -> bool {
-    let known = b.server.as_deref().or(b.record.address.as_deref());
-    match (b.record.template.as_deref(), name) {
-        (Some(a), Some(n)) => a == n,
-        // Temporary bots: the same address (None = not resolved yet, which matches anything).
-        (None, None) => match (known, server) {
-            (Some(a), Some(s)) => a == s,
-            _ => true,
-        },
-        // Saved as a template (`bot save`), or its template deleted: the same bot only if the
-        // address is known on both sides and equal.
-        _ => matches!((known, server), (Some(a), Some(s)) if a == s),
-    }
-}
-
-/// Keeps the connect address of an offline template for the fallback list.
-fn seen_template(t: &mut Tables, name: &str, node: NodeId, server: Option<&str>) {
-    if let (Some(tp), Some(server)) = (t.templates.get_mut(name), server) {
-        if tp.node == node
-            && !server.is_empty()
-            && !tp.record.settings.contains_key("connect.address")
-        {
-            tp.record
-                .settings
-                .insert("connect.address".into(), server.to_string());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::ids::ID_BLOCK;
+    use crate::cluster::moves::Move;
     use crate::store::embedded::EmbeddedStore;
 
     fn node_cfg(name: &str, port: u16) -> NodeConfig {
@@ -1259,6 +864,48 @@ mod tests {
             server: Some(server.into()),
             status: 2,
         }
+    }
+
+    #[test]
+    fn ids_run_out_by_refusing_never_by_reusing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
+            .expect("spawn");
+        let snap = Snapshot {
+            id_high_water: crate::cluster::ids::MAX_ID - 1,
+            ..Snapshot::default()
+        };
+        let c = Cluster::new(&[node_cfg("a", 1)], snap, store);
+        let g = c.generation();
+        c.reconcile(NodeId(0), &[listed(0, None, "x")], g);
+        assert_eq!(
+            c.gid_of(NodeId(0), 0),
+            Some(crate::cluster::ids::MAX_ID - 1)
+        );
+        assert!(c.ids_exhausted());
+        // The next bot gets no id: not the last one again.
+        let g = c.generation();
+        c.reconcile(NodeId(0), &[listed(0, None, "x"), listed(1, None, "y")], g);
+        assert_eq!(c.gid_of(NodeId(0), 1), None);
+        let rt = runtime();
+        let r = Reported {
+            lid: 2,
+            name: None,
+            server: Some("z"),
+            status: 1,
+        };
+        let out = rt.block_on(c.register_created(
+            NodeId(0),
+            r,
+            CreateInfo::default(),
+            Some(c.generation()),
+            Duration::from_secs(5),
+        ));
+        assert!(
+            matches!(out, Err((None, RegisterError::IdsExhausted))),
+            "{out:?}"
+        );
+        assert_eq!(c.bot_count(), 1);
     }
 
     #[test]

@@ -1,0 +1,211 @@
+//! Moving bots between nodes in the view: what failover reads and what a move records.
+//!
+//! Owns: the snapshots failover rebuilds from ([`BotSnapshot`]), finding an earlier
+//! attempt's copy ([`Cluster::holder_of`]), and recording a move ([`Cluster::move_bot`]: the
+//! cluster id goes to the new slot and the old copy becomes a fence, in one durable batch),
+//! plus the fences themselves. Does not own: sending the rebuild (`failover`) or carrying
+//! fences out (`fencing`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::cluster::node::NodeId;
+use crate::cluster::tables::Template;
+use crate::cluster::view::Cluster;
+use crate::store::{BotRecord, FenceRecord, Op, StoreError, TemplateRecord};
+
+/// A bot as failover sees it: its record and its template's, if any.
+#[derive(Debug, Clone)]
+pub struct BotSnapshot {
+    /// Cluster id.
+    pub gid: u32,
+    /// The bot's record.
+    pub record: BotRecord,
+    /// The address the node last reported for it.
+    pub server: Option<String>,
+    /// Its template's record.
+    pub template: Option<TemplateRecord>,
+}
+
+/// A bot rebuilt on another node (see [`Cluster::move_bot`]).
+#[derive(Debug)]
+pub struct Move {
+    /// Cluster id (kept).
+    pub gid: u32,
+    /// The node it was on.
+    pub from: NodeId,
+    /// The node it runs on now.
+    pub to: NodeId,
+    /// Its local id there.
+    pub local_id: u32,
+    /// The template it was started from there.
+    pub template: String,
+    /// Every setting written to that template.
+    pub settings: BTreeMap<String, String>,
+    /// The address it connects to.
+    pub server: Option<String>,
+}
+
+impl Cluster {
+    /// The bots the router knows on a node, with their templates.
+    pub fn bots_on(&self, node: NodeId) -> Vec<BotSnapshot> {
+        let t = self.tables.read();
+        t.slots
+            .get(&node)
+            .into_iter()
+            .flat_map(|s| s.values())
+            .filter_map(|gid| {
+                let b = t.bots.get(gid)?;
+                Some(BotSnapshot {
+                    gid: *gid,
+                    record: b.record.clone(),
+                    server: b.server.clone(),
+                    template: b
+                        .record
+                        .template
+                        .as_ref()
+                        .and_then(|n| t.templates.get(n))
+                        .map(|tp| tp.record.clone()),
+                })
+            })
+            .collect()
+    }
+
+    /// Bots on healthy nodes whose identity the router has not read yet (adopted from a
+    /// node's list rather than created through the router), at most `limit`.
+    pub fn bots_without_identity(&self, limit: usize) -> Vec<(u32, NodeId, u32)> {
+        let t = self.tables.read();
+        t.bots
+            .iter()
+            .filter(|(_, b)| b.record.identity.is_none())
+            .filter(|(_, b)| self.node(b.node).is_some_and(|n| n.is_healthy()))
+            .take(limit)
+            .map(|(gid, b)| (*gid, b.node, b.record.local_id))
+            .collect()
+    }
+
+    /// A node other than `except` that holds template `name` or runs a bot of it (the poller
+    /// may have adopted a copy an interrupted failover made, while the router still records
+    /// the template on the dead node).
+    pub fn holder_of(&self, name: &str, except: NodeId) -> Option<NodeId> {
+        let t = self.tables.read();
+        if let Some(tp) = t.templates.get(name).filter(|tp| tp.node != except) {
+            return Some(tp.node);
+        }
+        t.bots
+            .values()
+            .find(|b| b.node != except && b.record.template.as_deref() == Some(name))
+            .map(|b| b.node)
+    }
+
+    /// Copies of moved bots still to stop on a node.
+    pub fn fences_on(&self, node: NodeId) -> Vec<FenceRecord> {
+        self.tables
+            .read()
+            .fences
+            .get(&node)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Forgets fences that were carried out, durably.
+    pub async fn clear_fences(
+        &self,
+        node: NodeId,
+        done: &[FenceRecord],
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let ops = done
+            .iter()
+            .map(|f| Op::DeleteFence(f.node.clone(), f.bot))
+            .collect();
+        // Durable first: a fence forgotten in memory but still stored would come back after a
+        // restart and stop a bot that legitimately runs there by then.
+        self.store.commit(ops, timeout).await?;
+        let mut t = self.tables.write();
+        if let Some(list) = t.fences.get_mut(&node) {
+            list.retain(|f| !done.contains(f));
+            if list.is_empty() {
+                t.fences.remove(&node);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that failover rebuilt bot `m.gid` on node `m.to` (same cluster id, same
+    /// identity), and waits until that is durable. The copy left on `m.from` becomes a fence:
+    /// it is stopped before that node is used again. Returns false (and changes nothing) when
+    /// the bot is no longer where failover found it.
+    pub async fn move_bot(&self, m: Move, timeout: Duration) -> Result<bool, StoreError> {
+        let mut ops = Vec::new();
+        {
+            let mut t = self.tables.write();
+            let Some(b) = t.bots.get(&m.gid) else {
+                return Ok(false);
+            };
+            if b.node != m.from {
+                return Ok(false);
+            }
+            let fence = FenceRecord {
+                node: self.node_name(m.from),
+                bot: m.gid,
+                local_id: b.record.local_id,
+                template: b.record.template.clone(),
+                address: b.server.clone().or_else(|| b.record.address.clone()),
+            };
+            let identity = b.record.identity.clone();
+            let old_lid = b.record.local_id;
+            let old_template = b.record.template.clone();
+            t.fences.entry(m.from).or_default().push(fence.clone());
+            ops.push(Op::PutFence(fence));
+            if let Some(s) = t.slots.get_mut(&m.from) {
+                if s.get(&old_lid) == Some(&m.gid) {
+                    s.remove(&old_lid);
+                }
+            }
+            // The node just gave this slot to the moved bot: anything the router had learned
+            // in it (a poll that saw the new bot first) is this bot.
+            if let Some(other) = t.slots.get(&m.to).and_then(|s| s.get(&m.local_id)).copied() {
+                if other != m.gid {
+                    self.retire(&mut t, other, &mut ops);
+                }
+            }
+            if let Some(old) = old_template.filter(|o| *o != m.template) {
+                if t.remove_template(&old).is_some() {
+                    ops.push(Op::DeleteTemplate(old));
+                }
+            }
+            t.remove_template(&m.template);
+            let gen = self.bump();
+            let record = TemplateRecord {
+                name: m.template.clone(),
+                node: self.node_name(m.to),
+                settings: m.settings,
+                identity,
+            };
+            ops.push(Op::PutTemplate(record.clone()));
+            t.add_template(Template {
+                record,
+                node: m.to,
+                since: gen,
+            });
+            let to_name = self.node_name(m.to);
+            if let Some(b) = t.bots.get_mut(&m.gid) {
+                b.node = m.to;
+                b.server = m.server.clone();
+                b.since = gen;
+                b.record.node = to_name;
+                b.record.local_id = m.local_id;
+                b.record.template = Some(m.template.clone());
+                if m.server.is_some() {
+                    b.record.address = m.server.clone();
+                }
+                ops.push(Op::PutBot(b.record.clone()));
+            }
+            t.slots.entry(m.to).or_default().insert(m.local_id, m.gid);
+            self.recount(&t, m.from);
+            self.recount(&t, m.to);
+        }
+        self.store.commit(ops, timeout).await.map(|()| true)
+    }
+}

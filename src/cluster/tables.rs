@@ -1,0 +1,162 @@
+//! The tables behind the cluster view: bots by cluster id, slots by node, templates.
+//!
+//! Owns: the table types and their invariants that need no lock discipline of their own
+//! (the slot index and the per-node template index stay in step with the main tables), and
+//! the slot-identity rule: a node's local id is trusted only while the node reports the same
+//! bot there ([`same_bot`]). Does not own: locking, ids or the store (`view`, `ids`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::cluster::node::NodeId;
+use crate::protocol::api_json::BotInfo;
+use crate::store::{BotRecord, FenceRecord, TemplateRecord};
+
+#[derive(Debug)]
+pub(super) struct Bot {
+    pub(super) record: BotRecord,
+    pub(super) node: NodeId,
+    pub(super) server: Option<String>,
+    /// Generation at which the router last learned this mapping from a response; a poll that
+    /// started before it cannot contradict it.
+    pub(super) since: u64,
+}
+
+impl Bot {
+    /// Whether a report says exactly what the router holds for this bot (same bot, same
+    /// template name, same address where the report has one): nothing to change.
+    pub(super) fn is_exactly(&self, name: Option<&str>, server: Option<&str>) -> bool {
+        same_bot(self, name, server)
+            && self.record.template.as_deref() == name
+            && (server.is_none() || self.server.as_deref() == server)
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Template {
+    pub(super) record: TemplateRecord,
+    pub(super) node: NodeId,
+    pub(super) since: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Tables {
+    /// Template names being created right now (see [`Cluster::claim_pending`]).
+    pub(super) pending: HashSet<String>,
+    pub(super) bots: HashMap<u32, Bot>,
+    /// Per node: local id → cluster id.
+    pub(super) slots: HashMap<NodeId, BTreeMap<u32, u32>>,
+    pub(super) templates: HashMap<String, Template>,
+    /// Per node: the templates it holds (an index over `templates`).
+    pub(super) node_templates: HashMap<NodeId, BTreeSet<String>>,
+    /// Per node: copies of moved bots to stop when the node answers again.
+    pub(super) fences: HashMap<NodeId, Vec<FenceRecord>>,
+}
+
+impl Tables {
+    pub(super) fn insert_bot(&mut self, node: NodeId, record: BotRecord, since: u64) {
+        self.slots
+            .entry(node)
+            .or_default()
+            .insert(record.local_id, record.id);
+        self.bots.insert(
+            record.id,
+            Bot {
+                node,
+                server: record.address.clone(),
+                since,
+                record,
+            },
+        );
+    }
+
+    /// Bots the router knows to run on `node`.
+    pub(super) fn running_on(&self, node: NodeId) -> u32 {
+        self.slots
+            .get(&node)
+            .map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX))
+    }
+
+    pub(super) fn add_template(&mut self, tp: Template) {
+        self.node_templates
+            .entry(tp.node)
+            .or_default()
+            .insert(tp.record.name.clone());
+        if let Some(old) = self.templates.insert(tp.record.name.clone(), tp) {
+            let name = old.record.name;
+            if self
+                .templates
+                .get(&name)
+                .is_some_and(|n| n.node != old.node)
+            {
+                if let Some(set) = self.node_templates.get_mut(&old.node) {
+                    set.remove(&name);
+                }
+            }
+        }
+    }
+
+    pub(super) fn remove_template(&mut self, name: &str) -> Option<Template> {
+        let tp = self.templates.remove(name)?;
+        if let Some(set) = self.node_templates.get_mut(&tp.node) {
+            set.remove(name);
+        }
+        Some(tp)
+    }
+
+    /// Whether a node's list says exactly what the tables already hold (the common case for a
+    /// poll): the same bot in every listed slot, no slot gone, the same templates.
+    pub(super) fn unchanged(&self, node: NodeId, listed: &[BotInfo]) -> bool {
+        let slots = self.slots.get(&node);
+        let mut running = 0;
+        let mut names = 0;
+        for e in listed {
+            if let Some(name) = &e.name {
+                names += 1;
+                if self.templates.get(name).is_none_or(|tp| tp.node != node) {
+                    return false;
+                }
+            }
+            let Some(lid) = e.id else { continue };
+            running += 1;
+            let same = slots
+                .and_then(|s| s.get(&lid))
+                .and_then(|g| self.bots.get(g))
+                .is_some_and(|b| b.is_exactly(e.name.as_deref(), e.server.as_deref()));
+            if !same {
+                return false;
+            }
+        }
+        running == slots.map_or(0, |s| s.len())
+            && names == self.node_templates.get(&node).map_or(0, |s| s.len())
+    }
+}
+
+/// Whether the bot in a slot is still the one the router knows there.
+pub(super) fn same_bot(b: &Bot, name: Option<&str>, server: Option<&str>) -> bool {
+    let known = b.server.as_deref().or(b.record.address.as_deref());
+    match (b.record.template.as_deref(), name) {
+        (Some(a), Some(n)) => a == n,
+        // Temporary bots: the same address (None = not resolved yet, which matches anything).
+        (None, None) => match (known, server) {
+            (Some(a), Some(s)) => a == s,
+            _ => true,
+        },
+        // Saved as a template (`bot save`), or its template deleted: the same bot only if the
+        // address is known on both sides and equal.
+        _ => matches!((known, server), (Some(a), Some(s)) if a == s),
+    }
+}
+
+/// Keeps the connect address of an offline template for the fallback list.
+pub(super) fn seen_template(t: &mut Tables, name: &str, node: NodeId, server: Option<&str>) {
+    if let (Some(tp), Some(server)) = (t.templates.get_mut(name), server) {
+        if tp.node == node
+            && !server.is_empty()
+            && !tp.record.settings.contains_key("connect.address")
+        {
+            tp.record
+                .settings
+                .insert("connect.address".into(), server.to_string());
+        }
+    }
+}
