@@ -139,7 +139,7 @@ impl Failover {
             bots.len()
         );
         let results: Vec<(u32, Result<bool, MoveError>)> = futures::stream::iter(bots)
-            .map(|b| async move { (b.gid, self.rebuild(node, b).await) })
+            .map(|b| async move { (b.gid, self.rebuild(node, b, false).await) })
             .buffer_unordered(self.cfg.concurrency)
             .collect()
             .await;
@@ -169,8 +169,65 @@ impl Failover {
         report
     }
 
-    /// Rebuilds one bot on another node. Ok(false): the bot changed meanwhile (nothing done).
-    async fn rebuild(&self, dead: &Node, bot: BotSnapshot) -> Result<bool, MoveError> {
+    /// Brings back the bots that went down with a restart of their node (see
+    /// `Cluster::reconcile`): each on the same node while it is up and has room, otherwise on
+    /// the least-used other node. A bot that failed waits `failover.retry` before the next
+    /// attempt.
+    pub async fn restore_pending(&self, next_try: &mut HashMap<u32, Instant>) -> Report {
+        let now = Instant::now();
+        let due: Vec<(NodeId, BotSnapshot)> = self
+            .cluster
+            .restoring()
+            .into_iter()
+            .filter(|(_, b)| next_try.get(&b.gid).is_none_or(|t| now >= *t))
+            .collect();
+        next_try.retain(|gid, _| self.cluster.locate(*gid).is_some());
+        if due.is_empty() {
+            return Report::default();
+        }
+        let started = Instant::now();
+        // While a node is being evacuated its bots go with the evacuation.
+        let due: Vec<(Arc<Node>, BotSnapshot)> = due
+            .into_iter()
+            .filter_map(|(node, b)| Some((self.cluster.node(node)?, b)))
+            .filter(|(node, _)| !node.evacuating.load(Ordering::Acquire))
+            .collect();
+        let results: Vec<(u32, NodeId, Result<bool, MoveError>)> = futures::stream::iter(due)
+            .map(|(node, b)| async move { (b.gid, node.id, self.rebuild(&node, b, true).await) })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
+        let mut report = Report::default();
+        for (gid, node, r) in results {
+            match r {
+                Ok(true) => report.moved += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    report.failed += 1;
+                    next_try.insert(gid, Instant::now() + self.cfg.retry);
+                    log::error!("restart of node {node}: bot {gid} is not back yet: {e}");
+                }
+            }
+        }
+        if report.moved + report.failed > 0 {
+            log::warn!(
+                "brought back {} bots after node restarts in {} ms ({} to retry)",
+                report.moved,
+                started.elapsed().as_millis(),
+                report.failed
+            );
+        }
+        report
+    }
+
+    /// Rebuilds one bot: on another node (failover), or, when `restore`, after its node
+    /// restarted, on that node first. Ok(false): the bot changed meanwhile (nothing done).
+    async fn rebuild(
+        &self,
+        dead: &Node,
+        bot: BotSnapshot,
+        restore: bool,
+    ) -> Result<bool, MoveError> {
         let name = bot
             .record
             .template
@@ -185,6 +242,15 @@ impl Failover {
             .and_then(|n| self.cluster.node(n));
         let reservation = match holder {
             Some(n) => self.placer.reserve_on(n),
+            // Back where it was: the node is up and the bot's template (if any) is there.
+            None if restore => self
+                .placer
+                .reserve_on(
+                    self.cluster
+                        .node(dead.id)
+                        .ok_or_else(|| MoveError::NoRoom("its node is gone".into()))?,
+                )
+                .or_else(|_| self.placer.reserve(&[dead.id])),
             None => self.placer.reserve(&[dead.id]),
         }
         .map_err(|e| MoveError::NoRoom(e.message))?;
@@ -267,7 +333,12 @@ impl Failover {
             settings,
             server: server.or_else(|| bot.server.clone()),
         };
-        match self.cluster.move_bot(moved, WRITE_DEADLINE).await {
+        let recorded = if restore {
+            self.cluster.restore_bot(moved, WRITE_DEADLINE).await
+        } else {
+            self.cluster.move_bot(moved, WRITE_DEADLINE).await
+        };
+        match recorded {
             Ok(true) => Ok(true),
             Ok(false) => {
                 self.undo(&target, &name).await;
@@ -352,6 +423,7 @@ impl BackgroundService for Failover {
         let mut down_since: HashMap<NodeId, Instant> = HashMap::new();
         let mut next_try: HashMap<NodeId, Instant> = HashMap::new();
         let mut identity_tries: HashMap<u32, Instant> = HashMap::new();
+        let mut restore_tries: HashMap<u32, Instant> = HashMap::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -360,7 +432,7 @@ impl BackgroundService for Failover {
                 _ = tick.tick() => {}
             }
             let nodes = self.cluster.nodes();
-            for node in nodes.iter() {
+            for node in nodes.iter().filter(|_| self.cfg.enabled) {
                 // Only a node the router cannot reach at all is taken for dead; one that
                 // answers but refuses (a revoked token, errors) still runs its bots.
                 if node.is_healthy() || !node.unreachable.load(Ordering::Acquire) {
@@ -378,6 +450,7 @@ impl BackgroundService for Failover {
                     next_try.insert(node.id, Instant::now() + self.cfg.retry);
                 }
             }
+            self.restore_pending(&mut restore_tries).await;
             self.sweep_identities(&mut identity_tries).await;
         }
     }
@@ -448,6 +521,7 @@ mod tests {
                 level: 8,
             }),
             created_ms: 0,
+            node_started: None,
         }
     }
 

@@ -17,8 +17,9 @@ use crate::cluster::fencing::{fence, FenceError};
 use crate::cluster::placement::node_of;
 use crate::cluster::{Cluster, Node};
 use crate::config::HealthConfig;
-use crate::node::api::{read_bot_list, ReadError};
+use crate::node::api::{read_bot_list, read_starttime, ReadError};
 use crate::node::client::NodeClient;
+use crate::protocol::api_json::BotInfo;
 use async_trait::async_trait;
 use pingora::{Error, ErrorType};
 use pingora_load_balancing::health_check::HealthCheck;
@@ -38,6 +39,35 @@ pub enum PollError {
     Fence(#[from] FenceError),
 }
 
+/// Reconciles the view with a list just read from `node` (by the poller or a `bot/list`
+/// fan-out). Whether bots that are gone were stopped on purpose or went down with a restart
+/// depends on the node's start time, so it is read first whenever it can decide something:
+/// once, and whenever the list differs from what the router knows (an unchanged list, the
+/// common case, costs nothing more). If the node answers the list but not its start time,
+/// nothing is applied this time. Returns whether new cluster ids were handed out.
+pub async fn apply_list(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    listed: &[BotInfo],
+    started: u64,
+    timeout: Duration,
+) -> Result<bool, PollError> {
+    if node.starttime().is_none() || !cluster.list_unchanged(node.id, listed) {
+        match read_starttime(client, &node.endpoint(), timeout).await {
+            Ok(Some(t)) => {
+                if let Some(old) = node.set_starttime(t.clone()).filter(|o| *o != t) {
+                    log::warn!("node {} restarted (start time {old} -> {t})", node.name);
+                }
+            }
+            // The node will not say: bots that are gone are taken as stopped on purpose.
+            Ok(None) => {}
+            Err(e) => return Err(PollError::Read(ReadError::Node(e))),
+        }
+    }
+    Ok(cluster.reconcile(node.id, listed, started))
+}
+
 /// Reads one node's list and reconciles the cluster view with it.
 pub async fn poll_node(
     cluster: &Cluster,
@@ -51,9 +81,10 @@ pub async fn poll_node(
     // A node that comes back after failover first loses the copies that now run elsewhere.
     fence(cluster, client, node, timeout).await?;
     let started = cluster.generation();
-    let listed = read_bot_list(client, &node.endpoint(), timeout).await?;
+    let endpoint = node.endpoint();
+    let listed = read_bot_list(client, &endpoint, timeout).await?;
     // Refused (and changes nothing) if an evacuation started meanwhile.
-    cluster.reconcile(node.id, &listed, started);
+    apply_list(cluster, client, node, &listed, started, timeout).await?;
     if node.evacuating.load(Ordering::Acquire) {
         // Failover began while this poll ran: the node must not count as up now.
         return Err(PollError::Evacuating(node.name.to_string()));

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::cluster::node::NodeId;
-use crate::cluster::tables::Template;
+use crate::cluster::tables::{Bot, Tables, Template};
 use crate::cluster::view::Cluster;
 use crate::store::{BotRecord, FenceRecord, Op, StoreError, TemplateRecord};
 
@@ -46,6 +46,20 @@ pub struct Move {
     pub server: Option<String>,
 }
 
+fn snapshot(t: &Tables, gid: u32, b: &Bot) -> BotSnapshot {
+    BotSnapshot {
+        gid,
+        record: b.record.clone(),
+        server: b.server.clone(),
+        template: b
+            .record
+            .template
+            .as_ref()
+            .and_then(|n| t.templates.get(n))
+            .map(|tp| tp.record.clone()),
+    }
+}
+
 impl Cluster {
     /// The bots the router knows on a node, with their templates.
     pub fn bots_on(&self, node: NodeId) -> Vec<BotSnapshot> {
@@ -54,20 +68,18 @@ impl Cluster {
             .get(&node)
             .into_iter()
             .flat_map(|s| s.values())
-            .filter_map(|gid| {
-                let b = t.bots.get(gid)?;
-                Some(BotSnapshot {
-                    gid: *gid,
-                    record: b.record.clone(),
-                    server: b.server.clone(),
-                    template: b
-                        .record
-                        .template
-                        .as_ref()
-                        .and_then(|n| t.templates.get(n))
-                        .map(|tp| tp.record.clone()),
-                })
-            })
+            .filter_map(|gid| Some(snapshot(&t, *gid, t.bots.get(gid)?)))
+            .collect()
+    }
+
+    /// Bots that went down with a restart of their node and wait to be rebuilt, with that
+    /// node.
+    pub fn restoring(&self) -> Vec<(NodeId, BotSnapshot)> {
+        let t = self.tables.read();
+        t.bots
+            .iter()
+            .filter(|(_, b)| b.restoring)
+            .map(|(gid, b)| (b.node, snapshot(&t, *gid, b)))
             .collect()
     }
 
@@ -137,27 +149,54 @@ impl Cluster {
     /// it is stopped before that node is used again. Returns false (and changes nothing) when
     /// the bot is no longer where failover found it.
     pub async fn move_bot(&self, m: Move, timeout: Duration) -> Result<bool, StoreError> {
+        self.relocate(m, false, timeout).await
+    }
+
+    /// Records that bot `m.gid`, which went down with a restart of node `m.from`, was rebuilt
+    /// on `m.to` (the same node while it has room), and waits until that is durable. Nothing
+    /// of it runs on `m.from` any more (the process restarted), so no copy is fenced there,
+    /// except a template left on `m.from` when the bot went elsewhere: it is deleted before
+    /// that node is used again, so a later restart cannot start it (`run = true`).
+    /// Returns false when the bot is no longer waiting to be restored there.
+    pub async fn restore_bot(&self, m: Move, timeout: Duration) -> Result<bool, StoreError> {
+        self.relocate(m, true, timeout).await
+    }
+
+    async fn relocate(
+        &self,
+        m: Move,
+        restoring: bool,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
         let mut ops = Vec::new();
         {
             let mut t = self.tables.write();
             let Some(b) = t.bots.get(&m.gid) else {
                 return Ok(false);
             };
-            if b.node != m.from {
+            // The poller may have seen the restored copy first and re-adopted it there.
+            let adopted =
+                restoring && !b.restoring && b.node == m.to && b.record.local_id == m.local_id;
+            if !adopted && (b.node != m.from || b.restoring != restoring) {
                 return Ok(false);
             }
-            let fence = FenceRecord {
-                node: self.node_name(m.from),
-                bot: m.gid,
-                local_id: b.record.local_id,
-                template: b.record.template.clone(),
-                address: b.server.clone().or_else(|| b.record.address.clone()),
-            };
+            let fence =
+                (!restoring || (m.to != m.from && b.record.template.is_some())).then(|| {
+                    FenceRecord {
+                        node: self.node_name(m.from),
+                        bot: m.gid,
+                        local_id: b.record.local_id,
+                        template: b.record.template.clone(),
+                        address: b.server.clone().or_else(|| b.record.address.clone()),
+                    }
+                });
             let identity = b.record.identity.clone();
             let old_lid = b.record.local_id;
             let old_template = b.record.template.clone();
-            t.fences.entry(m.from).or_default().push(fence.clone());
-            ops.push(Op::PutFence(fence));
+            if let Some(fence) = fence {
+                t.fences.entry(m.from).or_default().push(fence.clone());
+                ops.push(Op::PutFence(fence));
+            }
             if let Some(s) = t.slots.get_mut(&m.from) {
                 if s.get(&old_lid) == Some(&m.gid) {
                     s.remove(&old_lid);
@@ -190,10 +229,13 @@ impl Cluster {
                 since: gen,
             });
             let to_name = self.node_name(m.to);
+            let started = self.node(m.to).and_then(|n| n.starttime());
             if let Some(b) = t.bots.get_mut(&m.gid) {
                 b.node = m.to;
                 b.server = m.server.clone();
                 b.since = gen;
+                b.restoring = false;
+                b.record.node_started = started;
                 b.record.node = to_name;
                 b.record.local_id = m.local_id;
                 b.record.template = Some(m.template.clone());

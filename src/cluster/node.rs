@@ -23,6 +23,12 @@ use crate::node::endpoint::Endpoint;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u32);
 
+impl NodeId {
+    /// Where a bot is while the router rebuilds it after its node restarted: no node, so a
+    /// request for it gets a fast 503 instead of reaching whatever bot now has its old slot.
+    pub const NOWHERE: NodeId = NodeId(u32::MAX);
+}
+
 impl std::fmt::Display for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "#{}", self.0)
@@ -74,6 +80,8 @@ pub struct Node {
     pub unreachable: AtomicBool,
     /// Taken out of the view: holders of an old `Arc<Node>` must not place bots on it.
     pub removed: AtomicBool,
+    /// The node process's `starttime` as last read from `system/info` (None: not read yet).
+    starttime: Mutex<Option<String>>,
 }
 
 impl Node {
@@ -92,7 +100,18 @@ impl Node {
             evacuating: AtomicBool::new(false),
             unreachable: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            starttime: Mutex::new(None),
         }
+    }
+
+    /// The node process's start time as last read (changes when TS3AudioBot restarts).
+    pub fn starttime(&self) -> Option<String> {
+        self.starttime.lock().clone()
+    }
+
+    /// Records the start time just read; returns the previous one.
+    pub fn set_starttime(&self, t: String) -> Option<String> {
+        self.starttime.lock().replace(t)
     }
 
     /// The current endpoint.

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use crate::cluster::failover::RESERVED_PREFIX;
 use crate::cluster::node::NodeId;
 use crate::protocol::api_json::BotInfo;
 use crate::store::{BotRecord, FenceRecord, TemplateRecord};
@@ -19,6 +20,9 @@ pub(super) struct Bot {
     /// Generation at which the router last learned this mapping from a response; a poll that
     /// started before it cannot contradict it.
     pub(super) since: u64,
+    /// Went down with a restart of its node and waits to be rebuilt: in no slot (the
+    /// node hands its old local id to other bots), routed nowhere, listed as connecting.
+    pub(super) restoring: bool,
 }
 
 impl Bot {
@@ -52,21 +56,73 @@ pub(super) struct Tables {
     pub(super) fences: HashMap<NodeId, Vec<FenceRecord>>,
 }
 
+/// The local id a record keeps while its bot waits to be restored after a node restart
+/// (the node may already have given its old id to another bot).
+pub(super) const DETACHED_LID: u32 = u32::MAX;
+
 impl Tables {
     pub(super) fn insert_bot(&mut self, node: NodeId, record: BotRecord, since: u64) {
-        self.slots
-            .entry(node)
-            .or_default()
-            .insert(record.local_id, record.id);
+        let restoring = record.local_id == DETACHED_LID;
+        if !restoring {
+            self.slots
+                .entry(node)
+                .or_default()
+                .insert(record.local_id, record.id);
+        }
         self.bots.insert(
             record.id,
             Bot {
                 node,
                 server: record.address.clone(),
                 since,
+                restoring,
                 record,
             },
         );
+    }
+
+    /// Takes the bots on `node` that ran under another process of it (their recorded start
+    /// time is not `current`) out of their slots: they went down with a restart and wait to
+    /// be restored. Returns their ids.
+    pub(super) fn detach_restarted(&mut self, node: NodeId, current: &str) -> Vec<u32> {
+        let Some(slots) = self.slots.get_mut(&node) else {
+            return Vec::new();
+        };
+        let mut detached = Vec::new();
+        slots.retain(|_, gid| {
+            let restarted = self.bots.get(gid).is_some_and(|b| {
+                b.record
+                    .node_started
+                    .as_deref()
+                    .is_some_and(|s| s != current)
+            });
+            if restarted {
+                detached.push(*gid);
+            }
+            !restarted
+        });
+        for gid in &detached {
+            if let Some(b) = self.bots.get_mut(gid) {
+                b.restoring = true;
+                b.record.local_id = DETACHED_LID;
+            }
+        }
+        detached
+    }
+
+    /// A bot of template `name` on `node` that waits to be restored (an autostarted
+    /// `run = true` template is that bot; so is the router's own `ts3ab-lb-<id>` copy of a
+    /// temporary bot that a poll sees before the restore recorded it).
+    pub(super) fn restoring_template(&self, node: NodeId, name: &str) -> Option<u32> {
+        self.bots
+            .iter()
+            .find(|(gid, b)| {
+                b.restoring
+                    && b.node == node
+                    && (b.record.template.as_deref() == Some(name)
+                        || name.strip_prefix(RESERVED_PREFIX) == Some(gid.to_string().as_str()))
+            })
+            .map(|(g, _)| *g)
     }
 
     /// Bots the router knows to run on `node`.

@@ -255,7 +255,13 @@ impl Cluster {
     /// Where a cluster id runs: node and local id.
     pub fn locate(&self, gid: u32) -> Option<(NodeId, u32)> {
         let t = self.tables.read();
-        t.bots.get(&gid).map(|b| (b.node, b.record.local_id))
+        t.bots.get(&gid).map(|b| {
+            if b.restoring {
+                (NodeId::NOWHERE, b.record.local_id)
+            } else {
+                (b.node, b.record.local_id)
+            }
+        })
     }
 
     /// The cluster id of a node's local id.
@@ -291,6 +297,25 @@ impl Cluster {
         self.tables.read().bots.len()
     }
 
+    /// What `bot/list` adds for a node that answers: its bots that went down with a restart
+    /// and are being brought back, as "connecting" (1).
+    pub fn restoring_list(&self, node: NodeId) -> Vec<BotInfo> {
+        let t = self.tables.read();
+        let mut v: Vec<BotInfo> = t
+            .bots
+            .iter()
+            .filter(|(_, b)| b.restoring && b.node == node)
+            .map(|(gid, b)| BotInfo {
+                id: Some(*gid),
+                name: b.record.template.clone(),
+                server: b.server.clone().or_else(|| b.record.address.clone()),
+                status: 1,
+            })
+            .collect();
+        v.sort_by_key(|b| b.id);
+        v
+    }
+
     /// What `bot/list` shows for a node the router cannot reach: its known bots as
     /// "connecting" (1), and its templates that are not running as offline entries.
     pub fn fallback_list(&self, node: NodeId) -> Vec<BotInfo> {
@@ -298,7 +323,18 @@ impl Cluster {
         let mut running_names = std::collections::HashSet::new();
         let mut named = Vec::new();
         let mut unnamed = Vec::new();
-        for gid in t.slots.get(&node).into_iter().flat_map(|s| s.values()) {
+        let restoring = t
+            .bots
+            .iter()
+            .filter(|(_, b)| b.restoring && b.node == node)
+            .map(|(g, _)| g);
+        for gid in t
+            .slots
+            .get(&node)
+            .into_iter()
+            .flat_map(|s| s.values())
+            .chain(restoring)
+        {
             let Some(b) = t.bots.get(gid) else { continue };
             let info = BotInfo {
                 id: Some(*gid),
@@ -396,6 +432,18 @@ impl Cluster {
             // The node reused the slot for another bot: the old one is gone.
             self.retire(t, gid, ops);
         }
+        // A template that autostarts (`run = true`) after a restart is the bot that went down
+        // with it: it keeps its cluster id and is not started a second time.
+        if let Some(gid) = name.and_then(|n| t.restoring_template(node, n)) {
+            t.slots.entry(node).or_default().insert(lid, gid);
+            if let Some(b) = t.bots.get_mut(&gid) {
+                b.restoring = false;
+                b.record.local_id = lid;
+                b.server = server.map(str::to_string).or(b.server.take());
+                ops.push(Op::PutBot(b.record.clone()));
+            }
+            return Some(gid);
+        }
         // A named bot may have come back in another slot (node restart): keep its id.
         if let Some(name) = name {
             let moved = t.slots.get(&node).and_then(|s| {
@@ -433,6 +481,7 @@ impl Cluster {
             nickname: None,
             identity: None,
             created_ms: now_ms(),
+            node_started: self.node(node).and_then(|n| n.starttime()),
         };
         ops.push(Op::PutBot(record.clone()));
         t.slots.entry(node).or_default().insert(lid, gid);
@@ -445,6 +494,7 @@ impl Cluster {
                 // The generation this change will be published under (callers bump once
                 // their batch is done): a create sent before it knows this is its bot.
                 since: self.generation() + 1,
+                restoring: false,
             },
         );
         if let Some(name) = name {
@@ -496,9 +546,17 @@ impl Cluster {
         }
     }
 
+    /// Whether a node's list says exactly what the view holds (the common poll).
+    pub fn list_unchanged(&self, node: NodeId, listed: &[BotInfo]) -> bool {
+        self.tables.read().unchanged(node, listed)
+    }
+
     /// Applies a node's full `bot/list` (read by the poller or a fan-out that started at
-    /// generation `started`): new bots get cluster ids, vanished ones are dropped, moved named
-    /// bots keep theirs. Returns whether new cluster ids were handed out.
+    /// generation `started`): new bots get cluster ids, moved named bots keep theirs. Bots
+    /// that are gone are dropped if the node's process is the one they ran under (stopped on
+    /// purpose, behind the router's back); if it restarted since (its start time changed)
+    /// they wait to be brought back, and an autostarted template is re-adopted under its id.
+    /// Returns whether new cluster ids were handed out.
     pub fn reconcile(&self, node: NodeId, listed: &[BotInfo], started: u64) -> bool {
         if self.tables.read().unchanged(node, listed) {
             return false;
@@ -515,6 +573,25 @@ impl Cluster {
                     .is_some_and(|n| n.evacuating.load(Ordering::Acquire))
             {
                 return false;
+            }
+            // The node's process restarted since these bots were seen: they are gone (its
+            // temporary bots never survive a restart) and wait to be rebuilt, out of the
+            // slots the node now gives to others.
+            let current = self.node(node).and_then(|n| n.starttime());
+            if let Some(cur) = &current {
+                let detached = t.detach_restarted(node, cur);
+                if !detached.is_empty() {
+                    log::warn!(
+                        "node {} restarted (start time {cur}): {} bots went down with it and are brought back",
+                        self.node_name(node),
+                        detached.len()
+                    );
+                }
+                for gid in detached {
+                    if let Some(b) = t.bots.get(&gid) {
+                        ops.push(Op::PutBot(b.record.clone()));
+                    }
+                }
             }
             let mut seen = std::collections::HashSet::new();
             let before = self.ids.lock().next;
@@ -540,6 +617,17 @@ impl Cluster {
                 }
             }
             added = added || self.ids.lock().next != before;
+            // What the node runs now runs under its current process.
+            if current.is_some() {
+                for gid in &seen {
+                    if let Some(b) = t.bots.get_mut(gid) {
+                        if b.record.node_started != current {
+                            b.record.node_started.clone_from(&current);
+                            ops.push(Op::PutBot(b.record.clone()));
+                        }
+                    }
+                }
+            }
             // Bots the node no longer lists are gone, unless learned after the poll began.
             let gone: Vec<u32> = t
                 .slots
@@ -864,6 +952,65 @@ mod tests {
             server: Some(server.into()),
             status: 2,
         }
+    }
+
+    #[test]
+    fn a_restart_keeps_gone_bots_for_restoring_and_a_stop_drops_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let a = c.node(NodeId(0)).expect("a");
+        a.set_starttime("S1".into());
+        let g = c.generation();
+        c.reconcile(
+            NodeId(0),
+            &[listed(0, Some("music"), "ts.m"), listed(1, None, "ts.x")],
+            g,
+        );
+        let (music, temp) = (
+            c.gid_of(NodeId(0), 0).expect("music"),
+            c.gid_of(NodeId(0), 1).expect("temp"),
+        );
+        // The process restarts: the temporary bot is gone, the `run = true` template comes
+        // back in slot 1, and a new bot took slot 0.
+        a.set_starttime("S2".into());
+        let g = c.generation();
+        c.reconcile(
+            NodeId(0),
+            &[listed(1, Some("music"), "ts.m"), listed(0, None, "ts.new")],
+            g,
+        );
+        assert_eq!(
+            c.gid_of(NodeId(0), 1),
+            Some(music),
+            "re-adopted under its id"
+        );
+        let newcomer = c.gid_of(NodeId(0), 0).expect("newcomer");
+        assert!(newcomer != temp && newcomer != music);
+        assert_eq!(
+            c.locate(temp).map(|(n, _)| n),
+            Some(NodeId::NOWHERE),
+            "the temporary bot waits to be restored, routed nowhere"
+        );
+        let restoring: Vec<u32> = c.restoring().iter().map(|(_, b)| b.gid).collect();
+        assert_eq!(restoring, vec![temp]);
+        assert_eq!(c.restoring_list(NodeId(0))[0].id, Some(temp));
+        assert_eq!(c.restoring_list(NodeId(0))[0].status, 1);
+        assert_eq!(
+            c.bot_record(music).and_then(|r| r.node_started),
+            Some("S2".into())
+        );
+        // Same process, a bot gone: stopped behind the router's back, dropped as before.
+        let g = c.generation();
+        c.reconcile(NodeId(0), &[listed(1, Some("music"), "ts.m")], g);
+        assert_eq!(c.locate(newcomer), None);
+        assert_eq!(c.restoring().len(), 1, "the restoring bot is not dropped");
+        // A router restart keeps the bot waiting (its record says so).
+        let rt = runtime();
+        rt.block_on(c.store().flush(Duration::from_secs(5)))
+            .expect("flush");
+        drop(c);
+        let c = cluster(dir.path());
+        assert_eq!(c.locate(temp).map(|(n, _)| n), Some(NodeId::NOWHERE));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The node API calls the router makes itself, and the request targets they use.
 //!
-//! Owns: reading a node's `bot/list` ([`read_bot_list`], [`parse_bot_list`]), reading a
-//! running bot's TeamSpeak identity ([`fetch_identity`]), finding the BotInfo a create
+//! Owns: reading a node's `bot/list` ([`read_bot_list`], [`parse_bot_list`]) and its process
+//! start time ([`read_starttime`]), reading a running bot's TeamSpeak identity ([`fetch_identity`]), finding the BotInfo a create
 //! answers with ([`single_bot_info`]), and formatting the targets of the commands the router
 //! sends on its own behalf (stopping a bot, deleting a template).
 //! Does not own: what is done with the answers (`cluster`, `proxy`).
@@ -115,6 +115,31 @@ pub async fn read_bot_list(
         node: node.name.to_string(),
         reason,
     })
+}
+
+/// The request target of a node's process information.
+pub const SYSTEM_INFO: &[u8] = b"/api/system/info";
+
+/// Reads the node process's start time (`system/info` `starttime`): it changes exactly when
+/// TS3AudioBot restarts, which is how the router tells a restart from bots stopped on
+/// purpose. `Ok(None)`: the node answered but will not say (an error status or no such field).
+pub async fn read_starttime(
+    client: &NodeClient,
+    node: &Endpoint,
+    timeout: Duration,
+) -> Result<Option<String>, NodeError> {
+    #[derive(Deserialize)]
+    struct Info {
+        starttime: Option<String>,
+    }
+    let resp = client.get(node, SYSTEM_INFO, timeout).await?;
+    if resp.status != 200 {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice::<Info>(&resp.body)
+        .ok()
+        .and_then(|i| i.starttime)
+        .filter(|t| !t.is_empty()))
 }
 
 /// Reads a running bot's TeamSpeak identity (`connect.identity`: key, offset, level) from its

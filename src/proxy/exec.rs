@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 
-use crate::cluster::health::poll_node;
+use crate::cluster::health::{apply_list, poll_node};
 use crate::cluster::placement::{Placer, Reservation};
 use crate::cluster::{Cluster, CreateInfo, Node, NodeId, Reported};
 use crate::config::RoutingConfig;
@@ -702,7 +702,13 @@ async fn collect_list(
         };
         match listed {
             Some((started, l)) => {
-                let new_ids = cluster.reconcile(node.id, &l, started);
+                let new_ids = match apply_list(cluster, client, node, &l, started, timeout).await {
+                    Ok(added) => added,
+                    Err(e) => {
+                        log::warn!("{e}");
+                        false
+                    }
+                };
                 let infos: Vec<BotInfo> = l
                     .into_iter()
                     .filter_map(|b| {
@@ -717,6 +723,7 @@ async fn collect_list(
                             status: b.status,
                         })
                     })
+                    .chain(cluster.restoring_list(node.id))
                     .collect();
                 (infos, new_ids)
             }

@@ -257,10 +257,7 @@ impl Router {
             Plan::Proxy(p) => {
                 match p.node {
                     Some(id) => {
-                        let node = self
-                            .cluster
-                            .node(id)
-                            .ok_or_else(|| ApiError::unavailable("node is gone"))?;
+                        let node = self.cluster.node(id).ok_or_else(|| gone(id, &p.why))?;
                         if !node.is_healthy() {
                             return Err(ApiError::unavailable(format!(
                                 "{} runs on node {}, which is not reachable right now; try again when it is back",
@@ -294,6 +291,18 @@ impl Router {
             Plan::Merge(m) => self.exec.merge(&m, self.next_turn()).await,
         };
         Ok(Flow::Answer(answer))
+    }
+}
+
+/// The 503 for a plan pinned to no node: the bot is being brought back after its node
+/// restarted (or the node was just removed).
+fn gone(id: NodeId, why: &str) -> ApiError {
+    if id == NodeId::NOWHERE {
+        ApiError::unavailable(format!(
+            "{why} went down with a restart of its node and is being started again; try again in a few seconds"
+        ))
+    } else {
+        ApiError::unavailable(format!("{why} ran on a node that was removed"))
     }
 }
 

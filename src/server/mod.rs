@@ -107,18 +107,18 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let poller = background_service("node poller", lb);
     let placer = Arc::new(Placer::new(poller.task()));
 
-    let failover = config.failover.enabled.then(|| {
-        background_service(
-            "failover",
-            Failover::new(
-                cluster.clone(),
-                placer.clone(),
-                config.failover.clone(),
-                config.routing.connect_timeout,
-                config.routing.request_timeout,
-            ),
-        )
-    });
+    // Always running: it also brings back bots after a node restart; moving a dead node's
+    // bots is what `failover.enabled` switches.
+    let failover = background_service(
+        "failover",
+        Failover::new(
+            cluster.clone(),
+            placer.clone(),
+            config.failover.clone(),
+            config.routing.connect_timeout,
+            config.routing.request_timeout,
+        ),
+    );
     let exec = Exec::new(
         cluster.clone(),
         Arc::new(NodeClient::new(config.routing.connect_timeout)),
@@ -136,9 +136,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(poller);
-    if let Some(f) = failover {
-        server.add_service(f);
-    }
+    server.add_service(failover);
     server.add_service(proxy);
     Ok(server)
 }

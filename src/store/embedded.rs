@@ -233,6 +233,7 @@ mod tests {
                 level: -1,
             }),
             created_ms: 7,
+            node_started: Some("2026-12-01T10:00:00Z".into()),
         }
     }
 

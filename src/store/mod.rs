@@ -94,6 +94,12 @@ pub struct BotRecord {
     pub identity: Option<Identity>,
     /// Milliseconds since the Unix epoch when the router first saw it.
     pub created_ms: u64,
+    /// The node process's `starttime` (`system/info`) when the router last saw the bot run
+    /// there. A bot that is gone while the node's start time differs went down with a
+    /// process restart (and is brought back); one gone under the same start time was
+    /// stopped on purpose. None: not known (records older than this field).
+    #[serde(default)]
+    pub node_started: Option<String>,
 }
 
 impl fmt::Debug for BotRecord {
@@ -405,6 +411,7 @@ mod tests {
             nickname: None,
             identity: Some(id.clone()),
             created_ms: 0,
+            node_started: None,
         };
         let t = TemplateRecord {
             name: "t".into(),

@@ -367,10 +367,11 @@ pub fn targets(node: &FakeNode) -> Vec<String> {
         .collect()
 }
 
-/// The raw targets a node received that were not the router's own polling.
+/// The raw targets a node received that were not the router's own polling (`bot/list`, and
+/// `system/info` for the node's start time).
 pub fn client_targets(node: &FakeNode) -> Vec<String> {
     targets(node)
         .into_iter()
-        .filter(|t| t != "/api/bot/list")
+        .filter(|t| t != "/api/bot/list" && t != "/api/system/info")
         .collect()
 }
