@@ -24,7 +24,7 @@ use crate::node::client::{NodeClient, NodeResponse};
 use crate::protocol::api_json::{
     bot_list_body, status_from, ApiError, BotInfo, Reason, CONTENT_TYPE_JSON,
 };
-use crate::protocol::json_edit;
+use crate::protocol::{json_edit, json_scan};
 use crate::proxy::routing::{
     CreateKind, CreateNode, CreatePlan, Edits, Element, MergePlan, ReadBack,
 };
@@ -107,7 +107,7 @@ impl Exec {
     /// Edits a node's JSON answer: BotInfo ids (learning bots the router has not seen yet),
     /// `json api` servers, redaction. None = forward the bytes unchanged.
     pub fn edit(cluster: &Cluster, node: NodeId, body: &[u8], edits: &Edits) -> Option<Vec<u8>> {
-        if (edits.redact || edits.redact_scalar) && json_edit::parse(body).is_err() {
+        if (edits.redact || edits.redact_scalar) && json_scan::parse(body).is_err() {
             // Never pass on what could not be checked for secrets.
             return Some(redaction_failed());
         }
