@@ -6,8 +6,11 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
+use crate::cluster::NodeId;
 use crate::config::Role;
+use crate::protocol::api_json::ApiError;
 use crate::protocol::command::{self, Parsed};
+use crate::proxy::keys::Caller;
 
 /// Bots: gid → (node, lid). Templates: name → node.
 struct MapView {
