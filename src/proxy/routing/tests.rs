@@ -1,15 +1,14 @@
 //! Planner tests over a small fixed cluster view.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::cluster::NodeId;
-use crate::config::Role;
 use crate::protocol::api_json::ApiError;
 use crate::protocol::command::{self, Parsed};
+use crate::proxy::keys::test_callers::{admin, user};
 use crate::proxy::keys::Caller;
 
 /// Bots: gid → (node, lid). Templates: name → node.
@@ -52,20 +51,6 @@ fn view() -> MapView {
             ("quiet", NodeId(2)),
         ]
         .into(),
-    }
-}
-
-fn user() -> Caller {
-    Caller::Key {
-        name: Arc::from("u"),
-        role: Role::User,
-    }
-}
-
-fn admin() -> Caller {
-    Caller::Key {
-        name: Arc::from("a"),
-        role: Role::Admin,
     }
 }
 
