@@ -15,6 +15,10 @@ use crate::protocol::json_edit;
 use crate::proxy::exec::{Answer, Exec};
 use crate::proxy::routing::{Element, MergePlan};
 
+/// A split merge's node elements by the node that runs them: each element's index in the merge
+/// and its piece.
+type Groups<'p> = BTreeMap<NodeId, Vec<(usize, &'p [u8])>>;
+
 impl Exec {
     /// Runs a split `json merge`: one `json merge` per node with that node's elements, the
     /// router's own elements locally, results put back in the original order.
@@ -60,16 +64,12 @@ impl Exec {
 
     /// The node elements by the node that runs them, each with its index in the merge.
     /// Elements that can run anywhere join the first pinned node, else a healthy one.
-    fn group_by_node<'p>(
-        &self,
-        plan: &'p MergePlan,
-        turn: usize,
-    ) -> Result<BTreeMap<NodeId, Vec<(usize, &'p [u8])>>, Answer> {
+    fn group_by_node<'p>(&self, plan: &'p MergePlan, turn: usize) -> Result<Groups<'p>, Answer> {
         let first_pinned = plan.elements.iter().find_map(|e| match e {
             Element::Node { node: Some(n), .. } => Some(*n),
             _ => None,
         });
-        let mut groups: BTreeMap<NodeId, Vec<(usize, &[u8])>> = BTreeMap::new();
+        let mut groups: Groups<'_> = BTreeMap::new();
         for (i, el) in plan.elements.iter().enumerate() {
             if let Element::Node { node, piece } = el {
                 let target = match node.or(first_pinned) {

@@ -2,9 +2,9 @@
 //!
 //! Owns: the executor ([`Exec`]: its shared handles, picking any healthy node, re-reading a
 //! node's list after a change) and, one module each: answers and answer edits shared with the
-//! proxy path ([`answer`]), `bot list` / `system info` / broadcast fan-outs ([`fanout`]),
-//! creates ([`create`]), split `json merge` execution ([`merge`]) and setting read-backs
-//! ([`readback`]). Every node call has a deadline; a node that fails never fails a whole
+//! proxy path (`answer`), `bot list` / `system info` / broadcast fan-outs (`fanout`),
+//! creates (`create`), split `json merge` execution (`merge`) and setting read-backs
+//! (`readback`). Every node call has a deadline; a node that fails never fails a whole
 //! fan-out.
 //! Does not own: deciding the plan (`routing`) or the HTTP framing to the client (`proxy`).
 

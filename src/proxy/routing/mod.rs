@@ -15,9 +15,9 @@
 //! - [`plan`](mod@plan): the plan types handed to the proxy and `exec` ([`Plan`], [`Edits`],
 //!   [`Effect`], ...);
 //! - [`view`]: the read-only cluster view the planner works on ([`View`]);
-//! - [`planner`]: request → plan (pins, id rewrites, answer edits, refusals);
-//! - [`merge`]: splitting a top-level `json merge` across nodes;
-//! - [`effects`]: what a confirmed answer changes in the cluster tables.
+//! - `planner`: request → plan (pins, id rewrites, answer edits, refusals);
+//! - `merge`: splitting a top-level `json merge` across nodes;
+//! - `effects`: what a confirmed answer changes in the cluster tables.
 
 mod effects;
 mod merge;
