@@ -158,6 +158,13 @@ impl ApiError {
         ApiError::new(Reason::CommandError, "This bot does not exist.")
     }
 
+    /// The node's answer to creating a template (or saving a bot under a name) that exists.
+    /// Template names are unique in the whole cluster, so the router gives it too when the
+    /// name exists on another node or another request is creating it right now.
+    pub fn file_exists() -> Self {
+        ApiError::new(Reason::CommandError, "The file already exists.")
+    }
+
     /// A router-level failure with an explicit HTTP status (503 no node, 504 timeout, ...).
     pub fn with_status(status: u16, reason: Reason, message: impl Into<String>) -> Self {
         ApiError {

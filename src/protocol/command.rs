@@ -125,23 +125,9 @@ pub fn parse(text: &[u8]) -> Parsed {
     Parsed::Command(root)
 }
 
-/// Applies replacements to `src`. Each replacement is a byte range of `src` and the bytes to
-/// put there; ranges must not overlap (later overlapping ones are skipped).
-pub fn splice(src: &[u8], edits: &mut [(Range<usize>, Vec<u8>)]) -> Vec<u8> {
-    edits.sort_by_key(|(r, _)| r.start);
-    let mut out = Vec::with_capacity(src.len() + 8);
-    let mut at = 0;
-    for (range, with) in edits.iter() {
-        if range.start < at || range.end > src.len() || range.start > range.end {
-            continue;
-        }
-        out.extend_from_slice(&src[at..range.start]);
-        out.extend_from_slice(with);
-        at = range.end;
-    }
-    out.extend_from_slice(&src[at..]);
-    out
-}
+/// The byte splicer the rewriter uses; it lives in [`crate::protocol::splice`], shared with the
+/// JSON edits, and stays reachable here for callers that rewrite command text.
+pub use crate::protocol::splice::splice;
 
 /// The whitespace .NET's `TrimStart` removes, restricted to the ASCII range (a request target
 /// cannot carry the Unicode ones unencoded).
@@ -565,13 +551,6 @@ mod tests {
         assert_eq!(parse_int32(""), Err(false));
         assert_eq!(parse_int32("1.0"), Err(false));
         assert_eq!(parse_int32("1\0\0"), Ok(1));
-    }
-
-    #[test]
-    fn splice_replaces_only_given_ranges() {
-        let src = b"/bot/use/12/(/x)";
-        let out = splice(src, &mut [(9..11, b"3".to_vec())]);
-        assert_eq!(out, b"/bot/use/3/(/x)");
     }
 
     /// Generates text from the characters that matter to the grammar.

@@ -271,3 +271,26 @@ mod tests {
         assert_eq!(keys.list(), vec![("bob".to_string(), Role::Admin)]);
     }
 }
+
+/// Callers for the unit tests of the modules that decide by caller (`policy`, `routing`), so
+/// each does not build its own.
+#[cfg(test)]
+pub(crate) mod test_callers {
+    use super::*;
+
+    /// A caller with a user key named `u`.
+    pub fn user() -> Caller {
+        Caller::Key {
+            name: Arc::from("u"),
+            role: Role::User,
+        }
+    }
+
+    /// A caller with an admin key named `a`.
+    pub fn admin() -> Caller {
+        Caller::Key {
+            name: Arc::from("a"),
+            role: Role::Admin,
+        }
+    }
+}

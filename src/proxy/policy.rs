@@ -191,25 +191,10 @@ fn runs_commands(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Role;
-    use std::sync::Arc;
+    use crate::proxy::keys::test_callers::{admin, user};
 
     fn parsed(s: &str) -> Parsed {
         crate::protocol::command::parse(s.as_bytes())
-    }
-
-    fn user() -> Caller {
-        Caller::Key {
-            name: Arc::from("u"),
-            role: Role::User,
-        }
-    }
-
-    fn admin() -> Caller {
-        Caller::Key {
-            name: Arc::from("a"),
-            role: Role::Admin,
-        }
     }
 
     fn default_allow() -> Vec<AllowPattern> {

@@ -50,9 +50,9 @@ pub struct Router {
     turn: AtomicUsize,
 }
 
-/// Per-request state.
+/// Per-request state (Pingora's `CTX`), named apart from the planner's `PlanCtx`.
 #[derive(Default)]
-pub struct Ctx {
+pub struct RequestCtx {
     node: Option<Arc<Node>>,
     /// The endpoint the request went to (taken once, in `upstream_peer`).
     endpoint: Option<Arc<Endpoint>>,
@@ -102,7 +102,7 @@ impl Router {
         self.turn.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn pick_any(&self, ctx: &mut Ctx) -> Result<(), ApiError> {
+    fn pick_any(&self, ctx: &mut RequestCtx) -> Result<(), ApiError> {
         match self.exec.any_node(self.next_turn(), &ctx.tried) {
             Some(n) => {
                 ctx.node = Some(n);
@@ -118,7 +118,7 @@ impl Router {
     /// Bookkeeping once the node answered: what a 204 confirms is applied (template claims
     /// durably, before the client gets the answer), and settings written where the answer
     /// cannot confirm them are read back after any success.
-    async fn apply_effects(&self, ctx: &Ctx) {
+    async fn apply_effects(&self, ctx: &RequestCtx) {
         let Some(node) = &ctx.node else { return };
         let mut read_back = Vec::new();
         let mut claimed = false;
@@ -201,7 +201,7 @@ enum Flow {
 
 impl Router {
     /// Limits, authentication, rights and the plan. Errors are answered as they are.
-    async fn route(&self, req: Incoming, ctx: &mut Ctx) -> Result<Flow, ApiError> {
+    async fn route(&self, req: Incoming, ctx: &mut RequestCtx) -> Result<Flow, ApiError> {
         let target = req.target;
         if target.len() > self.cfg.max_target_bytes {
             return Err(ApiError::with_status(
@@ -217,14 +217,7 @@ impl Router {
             .declared_body
             .is_some_and(|n| n > self.cfg.max_body_bytes as u64)
         {
-            return Err(ApiError::with_status(
-                413,
-                Reason::Unknown,
-                format!(
-                    "The request body is larger than {} bytes.",
-                    self.cfg.max_body_bytes
-                ),
-            ));
+            return Err(body_too_large(self.cfg.max_body_bytes));
         }
         let Some(base) = api_text_start(&target) else {
             if sneaks_into_api(&target) {
@@ -271,10 +264,8 @@ impl Router {
                 }
                 for e in &p.effects {
                     if let Effect::ClaimTemplate(name) | Effect::BotSaved { name, .. } = e {
-                        let claim =
-                            Cluster::claim_pending(&self.cluster, name).ok_or_else(|| {
-                                ApiError::new(Reason::CommandError, "The file already exists.")
-                            })?;
+                        let claim = Cluster::claim_pending(&self.cluster, name)
+                            .ok_or_else(ApiError::file_exists)?;
                         ctx.claims.push(claim);
                     }
                 }
@@ -306,6 +297,16 @@ fn gone(id: NodeId, why: &str) -> ApiError {
     }
 }
 
+/// The 413 answer to a request body over the limit, whether the router sees the declared
+/// length or Pingora stops the body on the way.
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::with_status(
+        413,
+        Reason::Unknown,
+        format!("The request body is larger than {limit} bytes."),
+    )
+}
+
 /// Whether a raw target addresses the API: `/api` (any case) at a segment boundary. Returns the
 /// offset of the command text.
 pub fn api_text_start(target: &[u8]) -> Option<usize> {
@@ -329,7 +330,11 @@ pub fn sneaks_into_api(target: &[u8]) -> bool {
         .position(|&b| b == b'?' || b == b'#')
         .unwrap_or(target.len());
     let path = &target[..end];
-    // Decode like ASP.NET's request path: every escape except an encoded slash.
+    // Decode like ASP.NET's request path: every escape except an encoded slash. This is not
+    // `command::unescape` on purpose: Kestrel routes on bytes with `%2F` kept encoded (so
+    // `..%2Fapi` is one segment), while `unescape` (.NET `Uri.UnescapeDataString`, how
+    // TS3AudioBot reads argument values) decodes `%2F` too and keeps escapes that do not form
+    // valid UTF-8 as written. Using it here would see dot segments Kestrel does not.
     let mut decoded = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < path.len() {
@@ -432,13 +437,17 @@ async fn preflight(session: &mut Session) -> pingora::Result<()> {
 
 #[async_trait]
 impl ProxyHttp for Router {
-    type CTX = Ctx;
+    type CTX = RequestCtx;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
         let req = session.req_header();
         if req.method == http::Method::OPTIONS
             && req.headers.contains_key("origin")
@@ -466,7 +475,7 @@ impl ProxyHttp for Router {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         // Chunked bodies have no declared size: count them.
         if let Some(b) = body {
@@ -481,7 +490,7 @@ impl ProxyHttp for Router {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut Ctx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
         let endpoint = match &ctx.node {
             Some(n) => n.endpoint(),
@@ -500,7 +509,7 @@ impl ProxyHttp for Router {
         &self,
         _session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(t) = &ctx.target {
             upstream.set_raw_path(t)?;
@@ -523,7 +532,7 @@ impl ProxyHttp for Router {
         &self,
         _session: &mut Session,
         upstream: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         ctx.status = upstream.status.as_u16();
         if (200..300).contains(&ctx.status) && !ctx.effects.is_empty() {
@@ -555,7 +564,7 @@ impl ProxyHttp for Router {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
         if !ctx.edits.any() {
             return Ok(None);
@@ -588,7 +597,7 @@ impl ProxyHttp for Router {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(node) = &ctx.node {
@@ -601,7 +610,12 @@ impl ProxyHttp for Router {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let node = ctx
             .node
             .as_ref()
@@ -613,14 +627,7 @@ impl ProxyHttp for Router {
             format!("{} on ", ctx.why)
         };
         let api = match e.etype() {
-            ErrorType::HTTPStatus(413) => ApiError::with_status(
-                413,
-                Reason::Unknown,
-                format!(
-                    "The request body is larger than {} bytes.",
-                    self.cfg.max_body_bytes
-                ),
-            ),
+            ErrorType::HTTPStatus(413) => body_too_large(self.cfg.max_body_bytes),
             ErrorType::HTTPStatus(code) => {
                 ApiError::with_status(*code, Reason::InternalError, e.to_string())
             }
@@ -666,7 +673,7 @@ impl ProxyHttp for Router {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.poke {
             if let Some(node) = ctx.node.clone() {
                 self.exec.poke(node);

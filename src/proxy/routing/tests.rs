@@ -1,13 +1,16 @@
 //! Planner tests over a small fixed cluster view.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::Role;
-use crate::protocol::command::{self, Parsed};
+use crate::cluster::NodeId;
+use crate::protocol::api_json::ApiError;
+use crate::protocol::catalog::{identify, Kind};
+use crate::protocol::command::{self, Arg, Command, Parsed};
+use crate::proxy::keys::test_callers::{admin, user};
+use crate::proxy::keys::Caller;
 
 /// Bots: gid → (node, lid). Templates: name → node.
 struct MapView {
@@ -49,20 +52,6 @@ fn view() -> MapView {
             ("quiet", NodeId(2)),
         ]
         .into(),
-    }
-}
-
-fn user() -> Caller {
-    Caller::Key {
-        name: Arc::from("u"),
-        role: Role::User,
-    }
-}
-
-fn admin() -> Caller {
-    Caller::Key {
-        name: Arc::from("a"),
-        role: Role::Admin,
     }
 }
 
@@ -432,10 +421,42 @@ fn effects_of_confirmed_changes() {
     assert!(proxy("/api/json/merge/(/bot/use/0/(/bot/disconnect))").poke);
 }
 
+/// The spans (in the command text) of every `bot use` id token in the tree, in document order:
+/// the tokens the planner may rewrite, found here through the catalog, not the planner.
+fn bot_use_id_spans(c: &Command, out: &mut Vec<std::ops::Range<usize>>) {
+    if let Kind::BotUse { id: Some(v), .. } = identify(c).kind {
+        out.push(v.span.clone());
+    }
+    for arg in &c.args {
+        if let Arg::Command(n) = arg {
+            bot_use_id_spans(n, out);
+        }
+    }
+}
+
+/// `target` (`/api` + command text) with each command-text span replaced by `with`, built
+/// byte by byte here so the check does not share the planner's splicer.
+fn replaced(target: &[u8], spans: &[std::ops::Range<usize>], with: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for r in spans {
+        out.extend_from_slice(&target[at..4 + r.start]);
+        out.extend_from_slice(with.as_bytes());
+        at = 4 + r.end;
+    }
+    out.extend_from_slice(&target[at..]);
+    out
+}
+
 proptest! {
-    /// The identity map (every bot's local id equals its cluster id) leaves any request as it is.
+    /// With the id mapped to a *different* local id (cluster 1 → local 23: another value and
+    /// another length, and the client also spells it `%31`), the planner's rewrite really runs,
+    /// and the request it sends differs from the client's exactly at the `bot use` id tokens:
+    /// it equals the client's bytes with each of those tokens replaced by `23`, and nothing
+    /// else moved, was dropped or was added. Mapping that request back (local 23 → cluster 1)
+    /// gives the client's request with its ids spelled `1`.
     #[test]
-    fn identity_map_rewrite_is_identity(
+    fn rewrite_with_changed_ids_touches_only_id_tokens(
         parts in proptest::collection::vec(prop_oneof![
             Just("/bot/use/1/(/song)".to_string()),
             Just("/bot/use/%31/(/volume/5".to_string()),
@@ -448,11 +469,30 @@ proptest! {
     ) {
         let text = parts.concat();
         let target = format!("/api{text}");
-        let v = MapView { bots: [(1, (NodeId(0), 1, None))].into(), templates: HashMap::new() };
+        let fwd = MapView { bots: [(1, (NodeId(0), 23, None))].into(), templates: HashMap::new() };
         if let Parsed::Command(c) = command::parse(text.as_bytes()) {
-            if let Plan::Proxy(p) = plan(&v, &user(), target.as_bytes(), 4, &c) {
+            if let Plan::Proxy(p) = plan(&fwd, &user(), target.as_bytes(), 4, &c) {
                 let out = p.target.unwrap_or_else(|| target.as_bytes().to_vec());
-                prop_assert_eq!(out, target.as_bytes());
+                let mut ids = Vec::new();
+                bot_use_id_spans(&c, &mut ids);
+                let expect = replaced(target.as_bytes(), &ids, "23");
+                prop_assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&expect),
+                    "from {}",
+                    target
+                );
+                let back = MapView { bots: [(23, (NodeId(0), 1, None))].into(), templates: HashMap::new() };
+                if let Parsed::Command(c2) = command::parse(&out[4..]) {
+                    if let Plan::Proxy(p2) = plan(&back, &user(), &out, 4, &c2) {
+                        let again = p2.target.unwrap_or_else(|| out.clone());
+                        let canonical = replaced(target.as_bytes(), &ids, "1");
+                        prop_assert_eq!(
+                            String::from_utf8_lossy(&again),
+                            String::from_utf8_lossy(&canonical)
+                        );
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,112 @@
+//! Answers the router writes, and the edits of node answers shared with the proxy path.
+//!
+//! Owns: [`Answer`] (status, content type, body), [`Exec::edit`] (local → cluster ids in
+//! BotInfo, `json api` servers, redaction of secrets) and the body that replaces an answer that
+//! could not be checked for secrets ([`redaction_failed`]).
+//! Does not own: which edits apply (`routing`) or the JSON mechanics (`protocol::json_edit`).
+
+use bytes::Bytes;
+
+use crate::cluster::{Cluster, NodeId, Reported};
+use crate::node::client::NodeResponse;
+use crate::protocol::api_json::{status_from, ApiError, Reason, CONTENT_TYPE_JSON};
+use crate::protocol::{json_edit, json_scan};
+use crate::proxy::exec::Exec;
+use crate::proxy::routing::Edits;
+
+/// An answer the router writes itself.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type (TS3AudioBot's JSON type unless a node sent another).
+    pub content_type: String,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// A JSON answer.
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Answer {
+            status,
+            content_type: CONTENT_TYPE_JSON.to_string(),
+            body: body.into(),
+        }
+    }
+
+    /// An error answer.
+    pub fn error(e: &ApiError) -> Self {
+        Answer::json(e.status, e.body())
+    }
+
+    /// A node's answer passed on, with `body` instead of the node's body when given.
+    pub(super) fn from_node(r: NodeResponse, body: Option<Vec<u8>>) -> Self {
+        Answer {
+            status: r.status,
+            content_type: r
+                .content_type
+                .unwrap_or_else(|| CONTENT_TYPE_JSON.to_string()),
+            body: body.map(Bytes::from).unwrap_or(r.body),
+        }
+    }
+}
+
+impl Exec {
+    /// Edits a node's JSON answer: BotInfo ids (learning bots the router has not seen yet),
+    /// `json api` servers, redaction. None = forward the bytes unchanged.
+    pub fn edit(cluster: &Cluster, node: NodeId, body: &[u8], edits: &Edits) -> Option<Vec<u8>> {
+        if (edits.redact || edits.redact_scalar) && json_scan::parse(body).is_err() {
+            // Never pass on what could not be checked for secrets.
+            return Some(redaction_failed());
+        }
+        let mut out: Option<Vec<u8>> = None;
+        if edits.bot_ids {
+            // One parse: learn each bot (a cheap read for known ones) and map its id.
+            out = json_edit::translate_bot_infos(body, |lid, name, server, status| {
+                let lid = u32::try_from(lid).ok()?;
+                let status = status_from(status);
+                let reported = Reported {
+                    lid,
+                    name,
+                    server,
+                    status,
+                };
+                cluster.learn(node, reported).map(i64::from)
+            });
+        }
+        if edits.openapi {
+            let cur = out.as_deref().unwrap_or(body);
+            if let Some(n) = json_edit::rewrite_openapi_servers(cur, |lid| {
+                u32::try_from(lid)
+                    .ok()
+                    .and_then(|l| cluster.gid_of(node, l))
+                    .map(i64::from)
+            }) {
+                out = Some(n);
+            }
+        }
+        if edits.redact_scalar {
+            let cur = out.as_deref().unwrap_or(body);
+            if let Some(n) = json_edit::redact_scalar(cur) {
+                out = Some(n);
+            }
+        }
+        if edits.redact {
+            let cur = out.as_deref().unwrap_or(body);
+            if let Some(n) = json_edit::redact_secrets(cur) {
+                out = Some(n);
+            }
+        }
+        out
+    }
+}
+
+/// The body sent instead of a settings answer that could not be checked for secrets.
+pub fn redaction_failed() -> Vec<u8> {
+    ApiError::new(
+        Reason::InternalError,
+        "The node's answer could not be checked for identities and passwords, so it is withheld.",
+    )
+    .body()
+}

@@ -1,0 +1,188 @@
+//! Creates: a new bot (`bot connect to`, `bot connect template`) or template (`settings create`).
+//!
+//! Owns: reserving a slot, sending the create (to another node if the first could not be
+//! reached), recording the new bot or template durably before the client hears of it, taking
+//! it back when that fails, and reading a new bot's identity. Does not own: choosing the node
+//! (`cluster::placement`) or the id tables (`cluster`).
+
+use std::sync::Arc;
+
+use crate::cluster::placement::Reservation;
+use crate::cluster::{CreateInfo, Node, Reported};
+use crate::node::api::{
+    delete_template_target, disconnect_target, fetch_identity, single_bot_info,
+};
+use crate::node::client::NodeResponse;
+use crate::protocol::api_json::{ApiError, BotInfo, Reason};
+use crate::proxy::exec::{Answer, Exec};
+use crate::proxy::routing::{CreateKind, CreateNode, CreatePlan};
+use crate::store::WRITE_DEADLINE;
+
+impl Exec {
+    /// Runs a create: reserve a slot, send, record the new bot or template durably, answer.
+    pub async fn create(&self, plan: &CreatePlan) -> Answer {
+        // Two concurrent creates of one template name must not both reach a node.
+        let _claim = match &plan.kind {
+            CreateKind::SettingsCreate(name) => match self.cluster.claim_pending(name) {
+                Some(c) => Some(c),
+                None => return Answer::error(&ApiError::file_exists()),
+            },
+            _ => None,
+        };
+        let mut tried = Vec::new();
+        loop {
+            let reservation: Reservation = match plan.node {
+                CreateNode::Place => match self.placer.reserve(&tried) {
+                    Ok(r) => r,
+                    Err(e) => return Answer::error(&e),
+                },
+                CreateNode::Fixed(id) => match self.cluster.node(id) {
+                    Some(n) => match self.placer.reserve_on(n) {
+                        Ok(r) => r,
+                        Err(e) => return Answer::error(&e),
+                    },
+                    None => {
+                        return Answer::error(&ApiError::unavailable("the template's node is gone"))
+                    }
+                },
+            };
+            let node = reservation.node().clone();
+            let sent = self.cluster.generation();
+            match self
+                .client
+                .get(&node.endpoint(), &plan.target, self.cfg.request_timeout)
+                .await
+            {
+                Ok(resp) => return self.created(&node, plan, resp, reservation, sent).await,
+                Err(e) if e.not_sent() && plan.node == CreateNode::Place => {
+                    log::warn!("{e}; placing the create on another node");
+                    tried.push(node.id);
+                    drop(reservation);
+                }
+                Err(e) => {
+                    // The node may have made the bot anyway: read its list now.
+                    self.poke(node);
+                    let status = if matches!(e, crate::node::client::NodeError::Timeout { .. }) {
+                        504
+                    } else {
+                        503
+                    };
+                    return Answer::error(&ApiError::with_status(
+                        status,
+                        Reason::InternalError,
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn created(
+        &self,
+        node: &Arc<Node>,
+        plan: &CreatePlan,
+        resp: NodeResponse,
+        reservation: Reservation,
+        sent: u64,
+    ) -> Answer {
+        match &plan.kind {
+            CreateKind::SettingsCreate(name) => {
+                if resp.status == 204 {
+                    if let Err(e) = self
+                        .cluster
+                        .claim_template_durably(name, node.id, WRITE_DEADLINE)
+                        .await
+                    {
+                        // Unrecorded, the template could be created again on another node:
+                        // take it back and say so.
+                        self.cluster.drop_template(name);
+                        let undo = delete_template_target(name);
+                        return self.take_back(node, &undo, "template", "deleted", &e).await;
+                    }
+                }
+                drop(reservation);
+                Answer::from_node(resp, None)
+            }
+            CreateKind::ConnectTo(_) | CreateKind::ConnectTemplate(_) => {
+                // `connect to` always makes a new bot; `connect template` may answer with the
+                // template's running bot.
+                let (info, fresh) = match &plan.kind {
+                    CreateKind::ConnectTo(i) => (CreateInfo::from(i.clone()), Some(sent)),
+                    _ => (CreateInfo::default(), None),
+                };
+                let mut body = None;
+                if resp.status == 200 {
+                    if let Some(BotInfo {
+                        id: Some(lid),
+                        name,
+                        server,
+                        status,
+                    }) = single_bot_info(&resp.body)
+                    {
+                        let reported = Reported {
+                            lid,
+                            name: name.as_deref(),
+                            server: server.as_deref(),
+                            status,
+                        };
+                        match self
+                            .cluster
+                            .register_created(node.id, reported, info, fresh, WRITE_DEADLINE)
+                            .await
+                        {
+                            Ok(gid) => self.read_identity(node.clone(), lid, gid),
+                            Err((gid, e)) => {
+                                // The client must not hold an id the router may not remember:
+                                // stop the bot again and say so.
+                                log::error!(
+                                    "bot {gid:?} (node {} local {lid}) was created but could not be recorded: {e}; stopping it",
+                                    node.name
+                                );
+                                if let Some(gid) = gid {
+                                    self.cluster.forget_bot(gid, node.id);
+                                }
+                                let undo = disconnect_target(lid);
+                                return self.take_back(node, &undo, "bot", "stopped", &e).await;
+                            }
+                        }
+                    }
+                    body = Self::edit(&self.cluster, node.id, &resp.body, &plan.edits);
+                }
+                drop(reservation);
+                Answer::from_node(resp, body)
+            }
+        }
+    }
+
+    /// Undoes a create the router could not record (best effort: `undo` on the node) and
+    /// answers the client with a 503 saying so.
+    async fn take_back(
+        &self,
+        node: &Node,
+        undo: &str,
+        what: &str,
+        done: &str,
+        e: &(dyn std::fmt::Display + Sync),
+    ) -> Answer {
+        let _ = self
+            .client
+            .get(&node.endpoint(), undo.as_bytes(), self.cfg.request_timeout)
+            .await;
+        Answer::error(&ApiError::unavailable(format!(
+            "The router could not record the new {what} ({e}); it was {done} again. Try again later."
+        )))
+    }
+
+    /// Reads a new bot's TeamSpeak identity once, in the background, and records it.
+    fn read_identity(&self, node: Arc<Node>, lid: u32, gid: u32) {
+        let client = self.client.clone();
+        let cluster = self.cluster.clone();
+        let deadline = self.cfg.request_timeout;
+        tokio::spawn(async move {
+            match fetch_identity(&client, &node.endpoint(), lid, deadline).await {
+                Ok(id) => cluster.record_identity(gid, node.id, lid, id),
+                Err(e) => log::warn!("bot {gid}: {e}"),
+            }
+        });
+    }
+}

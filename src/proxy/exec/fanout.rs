@@ -1,0 +1,253 @@
+//! The plans that ask every node: `bot list`, `system info` and node-wide broadcasts.
+//!
+//! Owns: the `bot list` fan-out (shared by concurrent callers, cached briefly, merged and
+//! translated to cluster ids), `system info` summed over the nodes, and sending a node-wide
+//! command everywhere. A node that fails never fails a whole fan-out; every call has a deadline.
+//! Does not own: reading one node's list (`node::api`) or reconciling it (`cluster`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{join_all, BoxFuture, FutureExt, Shared};
+
+use crate::cluster::health::apply_list;
+use crate::cluster::Cluster;
+use crate::node::api::read_bot_list;
+use crate::node::client::NodeClient;
+use crate::protocol::api_json::{bot_list_body, ApiError, BotInfo};
+use crate::proxy::exec::{Answer, Exec};
+use crate::store::WRITE_DEADLINE;
+
+/// A `bot list` fan-out, running or done, that later callers may share.
+pub(super) struct ListFanOut {
+    /// Cluster generation when it started; any change makes it stale.
+    generation: u64,
+    started: Instant,
+    fut: Shared<BoxFuture<'static, Bytes>>,
+}
+
+impl Exec {
+    /// `bot list` over every node, ids translated; a failed node shows its known bots as
+    /// connecting; an offline template appears once, and not at all while it runs somewhere.
+    ///
+    /// Concurrent callers share one fan-out, and a finished one is reused for
+    /// `routing.list_cache` while the cluster tables do not change (panels poll `bot/list`
+    /// several times a second; 50 nodes must not see 50 times that).
+    pub async fn bot_list(&self) -> Answer {
+        let fut = {
+            let mut slot = self.list.lock();
+            let generation = self.cluster.generation();
+            let reusable = slot.as_ref().filter(|f| {
+                f.generation == generation
+                    && (f.fut.peek().is_none() || f.started.elapsed() < self.cfg.list_cache)
+            });
+            match reusable {
+                Some(f) => f.fut.clone(),
+                None => {
+                    let (cluster, client, timeout) = (
+                        self.cluster.clone(),
+                        self.client.clone(),
+                        self.cfg.fanout_timeout,
+                    );
+                    let fut = async move {
+                        Bytes::from(bot_list_body(&collect_list(cluster, client, timeout).await))
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(ListFanOut {
+                        generation,
+                        started: Instant::now(),
+                        fut: fut.clone(),
+                    });
+                    fut
+                }
+            }
+        };
+        Answer::json(200, fut.await)
+    }
+
+    /// `system info` summed over the nodes that answer: per sample (aligned on the newest),
+    /// memory and CPU add up; `starttime` is the earliest.
+    pub async fn system_info(&self) -> Answer {
+        let nodes = self.cluster.nodes();
+        let results = join_all(nodes.iter().filter(|n| n.is_healthy()).map(|n| async move {
+            self.client
+                .get(&n.endpoint(), b"/api/system/info", self.cfg.fanout_timeout)
+                .await
+        }))
+        .await;
+        #[derive(serde::Deserialize)]
+        struct Info {
+            memory: Vec<i64>,
+            cpu: Vec<f64>,
+            starttime: String,
+        }
+        let infos: Vec<Info> = results
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).ok(),
+                _ => None,
+            })
+            .collect();
+        if infos.is_empty() {
+            return Answer::error(&ApiError::unavailable("no node answered system info"));
+        }
+        let len = |f: &dyn Fn(&Info) -> usize| infos.iter().map(f).max().unwrap_or(0);
+        let (mlen, clen) = (len(&|i| i.memory.len()), len(&|i| i.cpu.len()));
+        let mut memory = vec![0i64; mlen];
+        let mut cpu = vec![0f64; clen];
+        for i in &infos {
+            for (k, v) in i.memory.iter().rev().enumerate() {
+                memory[mlen - 1 - k] = memory[mlen - 1 - k].saturating_add(*v);
+            }
+            for (k, v) in i.cpu.iter().rev().enumerate() {
+                cpu[clen - 1 - k] += v;
+            }
+        }
+        let starttime = infos
+            .iter()
+            .map(|i| i.starttime.as_str())
+            .min()
+            .unwrap_or_default();
+        let body = serde_json::json!({ "memory": memory, "cpu": cpu, "starttime": starttime });
+        Answer::json(200, serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// Sends a node-wide command to every node. All succeed → the first node's answer; any
+    /// node refuses → that answer; any node unreachable → 503 naming it.
+    pub async fn broadcast(&self, target: &[u8]) -> Answer {
+        let nodes = self.cluster.nodes();
+        if nodes.is_empty() {
+            return Answer::error(&ApiError::unavailable("no nodes are configured"));
+        }
+        // Known-down nodes are not waited for; they are reported as not reached.
+        let results = join_all(nodes.iter().map(|n| async move {
+            if n.is_healthy() {
+                Some(
+                    self.client
+                        .get(&n.endpoint(), target, self.cfg.request_timeout)
+                        .await,
+                )
+            } else {
+                None
+            }
+        }))
+        .await;
+        let mut first_ok = None;
+        let mut unreachable = Vec::new();
+        for (node, r) in nodes.iter().zip(results) {
+            let Some(r) = r else {
+                unreachable.push(format!("{} (down)", node.name));
+                continue;
+            };
+            match r {
+                Ok(r) if r.ok() => {
+                    first_ok.get_or_insert(r);
+                }
+                Ok(r) => return Answer::from_node(r, None),
+                Err(e) => unreachable.push(format!("{} ({e})", node.name)),
+            }
+        }
+        if !unreachable.is_empty() {
+            return Answer::error(&ApiError::unavailable(format!(
+                "the command reached {} of {} nodes; not reached: {}",
+                nodes.len() - unreachable.len(),
+                nodes.len(),
+                unreachable.join(", ")
+            )));
+        }
+        first_ok.map_or_else(
+            || Answer::json(204, Bytes::new()),
+            |r| Answer::from_node(r, None),
+        )
+    }
+}
+
+/// Reads every node's `bot/list` and merges them (see [`Exec::bot_list`]).
+async fn collect_list(
+    cluster: Arc<Cluster>,
+    client: Arc<NodeClient>,
+    timeout: Duration,
+) -> Vec<BotInfo> {
+    let (cluster, client) = (&*cluster, &*client);
+    let nodes = cluster.nodes();
+    // Each node's list is read, reconciled and translated as soon as it arrives, so that work
+    // overlaps the wait for slower nodes instead of following the slowest one.
+    let results = join_all(nodes.iter().map(|node| async move {
+        let listed = if node.is_healthy() {
+            let started = cluster.generation();
+            match read_bot_list(client, &node.endpoint(), timeout).await {
+                Ok(l) => Some((started, l)),
+                Err(e) => {
+                    log::warn!("{e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match listed {
+            Some((started, l)) => {
+                let new_ids = match apply_list(cluster, client, node, &l, started, timeout).await {
+                    Ok(added) => added,
+                    Err(e) => {
+                        log::warn!("{e}");
+                        false
+                    }
+                };
+                let infos: Vec<BotInfo> = l
+                    .into_iter()
+                    .filter_map(|b| {
+                        let id = match b.id {
+                            Some(lid) => Some(cluster.gid_of(node.id, lid)?),
+                            None => None,
+                        };
+                        Some(BotInfo {
+                            id,
+                            name: b.name,
+                            server: b.server,
+                            status: b.status,
+                        })
+                    })
+                    // Bots coming back after a restart of the node, as "connecting".
+                    .chain(cluster.restoring_list(node.id))
+                    .collect();
+                (infos, new_ids)
+            }
+            None => (cluster.fallback_list(node.id), false),
+        }
+    }))
+    .await;
+    let mut named = Vec::new();
+    let mut offline = Vec::new();
+    let mut unnamed = Vec::new();
+    let mut new_ids = false;
+    for (infos, added) in results {
+        new_ids |= added;
+        for info in infos {
+            match (&info.id, &info.name) {
+                (None, _) => offline.push(info),
+                (Some(_), Some(_)) => named.push(info),
+                (Some(_), None) => unnamed.push(info),
+            }
+        }
+    }
+    if new_ids {
+        // Ids shown to a client must survive a crash.
+        if let Err(e) = cluster.store().flush(WRITE_DEADLINE).await {
+            log::error!("could not persist newly seen bots before listing them: {e}");
+        }
+    }
+    let running: HashSet<String> = named.iter().filter_map(|b| b.name.clone()).collect();
+    let mut shown = HashSet::new();
+    offline.retain(|b| {
+        b.name
+            .as_ref()
+            .is_some_and(|n| !running.contains(n) && shown.insert(n.clone()))
+    });
+    named.extend(offline);
+    named.extend(unnamed);
+    named
+}

@@ -1,0 +1,79 @@
+//! Plans the router carries out itself, calling nodes on the client's behalf.
+//!
+//! Owns: the executor ([`Exec`]: its shared handles, picking any healthy node, re-reading a
+//! node's list after a change) and, one module each: answers and answer edits shared with the
+//! proxy path (`answer`), `bot list` / `system info` / broadcast fan-outs (`fanout`),
+//! creates (`create`), split `json merge` execution (`merge`) and setting read-backs
+//! (`readback`). Every node call has a deadline; a node that fails never fails a whole
+//! fan-out.
+//! Does not own: deciding the plan (`routing`) or the HTTP framing to the client (`proxy`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::health::poll_node;
+use crate::cluster::placement::Placer;
+use crate::cluster::{Cluster, Node, NodeId};
+use crate::config::RoutingConfig;
+use crate::node::client::NodeClient;
+
+mod answer;
+mod create;
+mod fanout;
+mod merge;
+mod readback;
+
+pub use answer::{redaction_failed, Answer};
+use fanout::ListFanOut;
+
+/// Executes router-made plans.
+pub struct Exec {
+    list: parking_lot::Mutex<Option<ListFanOut>>,
+    cluster: Arc<Cluster>,
+    client: Arc<NodeClient>,
+    placer: Arc<Placer>,
+    cfg: RoutingConfig,
+    health_timeout: Duration,
+}
+
+impl Exec {
+    /// An executor.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        client: Arc<NodeClient>,
+        placer: Arc<Placer>,
+        cfg: RoutingConfig,
+        health_timeout: Duration,
+    ) -> Self {
+        Exec {
+            list: parking_lot::Mutex::new(None),
+            cluster,
+            client,
+            placer,
+            cfg,
+            health_timeout,
+        }
+    }
+
+    /// A healthy node, round-robin.
+    pub fn any_node(&self, turn: usize, exclude: &[NodeId]) -> Option<Arc<Node>> {
+        let nodes = self.cluster.nodes();
+        let n = nodes.len();
+        (0..n)
+            .map(|i| &nodes[(turn + i) % n])
+            .find(|node| node.is_healthy() && !exclude.contains(&node.id))
+            .cloned()
+    }
+
+    /// Re-reads a node's list soon (after a change the answer did not show).
+    pub fn poke(&self, node: Arc<Node>) {
+        let client = self.client.clone();
+        let cluster = self.cluster.clone();
+        let timeout = self.health_timeout;
+        tokio::spawn(async move {
+            if let Err(e) = poll_node(&cluster, &client, &node, timeout).await {
+                log::debug!("re-reading node {} failed: {e}", node.name);
+            }
+        });
+    }
+}
