@@ -219,7 +219,12 @@ fn sigkill_loses_nothing() {
             None,
         )
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Kill the router once the node has made the bot (its answer is held back 800 ms).
+    wait_for(10, "the in-flight create to reach the node", || {
+        node.bots()
+            .iter()
+            .any(|b| b.server.as_deref() == Some("c.example.com"))
+    });
     router.kill();
     let _ = inflight.join();
     node.set_latency(Duration::ZERO);
@@ -268,11 +273,36 @@ fn a_template_is_never_on_two_nodes() {
     assert!(nodes.iter().all(|n| client_targets(n).is_empty()));
     let r = router.get("/api/settings/bot/set/music/connect.address/ts.music.example");
     assert_eq!(r.status, 204, "{}", r.text());
-    // Fill the owner's neighbours so least-used placement would pick another node.
+    // Load the owner, so that least-used placement would put the bot on one of the other
+    // (empty) nodes, where the template is not: only going to the owner can succeed.
+    for i in 0..3 {
+        nodes[owner].connect_bot(&format!("load{i}.example.com"));
+    }
+    router.wait_until(10, "the owner's three bots in the list", |r| {
+        r.bot_list().iter().filter(|b| b["Status"] == 2).count() == 3
+    });
     let started = router.get("/api/bot/connect/template/music");
-    assert_eq!(started.status, 200, "{}", started.text());
+    assert_eq!(
+        started.status,
+        200,
+        "starting a template must go to its owner: {}",
+        started.text()
+    );
     assert_eq!(started.json()["Name"], "music");
-    assert_eq!(nodes[owner].bots().len(), 1);
+    let on_owner = |n: &FakeNode| {
+        n.bots()
+            .iter()
+            .filter(|b| b.name.as_deref() == Some("music"))
+            .count()
+    };
+    assert_eq!(
+        on_owner(&nodes[owner]),
+        1,
+        "the template bot runs on its owner"
+    );
+    for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != owner) {
+        assert!(n.bots().is_empty(), "node-{i} got a bot: {:?}", n.bots());
+    }
     let holders = nodes
         .iter()
         .filter(|n| n.templates().contains(&"music".to_string()))
@@ -281,11 +311,17 @@ fn a_template_is_never_on_two_nodes() {
     // Starting it again returns the running bot (TS3AudioBot's own behaviour), same id.
     let again = router.get("/api/bot/connect/template/music");
     assert_eq!(again.json()["Id"], started.json()["Id"]);
-    assert_eq!(nodes.iter().map(|n| n.bots().len()).sum::<usize>(), 1);
-    // A template appearing on a second node behind the router's back does not move it.
+    assert_eq!(nodes.iter().map(|n| n.bots().len()).sum::<usize>(), 4);
+    assert_eq!(on_owner(&nodes[owner]), 1);
+    // A template appearing on a second node behind the router's back does not move it, also
+    // once the router has polled that node (two polls after the change, so one has fully
+    // been answered with the template in it).
     let other = (owner + 1) % 3;
     nodes[other].add_template("music", &[]);
-    std::thread::sleep(Duration::from_millis(600));
+    nodes[other].clear_requests();
+    wait_for(10, "two polls of the node with the second copy", || {
+        list_requests(&nodes[other]) >= 2
+    });
     let r = router.get("/api/settings/bot/get/music/connect.address");
     assert_eq!(r.text(), "\"ts.music.example\"", "served by the owner");
 }
@@ -361,7 +397,19 @@ fn the_store_holds_what_failover_needs() {
             .status,
         204
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The identities are read in the background after the creates: wait for those reads
+    // before stopping.
+    let lid_of = |pred: &dyn Fn(&ts3ab_fake_node::FakeBot) -> bool| {
+        node.bots().into_iter().find(|b| pred(b)).expect("bot").id
+    };
+    let plain = lid_of(&|b| b.server.as_deref() == Some("ts.example.com"));
+    let templ = lid_of(&|b| b.name.as_deref() == Some("tpl"));
+    wait_for_requests(
+        &node,
+        10,
+        "the identity reads",
+        &[identity_read(plain), identity_read(templ)],
+    );
     router.stop();
     let snap = stored(&router);
     let bot = snap

@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 
 use support::*;
 use ts3ab_fake_node::FakeBot;
@@ -89,8 +88,10 @@ fn dead_node_bots_move_with_their_ids_and_identities_and_come_back_fenced() {
         .iter()
         .map(|b| (b.identity_key.clone(), b.clone()))
         .collect();
-    // Let the router read the identities of the bots it just made.
-    std::thread::sleep(Duration::from_millis(300));
+    // The router reads a new bot's identity in the background: wait until it has read every
+    // bot's on this node before the node dies.
+    let reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
+    wait_for_requests(&nodes[dead], 10, "the identity reads", &reads);
     nodes[dead].kill();
 
     router.wait_until(15, "the dead node's bots running elsewhere", |_| {
@@ -186,6 +187,18 @@ fn dead_node_bots_move_with_their_ids_and_identities_and_come_back_fenced() {
     });
 }
 
+/// Watches, after a node went down, for `polls` more of the router's polls of `watched` (the
+/// router's own clock: a window measured in poll intervals that the router really ran),
+/// checking `still` at every step.
+fn for_polls(watched: &FakeNode, polls: usize, what: &str, mut still: impl FnMut() -> bool) {
+    watched.clear_requests();
+    wait_for(30, &format!("{polls} polls"), || {
+        assert!(still(), "{what}");
+        list_requests(watched) >= polls
+    });
+    assert!(still(), "{what}");
+}
+
 #[test]
 fn with_failover_off_nothing_moves() {
     let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
@@ -195,11 +208,19 @@ fn with_failover_off_nothing_moves() {
         create(&router, &format!("/api/bot/connect/to/o{i}.example.com"));
     }
     let dead = if nodes[0].bots().is_empty() { 1 } else { 0 };
-    let stranded = nodes[dead].bots().len();
-    nodes[dead].kill();
-    std::thread::sleep(Duration::from_millis(1500));
     let other = 1 - dead;
-    assert_eq!(nodes[other].bots().len(), 4 - stranded, "nothing moved");
+    let stranded = nodes[dead].bots().len();
+    assert!(stranded > 0);
+    nodes[dead].kill();
+    // The router has seen the node down once its bots show as connecting.
+    router.wait_until(10, "the dead node's bots to show as connecting", |r| {
+        r.bot_list().iter().filter(|b| b["Status"] == 1).count() == stranded
+    });
+    // With failover on, `after_ms: 0` would move them at the next failover tick (every
+    // 200 ms) after that: 10 polls at `poll_ms: 100` are a second, five such ticks.
+    for_polls(&nodes[other], 10, "nothing moved", || {
+        nodes[other].bots().len() == 4 - stranded
+    });
     let connecting = router
         .bot_list()
         .iter()
@@ -224,8 +245,14 @@ fn bots_wait_for_room_and_move_when_it_appears() {
         create(&router, &format!("/api/bot/connect/to/r{i}.example.com"));
     }
     nodes[0].kill();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(nodes[1].bots().len(), 3, "no room: nothing moved");
+    router.wait_until(10, "node-0's bots to show as connecting", |r| {
+        r.bot_list().iter().filter(|b| b["Status"] == 1).count() == 3
+    });
+    // From here failover tries after `after_ms: 300` and again every `retry_ms: 500`: 15
+    // polls at `poll_ms: 100` (1.5 s) cover the first try and two retries.
+    for_polls(&nodes[1], 15, "no room: nothing moved", || {
+        nodes[1].bots().len() == 3
+    });
     // Raise node-1's capacity (a config change and restart).
     o.capacities = vec![3, 6];
     router.stop();
@@ -237,22 +264,60 @@ fn bots_wait_for_room_and_move_when_it_appears() {
 }
 
 /// A node that answers but refuses (here: every answer a 500) is down for routing but not
-/// dead: its bots keep running there, so failover must not start them a second time.
+/// dead: its bots keep running there, so failover must not start them a second time. A third
+/// node that really dies at the same time is evacuated: that failover has run, and acted,
+/// while the refusing node was down.
 #[test]
 fn a_node_that_answers_but_refuses_is_not_evacuated() {
-    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let nodes: Vec<FakeNode> = (0..3).map(fake_node).collect();
     let refs: Vec<&FakeNode> = nodes.iter().collect();
     let router = Router::start(&refs, opts("failover: { after_ms: 0, retry_ms: 200 }\n"));
-    for i in 0..4 {
+    for i in 0..6 {
         create(&router, &format!("/api/bot/connect/to/f{i}.example.com"));
     }
-    let sick = if nodes[0].bots().is_empty() { 1 } else { 0 };
-    let stranded = nodes[sick].bots().len();
+    let (healthy, sick, dead) = (0, 1, 2);
+    let keys = |n: &FakeNode| -> HashSet<String> {
+        n.bots().into_iter().map(|b| b.identity_key).collect()
+    };
+    let (healthy_keys, sick_keys, dead_keys) = (
+        keys(&nodes[healthy]),
+        keys(&nodes[sick]),
+        keys(&nodes[dead]),
+    );
+    assert!(
+        !sick_keys.is_empty() && !dead_keys.is_empty(),
+        "{sick_keys:?} {dead_keys:?}"
+    );
+    // Failover needs the dead node's identities (read in the background after each create).
+    let reads: Vec<String> = nodes[dead]
+        .bots()
+        .iter()
+        .map(|b| identity_read(b.id))
+        .collect();
+    wait_for_requests(&nodes[dead], 10, "the identity reads", &reads);
     nodes[sick].set_fault(Some(Fault::Status500));
-    router.wait_until(5, "the node to be marked down", |r| {
-        r.bot_list().iter().filter(|b| b["Status"] == 1).count() == stranded
+    router.wait_until(5, "the refusing node to be marked down", |r| {
+        r.bot_list().iter().filter(|b| b["Status"] == 1).count() == sick_keys.len()
     });
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(nodes[1 - sick].bots().len(), 4 - stranded, "nothing moved");
-    assert_eq!(nodes[sick].bots().len(), stranded);
+    nodes[dead].kill();
+    wait_for(
+        15,
+        "the dead node's bots running on the healthy node",
+        || keys(&nodes[healthy]).is_superset(&dead_keys),
+    );
+    // No identity of the refusing node runs anywhere else (the dead node's state is still
+    // readable: it only stopped listening).
+    for i in [healthy, dead] {
+        let twice: Vec<String> = keys(&nodes[i]).intersection(&sick_keys).cloned().collect();
+        assert!(
+            twice.is_empty(),
+            "a refusing node's bots were started again on node-{i}: {twice:?}"
+        );
+    }
+    assert_eq!(
+        keys(&nodes[healthy]),
+        &healthy_keys | &dead_keys,
+        "the healthy node runs its own bots and the dead node's"
+    );
+    assert_eq!(keys(&nodes[sick]), sick_keys, "its bots keep running there");
 }

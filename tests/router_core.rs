@@ -333,20 +333,23 @@ fn bot_list_fans_out_and_survives_a_dead_node() {
     api_headers_ok(&nested);
     assert_eq!(nested.json().as_array().map(Vec::len), Some(2));
     s.nodes[1].set_fault(Some(Fault::Hang));
-    // Past the list cache (routing.list_cache_ms), so this is a fresh fan-out.
-    std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let list = s.router.bot_list();
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "fan-out waited {:?}",
-        t.elapsed()
-    );
-    let bb = list
-        .iter()
-        .find(|x| x["Id"] == json!(b))
-        .expect("b still listed");
-    assert_eq!(bb["Status"], 1);
+    // Lists within routing.list_cache_ms of the last one may be that one again; ask until a
+    // fresh fan-out shows the hung node's bot as connecting. No answer may be slow.
+    let mut list = Vec::new();
+    s.router
+        .wait_until(10, "a list showing b as connecting", |r| {
+            let t = Instant::now();
+            list = r.bot_list();
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "fan-out waited {:?}",
+                t.elapsed()
+            );
+            list.iter()
+                .find(|x| x["Id"] == json!(b))
+                .expect("b still listed")["Status"]
+                == 1
+        });
     assert_eq!(
         list.iter().find(|x| x["Id"] == json!(a)).expect("a")["Status"],
         2
@@ -422,7 +425,18 @@ fn templates_route_to_their_node() {
 #[test]
 fn cluster_wide_commands() {
     let s = setup();
+    // A bot on every node, and two on node-0, so that no node's local ids equal the cluster
+    // ids of its bots: node-0 runs local 0 and 1 as 0 and 3, node-1 and node-2 run local 0 as
+    // 1 and 2.
+    let x = s.bot_on(0, "ts.x");
     let a = s.bot_on(1, "ts.a");
+    let y = s.bot_on(2, "ts.y");
+    let z = s.bot_on(0, "ts.z");
+    let expected: [Vec<(u64, &str)>; 3] = [
+        vec![(x, "ts.x"), (z, "ts.z")],
+        vec![(a, "ts.a")],
+        vec![(y, "ts.y")],
+    ];
     let v = s.router.get("/api/version");
     assert_eq!(v.status, 200);
     assert!(v.json()["Version"].is_string());
@@ -434,29 +448,59 @@ fn cluster_wide_commands() {
         &[("Authorization", "Basic YTpi")],
     );
     assert_eq!(bad_probe.status, 401);
-    let api = s.router.get("/api/json/api").json();
-    let urls: Vec<&str> = api["servers"]
-        .as_array()
-        .expect("servers")
-        .iter()
-        .filter_map(|x| x["url"].as_str())
-        .collect();
-    assert!(urls.contains(&"/api"), "{urls:?}");
-    // Only bots of the node that answered appear; their ids are cluster ids.
-    for u in urls.iter().filter(|u| u.starts_with("/api/bot/use/")) {
-        let id: u64 = u
-            .trim_start_matches("/api/bot/use/")
-            .trim_end_matches("/(/")
-            .parse()
-            .expect("id");
-        assert_eq!(
-            s.router
-                .get(&format!("/api/bot/use/{id}/(/bot/info)"))
-                .status,
-            200
+    // json api goes to one node (round-robin); ask until each node has answered once. The
+    // answer lists exactly the answering node's bots, under their cluster ids.
+    let mut answered = [false; 3];
+    for _ in 0..12 {
+        if answered.iter().all(|a| *a) {
+            break;
+        }
+        for n in &s.nodes {
+            n.clear_requests();
+        }
+        let api = s.router.get("/api/json/api");
+        assert_eq!(api.status, 200, "{}", api.text());
+        let who: Vec<usize> = (0..3)
+            .filter(|i| client_targets(&s.nodes[*i]).contains(&"/api/json/api".to_string()))
+            .collect();
+        assert_eq!(who.len(), 1, "json api reached nodes {who:?}");
+        let node = who[0];
+        answered[node] = true;
+        let api = api.json();
+        let urls: Vec<&str> = api["servers"]
+            .as_array()
+            .expect("servers")
+            .iter()
+            .filter_map(|x| x["url"].as_str())
+            .collect();
+        assert!(urls.contains(&"/api"), "{urls:?}");
+        let mut ids: Vec<u64> = urls
+            .iter()
+            .filter(|u| u.starts_with("/api/bot/use/"))
+            .map(|u| {
+                u.trim_start_matches("/api/bot/use/")
+                    .trim_end_matches("/(/")
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{u}: {e}"))
+            })
+            .collect();
+        ids.sort();
+        assert!(
+            !ids.is_empty(),
+            "node-{node} runs bots, its json api lists none: {urls:?}"
         );
+        let want: Vec<u64> = expected[node].iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, want, "node-{node}'s bots under their cluster ids");
+        for (id, server) in &expected[node] {
+            let info = s.router.get(&format!("/api/bot/use/{id}/(/bot/info)"));
+            assert_eq!(info.status, 200, "bot {id}: {}", info.text());
+            assert_eq!(info.json()["Server"], *server, "bot {id}");
+        }
     }
-    let _ = a;
+    assert_eq!(
+        answered, [true; 3],
+        "json api did not reach every node in 12 tries"
+    );
     for (i, n) in s.nodes.iter().enumerate() {
         n.set_system_info(
             vec![100, 200],
@@ -763,8 +807,25 @@ fn bad_input_gets_clear_errors() {
     );
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["ErrorCode"], 0);
-    // A chunked body is counted as it streams.
+    // A chunked body is counted as it streams. The answer is read while the body is still
+    // being written: the router answers and closes before it has read everything, and a
+    // client that only reads afterwards may find the connection reset instead.
     let mut stream = std::net::TcpStream::connect(s.router.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stream = stream.try_clone().expect("clone");
+        let answered = answered.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            let read = std::io::BufReader::new(stream).read_line(&mut line);
+            answered.store(true, std::sync::atomic::Ordering::Release);
+            (read.map_err(|e| e.to_string()), line)
+        })
+    };
     use std::io::Write;
     let head = format!(
         "POST /api/version HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -773,24 +834,21 @@ fn bad_input_gets_clear_errors() {
     stream.write_all(head.as_bytes()).expect("head");
     let chunk = vec![b'x'; 65536];
     for _ in 0..48 {
+        if answered.load(std::sync::atomic::Ordering::Acquire) {
+            break;
+        }
         let mut c = format!("{:x}\r\n", chunk.len()).into_bytes();
         c.extend_from_slice(&chunk);
         c.extend_from_slice(b"\r\n");
         if stream.write_all(&c).is_err() {
-            break; // the router refused and closed: fine
+            break; // the router refused and closed: its answer is with the reader
         }
     }
     let _ = stream.write_all(b"0\r\n\r\n");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut reader = std::io::BufReader::new(stream);
-    let mut status_line = String::new();
-    use std::io::BufRead;
-    let _ = reader.read_line(&mut status_line);
+    let (read, status_line) = reader.join().expect("reader");
     assert!(
-        status_line.is_empty() || status_line.contains(" 413 "),
-        "{status_line}"
+        status_line.starts_with("HTTP/1.1 413 "),
+        "an oversized chunked body must get a 413, got {status_line:?} (read: {read:?})"
     );
     // Control bytes in a header are refused by the HTTP parser itself (as by Kestrel).
     let r = s.router.request(
@@ -907,7 +965,8 @@ fn concurrent_bot_lists_share_a_fan_out() {
             ..RouterOpts::default()
         },
     ));
-    std::thread::sleep(Duration::from_millis(500));
+    // No waiting for the start-up polls: one of them landing in the window below adds at most
+    // one request per node.
     for n in &nodes {
         n.clear_requests();
     }
@@ -947,4 +1006,37 @@ fn broadcast_reports_down_nodes_quickly() {
     assert!(r.json()["ErrorMessage"]
         .as_str()
         .is_some_and(|m| m.contains("node-2")));
+}
+
+// ---- harness -----------------------------------------------------------------------------
+
+/// The harness survives losing its port to another process between picking it and the
+/// router binding it (it starts again on a new port), and a router that fails for any
+/// other reason panics with the router's stderr.
+#[test]
+fn harness_moves_off_a_taken_port_and_shows_other_failures() {
+    let node = fake_node(0);
+    let mut router = Router::start(&[&node], RouterOpts::default());
+    let taken = router.addr;
+    router.kill();
+    // Another process takes the port the config names.
+    let _thief = std::net::TcpListener::bind(taken).expect("take the port");
+    router.spawn();
+    assert_ne!(router.addr, taken, "started again on a new port");
+    assert_eq!(router.get("/api/version").status, 200);
+    router.kill();
+
+    // Any other early exit is a panic that shows what the router said.
+    std::fs::write(
+        router.data.join(ts3ab_lb::store::embedded::FILE_NAME),
+        b"garbage garbage garbage garbage",
+    )
+    .expect("spoil the store");
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| router.spawn()))
+        .expect_err("a router that cannot open its store does not start");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("router exited early") && msg.contains("cannot open the store"),
+        "{msg}"
+    );
 }

@@ -3,13 +3,19 @@
 //! a raw HTTP/1.1 client that sends request targets byte for byte.
 //!
 //! Every process a test starts is killed when its guard drops, so nothing outlives a test.
+//!
+//! A free port is found by binding port 0 and releasing it, so another process can take it
+//! before the router binds it: [`Router::spawn`] notices (the router's stderr names the
+//! address as in use, or the port is held by some other process) and starts again on a new
+//! port, a few times.
 
 #![allow(dead_code, unused_imports)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -82,9 +88,27 @@ impl Default for RouterOpts {
     }
 }
 
+/// How often [`Router::spawn`] starts the router on a new port when the old one was taken.
+const START_TRIES: usize = 5;
+/// How long one start may take (the router polls every node once before it listens: up to
+/// ~1.5 s per dead node, in parallel).
+const START_DEADLINE: Duration = Duration::from_secs(20);
+/// How much of the router's stderr is kept for messages (the tail).
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// How one start ended.
+enum Start {
+    Listening,
+    PortTaken(String),
+}
+
 /// A running `ts3ab-lb` process.
 pub struct Router {
     child: Option<Child>,
+    /// What the current process wrote to stderr so far (the tail), also echoed to the test's
+    /// stderr.
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its config file.
@@ -101,6 +125,8 @@ impl Router {
         let data = dir.path().join("data");
         let mut r = Router {
             child: None,
+            stderr: Arc::default(),
+            stderr_reader: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             config: dir.path().join("ts3ab-lb.yaml"),
             data,
@@ -144,9 +170,29 @@ impl Router {
         std::fs::write(&self.config, yaml).expect("write config");
     }
 
-    /// Starts the process and waits until it accepts connections.
+    /// Starts the process and waits until it accepts connections. When its port turns out to
+    /// be taken, the config is rewritten with a new port and it starts again (at most
+    /// [`START_TRIES`] times); any other early exit panics with the router's stderr.
     pub fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
+        for attempt in 1..=START_TRIES {
+            match self.spawn_once() {
+                Start::Listening => return,
+                Start::PortTaken(why) if attempt < START_TRIES => {
+                    eprintln!("harness: {why}; starting again on a new port");
+                    self.move_to_a_new_port();
+                }
+                Start::PortTaken(why) => {
+                    panic!("router did not get a free port in {START_TRIES} tries: {why}")
+                }
+            }
+        }
+    }
+
+    /// One start: waits until the router itself listens on `self.addr`.
+    fn spawn_once(&mut self) -> Start {
+        self.kill();
+        self.stderr.lock().expect("stderr lock").clear();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
             .args(["serve", "--config"])
             .arg(&self.config)
             .env(
@@ -154,21 +200,91 @@ impl Router {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("router starts");
+        let pipe = child.stderr.take().expect("stderr pipe");
+        let sink = self.stderr.clone();
+        // Ends when the process's stderr closes, i.e. when the process is gone.
+        self.stderr_reader = Some(std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut s = sink.lock().expect("stderr lock");
+                s.push_str(&line);
+                s.push('\n');
+                if s.len() > 2 * STDERR_KEEP {
+                    let cut = s.len() - STDERR_KEEP;
+                    let cut = (cut..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+                    s.drain(..cut);
+                }
+            }
+        }));
+        let pid = child.id();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_err() {
-            if let Some(status) = self
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if listens_on(pid, self.addr.port())
+                && TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok()
+            {
+                return Start::Listening;
+            }
+            let exited = self
                 .child
                 .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("router exited early: {status}");
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                // Let the reader collect the last words before looking at them.
+                if let Some(t) = self.stderr_reader.take() {
+                    let _ = t.join();
+                }
+                self.child = None;
+                let err = self.stderr_text();
+                if self.port_taken(&err) {
+                    return Start::PortTaken(format!("router exited ({status}): {}", self.addr));
+                }
+                panic!("router exited early ({status}); its stderr:\n{err}");
             }
-            assert!(Instant::now() < deadline, "router did not start listening");
+            if self.port_taken(&self.stderr_text()) {
+                // Pingora keeps retrying a taken port for a long time: do not wait for it.
+                self.kill();
+                return Start::PortTaken(format!("{} was in use", self.addr));
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!(
+                    "router did not start listening on {} within {START_DEADLINE:?}; its stderr:\n{}",
+                    self.addr,
+                    self.stderr_text()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What the current (or last) process wrote to stderr (the tail).
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Whether the router's stderr says that its listen address is taken.
+    fn port_taken(&self, stderr: &str) -> bool {
+        let addr = self.addr.to_string();
+        stderr.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains(&addr) && (l.contains("in use") || l.contains("addrinuse"))
+        })
+    }
+
+    /// Rewrites the config's `listen:` line with a fresh port.
+    fn move_to_a_new_port(&mut self) {
+        let old = format!("listen: \"{}\"", self.addr);
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        assert!(text.contains(&old), "the config has no {old}");
+        let port = free_port();
+        self.addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let new = format!("listen: \"{}\"", self.addr);
+        std::fs::write(&self.config, text.replacen(&old, &new, 1)).expect("write config");
     }
 
     /// Kills the process with SIGKILL (a crash) and waits for it.
@@ -176,6 +292,9 @@ impl Router {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(t) = self.stderr_reader.take() {
+            let _ = t.join();
         }
     }
 
@@ -192,6 +311,9 @@ impl Router {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(t) = self.stderr_reader.take() {
+            let _ = t.join();
         }
     }
 
@@ -235,6 +357,31 @@ impl Drop for Router {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether process `pid` itself holds a socket listening on loopback `port` (and not some
+/// other process that took the port meanwhile): its socket fds' inodes against
+/// `/proc/net/tcp`.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // sl local_address rem_address st ... inode (10th field); 0A = LISTEN.
+        f.len() > 9 && f[1] == local && f[3] == "0A" && inodes.iter().any(|i| i == f[9])
+    })
 }
 
 /// A response.
@@ -374,4 +521,52 @@ pub fn client_targets(node: &FakeNode) -> Vec<String> {
         .into_iter()
         .filter(|t| t != "/api/bot/list" && t != "/api/system/info")
         .collect()
+}
+
+/// Waits until `f` holds, polling every 20 ms, at most `secs` seconds; panics naming `what`.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How many `bot/list` requests `node` has received (the router's polls, plus any fan-out of
+/// a client's `bot/list`).
+pub fn list_requests(node: &FakeNode) -> usize {
+    targets(node)
+        .iter()
+        .filter(|t| *t == "/api/bot/list")
+        .count()
+}
+
+/// Waits until `node` has received every target in `wanted` and, after the last of them, one
+/// more `bot/list` poll. The answers themselves cannot be seen from here, but the fake node
+/// answers at once and the router polls on its own clock: a poll that arrives after the
+/// requests means the router has carried on past them for a poll interval.
+pub fn wait_for_requests(node: &FakeNode, secs: u64, what: &str, wanted: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let seen = targets(node);
+        let last = wanted
+            .iter()
+            .map(|w| seen.iter().position(|t| t == w))
+            .collect::<Option<Vec<usize>>>()
+            .and_then(|p| p.into_iter().max());
+        if last.is_some_and(|i| seen[i + 1..].iter().any(|t| t == "/api/bot/list")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: wanted {wanted:?}, the node got {:?}",
+            client_targets(node)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The target with which the router reads a new bot's identity (local id `lid`).
+pub fn identity_read(lid: u32) -> String {
+    format!("/api/bot/use/{lid}/(/settings/get/connect.identity)")
 }
