@@ -33,7 +33,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::cluster::placement::Placer;
 use crate::cluster::{BotSnapshot, Cluster, Move, Node, NodeId};
-use crate::config::FailoverConfig;
+use crate::config::{FailoverConfig, NodeState};
 use crate::node::api::{
     delete_template_target, disconnect_target, fetch_identity, read_bot_list, single_bot_info,
 };
@@ -434,8 +434,13 @@ impl BackgroundService for Failover {
             let nodes = self.cluster.nodes();
             for node in nodes.iter().filter(|_| self.cfg.enabled) {
                 // Only a node the router cannot reach at all is taken for dead; one that
-                // answers but refuses (a revoked token, errors) still runs its bots.
-                if node.is_healthy() || !node.unreachable.load(Ordering::Acquire) {
+                // answers but refuses (a revoked token, errors) still runs its bots. A node in
+                // maintenance (a planned restart) is never failed over, and its downtime
+                // counts from the end of the maintenance.
+                if node.is_healthy()
+                    || !node.unreachable.load(Ordering::Acquire)
+                    || node.state() == NodeState::Maint
+                {
                     down_since.remove(&node.id);
                     next_try.remove(&node.id);
                     continue;

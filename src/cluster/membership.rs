@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::cluster::node::{Node, NodeId, NodeSource};
 use crate::cluster::view::{Cluster, Holdings};
-use crate::config::{FieldError, NodeConfig};
+use crate::config::{FieldError, NodeConfig, NodeState};
 use crate::store::{NodeRecord, Op, StoreError};
 
 /// Why a node-table change was refused.
@@ -49,6 +49,9 @@ pub enum NodeChangeError {
         /// What it holds.
         holdings: Holdings,
     },
+    /// The node is defined in the config file.
+    #[error("node `{0}` is defined in the config file; remove it there and restart (or reload) the router")]
+    FromConfig(String),
     /// Failover is moving its bots right now.
     #[error("node `{0}` is being evacuated; try again when that is over")]
     Evacuating(String),
@@ -66,17 +69,19 @@ pub struct NodeEdit {
     pub auth: Option<Option<String>>,
     /// A new capacity.
     pub capacity: Option<u32>,
-    /// Keep new bots off the node, or not.
-    pub draining: Option<bool>,
+    /// Ready, drain or maint.
+    pub state: Option<NodeState>,
 }
 
-fn record(c: &NodeConfig) -> NodeRecord {
+fn record(c: &NodeConfig, source: NodeSource) -> NodeRecord {
     NodeRecord {
         name: c.name.clone(),
         url: c.url.clone(),
         auth: c.auth.clone(),
         capacity: c.capacity,
-        draining: c.draining,
+        draining: c.state == NodeState::Drain,
+        state: c.state,
+        from_config: source == NodeSource::Config,
     }
 }
 
@@ -106,7 +111,7 @@ impl Cluster {
         let _changing = self.node_changes.lock().await;
         self.check_unique(&c, None)?;
         self.store
-            .commit(vec![Op::PutNode(record(&c))], timeout)
+            .commit(vec![Op::PutNode(record(&c, NodeSource::Admin))], timeout)
             .await?;
         let id = NodeId(self.next_node.fetch_add(1, Ordering::AcqRel));
         let node = Arc::new(Node::new(id, &c, NodeSource::Admin));
@@ -140,21 +145,20 @@ impl Cluster {
             auth,
             edit.capacity
                 .unwrap_or_else(|| node.capacity.load(Ordering::Acquire)),
-            edit.draining
-                .unwrap_or_else(|| node.draining.load(Ordering::Acquire)),
+            edit.state.unwrap_or_else(|| node.state()),
         )?;
         self.check_unique(&c, Some(node.id))?;
-        if node.source == NodeSource::Admin {
-            self.store
-                .commit(vec![Op::PutNode(record(&c))], timeout)
-                .await?;
-        }
+        // Stored for every node: a config-file node's record holds its run-time changes and
+        // wins over the file at the next start.
+        self.store
+            .commit(vec![Op::PutNode(record(&c, node.source))], timeout)
+            .await?;
         let endpoint = c.endpoint();
         if endpoint != *old {
             node.set_endpoint(endpoint);
         }
         node.capacity.store(c.capacity, Ordering::Release);
-        node.draining.store(c.draining, Ordering::Release);
+        node.set_state(c.state);
         self.nodes_changed();
         log::info!("node {name} edited");
         Ok(node)
@@ -168,6 +172,9 @@ impl Cluster {
         let node = self
             .node_by_name(name)
             .ok_or_else(|| NodeChangeError::NotFound(name.to_string()))?;
+        if node.source == NodeSource::Config {
+            return Err(NodeChangeError::FromConfig(name.to_string()));
+        }
         if node.evacuating.load(Ordering::Acquire) {
             return Err(NodeChangeError::Evacuating(name.to_string()));
         }
@@ -183,15 +190,13 @@ impl Cluster {
             node.load.reopen();
             return Err(refuse(holdings));
         }
-        if node.source == NodeSource::Admin {
-            if let Err(e) = self
-                .store
-                .commit(vec![Op::DeleteNode(name.to_string())], timeout)
-                .await
-            {
-                node.load.reopen();
-                return Err(e.into());
-            }
+        if let Err(e) = self
+            .store
+            .commit(vec![Op::DeleteNode(name.to_string())], timeout)
+            .await
+        {
+            node.load.reopen();
+            return Err(e.into());
         }
         node.removed.store(true, Ordering::Release);
         node.healthy.store(false, Ordering::Release);
@@ -211,7 +216,7 @@ mod tests {
     use crate::store::{Snapshot, Store, StoreHandle};
 
     fn cfg(name: &str, port: u16) -> NodeConfig {
-        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, false).expect("node")
+        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, NodeState::Ready).expect("node")
     }
 
     fn rt() -> tokio::runtime::Runtime {

@@ -8,14 +8,14 @@
 //! Does not own: the bots on a node (`view`), how liveness is decided (`health`) or how
 //! load is counted (`load`).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::cluster::load::NodeLoad;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, NodeState};
 use crate::node::endpoint::Endpoint;
 
 /// A node's stable id within this process. Records name nodes by their (unique) name;
@@ -68,8 +68,8 @@ pub struct Node {
     /// successful poll (also after its endpoint changed).
     pub healthy: AtomicBool,
     streak: Mutex<Streak>,
-    /// No new bots while draining.
-    pub draining: AtomicBool,
+    /// Ready, drain or maint (a `NodeState` as u8).
+    state: AtomicU8,
     /// Bots the router knows to run here and slots promised to creates in flight.
     pub load: NodeLoad,
     /// Failover is moving this node's bots away: it is not polled (and so not used) until the
@@ -95,7 +95,7 @@ impl Node {
             capacity: AtomicU32::new(c.capacity),
             healthy: AtomicBool::new(false),
             streak: Mutex::new(Streak::default()),
-            draining: AtomicBool::new(c.draining),
+            state: AtomicU8::new(c.state as u8),
             load: NodeLoad::default(),
             evacuating: AtomicBool::new(false),
             unreachable: AtomicBool::new(false),
@@ -132,6 +132,20 @@ impl Node {
         self.healthy.store(false, Ordering::Release);
     }
 
+    /// Ready, drain or maint.
+    pub fn state(&self) -> NodeState {
+        match self.state.load(Ordering::Acquire) {
+            x if x == NodeState::Drain as u8 => NodeState::Drain,
+            x if x == NodeState::Maint as u8 => NodeState::Maint,
+            _ => NodeState::Ready,
+        }
+    }
+
+    /// Sets the state (takes effect for the next placement and request).
+    pub fn set_state(&self, s: NodeState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
     /// Whether the poller considers the node up.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
@@ -140,7 +154,7 @@ impl Node {
     /// Whether new bots may go here (up, not draining, still in the view).
     pub fn takes_new_bots(&self) -> bool {
         self.is_healthy()
-            && !self.draining.load(Ordering::Acquire)
+            && self.state() == NodeState::Ready
             && !self.removed.load(Ordering::Acquire)
     }
 
@@ -226,7 +240,7 @@ mod tests {
     use super::*;
 
     fn cfg(name: &str) -> NodeConfig {
-        NodeConfig::parse(name, "http://127.0.0.1:1", None, 10, false).expect("node")
+        NodeConfig::parse(name, "http://127.0.0.1:1", None, 10, NodeState::Ready).expect("node")
     }
 
     #[test]

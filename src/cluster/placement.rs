@@ -238,7 +238,7 @@ mod tests {
             .enumerate()
             .map(|(i, c)| {
                 let url = format!("http://127.0.0.1:{}", 1000 + i);
-                NodeConfig::parse(&format!("n{i}"), &url, None, *c, false).expect("node")
+                NodeConfig::parse(&format!("n{i}"), &url, None, *c, crate::config::NodeState::Ready).expect("node")
             })
             .collect();
         let cluster = Arc::new(Cluster::new(&nodes, Snapshot::default(), store));
@@ -302,7 +302,7 @@ mod tests {
     fn skips_unhealthy_draining_and_excluded() {
         let (c, p, _d) = setup(&[10, 10, 10]);
         c.nodes()[0].healthy.store(false, Ordering::Release);
-        c.nodes()[1].draining.store(true, Ordering::Release);
+        c.nodes()[1].set_state(crate::config::NodeState::Drain);
         let r = p.reserve(&[]).expect("room");
         assert_eq!(r.node().id, NodeId(2));
         assert!(p.reserve(&[NodeId(2)]).is_err());

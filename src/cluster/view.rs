@@ -114,30 +114,36 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Builds the view from the config file's nodes, the nodes stored by the admin API (the
-    /// config file wins on a name clash) and a store snapshot.
+    /// Builds the view from the config file's nodes, the nodes stored by the admin API and a
+    /// store snapshot. A config-file node edited at run time has a stored record of its
+    /// changes (`from_config`), which wins over the file; a node added at run time whose name
+    /// the config file now also has is the file's (the file wins on a clash).
     pub fn new(config_nodes: &[NodeConfig], snapshot: Snapshot, store: StoreHandle) -> Cluster {
         let mut defs: Vec<(NodeConfig, NodeSource)> = config_nodes
             .iter()
             .map(|c| (c.clone(), NodeSource::Config))
             .collect();
         for rec in &snapshot.nodes {
-            if defs.iter().any(|(c, _)| c.name == rec.name) {
-                log::info!(
-                    "node `{}` is in the config file and in the store; the config file wins",
-                    rec.name
-                );
-                continue;
-            }
-            match NodeConfig::parse(
+            let parsed = NodeConfig::parse(
                 &rec.name,
                 &rec.url,
                 rec.auth.clone(),
                 rec.capacity,
-                rec.draining,
-            ) {
-                Ok(c) => defs.push((c, NodeSource::Admin)),
-                Err(e) => log::error!("stored node `{}` is unusable: {e}", rec.name),
+                rec.effective_state(),
+            );
+            let at = defs.iter().position(|(c, _)| c.name == rec.name);
+            match (parsed, at) {
+                (Ok(c), Some(i)) if rec.from_config => defs[i].0 = c,
+                (Ok(_), Some(_)) => log::info!(
+                    "node `{}` is in the config file and was also added at run time; the config file wins",
+                    rec.name
+                ),
+                (Ok(c), None) if !rec.from_config => defs.push((c, NodeSource::Admin)),
+                (Ok(_), None) => log::info!(
+                    "node `{}` was edited at run time but is no longer in the config file; it is not used",
+                    rec.name
+                ),
+                (Err(e), _) => log::error!("stored node `{}` is unusable: {e}", rec.name),
             }
         }
         let nodes: Vec<Arc<Node>> = defs
@@ -916,7 +922,7 @@ mod tests {
     use crate::store::embedded::EmbeddedStore;
 
     fn node_cfg(name: &str, port: u16) -> NodeConfig {
-        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, false).expect("node")
+        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, crate::config::NodeState::Ready).expect("node")
     }
 
     fn cluster(dir: &std::path::Path) -> Cluster {

@@ -48,7 +48,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-pub use crate::store::Role;
+pub use crate::store::{NodeState, Role};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -97,8 +97,8 @@ pub struct NodeConfig {
     pub auth: Option<String>,
     /// How many bots the node may run.
     pub capacity: u32,
-    /// Keep new bots off this node (existing bots keep running and stay reachable).
-    pub draining: bool,
+    /// Ready, drain (no new bots; its bots keep running and stay reachable) or maint.
+    pub state: NodeState,
 }
 
 /// Storage backend.
@@ -247,6 +247,7 @@ struct RawNode {
     capacity: Option<u32>,
     #[serde(default)]
     draining: bool,
+    state: Option<NodeState>,
 }
 
 #[derive(Deserialize)]
@@ -493,7 +494,7 @@ impl NodeConfig {
         url: &str,
         auth: Option<String>,
         capacity: u32,
-        draining: bool,
+        state: NodeState,
     ) -> Result<NodeConfig, FieldError> {
         check_node_name(name)?;
         let target = parse_node_url(url).map_err(|m| field("url", m))?;
@@ -514,7 +515,7 @@ impl NodeConfig {
             target,
             auth,
             capacity,
-            draining,
+            state,
         })
     }
 
@@ -582,7 +583,17 @@ fn validate_nodes(
             &n.url,
             auth,
             n.capacity.unwrap_or(default_capacity),
-            n.draining,
+            match (n.state, n.draining) {
+                (Some(_), true) => {
+                    return Err(invalid(
+                        format!("{at}.draining"),
+                        "set either this or `state`, not both",
+                    ))
+                }
+                (Some(s), false) => s,
+                (None, true) => NodeState::Drain,
+                (None, false) => NodeState::Ready,
+            },
         )
         .map_err(|e| e.at(&at))?;
         if nodes.iter().any(|o| o.name == node.name) {
@@ -749,7 +760,10 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert_eq!(c.nodes[0].capacity, 100);
         assert_eq!(c.nodes[1].capacity, DEFAULT_CAPACITY);
         assert_eq!(c.nodes[1].auth, None);
-        assert!(c.nodes[1].draining && !c.nodes[0].draining);
+        assert_eq!(
+            (c.nodes[0].state, c.nodes[1].state),
+            (NodeState::Ready, NodeState::Drain)
+        );
         assert_eq!(c.nodes[1].target.authority, "127.0.0.1:1002");
         assert_eq!(
             c.storage,

@@ -96,6 +96,8 @@ pub struct ApiError {
     pub help_message: Option<String>,
     /// `HelpLink`, omitted when None.
     pub help_link: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (a node in maintenance), if any.
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -119,6 +121,7 @@ impl ApiError {
             message: message.into(),
             help_message: None,
             help_link: None,
+            retry_after: None,
         }
     }
 
@@ -189,6 +192,12 @@ impl ApiError {
         };
         // Serialising plain strings and integers cannot fail.
         serde_json::to_vec(&json).unwrap_or_default()
+    }
+
+    /// The same error with a `Retry-After` header.
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 }
 

@@ -52,8 +52,9 @@ pub struct KeyTable {
     keys: HashMap<String, (Arc<str>, [u8; 32], Role)>,
 }
 
-/// A fixed-length digest of a secret (BLAKE2s-256), compared in constant time.
-fn digest(secret: &[u8]) -> [u8; 32] {
+/// A fixed-length digest of a secret (BLAKE2s-256), compared in constant time; also what
+/// the store keeps of a key made at run time.
+pub fn digest(secret: &[u8]) -> [u8; 32] {
     use blake2::Digest;
     blake2::Blake2s256::digest(secret).into()
 }
@@ -114,6 +115,21 @@ impl Keys {
         });
     }
 
+    /// Adds a key known only by its secret's digest (a stored key).
+    pub fn put_digest(&self, name: &str, digest: [u8; 32], role: Role) {
+        self.0.rcu(|t| {
+            let mut t = KeyTable::clone(t);
+            t.keys
+                .insert(name.to_string(), (Arc::from(name), digest, role));
+            t
+        });
+    }
+
+    /// Whether a key of that name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.load().keys.contains_key(name)
+    }
+
     /// Revokes a key: the next request with it is refused. Returns whether it existed.
     pub fn remove(&self, name: &str) -> bool {
         let mut existed = false;
@@ -137,6 +153,25 @@ impl Keys {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
+}
+
+/// A digest as the store keeps it (lowercase hex).
+pub fn digest_hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digest back from its hex form (None if it is not 64 hex digits).
+pub fn digest_from_hex(s: &str) -> Option<[u8; 32]> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn entry(k: &KeyConfig) -> (Arc<str>, [u8; 32], Role) {

@@ -26,6 +26,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::cluster::{Cluster, Node, NodeId, PendingTemplate};
+use crate::config::NodeState;
 use crate::config::RoutingConfig;
 use crate::node::client::{NodeClient, MAX_RESPONSE};
 use crate::node::endpoint::Endpoint;
@@ -251,6 +252,13 @@ impl Router {
                 match p.node {
                     Some(id) => {
                         let node = self.cluster.node(id).ok_or_else(|| gone(id, &p.why))?;
+                        if node.state() == NodeState::Maint {
+                            return Err(ApiError::unavailable(format!(
+                                "{} runs on node {}, which is in maintenance (a planned restart); try again shortly",
+                                p.why, node.name
+                            ))
+                            .with_retry_after(MAINT_RETRY_AFTER));
+                        }
                         if !node.is_healthy() {
                             return Err(ApiError::unavailable(format!(
                                 "{} runs on node {}, which is not reachable right now; try again when it is back",
@@ -284,6 +292,10 @@ impl Router {
         Ok(Flow::Answer(answer))
     }
 }
+
+/// The `Retry-After` of a request for a bot on a node in maintenance: a TS3AudioBot restart
+/// takes a few seconds.
+const MAINT_RETRY_AFTER: u32 = 10;
 
 /// The 503 for a plan pinned to no node: the bot is being brought back after its node
 /// restarted (or the node was just removed).
@@ -383,8 +395,12 @@ async fn respond(
     status: u16,
     content_type: &str,
     body: Bytes,
+    retry_after: Option<u32>,
 ) -> pingora::Result<()> {
     let mut h = ResponseHeader::build(status, Some(5))?;
+    if let Some(secs) = retry_after {
+        h.insert_header("Retry-After", secs.to_string())?;
+    }
     h.insert_header("Content-Type", content_type)?;
     h.insert_header("Access-Control-Allow-Origin", "*")?;
     h.insert_header(CACHE_CONTROL_NAME, CACHE_CONTROL_VALUE)?;
@@ -399,11 +415,18 @@ async fn respond(
 }
 
 async fn respond_error(session: &mut Session, e: &ApiError) -> pingora::Result<()> {
-    respond(session, e.status, CONTENT_TYPE_JSON, Bytes::from(e.body())).await
+    respond(
+        session,
+        e.status,
+        CONTENT_TYPE_JSON,
+        Bytes::from(e.body()),
+        e.retry_after,
+    )
+    .await
 }
 
 async fn respond_answer(session: &mut Session, a: Answer) -> pingora::Result<()> {
-    respond(session, a.status, &a.content_type, a.body).await
+    respond(session, a.status, &a.content_type, a.body, None).await
 }
 
 fn request_has_body(session: &Session) -> bool {

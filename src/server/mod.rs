@@ -23,7 +23,7 @@ use crate::cluster::Cluster;
 use crate::config::{Config, KeyConfig, StorageConfig};
 use crate::node::client::NodeClient;
 use crate::proxy::exec::Exec;
-use crate::proxy::keys::Keys;
+use crate::proxy::keys::{digest_from_hex, Keys};
 use crate::proxy::Router;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{StoreError, StoreHandle};
@@ -47,15 +47,21 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let store = StoreHandle::spawn(store)?;
     let snapshot = futures::executor::block_on(store.load())?;
 
-    // Keys added at run time live in the store; the config file wins on a clash.
-    let mut keys = config.keys.clone();
+    // Keys added at run time live in the store (as digests); the config file wins on a clash.
+    let keys = Arc::new(Keys::new(&config.keys));
     for k in &snapshot.keys {
-        if !keys.iter().any(|c| c.name == k.name) {
-            keys.push(KeyConfig {
+        if keys.contains(&k.name) {
+            log::info!("key `{}` is in the config file and in the store; the config file wins", k.name);
+            continue;
+        }
+        match (k.digest.as_deref().and_then(digest_from_hex), &k.secret) {
+            (Some(d), _) => keys.put_digest(&k.name, d, k.role),
+            (None, Some(secret)) => keys.put(&KeyConfig {
                 name: k.name.clone(),
-                secret: k.secret.clone(),
+                secret: secret.clone(),
                 role: k.role,
-            });
+            }),
+            (None, None) => log::error!("stored key `{}` has no usable digest; it is ignored", k.name),
         }
     }
     let cluster = Arc::new(Cluster::new(&config.nodes, snapshot, store));
@@ -128,7 +134,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     );
     let router = Router::new(
         cluster,
-        Arc::new(Keys::new(&keys)),
+        keys,
         config.routing.clone(),
         exec,
     )

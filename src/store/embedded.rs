@@ -25,6 +25,8 @@ const KEYS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinit
 const FENCES: TableDefinition<'static, (&'static str, u32), &'static [u8]> =
     TableDefinition::new("fences");
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
+const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
+const OPERATIONS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("operations");
 const ID_HIGH_WATER: &str = "id_high_water";
 
 /// The file name inside the configured directory.
@@ -65,6 +67,9 @@ impl EmbeddedStore {
             tx.open_table(KEYS).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(FENCES).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(AUDIT).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(OPERATIONS)
+                .map_err(|e| open_err(e.to_string()))?;
         }
         tx.commit().map_err(|e| open_err(e.to_string()))?;
         Ok(EmbeddedStore { db, path })
@@ -99,6 +104,16 @@ impl EmbeddedStore {
             snap.fences
                 .push(decode(&format!("fence {node}/{bot}"), v.value())?);
         }
+        for item in tx.open_table(AUDIT).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            snap.audit
+                .push(decode(&format!("audit {}", k.value()), v.value())?);
+        }
+        for item in tx.open_table(OPERATIONS).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            snap.operations
+                .push(decode(&format!("operation {}", k.value()), v.value())?);
+        }
         let meta = tx.open_table(META).map_err(io)?;
         let hw = meta
             .get(ID_HIGH_WATER)
@@ -121,6 +136,8 @@ impl EmbeddedStore {
             let mut keys = tx.open_table(KEYS).map_err(io)?;
             let mut fences = tx.open_table(FENCES).map_err(io)?;
             let mut meta = tx.open_table(META).map_err(io)?;
+            let mut audit = tx.open_table(AUDIT).map_err(io)?;
+            let mut operations = tx.open_table(OPERATIONS).map_err(io)?;
             for op in ops {
                 match op {
                     Op::PutBot(b) => {
@@ -159,6 +176,17 @@ impl EmbeddedStore {
                     }
                     Op::DeleteFence(node, bot) => {
                         fences.remove((node.as_str(), *bot)).map_err(io)?;
+                    }
+                    Op::PutAudit(a) => {
+                        audit.insert(a.seq, encode(a)?.as_slice()).map_err(io)?;
+                    }
+                    Op::PutOperation(o) => {
+                        operations
+                            .insert(o.id, encode(o)?.as_slice())
+                            .map_err(io)?;
+                    }
+                    Op::DeleteOperation(id) => {
+                        operations.remove(*id).map_err(io)?;
                     }
                     Op::RaiseIdHighWater(v) => {
                         let current = meta
@@ -258,11 +286,16 @@ mod tests {
                     auth: None,
                     capacity: 5,
                     draining: true,
+                    state: crate::store::NodeState::Drain,
+                    from_config: false,
                 }),
                 Op::PutKey(KeyRecord {
                     name: "k".into(),
-                    secret: "longsecret".into(),
+                    secret: None,
+                    digest: Some("00ff".into()),
                     role: Role::Admin,
+                    created_ms: 1,
+                    last_used_ms: None,
                 }),
                 Op::RaiseIdHighWater(100),
                 Op::RaiseIdHighWater(50),

@@ -162,7 +162,33 @@ pub struct FenceRecord {
     pub address: Option<String>,
 }
 
-/// A node added at run time (configured nodes live in the YAML file).
+/// What a node is used for (HAProxy's `set server state ready|drain|maint`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Takes new bots; its bots run.
+    #[default]
+    Ready,
+    /// No new bots; its bots keep running and stay reachable.
+    Drain,
+    /// A planned restart: no new bots, requests for its bots get a fast 503 with
+    /// `Retry-After`, failover is suspended for it.
+    Maint,
+}
+
+impl NodeState {
+    /// The lowercase name (`ready`, `drain`, `maint`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Ready => "ready",
+            NodeState::Drain => "drain",
+            NodeState::Maint => "maint",
+        }
+    }
+}
+
+/// A node added at run time, or the run-time changes to a node of the config file
+/// (`from_config`: those win over the file's values at start).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// Unique name.
@@ -173,8 +199,25 @@ pub struct NodeRecord {
     pub auth: Option<String>,
     /// Bot capacity.
     pub capacity: u32,
-    /// Whether new bots are kept off it.
+    /// Whether new bots are kept off it (kept for records written before `state`).
     pub draining: bool,
+    /// Ready, drain or maint.
+    #[serde(default)]
+    pub state: NodeState,
+    /// The node is defined in the config file; this record holds its run-time changes.
+    #[serde(default)]
+    pub from_config: bool,
+}
+
+impl NodeRecord {
+    /// The state, also for records written before `state` existed.
+    pub fn effective_state(&self) -> NodeState {
+        if self.state == NodeState::Ready && self.draining {
+            NodeState::Drain
+        } else {
+            self.state
+        }
+    }
 }
 
 impl fmt::Debug for NodeRecord {
@@ -184,20 +227,62 @@ impl fmt::Debug for NodeRecord {
             .field("url", &self.url)
             .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
             .field("capacity", &self.capacity)
-            .field("draining", &self.draining)
+            .field("state", &self.effective_state())
+            .field("from_config", &self.from_config)
             .finish()
     }
 }
 
-/// An API key added at run time.
+/// An API key added at run time. Only a digest of its secret is stored.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     /// Key name (the Basic-auth user id).
     pub name: String,
-    /// Secret.
-    pub secret: String,
+    /// The secret itself, in records written before digests (read, never written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// BLAKE2s-256 of the secret, hex.
+    #[serde(default)]
+    pub digest: Option<String>,
     /// Role.
     pub role: Role,
+    /// Milliseconds since the Unix epoch when it was created.
+    #[serde(default)]
+    pub created_ms: u64,
+    /// When it was last used (kept at a coarse grain, see the admin layer).
+    #[serde(default)]
+    pub last_used_ms: Option<u64>,
+}
+
+/// One change made through the admin interface: who, what, when, from where, outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number (ascending, never reused).
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The key name (or session's key) that made it.
+    pub who: String,
+    /// The client address.
+    pub from: String,
+    /// What was done, e.g. `POST /admin/api/nodes`.
+    pub action: String,
+    /// What it was done to (a node, key, bot), if any.
+    pub target: Option<String>,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// The outcome in words (never a secret).
+    pub outcome: String,
+}
+
+/// A long-running admin operation (evacuate, move, rebalance), so a router restart can
+/// resume or end it. Its shape belongs to the operations module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationRecord {
+    /// Operation id.
+    pub id: u64,
+    /// Kind, progress and state.
+    pub data: serde_json::Value,
 }
 
 impl fmt::Debug for KeyRecord {
@@ -223,6 +308,10 @@ pub struct Snapshot {
     pub keys: Vec<KeyRecord>,
     /// Copies to stop on nodes that come back.
     pub fences: Vec<FenceRecord>,
+    /// The audit trail, oldest first.
+    pub audit: Vec<AuditRecord>,
+    /// Admin operations, by id.
+    pub operations: Vec<OperationRecord>,
     /// Ids below this value may have been handed out; the next one is at least this.
     pub id_high_water: u32,
 }
@@ -252,6 +341,12 @@ pub enum Op {
     DeleteFence(String, u32),
     /// Raise the id high-water mark (never lowers it).
     RaiseIdHighWater(u32),
+    /// Append to the audit trail.
+    PutAudit(AuditRecord),
+    /// Insert or replace an operation.
+    PutOperation(OperationRecord),
+    /// Remove an operation.
+    DeleteOperation(u64),
 }
 
 /// A storage backend. Implementations may block inside these methods: they run on the store
@@ -425,11 +520,16 @@ mod tests {
             auth: Some("uid:SECRETTOK".into()),
             capacity: 1,
             draining: false,
+            state: NodeState::Ready,
+            from_config: false,
         };
         let key = KeyRecord {
             name: "k".into(),
-            secret: "SECRETKEYSECRET".into(),
+            secret: Some("SECRETKEYSECRET".into()),
+            digest: Some("SECRETDIGEST".into()),
             role: Role::User,
+            created_ms: 0,
+            last_used_ms: None,
         };
         let all = format!("{bot:?}{t:?}{node:?}{key:?}");
         assert!(!all.contains("SECRET"), "{all}");
