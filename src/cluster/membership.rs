@@ -216,7 +216,14 @@ mod tests {
     use crate::store::{Snapshot, Store, StoreHandle};
 
     fn cfg(name: &str, port: u16) -> NodeConfig {
-        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, NodeState::Ready).expect("node")
+        NodeConfig::parse(
+            name,
+            &format!("http://127.0.0.1:{port}"),
+            None,
+            10,
+            NodeState::Ready,
+        )
+        .expect("node")
     }
 
     fn rt() -> tokio::runtime::Runtime {
