@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(e.status(), 422);
         assert_eq!(
             String::from_utf8(e.body()).expect("utf8"),
-            r#"{"error":"invalid","field":"url","message":"url: must start with http://"}"#
+            r#"{"error":"invalid","message":"url: must start with http://","field":"url"}"#
         );
         let e = AdminError::NotFound("no node named `x`".into());
         assert_eq!(
