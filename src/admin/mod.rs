@@ -1,0 +1,3 @@
+//! The operator side (admin API); this branch holds only the operations.
+
+pub mod operations;
