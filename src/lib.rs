@@ -4,6 +4,7 @@
 //! Each layer imports only the layers below it (`ARCHITECTURE.md` states the rule, the code
 //! map and a glossary; `python3 ../shared/tools/layers.py` checks it):
 //! - [`server`]: assembling and starting everything; the demo cluster.
+//! - [`admin`]: the operator side; moving bots on purpose ([`admin::operations`]).
 //! - [`proxy`]: the Pingora `ProxyHttp` glue, keys, policy, routing plans, router-made answers.
 //! - [`cluster`]: the in-memory view (nodes with stable ids, bots, templates, cluster ids),
 //!   placement, health polling, fencing and failover.

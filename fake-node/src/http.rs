@@ -293,7 +293,7 @@ async fn serve(shared: &Arc<Shared>, sock: &mut TcpStream) {
         let is_control = control::is_control(&req.target);
         if !is_control {
             shared.record(head, req.body_len);
-            match shared.fault() {
+            match shared.fault_for(&req.target) {
                 Some(Fault::Close) => return,
                 Some(Fault::Hang) => {
                     // Never answer; notice when the client gives up.

@@ -171,6 +171,8 @@ pub(crate) struct Shared {
     latency_ns: AtomicU64,
     /// 0 none, 1 Status500, 2 Hang, 3 Close.
     fault: AtomicU8,
+    /// When set, the fault applies only to request targets containing these bytes.
+    fault_only: Mutex<Option<Vec<u8>>>,
     conns: AtomicUsize,
     listening: Mutex<Option<Listening>>,
     handle: tokio::runtime::Handle,
@@ -191,6 +193,21 @@ impl Shared {
             2 => Some(Fault::Hang),
             3 => Some(Fault::Close),
             _ => None,
+        }
+    }
+
+    /// The fault for a request to `target` (see [`FakeNode::set_fault_on`]).
+    fn fault_for(&self, target: &[u8]) -> Option<Fault> {
+        let f = self.fault()?;
+        match &*self.fault_only.lock() {
+            Some(only)
+                if !target
+                    .windows(only.len().max(1))
+                    .any(|w| w == only.as_slice()) =>
+            {
+                None
+            }
+            _ => Some(f),
         }
     }
 
@@ -441,6 +458,7 @@ impl FakeNode {
             records: Mutex::new(VecDeque::new()),
             latency_ns: AtomicU64::new(0),
             fault: AtomicU8::new(0),
+            fault_only: Mutex::new(None),
             conns: AtomicUsize::new(0),
             listening: Mutex::new(None),
             handle,
@@ -472,6 +490,14 @@ impl FakeNode {
     }
 
     pub fn set_fault(&self, f: Option<Fault>) {
+        *self.shared.fault_only.lock() = None;
+        self.shared.set_fault(f);
+    }
+
+    /// Like [`FakeNode::set_fault`], but only for requests whose target contains `only`
+    /// (e.g. `"bot/connect"`); other requests are answered as usual.
+    pub fn set_fault_on(&self, f: Option<Fault>, only: &str) {
+        *self.shared.fault_only.lock() = Some(only.as_bytes().to_vec());
         self.shared.set_fault(f);
     }
 

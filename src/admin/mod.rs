@@ -5,7 +5,8 @@
 //! service. The modules: [`http`] (the Pingora app: reading, auth, dispatch, audit),
 //! [`routes`] (the endpoint table and OpenAPI), [`auth`] (sessions, CSRF, login throttling),
 //! [`error`] (the one error shape), [`nodes`], [`keys`], [`bots`], [`audit`],
-//! [`config_view`] and [`panel`] (the browser panel's files).
+//! [`config_view`], [`operations`] (evacuate, move, rebalance) and [`panel`] (the browser
+//! panel's files).
 //! Does not own: the bot API (`proxy`), the tables and their rules (`cluster`).
 
 pub mod audit;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod nodes;
+pub mod operations;
 pub mod panel;
 pub mod routes;
 
@@ -27,6 +29,9 @@ use crate::admin::audit::Audit;
 use crate::admin::auth::Sessions;
 use crate::admin::error::AdminError;
 use crate::admin::keys::{KeyBook, KeyMeta};
+use crate::admin::operations::{OpError, OperationView, Operations};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use crate::cluster::placement::Placer;
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -52,6 +57,8 @@ pub struct AdminState {
     pub client: NodeClient,
     /// The effective configuration.
     pub config: Arc<Config>,
+    /// Evacuations, moves and rebalances.
+    pub operations: Arc<Operations>,
 }
 
 impl AdminState {
@@ -61,6 +68,7 @@ impl AdminState {
         keys: Arc<Keys>,
         placer: Arc<Placer>,
         config: Arc<Config>,
+        operations: Arc<Operations>,
         stored_keys: &[KeyRecord],
         stored_audit: Vec<AuditRecord>,
     ) -> AdminState {
@@ -94,40 +102,68 @@ impl AdminState {
             keys,
             placer,
             config,
+            operations,
         }
     }
 
     fn operations_api(&self) -> OpsApi<'_> {
-        OpsApi(self)
+        OpsApi(&self.operations)
     }
 }
 
-/// The operations endpoints (evacuate, move, rebalance, progress).
-pub struct OpsApi<'a>(&'a AdminState);
+impl From<OpError> for AdminError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::NotFound(_) => AdminError::NotFound(e.to_string()),
+            OpError::Invalid { field, message } => AdminError::invalid(field, message),
+            OpError::Conflict(m) => AdminError::Conflict(m),
+            OpError::Store(s) => s.into(),
+        }
+    }
+}
+
+fn view(v: OperationView) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// The operations endpoints (evacuate, move, rebalance, progress) over [`Operations`].
+pub struct OpsApi<'a>(&'a Arc<Operations>);
 
 impl OpsApi<'_> {
-    fn missing(&self) -> AdminError {
-        let _ = self.0;
-        AdminError::Unavailable("operations are not available in this build".into())
+    async fn evacuate(&self, node: &str) -> Result<Value, AdminError> {
+        Ok(view(self.0.evacuate(node).await?))
     }
 
-    async fn evacuate(&self, _node: &str) -> Result<Value, AdminError> {
-        Err(self.missing())
-    }
-
-    async fn move_bot(&self, _gid: u32, _node: &str) -> Result<Value, AdminError> {
-        Err(self.missing())
+    async fn move_bot(&self, gid: u32, node: &str) -> Result<Value, AdminError> {
+        Ok(view(self.0.move_bot(gid, node).await?))
     }
 
     async fn rebalance(&self) -> Result<Value, AdminError> {
-        Err(self.missing())
+        Ok(view(self.0.rebalance().await?))
     }
 
     fn list(&self) -> Value {
-        Value::Array(Vec::new())
+        Value::Array(self.0.list().into_iter().map(view).collect())
     }
 
     fn get(&self, id: &str) -> Result<Value, AdminError> {
-        Err(AdminError::NotFound(format!("no operation `{id}`")))
+        id.parse::<u64>()
+            .ok()
+            .and_then(|id| self.0.get(id))
+            .map(view)
+            .ok_or_else(|| AdminError::NotFound(format!("no operation `{id}`")))
+    }
+}
+
+/// Resumes the operations that were running when the router stopped, once the service
+/// runtime is up (the first poll round already ran, so nodes' liveness is known).
+pub struct Resumer(pub Arc<Operations>);
+
+#[async_trait::async_trait]
+impl BackgroundService for Resumer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.0.resume();
+        // The resumed work runs on this service's runtime: keep it until shutdown.
+        let _ = shutdown.changed().await;
     }
 }

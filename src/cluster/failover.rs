@@ -11,6 +11,9 @@
 //! `bot connect template`, and the cluster view moves the cluster id to the new slot and
 //! records a fence for the old copy (`Cluster::move_bot`). A temporary bot needs a template to
 //! carry its identity, so it comes back as a template named `ts3ab-lb-<id>`.
+//! The rebuild itself ([`Rebuilder`]: template, settings, start on a given node) is shared
+//! with planned moves (`admin::operations`); a bot is moved by one of them at a time
+//! (`Cluster::claim_move`).
 //! Also a slow sweep that reads the identity of bots the router adopted from a node's list,
 //! so they can move too.
 //! Does not own: liveness (`health`), stopping the copies a returning node still holds
@@ -82,13 +85,16 @@ pub enum MoveError {
     /// The move could not be recorded (the new copy was stopped again).
     #[error("could not record the move: {0}")]
     Store(String),
+    /// Another move of the same bot (failover, a restore or a planned move) is under way.
+    #[error("another move of this bot is under way")]
+    Busy,
 }
 
 /// The failover service.
 pub struct Failover {
     cluster: Arc<Cluster>,
     placer: Arc<Placer>,
-    client: NodeClient,
+    rebuilder: Rebuilder,
     cfg: FailoverConfig,
     request_timeout: Duration,
 }
@@ -114,7 +120,7 @@ impl Failover {
         Failover {
             cluster,
             placer,
-            client: NodeClient::new(connect_timeout),
+            rebuilder: Rebuilder::new(connect_timeout, request_timeout),
             cfg,
             request_timeout,
         }
@@ -205,7 +211,12 @@ impl Failover {
                 Err(e) => {
                     report.failed += 1;
                     next_try.insert(gid, Instant::now() + self.cfg.retry);
-                    log::error!("restart of node {node}: bot {gid} is not back yet: {e}");
+                    // A planned move holds it: that move brings it back.
+                    if matches!(e, MoveError::Busy) {
+                        log::debug!("restart of node {node}: bot {gid}: {e}");
+                    } else {
+                        log::error!("restart of node {node}: bot {gid} is not back yet: {e}");
+                    }
                 }
             }
         }
@@ -228,11 +239,9 @@ impl Failover {
         bot: BotSnapshot,
         restore: bool,
     ) -> Result<bool, MoveError> {
-        let name = bot
-            .record
-            .template
-            .clone()
-            .unwrap_or_else(|| format!("{RESERVED_PREFIX}{}", bot.gid));
+        // A planned move (admin operations) of the same bot waits for its turn.
+        let _claim = self.cluster.claim_move(bot.gid).ok_or(MoveError::Busy)?;
+        let name = template_name(&bot);
         // A healthy node that already holds the name holds an earlier attempt's copy (a
         // connect that timed out, a router crash before the move was recorded): finish the
         // move there rather than start the identity a second time elsewhere.
@@ -256,82 +265,18 @@ impl Failover {
         .map_err(|e| MoveError::NoRoom(e.message))?;
         let target = reservation.node().clone();
         let settings = settings_for(&bot);
-        let fail = |step: &'static str, reason: String| MoveError::Target {
-            node: target.name.to_string(),
-            step,
-            reason,
-        };
-
-        let create = format!("/api/settings/create/{}", escape(&name));
-        match self.call(&target, &create).await {
-            Ok((204, _)) => {}
-            // The name exists there: acceptable only if it is this bot's own earlier copy (the
-            // router knows no other owner for it); never overwrite somebody else's template.
-            Ok((422, _))
-                if self
-                    .cluster
-                    .template_owner(&name)
-                    .is_none_or(|o| o == dead.id || o == target.id) => {}
-            Ok((status, body)) => return Err(fail("settings create", format!("{status} {body}"))),
-            Err(e) => return Err(fail("settings create", e)),
-        }
-        for (path, value) in &settings {
-            let set = format!(
-                "/api/settings/bot/set/{}/{}/{}",
-                escape(&name),
-                escape(path),
-                escape(value)
-            );
-            // The message names the setting, never its value or the node's answer (which may
-            // echo the value, and the value may be an identity key).
-            let problem = match self.call(&target, &set).await {
-                Ok((204 | 200, _)) => continue,
-                Ok((status, _)) => format!("{path}: HTTP {status}"),
-                Err(e) => format!("{path}: {e}"),
-            };
-            if ESSENTIAL.contains(&path.as_str()) {
-                self.undo(&target, &name).await;
-                return Err(fail("settings bot set", problem));
-            }
-            // Anything else is a nicety: the bot moves without it.
-            log::warn!(
-                "failover: bot {} on node {}: setting not carried over ({problem})",
-                bot.gid,
-                target.name
-            );
-        }
-        let connect = format!("/api/bot/connect/template/{}", escape(&name));
-        let resp = match self
-            .client
-            .get(&target.endpoint(), connect.as_bytes(), self.request_timeout)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                // The node may have started it anyway: stop whatever runs under that name.
-                self.undo(&target, &name).await;
-                return Err(fail("bot connect template", e.to_string()));
-            }
-        };
-        let Some((Some(lid), server)) = (resp.status == 200)
-            .then(|| single_bot_info(&resp.body))
-            .flatten()
-            .map(|b| (b.id, b.server))
-        else {
-            self.undo(&target, &name).await;
-            return Err(fail(
-                "bot connect template",
-                format!("{} {}", resp.status, resp.snippet()),
-            ));
-        };
+        let started = self
+            .rebuilder
+            .rebuild_on(&self.cluster, bot.gid, dead.id, &target, &name, &settings)
+            .await?;
         let moved = Move {
             gid: bot.gid,
             from: dead.id,
             to: target.id,
-            local_id: lid,
+            local_id: started.local_id,
             template: name.clone(),
             settings,
-            server: server.or_else(|| bot.server.clone()),
+            server: started.server.or_else(|| bot.server.clone()),
         };
         let recorded = if restore {
             self.cluster.restore_bot(moved, WRITE_DEADLINE).await
@@ -341,7 +286,7 @@ impl Failover {
         match recorded {
             Ok(true) => Ok(true),
             Ok(false) => {
-                self.undo(&target, &name).await;
+                self.rebuilder.undo(&target, &name).await;
                 Ok(false)
             }
             Err(e) => {
@@ -356,31 +301,6 @@ impl Failover {
                 Ok(true)
             }
         }
-    }
-
-    /// Best-effort clean-up of a half-made copy on a target: stops whatever runs under the
-    /// name, then deletes the template.
-    async fn undo(&self, target: &Node, name: &str) {
-        if let Ok(list) =
-            read_bot_list(&self.client, &target.endpoint(), self.request_timeout).await
-        {
-            for b in list {
-                if let (Some(lid), Some(n)) = (b.id, b.name.as_deref()) {
-                    if n == name {
-                        let _ = self.call(target, &disconnect_target(lid)).await;
-                    }
-                }
-            }
-        }
-        let _ = self.call(target, &delete_template_target(name)).await;
-    }
-
-    async fn call(&self, node: &Node, target: &str) -> Result<(u16, String), String> {
-        self.client
-            .get(&node.endpoint(), target.as_bytes(), self.request_timeout)
-            .await
-            .map(|r| (r.status, r.snippet()))
-            .map_err(|e| e.to_string())
     }
 
     /// Reads the identity of a few bots that have none recorded (adopted bots).
@@ -402,7 +322,7 @@ impl Failover {
                 return;
             };
             match fetch_identity(
-                &self.client,
+                self.rebuilder.client(),
                 &node.endpoint(),
                 lid,
                 self.request_timeout.min(SWEEP_DEADLINE),
@@ -415,6 +335,184 @@ impl Failover {
         });
         futures::future::join_all(reads).await;
     }
+}
+
+/// A copy a [`Rebuilder`] started: its local id on the target and the address it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// Its local id on the target node.
+    pub local_id: u32,
+    /// The server address the target reports for it.
+    pub server: Option<String>,
+}
+
+/// Rebuilding one bot's copy on a chosen node from the router's records: the one procedure
+/// failover, restores after node restarts and planned moves (`admin::operations`) share.
+/// It only talks to the target node; choosing the node, reserving its slot and recording the
+/// outcome in the view are the caller's.
+pub struct Rebuilder {
+    client: NodeClient,
+    request_timeout: Duration,
+}
+
+impl Rebuilder {
+    /// A rebuilder with its own node client (its connections stay on the caller's runtime).
+    pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
+        Rebuilder {
+            client: NodeClient::new(connect_timeout),
+            request_timeout,
+        }
+    }
+
+    /// The node client it uses.
+    pub fn client(&self) -> &NodeClient {
+        &self.client
+    }
+
+    /// The deadline of each node call.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// [`Rebuilder::prepare`] then [`Rebuilder::start`].
+    pub async fn rebuild_on(
+        &self,
+        cluster: &Cluster,
+        gid: u32,
+        from: NodeId,
+        target: &Node,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Started, MoveError> {
+        self.prepare(cluster, gid, from, target, name, settings)
+            .await?;
+        self.start(target, name).await
+    }
+
+    /// Writes bot `gid`'s template `name` on `target` (`settings create`, then
+    /// `settings bot set` for every value), without starting it. `from` is the node the bot
+    /// is (or was) on: a template of that name the router records there or on `target` is
+    /// this bot's own (an earlier attempt's); anybody else's is never overwritten. On a
+    /// failure the half-written template is removed again.
+    pub async fn prepare(
+        &self,
+        cluster: &Cluster,
+        gid: u32,
+        from: NodeId,
+        target: &Node,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<(), MoveError> {
+        let fail = |step: &'static str, reason: String| MoveError::Target {
+            node: target.name.to_string(),
+            step,
+            reason,
+        };
+        let create = format!("/api/settings/create/{}", escape(name));
+        match self.call(target, &create).await {
+            Ok((204, _)) => {}
+            // The name exists there: acceptable only if it is this bot's own earlier copy (the
+            // router knows no other owner for it); never overwrite somebody else's template.
+            Ok((422, _))
+                if cluster
+                    .template_owner(name)
+                    .is_none_or(|o| o == from || o == target.id) => {}
+            Ok((status, body)) => return Err(fail("settings create", format!("{status} {body}"))),
+            Err(e) => return Err(fail("settings create", e)),
+        }
+        for (path, value) in settings {
+            let set = format!(
+                "/api/settings/bot/set/{}/{}/{}",
+                escape(name),
+                escape(path),
+                escape(value)
+            );
+            // The message names the setting, never its value or the node's answer (which may
+            // echo the value, and the value may be an identity key).
+            let problem = match self.call(target, &set).await {
+                Ok((204 | 200, _)) => continue,
+                Ok((status, _)) => format!("{path}: HTTP {status}"),
+                Err(e) => format!("{path}: {e}"),
+            };
+            if ESSENTIAL.contains(&path.as_str()) {
+                self.undo(target, name).await;
+                return Err(fail("settings bot set", problem));
+            }
+            // Anything else is a nicety: the bot moves without it.
+            log::warn!(
+                "bot {gid} on node {}: setting not carried over ({problem})",
+                target.name
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts template `name` on `target` (`bot connect template`). On a failure whatever
+    /// runs under the name there is stopped and the template removed.
+    pub async fn start(&self, target: &Node, name: &str) -> Result<Started, MoveError> {
+        let fail = |reason: String| MoveError::Target {
+            node: target.name.to_string(),
+            step: "bot connect template",
+            reason,
+        };
+        let connect = format!("/api/bot/connect/template/{}", escape(name));
+        let resp = match self
+            .client
+            .get(&target.endpoint(), connect.as_bytes(), self.request_timeout)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // The node may have started it anyway: stop whatever runs under that name.
+                self.undo(target, name).await;
+                return Err(fail(e.to_string()));
+            }
+        };
+        let Some((Some(local_id), server)) = (resp.status == 200)
+            .then(|| single_bot_info(&resp.body))
+            .flatten()
+            .map(|b| (b.id, b.server))
+        else {
+            self.undo(target, name).await;
+            return Err(fail(format!("{} {}", resp.status, resp.snippet())));
+        };
+        Ok(Started { local_id, server })
+    }
+
+    /// Best-effort clean-up of a half-made copy on a target: stops whatever runs under the
+    /// name, then deletes the template.
+    pub async fn undo(&self, target: &Node, name: &str) {
+        if let Ok(list) =
+            read_bot_list(&self.client, &target.endpoint(), self.request_timeout).await
+        {
+            for b in list {
+                if let (Some(lid), Some(n)) = (b.id, b.name.as_deref()) {
+                    if n == name {
+                        let _ = self.call(target, &disconnect_target(lid)).await;
+                    }
+                }
+            }
+        }
+        let _ = self.call(target, &delete_template_target(name)).await;
+    }
+
+    /// One GET to `node`: status and the start of the body, or the transport error.
+    pub async fn call(&self, node: &Node, target: &str) -> Result<(u16, String), String> {
+        self.client
+            .get(&node.endpoint(), target.as_bytes(), self.request_timeout)
+            .await
+            .map(|r| (r.status, r.snippet()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The template a bot runs from after a rebuild: its own, or `ts3ab-lb-<id>` for a temporary
+/// bot (a temporary bot needs a template to carry its identity).
+pub fn template_name(bot: &BotSnapshot) -> String {
+    bot.record
+        .template
+        .clone()
+        .unwrap_or_else(|| format!("{RESERVED_PREFIX}{}", bot.gid))
 }
 
 #[async_trait]
@@ -463,7 +561,7 @@ impl BackgroundService for Failover {
 
 /// What the rebuilt template must hold: everything written through the router, then what the
 /// router knows of the bot itself (its own settings win), then its identity.
-fn settings_for(bot: &BotSnapshot) -> BTreeMap<String, String> {
+pub fn settings_for(bot: &BotSnapshot) -> BTreeMap<String, String> {
     let r = &bot.record;
     let mut s = bot
         .template

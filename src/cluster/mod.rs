@@ -17,6 +17,6 @@ pub mod placement;
 mod tables;
 pub mod view;
 
-pub use moves::{BotSnapshot, Move};
+pub use moves::{BotSnapshot, HandOver, Move, MoveClaim, Whereabouts};
 pub use node::{Node, NodeId, NodeList, NodeSource};
 pub use view::*;

@@ -3,14 +3,18 @@
 //! Owns: the snapshots failover rebuilds from ([`BotSnapshot`]), finding an earlier
 //! attempt's copy ([`Cluster::holder_of`]), and recording a move ([`Cluster::move_bot`]: the
 //! cluster id goes to the new slot and the old copy becomes a fence, in one durable batch),
-//! plus the fences themselves. Does not own: sending the rebuild (`failover`) or carrying
+//! plus the fences themselves; for planned moves of live bots (`admin::operations`) also
+//! handing a bot over to its new node before its old copy is stopped
+//! ([`Cluster::hand_over`]) and the claim that keeps two movers off one bot
+//! ([`Cluster::claim_move`]). Does not own: sending the rebuild (`failover`) or carrying
 //! fences out (`fencing`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::node::NodeId;
-use crate::cluster::tables::{Bot, Tables, Template};
+use crate::cluster::tables::{Bot, Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
 use crate::store::{BotRecord, FenceRecord, Op, StoreError, TemplateRecord};
 
@@ -44,6 +48,48 @@ pub struct Move {
     pub settings: BTreeMap<String, String>,
     /// The address it connects to.
     pub server: Option<String>,
+}
+
+/// The right to move one bot (held by failover or a planned move); released on drop.
+#[derive(Debug)]
+pub struct MoveClaim {
+    cluster: Arc<Cluster>,
+    gid: u32,
+}
+
+impl Drop for MoveClaim {
+    fn drop(&mut self) {
+        self.cluster.tables.write().moving.remove(&self.gid);
+    }
+}
+
+/// A live bot handed over to its new node before its old copy is stopped (see
+/// [`Cluster::hand_over`]).
+#[derive(Debug)]
+pub struct HandOver {
+    /// Cluster id (kept).
+    pub gid: u32,
+    /// The node it runs on.
+    pub from: NodeId,
+    /// Its local id there.
+    pub lid: u32,
+    /// The node it goes to.
+    pub to: NodeId,
+    /// The template it will run from there.
+    pub template: String,
+    /// Every setting written to that template.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Where a bot is, as a mover sees it.
+#[derive(Debug, Clone)]
+pub struct Whereabouts {
+    /// Its node (for a bot waiting to be restored: the node it will be rebuilt on first).
+    pub node: NodeId,
+    /// It waits to be rebuilt (after a node restart, or handed over by a planned move).
+    pub restoring: bool,
+    /// What a rebuild needs.
+    pub snapshot: BotSnapshot,
 }
 
 fn snapshot(t: &Tables, gid: u32, b: &Bot) -> BotSnapshot {
@@ -82,6 +128,106 @@ impl Cluster {
             .collect();
         v.sort_by_key(|(_, _, b)| b.gid);
         v
+    }
+
+    /// Claims bot `gid` for a move; None while another move of it is under way. Failover,
+    /// restores and planned moves all claim first, so a bot is never rebuilt twice at once.
+    pub fn claim_move(self: &Arc<Self>, gid: u32) -> Option<MoveClaim> {
+        self.tables.write().moving.insert(gid).then(|| MoveClaim {
+            cluster: self.clone(),
+            gid,
+        })
+    }
+
+    /// Where bot `gid` is and what a rebuild of it needs.
+    pub fn whereabouts(&self, gid: u32) -> Option<Whereabouts> {
+        let t = self.tables.read();
+        let b = t.bots.get(&gid)?;
+        Some(Whereabouts {
+            node: b.node,
+            restoring: b.restoring,
+            snapshot: snapshot(&t, gid, b),
+        })
+    }
+
+    /// A planned move's point of no return, before the old copy is stopped: bot `h.gid`,
+    /// running on `h.from` in slot `h.lid`, now belongs to node `h.to` as a bot waiting to be
+    /// rebuilt there from template `h.template` (with `h.settings`, written there already), and
+    /// the copy on `from` becomes a fence, all in one durable batch. From here on a router
+    /// crash loses nothing: `from` is fenced before it is read again (so the old copy is
+    /// stopped and neither adopted nor taken for gone), and the bot is brought back on `to`
+    /// like one whose node restarted (`restore_bot`, by the mover or by failover's restore).
+    /// Returns false (and changes nothing) when the bot is no longer in that slot.
+    pub async fn hand_over(&self, h: HandOver, timeout: Duration) -> Result<bool, StoreError> {
+        let HandOver {
+            gid,
+            from,
+            lid,
+            to,
+            template,
+            settings,
+        } = h;
+        let template = template.as_str();
+        let mut ops = Vec::new();
+        {
+            let mut t = self.tables.write();
+            let Some(b) = t.bots.get(&gid) else {
+                return Ok(false);
+            };
+            if b.node != from || b.restoring || b.record.local_id != lid {
+                return Ok(false);
+            }
+            let fence = FenceRecord {
+                node: self.node_name(from),
+                bot: gid,
+                local_id: lid,
+                template: b.record.template.clone(),
+                address: b.server.clone().or_else(|| b.record.address.clone()),
+            };
+            let identity = b.record.identity.clone();
+            let old_template = b.record.template.clone();
+            t.fences.entry(from).or_default().push(fence.clone());
+            ops.push(Op::PutFence(fence));
+            if let Some(s) = t.slots.get_mut(&from) {
+                if s.get(&lid) == Some(&gid) {
+                    s.remove(&lid);
+                }
+            }
+            if let Some(old) = old_template.filter(|o| o != template) {
+                if t.remove_template(&old).is_some() {
+                    ops.push(Op::DeleteTemplate(old));
+                }
+            }
+            t.remove_template(template);
+            let gen = self.bump();
+            let record = TemplateRecord {
+                name: template.to_string(),
+                node: self.node_name(to),
+                settings,
+                identity,
+            };
+            ops.push(Op::PutTemplate(record.clone()));
+            t.add_template(Template {
+                record,
+                node: to,
+                since: gen,
+            });
+            let to_name = self.node_name(to);
+            let started = self.node(to).and_then(|n| n.starttime());
+            if let Some(b) = t.bots.get_mut(&gid) {
+                b.node = to;
+                b.since = gen;
+                b.restoring = true;
+                b.record.node = to_name;
+                b.record.node_started = started;
+                b.record.local_id = DETACHED_LID;
+                b.record.template = Some(template.to_string());
+                ops.push(Op::PutBot(b.record.clone()));
+            }
+            self.recount(&t, from);
+            self.recount(&t, to);
+        }
+        self.store.commit(ops, timeout).await.map(|()| true)
     }
 
     /// Bots that went down with a restart of their node and wait to be rebuilt, with that

@@ -19,7 +19,8 @@ use pingora::services::listening::Service;
 use pingora_load_balancing::{Backends, LoadBalancer};
 
 use crate::admin::http::AdminApp;
-use crate::admin::AdminState;
+use crate::admin::operations::Operations;
+use crate::admin::{AdminState, Resumer};
 use crate::cluster::failover::Failover;
 use crate::cluster::health::{poll_all, NodePoller};
 use crate::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
@@ -76,6 +77,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     }
     let stored_keys = snapshot.keys.clone();
     let stored_audit = std::mem::take(&mut snapshot.audit);
+    let stored_operations = std::mem::take(&mut snapshot.operations);
     let cluster = Arc::new(Cluster::new(&config.nodes, snapshot, store));
     log::info!(
         "loaded {} bots on {} nodes from the store",
@@ -151,12 +153,25 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     server.add_service(poller);
     server.add_service(failover);
     server.add_service(proxy);
+    let operations = Operations::new(
+        cluster.clone(),
+        placer.clone(),
+        config.failover.clone(),
+        config.routing.connect_timeout,
+        config.routing.request_timeout,
+        stored_operations,
+    );
+    server.add_service(background_service(
+        "operations",
+        Resumer(operations.clone()),
+    ));
     if let Some(addr) = config.admin.listen {
         let state = AdminState::new(
             cluster.clone(),
             keys.clone(),
             placer.clone(),
             Arc::new(config.clone()),
+            operations,
             &stored_keys,
             stored_audit,
         );
