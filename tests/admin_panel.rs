@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -77,9 +78,8 @@ fn browser_tooling(dir: &Path) -> PathBuf {
     browser
 }
 
-/// Waits until something accepts connections on `port`.
-fn wait_for_listener(port: u16, secs: u64) {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+/// Waits until something accepts connections on `addr`.
+fn wait_for_listener(addr: SocketAddr, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
         assert!(
@@ -98,16 +98,16 @@ fn panel_in_a_browser() {
     let browser = browser_tooling(&browser_dir);
 
     let nodes: Vec<_> = (0..4).map(fake_node).collect();
-    let admin_port = free_port();
     let router = Router::start(
         &nodes[..3].iter().collect::<Vec<_>>(),
         RouterOpts {
             capacities: vec![20, 20, 20],
-            extra_yaml: format!("admin: {{ listen: \"127.0.0.1:{admin_port}\" }}\n"),
+            admin: true,
             ..RouterOpts::default()
         },
     );
-    wait_for_listener(admin_port, 20);
+    let admin = router.admin_addr.expect("the harness router has an admin listener");
+    wait_for_listener(admin, 20);
 
     // Nine bots, spread over the three nodes by placement.
     for i in 0..9 {
@@ -123,7 +123,7 @@ fn panel_in_a_browser() {
     let mut child = Command::new("node")
         .arg("panel.test.mjs")
         .current_dir(&browser_dir)
-        .env("ADMIN_URL", format!("http://127.0.0.1:{admin_port}"))
+        .env("ADMIN_URL", format!("http://{admin}"))
         .env("API_URL", format!("http://{}", router.addr))
         .env("ADMIN_NAME", ADMIN.0)
         .env("ADMIN_SECRET", ADMIN.1)

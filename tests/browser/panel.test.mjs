@@ -318,15 +318,26 @@ try {
     await go('#/', '#dash-nodes [data-node="node-1"][data-state="maint"]');
   });
 
-  await run('removing a node that holds bots is refused in words', async () => {
+  await run('removing a config-file node is refused in words', async () => {
     await go('#/nodes', '#nodes-body tr[data-node="node-2"]');
-    const n = await adminApi('GET', '/nodes/node-2');
-    assert(n.bots > 0, 'node-2 holds no bots');
     await page.click('#nodes-body tr[data-node="node-2"] button[data-action="remove"]');
     const msg = await waitForText(page.locator('#flash-text'), 'refusal to remove node-2');
-    assert(/node-2/.test(msg) && msg.length > 20, `the refusal is not in words: ${msg}`);
+    assert(/node-2/.test(msg) && msg.length > 30, `the refusal is not in words: ${msg}`);
     console.log(`panel test:   refusal shown: ${msg}`);
     assert((await page.locator('#nodes-body tr[data-node="node-2"]').count()) === 1, 'node-2 is gone');
+    await page.click('#flash-close');
+  });
+
+  await run(`removing ${NEW_NODE.name} while it holds a bot is refused in words`, async () => {
+    const n = await adminApi('GET', `/nodes/${NEW_NODE.name}`);
+    assert(n.bots > 0, `${NEW_NODE.name} holds no bots (the move step put one there)`);
+    await page.click(`#nodes-body tr[data-node="${NEW_NODE.name}"] button[data-action="remove"]`);
+    const msg = await waitForText(page.locator('#flash-text'), `refusal to remove ${NEW_NODE.name}`);
+    assert(msg.includes(NEW_NODE.name) && msg.length > 30, `the refusal is not in words: ${msg}`);
+    console.log(`panel test:   refusal shown: ${msg}`);
+    await shot('nodes-remove-refused');
+    assert((await page.locator(`#nodes-body tr[data-node="${NEW_NODE.name}"]`).count()) === 1,
+      `${NEW_NODE.name} is gone`);
     await page.click('#flash-close');
   });
 

@@ -592,28 +592,29 @@
     const act = (action, label, cls) => h(`button.${cls || 'small'}`, { type: 'button',
       dataset: { action }, onclick: (ev) => nodeAction(ev.currentTarget, action, name) }, label);
     return h('tr', { dataset: { node: name } },
-      h('th.name', { scope: 'row', 'data-label': 'Name' }, name, h('small.source')),
-      h('td.url', { 'data-label': 'URL' }),
+      h('th.name', { scope: 'row', 'data-label': 'Name' }, name, h('small.origin')),
+      h('td.url', { 'data-label': 'URL' }, h('span.url-text'), ' ', h('small.url-auth')),
       h('td', { 'data-label': 'Health' }, h('span.badge.health')),
       h('td', { 'data-label': 'State' }, stateBadge(n.state)),
       h('td.bots', { 'data-label': 'Bots' }),
       h('td.latency', { 'data-label': 'Latency' }),
       h('td.last-error', { 'data-label': 'Last error' }),
-      h('td.row-actions', { 'data-label': 'Actions' },
+      h('td.row-actions', { 'data-label': 'Actions' }, h('div.btns',
         act('edit', 'Edit'),
         h('span.group', { role: 'group', 'aria-label': `State of ${name}` },
           act('ready', 'Ready'), act('drain', 'Drain'), act('maint', 'Maint')),
         act('evacuate', 'Evacuate'),
-        act('remove', 'Remove', 'small.danger')));
+        act('remove', 'Remove', 'small.danger'))));
   }
 
   function updateNodeRow(tr, n) {
     setData(tr, 'healthy', n.healthy);
     setData(tr, 'state', n.state);
     setData(tr, 'bots', n.bots);
-    setText($('.source', tr), n.source === 'config' ? 'config file' : 'added here');
-    setText($('.url', tr), n.url + (n.has_auth ? ' 🔑' : ''));
-    $('.url', tr).title = n.has_auth ? 'with a token' : 'no token';
+    setText($('.origin', tr), n.source === 'config' ? 'config file' : 'added here');
+    setText($('.url-text', tr), n.url);
+    setText($('.url-auth', tr), n.has_auth ? 'token' : 'no token');
+    setData($('.url-auth', tr), 'value', n.has_auth);
     updateBadge($('.health', tr), n.healthy ? 'up' : 'down', n.healthy ? 'healthy' : 'down');
     updateBadge($('.state', tr), n.state);
     let bots = `${n.bots} / ${n.capacity}`;
@@ -832,8 +833,10 @@
         botQuery.page = pages;
         return this.refresh(gen);
       }
-      setText($('#bots-summary'), `${res.total} bot${res.total === 1 ? '' : 's'}` +
-        (botQuery.q || botQuery.node || botQuery.status ? ' match' : ' in the cluster'));
+      const filtered = botQuery.q || botQuery.node || botQuery.status;
+      const one = res.total === 1;
+      setText($('#bots-summary'), `${res.total} bot${one ? '' : 's'}` +
+        (filtered ? (one ? ' matches' : ' match') : ' in the cluster'));
       $('#bots-summary').dataset.total = res.total;
       $('#bots-empty').hidden = res.bots.length > 0;
       setText($('#bots-page'), `Page ${res.page} of ${pages}`);
@@ -865,7 +868,7 @@
       h('td.channel', { 'data-label': 'Channel' }),
       h('td.template', { 'data-label': 'Template' }),
       h('td.created', { 'data-label': 'Created' }),
-      h('td.row-actions', { 'data-label': 'Actions' },
+      h('td.row-actions', { 'data-label': 'Actions' }, h('div.btns',
         sel,
         h('button.small', { type: 'button', dataset: { action: 'move' }, onclick: (ev) => {
           const node = sel.value;
@@ -888,7 +891,7 @@
               flash(`Cannot stop bot ${id}: ${e.message}`);
             }
           });
-        } }, 'Stop')));
+        } }, 'Stop'))));
   }
 
   function updateBotRow(tr, b, names) {
@@ -965,7 +968,8 @@
       h('td.source', { 'data-label': 'Source' }),
       h('td.created', { 'data-label': 'Created' }),
       h('td.used', { 'data-label': 'Last used' }),
-      h('td.row-actions', { 'data-label': 'Actions' },
+      h('td.row-actions', { 'data-label': 'Actions' }, h('div.btns',
+        h('small.hint.from-file', { hidden: true }, 'in the config file: remove it there'),
         h('button.small.danger', { type: 'button', dataset: { action: 'revoke' }, onclick: async (ev) => {
           if (!confirm(`Revoke key ${name}? Requests with it will be refused at once.`)) return;
           await busy(ev.currentTarget, async () => {
@@ -977,7 +981,7 @@
               flash(`Cannot revoke ${name}: ${e.message}`);
             }
           });
-        } }, 'Revoke')));
+        } }, 'Revoke'))));
   }
 
   function updateKeyRow(tr, k) {
@@ -987,6 +991,9 @@
     setText($('.source', tr), k.source === 'config' ? 'config file' : 'added here');
     setText($('.created', tr), fmtTime(k.created_ms));
     setText($('.used', tr), k.last_used_ms ? fmtTime(k.last_used_ms) : 'never');
+    // A config-file key cannot be deleted here (the API answers 409): say so instead.
+    $('button[data-action="revoke"]', tr).hidden = k.source === 'config';
+    $('.from-file', tr).hidden = k.source !== 'config';
   }
 
   async function onCreateKey(ev) {
