@@ -12,6 +12,7 @@ Sections (all by default; pick with --only):
   placement 10,000 creates, 64 concurrent, over nodes of mixed capacity
   scale     100 nodes x 300 bots: router memory and bot/use routing latency
   failover  kill a node with 300 bots; time until they run elsewhere
+  restart   kill a node with 300 bots and start it again after 1 s; time until all run again there
   micro     criterion micro-benchmarks (parser/rewriter, routing and placement decisions)
 
 Writes <out>/results.md (tables + targets), results.json (every round), results.csv (flat).
@@ -58,7 +59,7 @@ NODE_AUTH = "router:node-token"
 NODE_HDR = "Basic " + base64.b64encode(NODE_AUTH.encode()).decode()
 KEY = ("bench", "bench-secret-123")
 KEY_HDR = "Basic " + base64.b64encode(f"{KEY[0]}:{KEY[1]}".encode()).decode()
-ALL_SECTIONS = ["proxy", "fanout", "scaling", "placement", "scale", "failover", "micro"]
+ALL_SECTIONS = ["proxy", "fanout", "scaling", "placement", "scale", "failover", "restart", "micro"]
 
 
 def log(msg):
@@ -467,6 +468,7 @@ def section_proxy(cfg, work, R):
         targets += [("bare work-stealing", bp_ws, song_local, NODE_HDR),
                     ("router work-stealing", lb_ws, song_cluster, KEY_HDR)]
     targets += [(f"router {n}", p, song_cluster, KEY_HDR) for n, p in extras]
+    targets += [(f"router {n} bot/info", p, info_cluster, KEY_HDR) for n, p in extras]
     for name, p, path, auth in targets:
         st, _ = http_get(p.port, path, auth)
         if st != 200:
@@ -505,11 +507,13 @@ def section_proxy(cfg, work, R):
         out["ratios"][f"router {n}/router"] = ratio(f"router {n}", "router")
         out["ratios"][f"router {n}/bare"] = ratio(f"router {n}", "bare")
         out["ratios"][f"router {n}/nginx"] = ratio(f"router {n}", "nginx")
+        out["ratios"][f"router {n} bot/info / router bot/info"] = ratio(f"router {n} bot/info", "router bot/info")
 
     # Latency at a fixed rate: half of the router's saturated rate, the same for every target.
     rate = round(out["rps"]["router"]["median"] / 2 / 100) * 100
     out["latency_rate"] = rate
     lat_targets = [t for t in targets if t[0] in ("direct", "nginx", "bare", "router")]
+    lat_targets += [t for t in targets if t[0] in [f"router {n}" for n, _ in extras]]
     lat = {t[0]: [] for t in lat_targets}
     for r in range(cfg["lat_rounds"]):
         order = lat_targets if r % 2 == 0 else list(reversed(lat_targets))
@@ -542,7 +546,16 @@ def section_proxy(cfg, work, R):
             for n in lowr)))
     out["added_latency_us"] = {
         f"{n} - direct": {q: stats([x["lat_us"][q] - y["lat_us"][q] for x, y in zip(lat[n], lat["direct"])])
-                          for q in ("p50", "p99")} for n in ("router", "bare", "nginx")}
+                          for q in ("p50", "p99")} for n in ["router", "bare", "nginx"] + [f"router {x}" for x, _ in extras]}
+    # Candidate builds: their latency ÷ the router's, per round (same rate, same rounds).
+    out["latency_ratios"] = {
+        f"router {n}/router": {q: stats([x["lat_us"][q] / y["lat_us"][q] for x, y in zip(lat[f"router {n}"], lat["router"])])
+                               for q in ("p50", "p90", "p99", "p999")} for n, _ in extras}
+    if low:
+        for n, _ in extras:
+            out["latency_ratios"][f"router {n}/router @ {low:,}/s"] = {
+                q: stats([x["lat_us"][q] / y["lat_us"][q] for x, y in zip(lowr[f"router {n}"], lowr["router"])])
+                for q in ("p50", "p90", "p99", "p999")}
     for p in [lb, bp, bp_def] + ([lb_ws, bp_ws] if variants else []) + [x[1] for x in extras]:
         PROCS.stop(p, signal.SIGINT)
     PROCS.stop(ng)
@@ -829,6 +842,199 @@ def section_failover(cfg, work, R):
     R["failover"] = out
 
 
+ADMIN_HDR = "Basic " + base64.b64encode(b"ops:ops-secret-123").decode()
+
+
+class KeepAlive:
+    """One keep-alive HTTP/1.1 connection, reopened after any error (polling many bots fast)."""
+
+    def __init__(self, port, timeout=5.0):
+        self.port, self.timeout, self.c = port, timeout, None
+
+    def get(self, path, auth):
+        for attempt in (0, 1):
+            try:
+                if self.c is None:
+                    self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                self.c.putrequest("GET", path, skip_accept_encoding=True)
+                self.c.putheader("Authorization", auth)
+                self.c.endheaders()
+                r = self.c.getresponse()
+                body = r.read()
+                if r.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return r.status, body
+            except (OSError, http.client.HTTPException):
+                self.close()
+                if attempt:
+                    return 0, b""
+        return 0, b""
+
+    def close(self):
+        if self.c is not None:
+            self.c.close()
+            self.c = None
+
+
+def fake_state(port):
+    """A fake node's own `/__fake/state` (None when it does not answer)."""
+    try:
+        st, body = http_get(port, "/__fake/state", None, timeout=5)
+        return json.loads(body) if st == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+
+
+def duplicate_identities(state):
+    """Identity keys that more than one bot of the node runs under: {key prefix: count}."""
+    seen = {}
+    for b in (state or {}).get("bots", []):
+        k = b.get("identity_key")
+        if k:
+            seen[k] = seen.get(k, 0) + 1
+    return {k[:12]: n for k, n in seen.items() if n > 1}
+
+
+def restart_round(cfg, work, rnd):
+    """One node restart: a fresh node (data dir), router and 300 bots; SIGKILL, restart after 1 s."""
+    total, n_tpl = cfg["restart_bots"], cfg["restart_templates"]
+    templates = [f"keep{i:02d}" for i in range(n_tpl)]
+    data = work / f"restart-{rnd}-data"
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [str(REL / "ts3ab-fake-node"), "--listen", f"127.0.0.1:{port}", "--name", "restart-node",
+            "--auth", NODE_AUTH, "--anonymous", "none", "--data-dir", str(data)]
+    for t in templates:
+        argv += ["--template", f"{t}:run"]
+
+    def start_node(tag):
+        p = PROCS.start(f"restart-node-{rnd}-{tag}", argv, cpu=LOAD_CPU, log_path=work / f"restart-node-{rnd}.log",
+                        stdout_pipe=True)
+        read_lines(p, lambda ls: any(l.startswith("listening on ") for l in ls), timeout=30)
+        return p
+
+    node = start_node("a")
+    # As shipped: health.interval_ms 2000, failover enabled with after_ms 30000 (a restart within
+    # 1 s is never an evacuation), 16 rebuilds at once.
+    lb = start_router(work, f"router-restart-{rnd}", [(f"127.0.0.1:{port}", total)],
+                      interval_ms=cfg["restart_interval_ms"])
+    router_bots(lb.port, n_tpl)
+    for _ in range(total - n_tpl):
+        st, body = http_get(lb.port, "/api/bot/connect/to/ts.example.com", KEY_HDR)
+        if st != 200:
+            raise RuntimeError(f"restart: create answered {st} {body[:200]}")
+    gids = router_bots(lb.port, total)
+    if len(gids) != total:
+        raise RuntimeError(f"restart: router knows {len(gids)} bots, wanted {total}")
+    ka = KeepAlive(lb.port)
+
+    def key_of(gid):
+        st, body = ka.get(f"/api/bot/use/{gid}/(/settings/get/connect.identity.key)", ADMIN_HDR)
+        return st, body
+
+    # Every identity readable through the router (admin), then time for the router's own reads
+    # (created bots: once after the create; adopted templates: the background sweep).
+    before, end = {}, time.time() + 60
+    while len(before) < total and time.time() < end:
+        for g in gids:
+            if g not in before:
+                st, body = key_of(g)
+                if st == 200 and body.strip() not in (b"", b'""', b"null"):
+                    before[g] = body
+        if len(before) < total:
+            time.sleep(0.2)
+    if len(before) < total:
+        raise RuntimeError(f"restart: only {len(before)}/{total} identities answer through the router")
+    time.sleep(cfg["restart_identity_wait"])
+    st0 = fake_state(port) or {}
+    node_before = len(st0.get("bots", []))
+    start_before = st0.get("starttime")
+    router_log = work / f"router-restart-{rnd}" / "router.log"
+    log_mark = router_log.stat().st_size
+
+    log(f"restart round {rnd}: {len(gids)} bots ({n_tpl} run=true templates), node lists {node_before}; SIGKILL")
+    t_kill = time.time()
+    PROCS.stop(node, signal.SIGKILL)
+    time.sleep(cfg["restart_down_s"])
+    t_start = time.time()
+    node = start_node("b")
+    t_listen = time.time()
+    confirmed, wrong, statuses, max_dups, t_seen = {}, set(), {}, {}, None
+    deadline = t_listen + cfg["restart_wait"]
+    while len(confirmed) < total and time.time() < deadline:
+        for g in gids:
+            if g in confirmed:
+                continue
+            st, body = key_of(g)
+            statuses[st] = statuses.get(st, 0) + 1
+            if st == 200 and body == before[g]:
+                confirmed[g] = time.time()
+                wrong.discard(g)
+            elif st == 200:
+                wrong.add(g)
+        if t_seen is None:
+            with open(router_log, "rb") as f:
+                f.seek(log_mark)
+                if b"restarted (start time" in f.read():
+                    t_seen = time.time()
+        d = duplicate_identities(fake_state(port))
+        for k, n in d.items():
+            max_dups[k] = max(max_dups.get(k, 0), n)
+        time.sleep(0.05)
+    t_all = max(confirmed.values()) if len(confirmed) == total else None
+    # Check once more that nothing went back and that the node runs every identity once.
+    final_ok = sum(1 for g in gids if key_of(g) == (200, before[g]))
+    st1 = fake_state(port) or {}
+    d = duplicate_identities(st1)
+    for k, n in d.items():
+        max_dups[k] = max(max_dups.get(k, 0), n)
+    keys_on_node = {b.get("identity_key") for b in st1.get("bots", [])}
+    def as_key(body):
+        try:
+            v = json.loads(body)
+        except ValueError:
+            return None
+        return v if isinstance(v, str) else None
+
+    orig_on_node = sum(1 for v in before.values() if as_key(v) in keys_on_node)
+    ka.close()
+    out = {"bots": total, "templates_run_true": n_tpl, "temporary": total - n_tpl, "down_s": t_start - t_kill,
+           "kill_to_listening_s": t_listen - t_kill,
+           "all_back_after_listening_s": (t_all - t_listen) if t_all else None,
+           "all_back_after_kill_s": (t_all - t_kill) if t_all else None,
+           "first_back_after_listening_s": (min(confirmed.values()) - t_listen) if confirmed else None,
+           "router_logged_restart_after_listening_s": (t_seen - t_listen) if t_seen else None,
+           "back_with_identity": len(confirmed), "back_with_other_identity": len(wrong),
+           "final_check_ok": final_ok, "node_bots_before": node_before, "node_bots_after": len(st1.get("bots", [])),
+           "original_identities_on_node": orig_on_node, "identities_twice": max_dups,
+           "starttime_changed": bool(start_before and st1.get("starttime") and start_before != st1["starttime"]),
+           "router_answers": {str(k): v for k, v in sorted(statuses.items())}}
+    log(f"restart round {rnd}: " + (f"all {total} back {out['all_back_after_listening_s']:.2f}s after the node listened "
+        f"again ({out['all_back_after_kill_s']:.2f}s after the kill)" if t_all else f"{len(confirmed)}/{total} back") +
+        f"; identities twice: {len(max_dups)}; node lists {out['node_bots_after']}")
+    PROCS.stop(lb, signal.SIGINT)
+    PROCS.stop(node)
+    return out
+
+
+def section_restart(cfg, work, R):
+    rounds = [restart_round(cfg, work, r) for r in range(cfg["restart_rounds"])]
+
+    def st(k):
+        return stats([x[k] for x in rounds])
+
+    R["restart"] = {"rounds": rounds, "bots": cfg["restart_bots"], "templates_run_true": cfg["restart_templates"],
+                    "poll_interval_ms": cfg["restart_interval_ms"], "down_s": cfg["restart_down_s"],
+                    "all_back_after_listening_s": st("all_back_after_listening_s"),
+                    "all_back_after_kill_s": st("all_back_after_kill_s"),
+                    "first_back_after_listening_s": st("first_back_after_listening_s"),
+                    "router_logged_restart_after_listening_s": st("router_logged_restart_after_listening_s"),
+                    "back_with_identity": [x["back_with_identity"] for x in rounds],
+                    "identities_twice": sum(len(x["identities_twice"]) for x in rounds),
+                    "complete": all(x["all_back_after_listening_s"] is not None and x["final_check_ok"] == x["bots"]
+                                    for x in rounds)}
+
+
 def section_micro(cfg, work, R):
     crit = TARGET / "criterion"
     t0 = time.time()
@@ -912,6 +1118,15 @@ def targets_table(R):
                 f"{fo['note']}; node marked down {fo['decision_after_kill_s']:.1f} s after the kill")
         else:
             add("Failover of 300 bots", "≤ 10 s after the decision", "incomplete", False, fo.get("note", ""))
+    rs = R.get("restart")
+    if rs:
+        n = rs["bots"]
+        v = rs["all_back_after_listening_s"]
+        ok = rs["complete"] and rs["identities_twice"] == 0
+        add(f"Node restart, {n} bots", f"all {n} back with their identity, none twice (time: no fixed goal)",
+            (fmt_s(v, 1) + " s after the node listened again") if v["median"] is not None else "incomplete", ok,
+            f"{fmt_s(rs['all_back_after_kill_s'], 1)} s after the SIGKILL; back {rs['back_with_identity']}; "
+            f"identities run twice: {rs['identities_twice']}; poll {rs['poll_interval_ms']} ms")
     return rows
 
 
@@ -963,6 +1178,12 @@ def render_md(R, meta):
         L.append("| --- | --- | --- |")
         for k, v in p["added_latency_us"].items():
             L.append(f"| {k} | {fmt_s(v['p50'], 0)} | {fmt_s(v['p99'], 0)} |")
+        if p.get("latency_ratios"):
+            L.append("\n| latency ratio (candidate ÷ router, per round) | p50 | p90 | p99 | p99.9 |")
+            L.append("| --- | --- | --- | --- | --- |")
+            for k, q in p["latency_ratios"].items():
+                L.append(f"| {k} | {fmt_s(q['p50'], 3)} | {fmt_s(q['p90'], 3)} | {fmt_s(q['p99'], 3)} | "
+                         f"{fmt_s(q['p999'], 3)} |")
         L.append("")
     f = R.get("fanout")
     if f:
@@ -1035,6 +1256,24 @@ def render_md(R, meta):
                      f"{fo['identities_kept']}/{fo['identities_before']} kept their TeamSpeak identity.\n")
         else:
             L.append(fo.get("note", "") + "\n")
+    rs = R.get("restart")
+    if rs:
+        L.append(f"## Node restart\n\nA fake node process with {rs['bots']} bots ({rs['bots'] - rs['templates_run_true']} "
+                 f"temporary, created through the router with `bot/connect/to`; {rs['templates_run_true']} `run = true` "
+                 f"templates in its `--data-dir`) is killed (SIGKILL) and started again {rs['down_s']:.0f} s later on the "
+                 f"same address and data dir; the router runs as shipped (poll interval {rs['poll_interval_ms']} ms, "
+                 "failover after 30 s). A bot is back when `settings/get/connect.identity.key` through the router "
+                 "answers its original key. One row per round (a fresh node, data dir and router each).\n")
+        L.append("| round | all back after listening (s) | after SIGKILL (s) | first back (s) | router logged the restart (s) "
+                 "| back / bots | other identity | node lists | identities twice |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for i, x in enumerate(rs["rounds"]):
+            L.append(f"| {i} | {fmt(x['all_back_after_listening_s'])} | {fmt(x['all_back_after_kill_s'])} | "
+                     f"{fmt(x['first_back_after_listening_s'])} | {fmt(x['router_logged_restart_after_listening_s'])} | "
+                     f"{x['back_with_identity']} / {x['bots']} | {x['back_with_other_identity']} | {x['node_bots_after']} | "
+                     f"{len(x['identities_twice'])} |")
+        L.append(f"\nMedian (min–max): all back {fmt_s(rs['all_back_after_listening_s'])} s after the node listened "
+                 f"again, {fmt_s(rs['all_back_after_kill_s'])} s after the SIGKILL.\n")
     m = R.get("micro")
     if m:
         L.append("## Micro-benchmarks (criterion, median)\n")
@@ -1098,6 +1337,7 @@ def main():
     ap.add_argument("--extra-router", action="append", default=[], metavar="NAME=BINARY",
                     help="also measure another ts3ab-lb build in the proxy section (tuning A/B), e.g. jemalloc=/tmp/ts3ab-lb")
     ap.add_argument("--proxy-rounds", type=int, default=None, help="override the proxy section's round count")
+    ap.add_argument("--lat-rounds", type=int, default=None, help="override the proxy section's fixed-rate latency round count")
     ap.add_argument("--variants", action="store_true", help="measure the proxy variants (work-stealing runtime) in --quick too")
     args = ap.parse_args()
     quick = args.quick
@@ -1113,11 +1353,15 @@ def main():
         "scale_nodes": 100, "scale_bots": 300, "scale_rate": 2000, "scale_rounds": 1 if quick else 3,
         "scale_secs": 4 if quick else 10, "scale_settle": 3 if quick else 5, "scale_idle_secs": 5 if quick else 10,
         "failover_interval_ms": 2000, "failover_wait": 60, "failover_identity_wait": 6, "failover_after_decision": 15 if quick else 30,
+        "restart_bots": 300, "restart_templates": 20, "restart_interval_ms": 2000, "restart_down_s": 1.0,
+        "restart_identity_wait": 6, "restart_wait": 60, "restart_rounds": 1 if quick else 3,
         "micro_quick": quick,
         "extra_routers": [tuple(x.split("=", 1)) for x in args.extra_router],
     }
     if args.proxy_rounds:
         cfg["proxy_rounds"] = args.proxy_rounds
+    if args.lat_rounds:
+        cfg["lat_rounds"] = args.lat_rounds
     if args.variants:
         cfg["proxy_variants"] = True
     sections = [s for s in args.only.split(",") if s]
@@ -1153,7 +1397,7 @@ def main():
     log(f"results in {out}; sections {sections}; load {meta['load_before']}")
     fns = {"proxy": section_proxy, "fanout": section_fanout, "scaling": section_scaling,
            "placement": section_placement, "scale": section_scale, "failover": section_failover,
-           "micro": section_micro}
+           "restart": section_restart, "micro": section_micro}
     try:
         for s in sections:
             t0 = time.time()

@@ -51,7 +51,14 @@ fn cluster(nodes: usize, capacity: u32, bots: u32) -> (Arc<Cluster>, tempfile::T
         .map(|i| {
             let url = format!("http://127.0.0.1:{}", 20000 + i);
             let auth = Some(format!("router:token-{i}"));
-            NodeConfig::parse(&format!("n{i}"), &url, auth, capacity, ts3ab_lb::config::NodeState::Ready).expect("node")
+            NodeConfig::parse(
+                &format!("n{i}"),
+                &url,
+                auth,
+                capacity,
+                ts3ab_lb::config::NodeState::Ready,
+            )
+            .expect("node")
         })
         .collect();
     let cluster = Arc::new(Cluster::new(&configs, Snapshot::default(), store));

@@ -23,7 +23,29 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum KeyAction {
+    /// Create a key in the store (the router must be stopped: the embedded store is locked
+    /// while it runs; use the admin API then). Prints the secret once.
+    Create {
+        /// The key name (the Basic user id).
+        #[arg(long)]
+        name: String,
+        /// `user` or `admin`.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// The YAML configuration file (for the store's location).
+        #[arg(short, long, default_value = "conf/ts3ab-lb.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// Manage API keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Run the router (production entry).
     Serve {
         /// The YAML configuration file.
@@ -42,6 +64,9 @@ enum Command {
         /// Where the router listens.
         #[arg(long, default_value = "127.0.0.1:58913")]
         listen: String,
+        /// Where the admin panel and API listen.
+        #[arg(long, default_value = "127.0.0.1:58914")]
+        admin: String,
         /// Directory of the demo's embedded store.
         #[arg(long, default_value = "data/demo")]
         data: PathBuf,
@@ -73,7 +98,20 @@ fn main() -> ExitCode {
             server.run_forever()
         }),
         #[cfg(feature = "demo")]
-        Command::Demo { listen, data } => ts3ab_lb::server::demo::run(&listen, &data),
+        Command::Demo {
+            listen,
+            admin,
+            data,
+        } => ts3ab_lb::server::demo::run(&listen, &admin, &data),
+        Command::Key {
+            action: KeyAction::Create { name, role, config },
+        } => load(&config).and_then(|c| {
+            let secret = ts3ab_lb::server::keys::create_key(&c, &name, &role)?;
+            println!("key `{name}` ({role}) created; its secret (shown only now):");
+            println!("{secret}");
+            println!("use it as Basic {name}:<secret>, or log in to the admin panel with it");
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -546,8 +546,10 @@ fn check_config_names_the_bad_key() {
 fn demo_runs_on_a_fresh_machine() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
+    let admin_port = free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--data"])
         .arg(dir.path().join("demo"))
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -575,8 +577,22 @@ fn demo_runs_on_a_fresh_machine() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The demo's admin listener: the panel and the API with the demo key.
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let nodes = raw_request(
+        admin,
+        "GET",
+        b"/admin/api/nodes",
+        &[("Authorization", &basic(key))],
+        None,
+    );
+    let panel = raw_request(admin, "GET", b"/admin/", &[], None);
     let _ = child.kill();
     let _ = child.wait();
+    assert_eq!(nodes.status, 200, "{}", nodes.text());
+    assert_eq!(nodes.json().as_array().map(Vec::len), Some(3));
+    assert_eq!(panel.status, 200);
+    assert!(panel.text().contains("<html"), "{}", panel.text());
     let list = list.expect("demo answered bot/list");
     assert!(
         list.as_array()

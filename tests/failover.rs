@@ -90,7 +90,17 @@ fn dead_node_bots_move_with_their_ids_and_identities_and_come_back_fenced() {
         .collect();
     // The router reads a new bot's identity in the background: wait until it has read every
     // bot's on this node before the node dies.
-    let reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
+    let mut reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
+    // And the read-backs of the two settings the answers could not confirm.
+    let music_lid = before
+        .iter()
+        .find(|b| b.name.as_deref() == Some("music"))
+        .map(|b| b.id)
+        .expect("music runs there");
+    reads.push(format!(
+        "/api/bot/use/{music_lid}/(/settings/get/audio.volume.max)"
+    ));
+    reads.push("/api/settings/bot/get/music/audio.volume.default".to_string());
     wait_for_requests(&nodes[dead], 10, "the identity reads", &reads);
     nodes[dead].kill();
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::fencing::{fence, FenceError};
+use crate::cluster::node::PollOutcome;
 use crate::cluster::placement::node_of;
 use crate::cluster::{Cluster, Node};
 use crate::config::HealthConfig;
@@ -100,7 +101,14 @@ pub async fn poll_and_observe(
     node: &Node,
     cfg: &HealthConfig,
 ) -> Result<(), PollError> {
+    let began = std::time::Instant::now();
     let result = poll_node(cluster, client, node, cfg.timeout).await;
+    if !matches!(result, Err(PollError::Evacuating(_))) {
+        node.set_last_poll(PollOutcome {
+            latency_ms: Some(u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            error: result.as_ref().err().map(ToString::to_string),
+        });
+    }
     // Failover moves the bots only of a node it cannot reach: one that answers but refuses
     // (a revoked token, an error status) still runs its bots.
     match &result {

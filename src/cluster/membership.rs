@@ -4,9 +4,10 @@
 //! edited node is down until its first successful poll, an edit keeps the node (and so its
 //! load counters and bots), and a node is removed only when the router tracks nothing on it
 //! (no bots, templates, fences or creates in flight: drain and move them first). Nodes added
-//! at run time are stored before the change is visible; nodes from the config file are the
-//! file's, so their edits last until the next restart.
-//! Does not own: the HTTP admin API that calls these (a later layer), or checking that a URL
+//! at run time are stored before the change is visible; an edit of a config-file node is
+//! stored as an override that wins over the file at the next start; config-file nodes are
+//! removed in the file, not here.
+//! Does not own: the HTTP admin API that calls these (`admin`), or checking that a URL
 //! answers like a TS3AudioBot (the caller does that before adding).
 
 use std::sync::atomic::Ordering;
@@ -216,7 +217,14 @@ mod tests {
     use crate::store::{Snapshot, Store, StoreHandle};
 
     fn cfg(name: &str, port: u16) -> NodeConfig {
-        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, NodeState::Ready).expect("node")
+        NodeConfig::parse(
+            name,
+            &format!("http://127.0.0.1:{port}"),
+            None,
+            10,
+            NodeState::Ready,
+        )
+        .expect("node")
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -329,7 +337,7 @@ mod tests {
             };
             rt.block_on(c.edit_node("x", edit, T)).expect("edit");
             rt.block_on(c.remove_node("y", T)).expect("remove");
-            // Config-file nodes are the file's: an edit lasts until the next restart.
+            // A config-file node's edit is stored as an override of the file.
             let edit = NodeEdit {
                 capacity: Some(99),
                 ..NodeEdit::default()
@@ -347,9 +355,12 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let snap: Snapshot = snap.expect("store reopens");
-        let names: Vec<&str> = snap.nodes.iter().map(|n| n.name.as_str()).collect();
-        assert_eq!(names, vec!["x"], "only run-time nodes are stored");
-        assert_eq!(snap.nodes[0].capacity, 77);
+        let stored: Vec<(&str, u32, bool)> = snap
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.capacity, n.from_config))
+            .collect();
+        assert_eq!(stored, vec![("a", 99, true), ("x", 77, false)]);
         let store = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
             .expect("spawn");
         // The config file now also has an `x`: the file wins.
@@ -362,7 +373,8 @@ mod tests {
                 .expect("a")
                 .capacity
                 .load(Ordering::Acquire),
-            10
+            99,
+            "the stored edit of a config-file node wins over the file"
         );
     }
 }

@@ -72,6 +72,18 @@ impl Cluster {
             .collect()
     }
 
+    /// Every bot with its node and whether it waits to be restored, by cluster id.
+    pub fn all_bots(&self) -> Vec<(NodeId, bool, BotSnapshot)> {
+        let t = self.tables.read();
+        let mut v: Vec<(NodeId, bool, BotSnapshot)> = t
+            .bots
+            .iter()
+            .map(|(gid, b)| (b.node, b.restoring, snapshot(&t, *gid, b)))
+            .collect();
+        v.sort_by_key(|(_, _, b)| b.gid);
+        v
+    }
+
     /// Bots that went down with a restart of their node and wait to be rebuilt, with that
     /// node.
     pub fn restoring(&self) -> Vec<(NodeId, BotSnapshot)> {

@@ -82,6 +82,17 @@ pub struct Node {
     pub removed: AtomicBool,
     /// The node process's `starttime` as last read from `system/info` (None: not read yet).
     starttime: Mutex<Option<String>>,
+    /// The last poll's outcome: its duration and, if it failed, why (for operators).
+    last_poll: Mutex<PollOutcome>,
+}
+
+/// What the last poll of a node found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// How long it took, in milliseconds (None: never polled).
+    pub latency_ms: Option<u64>,
+    /// Why it failed; None after a success.
+    pub error: Option<String>,
 }
 
 impl Node {
@@ -101,7 +112,18 @@ impl Node {
             unreachable: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             starttime: Mutex::new(None),
+            last_poll: Mutex::new(PollOutcome::default()),
         }
+    }
+
+    /// What the last poll found.
+    pub fn last_poll(&self) -> PollOutcome {
+        self.last_poll.lock().clone()
+    }
+
+    /// Records a poll's outcome.
+    pub fn set_last_poll(&self, outcome: PollOutcome) {
+        *self.last_poll.lock() = outcome;
     }
 
     /// The node process's start time as last read (changes when TS3AudioBot restarts).

@@ -238,7 +238,14 @@ mod tests {
             .enumerate()
             .map(|(i, c)| {
                 let url = format!("http://127.0.0.1:{}", 1000 + i);
-                NodeConfig::parse(&format!("n{i}"), &url, None, *c, crate::config::NodeState::Ready).expect("node")
+                NodeConfig::parse(
+                    &format!("n{i}"),
+                    &url,
+                    None,
+                    *c,
+                    crate::config::NodeState::Ready,
+                )
+                .expect("node")
             })
             .collect();
         let cluster = Arc::new(Cluster::new(&nodes, Snapshot::default(), store));

@@ -922,7 +922,14 @@ mod tests {
     use crate::store::embedded::EmbeddedStore;
 
     fn node_cfg(name: &str, port: u16) -> NodeConfig {
-        NodeConfig::parse(name, &format!("http://127.0.0.1:{port}"), None, 10, crate::config::NodeState::Ready).expect("node")
+        NodeConfig::parse(
+            name,
+            &format!("http://127.0.0.1:{port}"),
+            None,
+            10,
+            crate::config::NodeState::Ready,
+        )
+        .expect("node")
     }
 
     fn cluster(dir: &std::path::Path) -> Cluster {

@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 /// The default listen address: TS3AudioBot's own default API port, so clients change nothing.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:58913";
+/// The admin listener's default: loopback only (like Envoy's and Caddy's admin), one port
+/// above the API.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:58914";
 /// The seed project's measured maximum of bots per host.
 pub const DEFAULT_CAPACITY: u32 = 300;
 /// Kestrel's request body cap, which TS3AudioBot inherits.
@@ -71,6 +74,17 @@ pub struct Config {
     pub placement: PlacementConfig,
     /// Rebuilding a dead node's bots elsewhere.
     pub failover: FailoverConfig,
+    /// The admin interface.
+    pub admin: AdminConfig,
+}
+
+/// The admin listener (JSON API and panel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where it listens; None = no admin listener.
+    pub listen: Option<SocketAddr>,
+    /// How long a panel login lasts.
+    pub session_ttl: Duration,
 }
 
 /// One API key.
@@ -184,6 +198,8 @@ pub struct FailoverConfig {
 pub struct PlacementConfig {
     /// The strategy.
     pub strategy: PlacementStrategy,
+    /// The capacity of nodes that do not say (also for nodes added at run time).
+    pub default_capacity: u32,
 }
 
 /// Placement strategies (named in the config so more can be added).
@@ -217,6 +233,34 @@ struct RawConfig {
     placement: RawPlacement,
     #[serde(default)]
     failover: RawFailover,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    listen: String,
+    #[serde(default = "default_session_ttl")]
+    session_ttl_s: u64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+            session_ttl_s: default_session_ttl(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    DEFAULT_ADMIN_LISTEN.to_string()
+}
+
+fn default_session_ttl() -> u64 {
+    12 * 3600
 }
 
 fn default_listen() -> String {
@@ -367,7 +411,7 @@ impl Default for RawFailover {
     fn default() -> Self {
         RawFailover {
             enabled: true,
-            after_ms: 30_000,
+            after_ms: 10_000,
             concurrency: 16,
             retry_ms: 5_000,
         }
@@ -413,8 +457,10 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         health: validate_health(raw.health)?,
         placement: PlacementConfig {
             strategy: raw.placement.strategy,
+            default_capacity: raw.placement.default_capacity,
         },
         failover: validate_failover(raw.failover)?,
+        admin: validate_admin(raw.admin, listen)?,
     })
 }
 
@@ -686,6 +732,31 @@ fn validate_health(h: RawHealth) -> Result<HealthConfig, ConfigError> {
     })
 }
 
+fn validate_admin(a: RawAdmin, api: SocketAddr) -> Result<AdminConfig, ConfigError> {
+    let listen = match a.listen.as_str() {
+        "" | "off" => None,
+        s => {
+            let addr: SocketAddr = s.parse().map_err(|_| {
+                invalid(
+                    "admin.listen",
+                    format!("`{s}` is not an IP:port address (or `off`)"),
+                )
+            })?;
+            if addr.port() == api.port() && (addr.ip() == api.ip() || api.ip().is_unspecified()) {
+                return Err(invalid("admin.listen", "must not be the API's address"));
+            }
+            Some(addr)
+        }
+    };
+    if a.session_ttl_s == 0 {
+        return Err(invalid("admin.session_ttl_s", "must be greater than 0"));
+    }
+    Ok(AdminConfig {
+        listen,
+        session_ttl: Duration::from_secs(a.session_ttl_s),
+    })
+}
+
 fn validate_failover(f: RawFailover) -> Result<FailoverConfig, ConfigError> {
     if f.concurrency == 0 {
         return Err(invalid("failover.concurrency", "must be at least 1"));
@@ -780,7 +851,7 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert_eq!(c.health.interval, Duration::from_secs(2));
         assert_eq!(c.placement.strategy, PlacementStrategy::LeastUsed);
         assert!(c.failover.enabled);
-        assert_eq!(c.failover.after, Duration::from_secs(30));
+        assert_eq!(c.failover.after, Duration::from_secs(10));
     }
 
     #[test]

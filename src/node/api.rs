@@ -142,6 +142,65 @@ pub async fn read_starttime(
         .filter(|t| !t.is_empty()))
 }
 
+/// Checks that `node` answers like a TS3AudioBot with its credentials, before it is added:
+/// `version` must be TS3AudioBot's `{Version, Branch, CommitSha}` and `bot/list` a BotInfo
+/// array. The error says what is wrong in words an operator can act on.
+pub async fn check_node(
+    client: &NodeClient,
+    node: &Endpoint,
+    timeout: Duration,
+) -> Result<String, String> {
+    let words = |e: NodeError| {
+        match e {
+        NodeError::Connect { reason, .. } => format!(
+            "cannot connect to {} ({reason}); is TS3AudioBot running there and its web API enabled?",
+            node.url
+        ),
+        NodeError::Timeout { after, .. } => {
+            format!("{} did not answer within {after:?}", node.url)
+        }
+        other => other.to_string(),
+    }
+    };
+    let v = client
+        .get(node, b"/api/version", timeout)
+        .await
+        .map_err(words)?;
+    if v.status == 401 || v.status == 403 {
+        let why = serde_json::from_slice::<serde_json::Value>(&v.body)
+            .ok()
+            .and_then(|j| j["ErrorMessage"].as_str().map(str::to_string))
+            .unwrap_or_else(|| v.snippet());
+        return Err(format!(
+            "the node refused the credentials (HTTP {}: {why}); give the router a token (`!api token`) or a rights.toml rule for its address",
+            v.status
+        ));
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Version {
+        version: String,
+    }
+    let version = (v.status == 200)
+        .then(|| serde_json::from_slice::<Version>(&v.body).ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!(
+                "{} does not answer like a TS3AudioBot (its /api/version gave HTTP {}: {})",
+                node.url,
+                v.status,
+                v.snippet()
+            )
+        })?;
+    read_bot_list(client, node, timeout)
+        .await
+        .map_err(|e| match e {
+            ReadError::Node(n) => words(n),
+            other => other.to_string(),
+        })?;
+    Ok(version.version)
+}
+
 /// Reads a running bot's TeamSpeak identity (`connect.identity`: key, offset, level) from its
 /// node. The error says why, without the key.
 pub async fn fetch_identity(

@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use arc_swap::ArcSwap;
 
 use subtle::ConstantTimeEq;
@@ -49,8 +51,12 @@ impl Caller {
 pub struct KeyTable {
     /// name → (name, digest of the secret, role). Only digests are compared, so the time a
     /// comparison takes says nothing about the secret's length or content.
-    keys: HashMap<String, (Arc<str>, [u8; 32], Role)>,
+    keys: HashMap<String, Entry>,
 }
+
+/// One key: its name (shared with callers), secret digest, role, and when it was last used
+/// (milliseconds since the epoch; kept across table changes).
+type Entry = (Arc<str>, [u8; 32], Role, Arc<AtomicU64>);
 
 /// A fixed-length digest of a secret (BLAKE2s-256), compared in constant time; also what
 /// the store keeps of a key made at run time.
@@ -76,10 +82,11 @@ impl KeyTable {
         let creds = basic_auth::parse(header)?;
         let uid = String::from_utf8_lossy(creds.uid());
         let secret = creds.secret();
-        let Some((name, expected, role)) = self.keys.get(uid.as_ref()) else {
+        let Some((name, expected, role, used)) = self.keys.get(uid.as_ref()) else {
             return Err(AuthError::UnknownUser);
         };
         if bool::from(expected.as_slice().ct_eq(digest(secret).as_slice())) {
+            used.store(crate::store::now_ms(), Ordering::Relaxed);
             Ok(Caller::Key {
                 name: name.clone(),
                 role: *role,
@@ -119,10 +126,19 @@ impl Keys {
     pub fn put_digest(&self, name: &str, digest: [u8; 32], role: Role) {
         self.0.rcu(|t| {
             let mut t = KeyTable::clone(t);
-            t.keys
-                .insert(name.to_string(), (Arc::from(name), digest, role));
+            t.keys.insert(
+                name.to_string(),
+                (Arc::from(name), digest, role, Arc::default()),
+            );
             t
         });
+    }
+
+    /// When key `name` was last used since the router started.
+    pub fn last_used_ms(&self, name: &str) -> Option<u64> {
+        let t = self.0.load();
+        let v = t.keys.get(name)?.3.load(Ordering::Relaxed);
+        (v > 0).then_some(v)
     }
 
     /// Whether a key of that name exists.
@@ -148,7 +164,7 @@ impl Keys {
             .load()
             .keys
             .iter()
-            .map(|(n, (_, _, r))| (n.clone(), *r))
+            .map(|(n, (_, _, r, _))| (n.clone(), *r))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -174,11 +190,12 @@ pub fn digest_from_hex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn entry(k: &KeyConfig) -> (Arc<str>, [u8; 32], Role) {
+fn entry(k: &KeyConfig) -> Entry {
     (
         Arc::from(k.name.as_str()),
         digest(k.secret.as_bytes()),
         k.role,
+        Arc::default(),
     )
 }
 

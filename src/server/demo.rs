@@ -16,7 +16,7 @@ pub const DEMO_KEY: &str = "admin";
 pub const DEMO_SECRET: &str = "demo-secret";
 
 /// Starts the demo and runs until interrupted.
-pub fn run(listen: &str, data: &Path) -> Result<(), String> {
+pub fn run(listen: &str, admin: &str, data: &Path) -> Result<(), String> {
     let mut nodes = Vec::new();
     for i in 1..=3 {
         let node = FakeNode::start(FakeNodeConfig {
@@ -50,7 +50,7 @@ pub fn run(listen: &str, data: &Path) -> Result<(), String> {
         ));
     }
     yaml.push_str(&format!(
-        "storage: {{ kind: embedded, path: \"{}\" }}\nserver: {{ threads: 2, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }}\nhealth: {{ interval_ms: 1000 }}\n",
+        "storage: {{ kind: embedded, path: \"{}\" }}\nserver: {{ threads: 2, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }}\nhealth: {{ interval_ms: 1000 }}\nadmin: {{ listen: \"{admin}\" }}\n",
         data.display()
     ));
     let config = Config::from_yaml(&yaml, &|_| None).map_err(|e| format!("demo config: {e}"))?;
@@ -65,6 +65,8 @@ pub fn run(listen: &str, data: &Path) -> Result<(), String> {
         "  curl -u {DEMO_KEY}:{DEMO_SECRET} http://{listen}/api/bot/connect/to/ts.example.com"
     );
     println!("  curl -u {DEMO_KEY}:{DEMO_SECRET} 'http://{listen}/api/bot/use/0/(/json/merge/(/bot/info)/(/volume))'");
+    println!("Admin panel: http://{admin}/admin/  (log in with key `{DEMO_KEY}`, secret `{DEMO_SECRET}`)");
+    println!("  curl -u {DEMO_KEY}:{DEMO_SECRET} http://{admin}/admin/api/nodes");
     println!("Stop with Ctrl-C. State is kept in {}.", data.display());
     // The nodes live as long as this function, which never returns.
     let _nodes = nodes;

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod keys;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,8 +15,11 @@ use std::time::Duration;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use pingora_load_balancing::{Backends, LoadBalancer};
 
+use crate::admin::http::AdminApp;
+use crate::admin::AdminState;
 use crate::cluster::failover::Failover;
 use crate::cluster::health::{poll_all, NodePoller};
 use crate::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
@@ -45,13 +49,16 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         StorageConfig::Embedded { path } => Box::new(EmbeddedStore::open(Path::new(path))?),
     };
     let store = StoreHandle::spawn(store)?;
-    let snapshot = futures::executor::block_on(store.load())?;
+    let mut snapshot = futures::executor::block_on(store.load())?;
 
     // Keys added at run time live in the store (as digests); the config file wins on a clash.
     let keys = Arc::new(Keys::new(&config.keys));
     for k in &snapshot.keys {
         if keys.contains(&k.name) {
-            log::info!("key `{}` is in the config file and in the store; the config file wins", k.name);
+            log::info!(
+                "key `{}` is in the config file and in the store; the config file wins",
+                k.name
+            );
             continue;
         }
         match (k.digest.as_deref().and_then(digest_from_hex), &k.secret) {
@@ -61,9 +68,14 @@ pub fn build(config: Config) -> Result<Server, StartError> {
                 secret: secret.clone(),
                 role: k.role,
             }),
-            (None, None) => log::error!("stored key `{}` has no usable digest; it is ignored", k.name),
+            (None, None) => log::error!(
+                "stored key `{}` has no usable digest; it is ignored",
+                k.name
+            ),
         }
     }
+    let stored_keys = snapshot.keys.clone();
+    let stored_audit = std::mem::take(&mut snapshot.audit);
     let cluster = Arc::new(Cluster::new(&config.nodes, snapshot, store));
     log::info!(
         "loaded {} bots on {} nodes from the store",
@@ -128,21 +140,29 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let exec = Exec::new(
         cluster.clone(),
         Arc::new(NodeClient::new(config.routing.connect_timeout)),
-        placer,
+        placer.clone(),
         config.routing.clone(),
         config.health.timeout,
     );
-    let router = Router::new(
-        cluster,
-        keys,
-        config.routing.clone(),
-        exec,
-    )
-    .map_err(StartError::Setup)?;
+    let router = Router::new(cluster.clone(), keys.clone(), config.routing.clone(), exec)
+        .map_err(StartError::Setup)?;
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(poller);
     server.add_service(failover);
     server.add_service(proxy);
+    if let Some(addr) = config.admin.listen {
+        let state = AdminState::new(
+            cluster.clone(),
+            keys.clone(),
+            placer.clone(),
+            Arc::new(config.clone()),
+            &stored_keys,
+            stored_audit,
+        );
+        let mut admin = Service::new("admin".into(), AdminApp(Arc::new(state)));
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     Ok(server)
 }

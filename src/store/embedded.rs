@@ -181,9 +181,7 @@ impl EmbeddedStore {
                         audit.insert(a.seq, encode(a)?.as_slice()).map_err(io)?;
                     }
                     Op::PutOperation(o) => {
-                        operations
-                            .insert(o.id, encode(o)?.as_slice())
-                            .map_err(io)?;
+                        operations.insert(o.id, encode(o)?.as_slice()).map_err(io)?;
                     }
                     Op::DeleteOperation(id) => {
                         operations.remove(*id).map_err(io)?;

@@ -75,6 +75,9 @@ pub struct RouterOpts {
     pub extra_yaml: String,
     /// Indexes of nodes configured with `draining: true`.
     pub draining: Vec<usize>,
+    /// Start the admin listener (on a free port, see [`Router::admin_addr`]); off otherwise,
+    /// so parallel routers never share its default port.
+    pub admin: bool,
 }
 
 impl Default for RouterOpts {
@@ -84,6 +87,7 @@ impl Default for RouterOpts {
             poll_ms: 200,
             extra_yaml: String::new(),
             draining: Vec::new(),
+            admin: false,
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct Router {
     stderr_reader: Option<std::thread::JoinHandle<()>>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin listener is, if it has one.
+    pub admin_addr: Option<SocketAddr>,
     /// Its config file.
     pub config: PathBuf,
     /// Its data directory.
@@ -128,6 +134,7 @@ impl Router {
             stderr: Arc::default(),
             stderr_reader: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: None,
             config: dir.path().join("ts3ab-lb.yaml"),
             data,
             dir: Some(dir),
@@ -167,6 +174,13 @@ impl Router {
             opts.poll_ms,
             opts.extra_yaml
         ));
+        self.admin_addr = opts
+            .admin
+            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        match self.admin_addr {
+            Some(a) => yaml.push_str(&format!("admin: {{ listen: \"{a}\" }}\n")),
+            None => yaml.push_str("admin: { listen: \"off\" }\n"),
+        }
         std::fs::write(&self.config, yaml).expect("write config");
     }
 
@@ -269,10 +283,13 @@ impl Router {
 
     /// Whether the router's stderr says that its listen address is taken.
     fn port_taken(&self, stderr: &str) -> bool {
-        let addr = self.addr.to_string();
+        let addrs: Vec<String> = std::iter::once(self.addr)
+            .chain(self.admin_addr)
+            .map(|a| a.to_string())
+            .collect();
         stderr.lines().any(|l| {
             let l = l.to_ascii_lowercase();
-            l.contains(&addr) && (l.contains("in use") || l.contains("addrinuse"))
+            addrs.iter().any(|a| l.contains(a)) && (l.contains("in use") || l.contains("addrinuse"))
         })
     }
 
@@ -284,7 +301,14 @@ impl Router {
         let port = free_port();
         self.addr = SocketAddr::from(([127, 0, 0, 1], port));
         let new = format!("listen: \"{}\"", self.addr);
-        std::fs::write(&self.config, text.replacen(&old, &new, 1)).expect("write config");
+        let mut text = text.replacen(&old, &new, 1);
+        if let Some(a) = self.admin_addr {
+            let old = format!("admin: {{ listen: \"{a}\" }}");
+            let moved = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            text = text.replacen(&old, &format!("admin: {{ listen: \"{moved}\" }}"), 1);
+            self.admin_addr = Some(moved);
+        }
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     /// Kills the process with SIGKILL (a crash) and waits for it.
