@@ -90,6 +90,36 @@ async function waitForText(locator, what) {
   return (await locator.textContent()).trim();
 }
 
+/**
+ * Waits for the panel's progress box of the operation labelled `label` to leave "running";
+ * fails at once with the panel's message when the API refused to start it.
+ */
+async function waitForOp(label, what) {
+  const handle = await page.waitForFunction((l) => {
+    const op = [...document.querySelectorAll('#ops .op')].find((el) => el.textContent.includes(l));
+    if (op) return { op: true };
+    const flash = document.querySelector('#flash');
+    if (flash && !flash.hidden && flash.textContent.includes(l)) {
+      return { refused: document.querySelector('#flash-text').textContent };
+    }
+    return null;
+  }, label, { timeout: WAIT });
+  const seen = await handle.jsonValue();
+  assert(!seen.refused, `${what} was refused: ${seen.refused}`);
+  await shot(`${what.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}-progress`);
+  const box = await page.waitForFunction((l) => {
+    const op = [...document.querySelectorAll('#ops .op')].find((el) => el.textContent.includes(l));
+    return op && op.dataset.state && op.dataset.state !== 'running' ? op : null;
+  }, label, { timeout: 60_000 }).catch(() => { throw new Error(`${what} did not end within 60 s`); });
+  const el = box.asElement();
+  return {
+    state: await el.getAttribute('data-state'),
+    done: await el.getAttribute('data-done'),
+    total: await el.getAttribute('data-total'),
+    text: (await el.textContent()).trim(),
+  };
+}
+
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
@@ -262,17 +292,7 @@ try {
     assert(onIt.length > 0, `${evacuee} has no bots to evacuate`);
     await go('#/nodes', `#nodes-body tr[data-node="${evacuee}"]`);
     await page.click(`#nodes-body tr[data-node="${evacuee}"] button[data-action="evacuate"]`);
-    const op = page.locator('#ops .op').first();
-    await op.waitFor({ timeout: WAIT });
-    await shot('evacuate-progress');
-    await page.waitForFunction(() => {
-      const el = document.querySelector('#ops .op');
-      return el && el.dataset.state && el.dataset.state !== 'running';
-    }, null, { timeout: 60_000 });
-    const state = await op.getAttribute('data-state');
-    const done = await op.getAttribute('data-done');
-    const total = await op.getAttribute('data-total');
-    const text = await op.textContent();
+    const { state, done, total, text } = await waitForOp(`Evacuate ${evacuee}`, `evacuate ${evacuee}`);
     assert(state === 'done', `the evacuation ended ${state}: ${text}`);
     assert(done === total && Number(total) === onIt.length,
       `the evacuation moved ${done} of ${total}, ${evacuee} had ${onIt.length}: ${text}`);
@@ -297,13 +317,8 @@ try {
     const row = `#bots-body tr[data-bot="${id}"]`;
     await page.selectOption(`${row} select.move-to`, NEW_NODE.name);
     await page.click(`${row} button[data-action="move"]`);
-    const op = page.locator('#ops .op').first();
-    await page.waitForFunction((label) => {
-      const el = document.querySelector('#ops .op');
-      return el && el.textContent.includes(label) && el.dataset.state !== 'running';
-    }, `Move bot ${id}`, { timeout: 60_000 });
-    const text = await op.textContent();
-    assert((await op.getAttribute('data-state')) === 'done', `the move ended: ${text}`);
+    const { state, text } = await waitForOp(`Move bot ${id} to ${NEW_NODE.name}`, `move bot ${id}`);
+    assert(state === 'done', `the move ended ${state}: ${text}`);
     await page.locator(`${row}[data-node="${NEW_NODE.name}"]`).waitFor({ timeout: WAIT });
     const after = await listedBotIds();
     assert(JSON.stringify(after) === JSON.stringify(before), `the bot ids changed: ${before} → ${after}`);
