@@ -106,7 +106,9 @@ fn panel_in_a_browser() {
             ..RouterOpts::default()
         },
     );
-    let admin = router.admin_addr.expect("the harness router has an admin listener");
+    let admin = router
+        .admin_addr
+        .expect("the harness router has an admin listener");
     wait_for_listener(admin, 20);
 
     // Nine bots, spread over the three nodes by placement.
