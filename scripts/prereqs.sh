@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing ts3ab-lb needs on a fresh Debian machine:
 # a C toolchain and cmake (Pingora builds zlib-ng with them), pkg-config, and a working python3
-# venv (the PyPI client test). Rust itself (1.95) is expected to be installed.
+# venv (the PyPI client test), and for the admin panel's browser test node, npm, chromium and the
+# npm packages of tests/browser. Rust itself (1.95) is expected to be installed.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -13,6 +14,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+# NodeSource's nodejs ships npm itself; Debian's needs the npm package.
+command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq
@@ -21,4 +26,10 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust 1.95 (https://rustup.rs) and run this again" >&2
   exit 1
+fi
+# The browser test's npm packages (playwright-core), pinned by the lock file.
+browser_dir="$(dirname "$0")/../tests/browser"
+if [ ! -f "$browser_dir/node_modules/playwright-core/package.json" ]; then
+  if [ -f "$browser_dir/package-lock.json" ]; then npm_verb=ci; else npm_verb=install; fi
+  (cd "$browser_dir" && npm "$npm_verb" --no-audit --no-fund --loglevel=error >/dev/null)
 fi
