@@ -248,7 +248,9 @@ impl AdminState {
             },
         };
         let reply = result.unwrap_or_else(|e| Reply::error(&e));
-        if is_change(&req.method) {
+        // Changes by authenticated admins and login attempts are recorded; anonymous requests
+        // that were refused are not (they would let anyone fill the store).
+        if is_change(&req.method) && (who.is_some() || endpoint == Some(Endpoint::Login)) {
             let outcome = if reply.status < 300 {
                 "ok".to_string()
             } else {
@@ -262,7 +264,13 @@ impl AdminState {
                     who: who.unwrap_or_else(|| "anonymous".into()),
                     from: req.peer.map(|p| p.to_string()).unwrap_or_default(),
                     action: format!("{} {}", req.method, req.path),
-                    target: captures.first().cloned(),
+                    // The thing changed: named in the path, or in the body of a creation.
+                    target: captures.first().cloned().or_else(|| {
+                        serde_json::from_slice::<Value>(&req.body)
+                            .ok()
+                            .filter(|_| endpoint != Some(Endpoint::Login))
+                            .and_then(|v| v["name"].as_str().map(str::to_string))
+                    }),
                     status: reply.status,
                     outcome,
                 })

@@ -29,9 +29,13 @@ pub struct KeyMeta {
     pub last_used_ms: Option<u64>,
 }
 
-/// What the admin layer knows about keys beyond the key table.
+/// What the admin layer knows about keys beyond the key table, and the lock that makes a
+/// key change (check, store, table) one step.
 #[derive(Debug, Default)]
-pub struct KeyBook(pub Mutex<BTreeMap<String, KeyMeta>>);
+pub struct KeyBook(
+    pub Mutex<BTreeMap<String, KeyMeta>>,
+    pub tokio::sync::Mutex<()>,
+);
 
 fn role_name(r: Role) -> &'static str {
     match r {
@@ -73,6 +77,7 @@ struct NewKey {
 pub async fn create(state: &AdminState, body: &[u8]) -> Result<Value, AdminError> {
     let k: NewKey = crate::admin::http::json_body(body)?;
     check_key_name(&k.name)?;
+    let _changing = state.key_book.1.lock().await;
     let role = match k.role.as_str() {
         "user" => Role::User,
         "admin" => Role::Admin,
@@ -119,6 +124,7 @@ pub async fn create(state: &AdminState, body: &[u8]) -> Result<Value, AdminError
 
 /// Revokes a key at once.
 pub async fn revoke(state: &AdminState, name: &str) -> Result<(), AdminError> {
+    let _changing = state.key_book.1.lock().await;
     if !state.keys.contains(name) {
         return Err(AdminError::NotFound(format!("no key named `{name}`")));
     }

@@ -30,14 +30,14 @@ use crate::admin::auth::Sessions;
 use crate::admin::error::AdminError;
 use crate::admin::keys::{KeyBook, KeyMeta};
 use crate::admin::operations::{OpError, OperationView, Operations};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use crate::cluster::placement::Placer;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::node::client::NodeClient;
 use crate::proxy::keys::Keys;
 use crate::store::{AuditRecord, KeyRecord};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 
 /// What every admin endpoint can reach.
 pub struct AdminState {

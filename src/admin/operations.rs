@@ -303,11 +303,12 @@ impl Operations {
             }
         }
         let next = ops.keys().next_back().map_or(1, |m| m + 1);
+        let rebuild_view = cluster.clone();
         Arc::new(Operations {
             cluster,
             placer,
             cfg: failover_cfg,
-            rebuilder: Rebuilder::new(connect_timeout, request_timeout),
+            rebuilder: Rebuilder::new(rebuild_view, connect_timeout, request_timeout),
             next_id: AtomicU64::new(next),
             ops: Mutex::new(ops),
         })

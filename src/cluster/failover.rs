@@ -117,10 +117,11 @@ impl Failover {
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> Self {
+        let rebuild_view = cluster.clone();
         Failover {
             cluster,
             placer,
-            rebuilder: Rebuilder::new(connect_timeout, request_timeout),
+            rebuilder: Rebuilder::new(rebuild_view, connect_timeout, request_timeout),
             cfg,
             request_timeout,
         }
@@ -179,7 +180,11 @@ impl Failover {
     /// `Cluster::reconcile`): each on the same node while it is up and has room, otherwise on
     /// the least-used other node. A bot that failed waits `failover.retry` before the next
     /// attempt.
-    pub async fn restore_pending(&self, next_try: &mut HashMap<u32, Instant>) -> Report {
+    pub async fn restore_pending(
+        &self,
+        next_try: &mut HashMap<u32, Instant>,
+        down_since: &HashMap<NodeId, Instant>,
+    ) -> Report {
         let now = Instant::now();
         let due: Vec<(NodeId, BotSnapshot)> = self
             .cluster
@@ -192,11 +197,22 @@ impl Failover {
             return Report::default();
         }
         let started = Instant::now();
-        // While a node is being evacuated its bots go with the evacuation.
+        // While a node is being evacuated its bots go with the evacuation. A bot whose node
+        // is down waits for it, unless failover would move the node's bots anyway (enabled,
+        // not in maintenance, unreachable for `failover.after`).
         let due: Vec<(Arc<Node>, BotSnapshot)> = due
             .into_iter()
             .filter_map(|(node, b)| Some((self.cluster.node(node)?, b)))
             .filter(|(node, _)| !node.evacuating.load(Ordering::Acquire))
+            .filter(|(node, _)| {
+                node.is_healthy()
+                    || (self.cfg.enabled
+                        && node.state() != NodeState::Maint
+                        && node.unreachable.load(Ordering::Acquire)
+                        && down_since
+                            .get(&node.id)
+                            .is_some_and(|t| t.elapsed() >= self.cfg.after))
+            })
             .collect();
         let results: Vec<(u32, NodeId, Result<bool, MoveError>)> = futures::stream::iter(due)
             .map(|(node, b)| async move { (b.gid, node.id, self.rebuild(&node, b, true).await) })
@@ -351,14 +367,20 @@ pub struct Started {
 /// It only talks to the target node; choosing the node, reserving its slot and recording the
 /// outcome in the view are the caller's.
 pub struct Rebuilder {
+    cluster: Arc<Cluster>,
     client: NodeClient,
     request_timeout: Duration,
 }
 
 impl Rebuilder {
     /// A rebuilder with its own node client (its connections stay on the caller's runtime).
-    pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Self {
         Rebuilder {
+            cluster,
             client: NodeClient::new(connect_timeout),
             request_timeout,
         }
@@ -480,18 +502,28 @@ impl Rebuilder {
     }
 
     /// Best-effort clean-up of a half-made copy on a target: stops whatever runs under the
-    /// name, then deletes the template.
+    /// name, then deletes the template. Never what the router tracks there: a copy the poller
+    /// already took in under its cluster id (a connect that answered late), or a template the
+    /// router records on that node (a bot's own template on its home node after a restart:
+    /// the user's, with its folder).
     pub async fn undo(&self, target: &Node, name: &str) {
         if let Ok(list) =
             read_bot_list(&self.client, &target.endpoint(), self.request_timeout).await
         {
             for b in list {
                 if let (Some(lid), Some(n)) = (b.id, b.name.as_deref()) {
-                    if n == name {
+                    if n == name && self.cluster.gid_of(target.id, lid).is_none() {
                         let _ = self.call(target, &disconnect_target(lid)).await;
                     }
                 }
             }
+        }
+        if self.cluster.template_owner(name) == Some(target.id) {
+            log::warn!(
+                "node {}: template `{name}` is kept: the router records it there",
+                target.name
+            );
+            return;
         }
         let _ = self.call(target, &delete_template_target(name)).await;
     }
@@ -553,7 +585,7 @@ impl BackgroundService for Failover {
                     next_try.insert(node.id, Instant::now() + self.cfg.retry);
                 }
             }
-            self.restore_pending(&mut restore_tries).await;
+            self.restore_pending(&mut restore_tries, &down_since).await;
             self.sweep_identities(&mut identity_tries).await;
         }
     }

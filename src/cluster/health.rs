@@ -42,10 +42,11 @@ pub enum PollError {
 
 /// Reconciles the view with a list just read from `node` (by the poller or a `bot/list`
 /// fan-out). Whether bots that are gone were stopped on purpose or went down with a restart
-/// depends on the node's start time, so it is read first whenever it can decide something:
-/// once, and whenever the list differs from what the router knows (an unchanged list, the
-/// common case, costs nothing more). If the node answers the list but not its start time,
-/// nothing is applied this time. Returns whether new cluster ids were handed out.
+/// depends on the node's start time, so it is read first: by the poller on every poll (so
+/// the start time new bots are stamped with is at most one poll old), by a fan-out only
+/// when it can decide something (the start time is unknown or the list differs from what
+/// the router knows). If the node answers the list but not its start time although it gave
+/// one before, nothing is applied this time. Returns whether new cluster ids were handed out.
 pub async fn apply_list(
     cluster: &Cluster,
     client: &NodeClient,
@@ -53,16 +54,25 @@ pub async fn apply_list(
     listed: &[BotInfo],
     started: u64,
     timeout: Duration,
+    always_read: bool,
 ) -> Result<bool, PollError> {
-    if node.starttime().is_none() || !cluster.list_unchanged(node.id, listed) {
+    if always_read || node.starttime().is_none() || !cluster.list_unchanged(node.id, listed) {
         match read_starttime(client, &node.endpoint(), timeout).await {
             Ok(Some(t)) => {
                 if let Some(old) = node.set_starttime(t.clone()).filter(|o| *o != t) {
                     log::warn!("node {} restarted (start time {old} -> {t})", node.name);
                 }
             }
-            // The node will not say: bots that are gone are taken as stopped on purpose.
-            Ok(None) => {}
+            // A node that never said: bots that are gone are taken as stopped on purpose.
+            Ok(None) if node.starttime().is_none() => {}
+            // It said before and will not now (starting up, an error): decide nothing.
+            Ok(None) => {
+                return Err(PollError::Read(ReadError::Status {
+                    node: node.name.to_string(),
+                    status: 0,
+                    body: "system/info gave no start time".into(),
+                }))
+            }
             Err(e) => return Err(PollError::Read(ReadError::Node(e))),
         }
     }
@@ -85,7 +95,7 @@ pub async fn poll_node(
     let endpoint = node.endpoint();
     let listed = read_bot_list(client, &endpoint, timeout).await?;
     // Refused (and changes nothing) if an evacuation started meanwhile.
-    apply_list(cluster, client, node, &listed, started, timeout).await?;
+    apply_list(cluster, client, node, &listed, started, timeout, true).await?;
     if node.evacuating.load(Ordering::Acquire) {
         // Failover began while this poll ran: the node must not count as up now.
         return Err(PollError::Evacuating(node.name.to_string()));

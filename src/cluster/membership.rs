@@ -136,6 +136,7 @@ impl Cluster {
             .node_by_name(name)
             .ok_or_else(|| NodeChangeError::NotFound(name.to_string()))?;
         let old = node.endpoint();
+        let auth_changed = edit.auth.is_some();
         let auth = match edit.auth {
             Some(a) => a,
             None => old.credentials.clone(),
@@ -151,9 +152,13 @@ impl Cluster {
         self.check_unique(&c, Some(node.id))?;
         // Stored for every node: a config-file node's record holds its run-time changes and
         // wins over the file at the next start.
-        self.store
-            .commit(vec![Op::PutNode(record(&c, node.source))], timeout)
-            .await?;
+        let mut rec = record(&c, node.source);
+        if node.source == NodeSource::Config && !auth_changed {
+            // The file's token (often from the environment) stays the file's: not copied
+            // into the store, and a rotated one is picked up at the next start.
+            rec.auth = None;
+        }
+        self.store.commit(vec![Op::PutNode(rec)], timeout).await?;
         let endpoint = c.endpoint();
         if endpoint != *old {
             node.set_endpoint(endpoint);

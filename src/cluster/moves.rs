@@ -247,7 +247,7 @@ impl Cluster {
         let t = self.tables.read();
         t.bots
             .iter()
-            .filter(|(_, b)| b.record.identity.is_none())
+            .filter(|(_, b)| b.record.identity.is_none() && !b.restoring)
             .filter(|(_, b)| self.node(b.node).is_some_and(|n| n.is_healthy()))
             .take(limit)
             .map(|(gid, b)| (*gid, b.node, b.record.local_id))

@@ -164,7 +164,15 @@ impl Tables {
 
     /// Whether a node's list says exactly what the tables already hold (the common case for a
     /// poll): the same bot in every listed slot, no slot gone, the same templates.
-    pub(super) fn unchanged(&self, node: NodeId, listed: &[BotInfo]) -> bool {
+    /// `current` is the node's start time: a bot stamped with another one ran under another
+    /// process, which is a change even when the list looks the same (a restart that brought
+    /// back exactly the same `run = true` templates).
+    pub(super) fn unchanged(
+        &self,
+        node: NodeId,
+        listed: &[BotInfo],
+        current: Option<&str>,
+    ) -> bool {
         let slots = self.slots.get(&node);
         let mut running = 0;
         let mut names = 0;
@@ -180,7 +188,10 @@ impl Tables {
             let same = slots
                 .and_then(|s| s.get(&lid))
                 .and_then(|g| self.bots.get(g))
-                .is_some_and(|b| b.is_exactly(e.name.as_deref(), e.server.as_deref()));
+                .is_some_and(|b| {
+                    b.is_exactly(e.name.as_deref(), e.server.as_deref())
+                        && (current.is_none() || b.record.node_started.as_deref() == current)
+                });
             if !same {
                 return false;
             }

@@ -133,7 +133,13 @@ impl Cluster {
             );
             let at = defs.iter().position(|(c, _)| c.name == rec.name);
             match (parsed, at) {
-                (Ok(c), Some(i)) if rec.from_config => defs[i].0 = c,
+                (Ok(mut c), Some(i)) if rec.from_config => {
+                    // No stored token: the file's (see `edit_node`).
+                    if c.auth.is_none() {
+                        c.auth = defs[i].0.auth.clone();
+                    }
+                    defs[i].0 = c;
+                }
                 (Ok(_), Some(_)) => log::info!(
                     "node `{}` is in the config file and was also added at run time; the config file wins",
                     rec.name
@@ -222,7 +228,12 @@ impl Cluster {
     pub fn holdings(&self, node: NodeId) -> Holdings {
         let t = self.tables.read();
         Holdings {
-            bots: t.slots.get(&node).map_or(0, BTreeMap::len),
+            // Bots waiting to be restored there count too: removing the node would strand them.
+            bots: t.slots.get(&node).map_or(0, BTreeMap::len)
+                + t.bots
+                    .values()
+                    .filter(|b| b.restoring && b.node == node)
+                    .count(),
             templates: t.node_templates.get(&node).map_or(0, |s| s.len()),
             fences: t.fences.get(&node).map_or(0, Vec::len),
         }
@@ -554,7 +565,10 @@ impl Cluster {
 
     /// Whether a node's list says exactly what the view holds (the common poll).
     pub fn list_unchanged(&self, node: NodeId, listed: &[BotInfo]) -> bool {
-        self.tables.read().unchanged(node, listed)
+        let current = self.node(node).and_then(|n| n.starttime());
+        self.tables
+            .read()
+            .unchanged(node, listed, current.as_deref())
     }
 
     /// Applies a node's full `bot/list` (read by the poller or a fan-out that started at
@@ -564,7 +578,7 @@ impl Cluster {
     /// they wait to be brought back, and an autostarted template is re-adopted under its id.
     /// Returns whether new cluster ids were handed out.
     pub fn reconcile(&self, node: NodeId, listed: &[BotInfo], started: u64) -> bool {
-        if self.tables.read().unchanged(node, listed) {
+        if self.list_unchanged(node, listed) {
             return false;
         }
         let mut ops = Vec::new();

@@ -150,17 +150,16 @@ pub async fn check_node(
     node: &Endpoint,
     timeout: Duration,
 ) -> Result<String, String> {
-    let words = |e: NodeError| {
-        match e {
+    let words = |e: NodeError| match e {
         NodeError::Connect { reason, .. } => format!(
-            "cannot connect to {} ({reason}); is TS3AudioBot running there and its web API enabled?",
-            node.url
+            "cannot connect to {}: {}; is TS3AudioBot running there and its web API enabled?",
+            node.url,
+            connect_words(&reason)
         ),
         NodeError::Timeout { after, .. } => {
             format!("{} did not answer within {after:?}", node.url)
         }
         other => other.to_string(),
-    }
     };
     let v = client
         .get(node, b"/api/version", timeout)
@@ -199,6 +198,30 @@ pub async fn check_node(
             other => other.to_string(),
         })?;
     Ok(version.version)
+}
+
+/// The gist of a connect failure (Pingora's error text repeats its context chain).
+fn connect_words(reason: &str) -> String {
+    let r = reason.to_ascii_lowercase();
+    for (needle, words) in [
+        ("connection refused", "connection refused"),
+        ("timed out", "the connection timed out"),
+        ("timeout", "the connection timed out"),
+        ("no route", "no route to the host"),
+        ("unreachable", "the network is unreachable"),
+        ("certificate", "its TLS certificate was refused"),
+        ("tls", "the TLS handshake failed"),
+    ] {
+        if r.contains(needle) {
+            return words.to_string();
+        }
+    }
+    reason
+        .rsplit("cause:")
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_string()
 }
 
 /// Reads a running bot's TeamSpeak identity (`connect.identity`: key, offset, level) from its

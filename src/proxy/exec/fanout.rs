@@ -190,13 +190,14 @@ async fn collect_list(
         };
         match listed {
             Some((started, l)) => {
-                let new_ids = match apply_list(cluster, client, node, &l, started, timeout).await {
-                    Ok(added) => added,
-                    Err(e) => {
-                        log::warn!("{e}");
-                        false
-                    }
-                };
+                let new_ids =
+                    match apply_list(cluster, client, node, &l, started, timeout, false).await {
+                        Ok(added) => added,
+                        Err(e) => {
+                            log::warn!("{e}");
+                            false
+                        }
+                    };
                 let infos: Vec<BotInfo> = l
                     .into_iter()
                     .filter_map(|b| {
