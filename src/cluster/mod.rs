@@ -9,11 +9,13 @@ pub mod failover;
 pub mod fencing;
 pub mod health;
 mod ids;
+mod lists;
 pub mod load;
 pub mod membership;
 mod moves;
 pub mod node;
 pub mod placement;
+mod records;
 mod tables;
 pub mod view;
 

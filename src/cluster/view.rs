@@ -28,15 +28,13 @@ use crate::cluster::node::{Node, NodeId, NodeList, NodeSource};
 use crate::cluster::tables::{same_bot, seen_template, Bot, Tables, Template};
 use crate::config::NodeConfig;
 use crate::protocol::api_json::BotInfo;
-use crate::store::{
-    now_ms, BotRecord, Identity, Op, Snapshot, StoreError, StoreHandle, TemplateRecord,
-};
+use crate::store::{now_ms, BotRecord, Op, Snapshot, StoreError, StoreHandle, TemplateRecord};
 
 /// A template name reserved by a create in flight; released when dropped.
 #[derive(Debug)]
 pub struct PendingTemplate {
-    cluster: Arc<Cluster>,
-    name: String,
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) name: String,
 }
 
 impl Drop for PendingTemplate {
@@ -312,85 +310,6 @@ impl Cluster {
     /// Number of bots known.
     pub fn bot_count(&self) -> usize {
         self.tables.read().bots.len()
-    }
-
-    /// What `bot/list` adds for a node that answers: its bots that went down with a restart
-    /// and are being brought back, as "connecting" (1).
-    pub fn restoring_list(&self, node: NodeId) -> Vec<BotInfo> {
-        let t = self.tables.read();
-        let mut v: Vec<BotInfo> = t
-            .bots
-            .iter()
-            .filter(|(_, b)| b.restoring && b.node == node)
-            .map(|(gid, b)| BotInfo {
-                id: Some(*gid),
-                name: b.record.template.clone(),
-                server: b.server.clone().or_else(|| b.record.address.clone()),
-                status: 1,
-            })
-            .collect();
-        v.sort_by_key(|b| b.id);
-        v
-    }
-
-    /// What `bot/list` shows for a node the router cannot reach: its known bots as
-    /// "connecting" (1), and its templates that are not running as offline entries.
-    pub fn fallback_list(&self, node: NodeId) -> Vec<BotInfo> {
-        let t = self.tables.read();
-        let mut running_names = std::collections::HashSet::new();
-        let mut named = Vec::new();
-        let mut unnamed = Vec::new();
-        let restoring = t
-            .bots
-            .iter()
-            .filter(|(_, b)| b.restoring && b.node == node)
-            .map(|(g, _)| g);
-        for gid in t
-            .slots
-            .get(&node)
-            .into_iter()
-            .flat_map(|s| s.values())
-            .chain(restoring)
-        {
-            let Some(b) = t.bots.get(gid) else { continue };
-            let info = BotInfo {
-                id: Some(*gid),
-                name: b.record.template.clone(),
-                server: b.server.clone(),
-                status: 1,
-            };
-            match &b.record.template {
-                Some(n) => {
-                    running_names.insert(n.clone());
-                    named.push(info);
-                }
-                None => unnamed.push(info),
-            }
-        }
-        let mut offline: Vec<BotInfo> = t
-            .node_templates
-            .get(&node)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| t.templates.get(name))
-            .filter(|tp| !running_names.contains(&tp.record.name))
-            .map(|tp| BotInfo {
-                id: None,
-                name: Some(tp.record.name.clone()),
-                server: Some(
-                    tp.record
-                        .settings
-                        .get("connect.address")
-                        .cloned()
-                        .unwrap_or_default(),
-                ),
-                status: 0,
-            })
-            .collect();
-        offline.sort_by(|a, b| a.name.cmp(&b.name));
-        named.extend(offline);
-        named.extend(unnamed);
-        named
     }
 
     pub(super) fn bump(&self) -> u64 {
@@ -796,136 +715,6 @@ impl Cluster {
             self.store.submit(ops);
         }
     }
-
-    /// Records a setting written in a bot's context: for a template bot it belongs to its
-    /// template; for a temporary bot only what a rebuild needs is kept (nickname, channel,
-    /// address).
-    pub fn record_bot_setting(&self, gid: u32, path: &str, value: &str) {
-        if let Some(name) = self.bot_template(gid) {
-            return self.record_template_setting(&name, path, value);
-        }
-        self.update_bot(gid, |r| match path {
-            "connect.name" => r.nickname = Some(value.to_string()),
-            "connect.channel" => r.channel = Some(value.to_string()),
-            "connect.address" => r.address = Some(value.to_string()),
-            _ => {}
-        })
-    }
-
-    /// Changes a bot's record (nickname, channel, identity, template after `bot save`).
-    pub fn update_bot(&self, gid: u32, f: impl FnOnce(&mut BotRecord)) {
-        let op = {
-            let mut t = self.tables.write();
-            let Some(b) = t.bots.get_mut(&gid) else {
-                return;
-            };
-            f(&mut b.record);
-            Op::PutBot(b.record.clone())
-        };
-        self.store.submit(vec![op]);
-    }
-
-    /// Reserves a template name for a create in flight (`settings create`, `settings copy`,
-    /// `bot save`), so two concurrent creates of one name can never both reach a node. None
-    /// when the name exists or is being created.
-    pub fn claim_pending(self: &Arc<Self>, name: &str) -> Option<PendingTemplate> {
-        let mut t = self.tables.write();
-        if t.templates.contains_key(name) || !t.pending.insert(name.to_string()) {
-            return None;
-        }
-        Some(PendingTemplate {
-            cluster: self.clone(),
-            name: name.to_string(),
-        })
-    }
-
-    /// Records that `node` now holds template `name`, and waits until that is durable.
-    pub async fn claim_template_durably(
-        &self,
-        name: &str,
-        node: NodeId,
-        timeout: Duration,
-    ) -> Result<(), StoreError> {
-        let mut ops = Vec::new();
-        {
-            let mut t = self.tables.write();
-            let gen = self.bump();
-            if t.templates.get(name).is_some_and(|tp| tp.node != node) {
-                // An explicit create or save on `node` wins over a stale record.
-                t.remove_template(name);
-            }
-            self.claim_template(&mut t, name, node, &mut ops);
-            if let Some(tp) = t.templates.get_mut(name) {
-                tp.since = gen;
-            }
-        }
-        self.store.commit(ops, timeout).await
-    }
-
-    /// Records ownership without waiting (used from synchronous response hooks).
-    pub fn claim_template_now(&self, name: &str, node: NodeId) {
-        let mut ops = Vec::new();
-        {
-            let mut t = self.tables.write();
-            let gen = self.bump();
-            self.claim_template(&mut t, name, node, &mut ops);
-            if let Some(tp) = t.templates.get_mut(name) {
-                tp.since = gen;
-            }
-        }
-        self.store.submit(ops);
-    }
-
-    /// Forgets a template (`settings delete` answered 204).
-    pub fn drop_template(&self, name: &str) {
-        let removed = self.tables.write().remove_template(name).is_some();
-        if removed {
-            self.bump();
-            self.store
-                .submit(vec![Op::DeleteTemplate(name.to_string())]);
-        }
-    }
-
-    /// Remembers a setting written to a template through the router.
-    pub fn record_template_setting(&self, name: &str, path: &str, value: &str) {
-        let op = {
-            let mut t = self.tables.write();
-            let Some(tp) = t.templates.get_mut(name) else {
-                return;
-            };
-            tp.record
-                .settings
-                .insert(path.to_string(), value.to_string());
-            Op::PutTemplate(tp.record.clone())
-        };
-        self.store.submit(vec![op]);
-    }
-
-    /// Stores the identity read from bot `gid` at `node`/`lid` (and its template's), unless
-    /// the bot is no longer in that slot (moved, stopped, slot reused) by the time the read
-    /// came back: then the identity is some other bot's.
-    pub fn record_identity(&self, gid: u32, node: NodeId, lid: u32, identity: Identity) {
-        let mut ops = Vec::new();
-        {
-            let mut t = self.tables.write();
-            let Some(b) = t
-                .bots
-                .get_mut(&gid)
-                .filter(|b| b.node == node && b.record.local_id == lid)
-            else {
-                return;
-            };
-            b.record.identity = Some(identity.clone());
-            ops.push(Op::PutBot(b.record.clone()));
-            if let Some(name) = b.record.template.clone() {
-                if let Some(tp) = t.templates.get_mut(&name) {
-                    tp.record.identity = Some(identity);
-                    ops.push(Op::PutTemplate(tp.record.clone()));
-                }
-            }
-        }
-        self.store.submit(ops);
-    }
 }
 
 #[cfg(test)]
@@ -934,6 +723,7 @@ mod tests {
     use crate::cluster::ids::ID_BLOCK;
     use crate::cluster::moves::Move;
     use crate::store::embedded::EmbeddedStore;
+    use crate::store::Identity;
 
     fn node_cfg(name: &str, port: u16) -> NodeConfig {
         NodeConfig::parse(

@@ -313,7 +313,13 @@ try {
   });
 
   await run('move a bot to the added node', async () => {
-    const id = before[0];
+    // A bot that is not on the added node already (the evacuation may have put some there).
+    const id = await page.evaluate((name) => {
+      const tr = [...document.querySelectorAll('#bots-body tr[data-bot]')]
+        .find((r) => r.dataset.node !== name);
+      return tr ? tr.dataset.bot : null;
+    }, NEW_NODE.name);
+    assert(id !== null, `every bot is on ${NEW_NODE.name} already`);
     const row = `#bots-body tr[data-bot="${id}"]`;
     await page.selectOption(`${row} select.move-to`, NEW_NODE.name);
     await page.click(`${row} button[data-action="move"]`);

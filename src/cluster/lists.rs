@@ -1,0 +1,90 @@
+//! What `bot/list` shows of a node from the router's own records: its bots that are being
+//! brought back after a restart, and everything it is known to hold while it is down.
+//!
+//! Owns: those two lists (in TS3AudioBot's order: named bots, offline templates, temporary
+//! bots). Does not own: the live lists from nodes (`proxy::exec`) or the tables (`view`).
+
+use crate::cluster::node::NodeId;
+use crate::cluster::view::Cluster;
+use crate::protocol::api_json::BotInfo;
+
+impl Cluster {
+    /// What `bot/list` adds for a node that answers: its bots that went down with a restart
+    /// and are being brought back, as "connecting" (1).
+    pub fn restoring_list(&self, node: NodeId) -> Vec<BotInfo> {
+        let t = self.tables.read();
+        let mut v: Vec<BotInfo> = t
+            .bots
+            .iter()
+            .filter(|(_, b)| b.restoring && b.node == node)
+            .map(|(gid, b)| BotInfo {
+                id: Some(*gid),
+                name: b.record.template.clone(),
+                server: b.server.clone().or_else(|| b.record.address.clone()),
+                status: 1,
+            })
+            .collect();
+        v.sort_by_key(|b| b.id);
+        v
+    }
+
+    /// What `bot/list` shows for a node the router cannot reach: its known bots as
+    /// "connecting" (1), and its templates that are not running as offline entries.
+    pub fn fallback_list(&self, node: NodeId) -> Vec<BotInfo> {
+        let t = self.tables.read();
+        let mut running_names = std::collections::HashSet::new();
+        let mut named = Vec::new();
+        let mut unnamed = Vec::new();
+        let restoring = t
+            .bots
+            .iter()
+            .filter(|(_, b)| b.restoring && b.node == node)
+            .map(|(g, _)| g);
+        for gid in t
+            .slots
+            .get(&node)
+            .into_iter()
+            .flat_map(|s| s.values())
+            .chain(restoring)
+        {
+            let Some(b) = t.bots.get(gid) else { continue };
+            let info = BotInfo {
+                id: Some(*gid),
+                name: b.record.template.clone(),
+                server: b.server.clone(),
+                status: 1,
+            };
+            match &b.record.template {
+                Some(n) => {
+                    running_names.insert(n.clone());
+                    named.push(info);
+                }
+                None => unnamed.push(info),
+            }
+        }
+        let mut offline: Vec<BotInfo> = t
+            .node_templates
+            .get(&node)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| t.templates.get(name))
+            .filter(|tp| !running_names.contains(&tp.record.name))
+            .map(|tp| BotInfo {
+                id: None,
+                name: Some(tp.record.name.clone()),
+                server: Some(
+                    tp.record
+                        .settings
+                        .get("connect.address")
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                status: 0,
+            })
+            .collect();
+        offline.sort_by(|a, b| a.name.cmp(&b.name));
+        named.extend(offline);
+        named.extend(unnamed);
+        named
+    }
+}
