@@ -117,39 +117,7 @@ impl Cluster {
     /// changes (`from_config`), which wins over the file; a node added at run time whose name
     /// the config file now also has is the file's (the file wins on a clash).
     pub fn new(config_nodes: &[NodeConfig], snapshot: Snapshot, store: StoreHandle) -> Cluster {
-        let mut defs: Vec<(NodeConfig, NodeSource)> = config_nodes
-            .iter()
-            .map(|c| (c.clone(), NodeSource::Config))
-            .collect();
-        for rec in &snapshot.nodes {
-            let parsed = NodeConfig::parse(
-                &rec.name,
-                &rec.url,
-                rec.auth.clone(),
-                rec.capacity,
-                rec.effective_state(),
-            );
-            let at = defs.iter().position(|(c, _)| c.name == rec.name);
-            match (parsed, at) {
-                (Ok(mut c), Some(i)) if rec.from_config => {
-                    // No stored token: the file's (see `edit_node`).
-                    if c.auth.is_none() {
-                        c.auth = defs[i].0.auth.clone();
-                    }
-                    defs[i].0 = c;
-                }
-                (Ok(_), Some(_)) => log::info!(
-                    "node `{}` is in the config file and was also added at run time; the config file wins",
-                    rec.name
-                ),
-                (Ok(c), None) if !rec.from_config => defs.push((c, NodeSource::Admin)),
-                (Ok(_), None) => log::info!(
-                    "node `{}` was edited at run time but is no longer in the config file; it is not used",
-                    rec.name
-                ),
-                (Err(e), _) => log::error!("stored node `{}` is unusable: {e}", rec.name),
-            }
-        }
+        let defs = node_definitions(config_nodes, &snapshot.nodes);
         let nodes: Vec<Arc<Node>> = defs
             .iter()
             .zip(0u32..)
@@ -368,42 +336,8 @@ impl Cluster {
             // The node reused the slot for another bot: the old one is gone.
             self.retire(t, gid, ops);
         }
-        // A template that autostarts (`run = true`) after a restart is the bot that went down
-        // with it: it keeps its cluster id and is not started a second time.
-        if let Some(gid) = name.and_then(|n| t.restoring_template(node, n)) {
-            t.slots.entry(node).or_default().insert(lid, gid);
-            if let Some(b) = t.bots.get_mut(&gid) {
-                b.restoring = false;
-                b.record.local_id = lid;
-                b.server = server.map(str::to_string).or(b.server.take());
-                ops.push(Op::PutBot(b.record.clone()));
-            }
+        if let Some(gid) = name.and_then(|n| readopt_named(t, node, lid, n, server, guard, ops)) {
             return Some(gid);
-        }
-        // A named bot may have come back in another slot (node restart): keep its id.
-        if let Some(name) = name {
-            let moved = t.slots.get(&node).and_then(|s| {
-                s.iter()
-                    .find(|(l, g)| {
-                        **l != lid
-                            && t.bots.get(g).is_some_and(|b| {
-                                b.record.template.as_deref() == Some(name) && b.since <= guard
-                            })
-                    })
-                    .map(|(l, g)| (*l, *g))
-            });
-            if let Some((old_lid, gid)) = moved {
-                if let Some(s) = t.slots.get_mut(&node) {
-                    s.remove(&old_lid);
-                    s.insert(lid, gid);
-                }
-                if let Some(b) = t.bots.get_mut(&gid) {
-                    b.record.local_id = lid;
-                    b.server = server.map(str::to_string).or(b.server.take());
-                    ops.push(Op::PutBot(b.record.clone()));
-                }
-                return Some(gid);
-            }
         }
         let gid = self.alloc_id(ops)?;
         let record = BotRecord {
@@ -482,6 +416,31 @@ impl Cluster {
         }
     }
 
+    /// Takes the bots that went down with a restart of `node` (stamped with another start
+    /// time) out of their slots; returns the node's current start time.
+    fn detach_restarted(&self, t: &mut Tables, node: NodeId, ops: &mut Vec<Op>) -> Option<String> {
+        // The node's process restarted since these bots were seen: they are gone (its
+        // temporary bots never survive a restart) and wait to be rebuilt, out of the
+        // slots the node now gives to others.
+        let current = self.node(node).and_then(|n| n.starttime());
+        if let Some(cur) = &current {
+            let detached = t.detach_restarted(node, cur);
+            if !detached.is_empty() {
+                log::warn!(
+                    "node {} restarted (start time {cur}): {} bots went down with it and are brought back",
+                    self.node_name(node),
+                    detached.len()
+                );
+            }
+            for gid in detached {
+                if let Some(b) = t.bots.get(&gid) {
+                    ops.push(Op::PutBot(b.record.clone()));
+                }
+            }
+        }
+        current
+    }
+
     /// Whether a node's list says exactly what the view holds (the common poll).
     pub fn list_unchanged(&self, node: NodeId, listed: &[BotInfo]) -> bool {
         let current = self.node(node).and_then(|n| n.starttime());
@@ -513,25 +472,7 @@ impl Cluster {
             {
                 return false;
             }
-            // The node's process restarted since these bots were seen: they are gone (its
-            // temporary bots never survive a restart) and wait to be rebuilt, out of the
-            // slots the node now gives to others.
-            let current = self.node(node).and_then(|n| n.starttime());
-            if let Some(cur) = &current {
-                let detached = t.detach_restarted(node, cur);
-                if !detached.is_empty() {
-                    log::warn!(
-                        "node {} restarted (start time {cur}): {} bots went down with it and are brought back",
-                        self.node_name(node),
-                        detached.len()
-                    );
-                }
-                for gid in detached {
-                    if let Some(b) = t.bots.get(&gid) {
-                        ops.push(Op::PutBot(b.record.clone()));
-                    }
-                }
-            }
+            let current = self.detach_restarted(&mut t, node, &mut ops);
             let mut seen = std::collections::HashSet::new();
             let before = self.ids.lock().next;
             for e in listed {
@@ -715,6 +656,100 @@ impl Cluster {
             self.store.submit(ops);
         }
     }
+}
+
+/// A named bot the router already knows, reported in slot `lid` of `node`: one that went
+/// down with a restart of the node (an autostarted template), or one that came back in
+/// another slot. Returns its cluster id, moved to the new slot.
+fn readopt_named(
+    t: &mut Tables,
+    node: NodeId,
+    lid: u32,
+    name: &str,
+    server: Option<&str>,
+    guard: u64,
+    ops: &mut Vec<Op>,
+) -> Option<u32> {
+    // A template that autostarts (`run = true`) after a restart is the bot that went down
+    // with it: it keeps its cluster id and is not started a second time.
+    if let Some(gid) = t.restoring_template(node, name) {
+        t.slots.entry(node).or_default().insert(lid, gid);
+        if let Some(b) = t.bots.get_mut(&gid) {
+            b.restoring = false;
+            b.record.local_id = lid;
+            b.server = server.map(str::to_string).or(b.server.take());
+            ops.push(Op::PutBot(b.record.clone()));
+        }
+        return Some(gid);
+    }
+    // A named bot may have come back in another slot (node restart): keep its id.
+    {
+        let moved = t.slots.get(&node).and_then(|s| {
+            s.iter()
+                .find(|(l, g)| {
+                    **l != lid
+                        && t.bots.get(g).is_some_and(|b| {
+                            b.record.template.as_deref() == Some(name) && b.since <= guard
+                        })
+                })
+                .map(|(l, g)| (*l, *g))
+        });
+        if let Some((old_lid, gid)) = moved {
+            if let Some(s) = t.slots.get_mut(&node) {
+                s.remove(&old_lid);
+                s.insert(lid, gid);
+            }
+            if let Some(b) = t.bots.get_mut(&gid) {
+                b.record.local_id = lid;
+                b.server = server.map(str::to_string).or(b.server.take());
+                ops.push(Op::PutBot(b.record.clone()));
+            }
+            return Some(gid);
+        }
+    }
+    None
+}
+
+/// The nodes to start with: the config file's (with their stored run-time changes), then
+/// those added at run time (the file wins on a name clash).
+fn node_definitions(
+    config_nodes: &[NodeConfig],
+    stored: &[crate::store::NodeRecord],
+) -> Vec<(NodeConfig, NodeSource)> {
+    let mut defs: Vec<(NodeConfig, NodeSource)> = config_nodes
+        .iter()
+        .map(|c| (c.clone(), NodeSource::Config))
+        .collect();
+    for rec in stored {
+        let parsed = NodeConfig::parse(
+            &rec.name,
+            &rec.url,
+            rec.auth.clone(),
+            rec.capacity,
+            rec.effective_state(),
+        );
+        let at = defs.iter().position(|(c, _)| c.name == rec.name);
+        match (parsed, at) {
+                (Ok(mut c), Some(i)) if rec.from_config => {
+                    // No stored token: the file's (see `edit_node`).
+                    if c.auth.is_none() {
+                        c.auth = defs[i].0.auth.clone();
+                    }
+                    defs[i].0 = c;
+                }
+                (Ok(_), Some(_)) => log::info!(
+                    "node `{}` is in the config file and was also added at run time; the config file wins",
+                    rec.name
+                ),
+                (Ok(c), None) if !rec.from_config => defs.push((c, NodeSource::Admin)),
+                (Ok(_), None) => log::info!(
+                    "node `{}` was edited at run time but is no longer in the config file; it is not used",
+                    rec.name
+                ),
+                (Err(e), _) => log::error!("stored node `{}` is unusable: {e}", rec.name),
+            }
+    }
+    defs
 }
 
 #[cfg(test)]

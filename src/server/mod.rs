@@ -52,29 +52,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let store = StoreHandle::spawn(store)?;
     let mut snapshot = futures::executor::block_on(store.load())?;
 
-    // Keys added at run time live in the store (as digests); the config file wins on a clash.
-    let keys = Arc::new(Keys::new(&config.keys));
-    for k in &snapshot.keys {
-        if keys.contains(&k.name) {
-            log::info!(
-                "key `{}` is in the config file and in the store; the config file wins",
-                k.name
-            );
-            continue;
-        }
-        match (k.digest.as_deref().and_then(digest_from_hex), &k.secret) {
-            (Some(d), _) => keys.put_digest(&k.name, d, k.role),
-            (None, Some(secret)) => keys.put(&KeyConfig {
-                name: k.name.clone(),
-                secret: secret.clone(),
-                role: k.role,
-            }),
-            (None, None) => log::error!(
-                "stored key `{}` has no usable digest; it is ignored",
-                k.name
-            ),
-        }
-    }
+    let keys = load_keys(&config, &snapshot);
     let stored_keys = snapshot.keys.clone();
     let stored_audit = std::mem::take(&mut snapshot.audit);
     let stored_operations = std::mem::take(&mut snapshot.operations);
@@ -85,46 +63,10 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         cluster.nodes().len()
     );
 
-    let s = &config.server;
-    let conf = ServerConf {
-        threads: s.threads,
-        work_stealing: s.work_stealing,
-        grace_period_seconds: Some(s.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
-        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
-        pid_file: s.pid_file.clone(),
-        upgrade_sock: s.upgrade_sock.clone(),
-        // Creates and pinned requests are never retried blindly; unpinned ones at most twice.
-        max_retries: 2,
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
     server.bootstrap();
 
-    let mut lb = LoadBalancer::<LeastUsed>::from_backends(Backends::new(Box::new(
-        ClusterDiscovery(cluster.clone()),
-    )));
-    lb.set_health_check(Box::new(NodePoller::new(
-        cluster.clone(),
-        config.health.clone(),
-        config.routing.connect_timeout,
-    )));
-    lb.health_check_frequency = Some(config.health.interval);
-    lb.update_frequency = Some(Duration::from_secs(5));
-    lb.parallel_health_check = true;
-    futures::executor::block_on(lb.update()).map_err(|e| StartError::Setup(e.to_string()))?;
-    // One round of polls before anything listens, on a runtime (and client) of its own so
-    // that no pooled connection outlives it.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StartError::Setup(format!("cannot start the first poll: {e}")))?
-        .block_on(poll_all(
-            &cluster,
-            &NodeClient::new(config.routing.connect_timeout),
-            &config.health,
-        ));
-    let poller = background_service("node poller", lb);
+    let poller = background_service("node poller", node_poller(&cluster, &config)?);
     let placer = Arc::new(Placer::new(poller.task()));
 
     // Always running: it also brings back bots after a node restart; moving a dead node's
@@ -167,17 +109,99 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     ));
     if let Some(addr) = config.admin.listen {
         let state = AdminState::new(
-            cluster.clone(),
-            keys.clone(),
-            placer.clone(),
+            cluster,
+            keys,
+            placer,
             Arc::new(config.clone()),
             operations,
             &stored_keys,
             stored_audit,
         );
-        let mut admin = Service::new("admin".into(), AdminApp(Arc::new(state)));
-        admin.add_tcp(&addr.to_string());
-        server.add_service(admin);
+        server.add_service(admin_service(addr, state));
     }
     Ok(server)
+}
+
+/// The key table: the config file's keys, then those added at run time (stored as digests);
+/// the config file wins on a clash.
+fn load_keys(config: &Config, snapshot: &crate::store::Snapshot) -> Arc<Keys> {
+    let keys = Arc::new(Keys::new(&config.keys));
+    for k in &snapshot.keys {
+        if keys.contains(&k.name) {
+            log::info!(
+                "key `{}` is in the config file and in the store; the config file wins",
+                k.name
+            );
+            continue;
+        }
+        match (k.digest.as_deref().and_then(digest_from_hex), &k.secret) {
+            (Some(d), _) => keys.put_digest(&k.name, d, k.role),
+            (None, Some(secret)) => keys.put(&KeyConfig {
+                name: k.name.clone(),
+                secret: secret.clone(),
+                role: k.role,
+            }),
+            (None, None) => log::error!(
+                "stored key `{}` has no usable digest; it is ignored",
+                k.name
+            ),
+        }
+    }
+    keys
+}
+
+/// Pingora's settings from ours.
+fn pingora_conf(config: &Config) -> ServerConf {
+    let s = &config.server;
+    ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        // Creates and pinned requests are never retried blindly; unpinned ones at most twice.
+        max_retries: 2,
+        ..ServerConf::default()
+    }
+}
+
+/// The load balancer whose background service polls the nodes, after one round of polls
+/// (so the router starts with each node's real state).
+fn node_poller(
+    cluster: &Arc<Cluster>,
+    config: &Config,
+) -> Result<LoadBalancer<LeastUsed>, StartError> {
+    let mut lb = LoadBalancer::<LeastUsed>::from_backends(Backends::new(Box::new(
+        ClusterDiscovery(cluster.clone()),
+    )));
+    lb.set_health_check(Box::new(NodePoller::new(
+        cluster.clone(),
+        config.health.clone(),
+        config.routing.connect_timeout,
+    )));
+    lb.health_check_frequency = Some(config.health.interval);
+    lb.update_frequency = Some(Duration::from_secs(5));
+    lb.parallel_health_check = true;
+    futures::executor::block_on(lb.update()).map_err(|e| StartError::Setup(e.to_string()))?;
+    // One round of polls before anything listens, on a runtime (and client) of its own so
+    // that no pooled connection outlives it.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Setup(format!("cannot start the first poll: {e}")))?
+        .block_on(poll_all(
+            &cluster,
+            &NodeClient::new(config.routing.connect_timeout),
+            &config.health,
+        ));
+    Ok(lb)
+}
+
+/// The admin listener's service.
+fn admin_service(addr: std::net::SocketAddr, state: AdminState) -> Service<AdminApp> {
+    let mut admin = Service::new("admin".into(), AdminApp(Arc::new(state)));
+    admin.add_tcp(&addr.to_string());
+    admin
 }
