@@ -192,7 +192,7 @@ fn node_poller(
         .build()
         .map_err(|e| StartError::Setup(format!("cannot start the first poll: {e}")))?
         .block_on(poll_all(
-            &cluster,
+            cluster,
             &NodeClient::new(config.routing.connect_timeout),
             &config.health,
         ));

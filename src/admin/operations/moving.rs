@@ -51,6 +51,9 @@ const CLAIM_WAIT: Duration = Duration::from_secs(10);
 impl Operations {
     /// Moves one bot of operation `id` (see the module documentation), or finishes a move an
     /// interrupted run of it left half-done.
+    ///
+    /// Long on purpose: the steps of one move, in the order that makes a crash at any of them
+    /// safe (each step is a call; read top to bottom it is the protocol).
     pub(super) async fn move_one(
         self: &Arc<Self>,
         id: u64,
