@@ -44,10 +44,10 @@ pub(super) struct Template {
 
 #[derive(Debug, Default)]
 pub(super) struct Tables {
-    /// Template names being created right now (see [`Cluster::claim_pending`]).
+    /// Template names being created right now (see `Cluster::claim_pending`).
     pub(super) pending: HashSet<String>,
     /// Bots being moved right now, by failover or a planned move (see
-    /// [`Cluster::claim_move`]).
+    /// `Cluster::claim_move`).
     pub(super) moving: HashSet<u32>,
     pub(super) bots: HashMap<u32, Bot>,
     /// Per node: local id → cluster id.
