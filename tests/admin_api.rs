@@ -592,3 +592,30 @@ fn reads_overview_bots_config_and_openapi() {
         .unwrap_or_default()
         .starts_with("text/html"));
 }
+
+#[test]
+fn the_admin_session_cookie_never_reaches_a_node() {
+    let node = fake_node(0);
+    let router = admin_router(&[&node]);
+    node.clear_requests();
+    let with_session = [("Cookie", "ts3ab_session=secret-token; theme=dark")];
+    assert_eq!(router.request("GET", b"/", &with_session).status, 200);
+    let only_session = [("Cookie", "ts3ab_session=secret-token")];
+    router.request("GET", b"/index.html", &only_session);
+    let cookies: Vec<Option<String>> = node
+        .requests()
+        .iter()
+        .filter(|r| !String::from_utf8_lossy(&r.target).starts_with("/api/"))
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(
+        cookies,
+        vec![Some("theme=dark".to_string()), None],
+        "{cookies:?}"
+    );
+}

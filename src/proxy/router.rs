@@ -293,6 +293,23 @@ impl Router {
     }
 }
 
+/// A `Cookie` value without the admin session cookie, or None when it has none (nothing to
+/// change).
+fn without_admin_session(cookie: &str) -> Option<String> {
+    const SESSION: &str = "ts3ab_session=";
+    if !cookie.contains(SESSION) {
+        return None;
+    }
+    Some(
+        cookie
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.starts_with(SESSION) && !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
 /// The `Retry-After` of a request for a bot on a node in maintenance: a TS3AudioBot restart
 /// takes a few seconds.
 const MAINT_RETRY_AFTER: u32 = 10;
@@ -545,6 +562,15 @@ impl ProxyHttp for Router {
             }
         }
         upstream.remove_header("x-real-ip");
+        // Browsers send cookies to every port of a host: the admin panel's session must not
+        // travel on to a node.
+        if let Some(kept) = header_str(upstream, "cookie").and_then(without_admin_session) {
+            if kept.is_empty() {
+                upstream.remove_header("cookie");
+            } else {
+                upstream.insert_header("Cookie", kept)?;
+            }
+        }
         if ctx.edits.any() {
             upstream.remove_header("accept-encoding");
         }
