@@ -42,6 +42,23 @@ fn node_names(state: &AdminState) -> HashMap<NodeId, (String, bool)> {
         .collect()
 }
 
+/// Every bot as the API shows it, by cluster id.
+fn all(state: &AdminState) -> Vec<(u32, Value)> {
+    let names = node_names(state);
+    state
+        .cluster
+        .all_bots()
+        .into_iter()
+        .map(|(node, restoring, b)| {
+            let (name, healthy) = names
+                .get(&node)
+                .map(|(n, h)| (Some(n.as_str()), *h))
+                .unwrap_or((None, false));
+            (b.gid, bot_json(name, restoring, healthy, &b))
+        })
+        .collect()
+}
+
 /// A page of bots.
 pub fn list(state: &AdminState, query: &HashMap<String, String>) -> Result<Value, AdminError> {
     let num = |k: &str, default: usize| -> Result<usize, AdminError> {
@@ -64,18 +81,9 @@ pub fn list(state: &AdminState, query: &HashMap<String, String>) -> Result<Value
         ),
     };
     let q = query.get("q").map(|s| s.to_lowercase());
-    let names = node_names(state);
-    let rows: Vec<Value> = state
-        .cluster
-        .all_bots()
+    let rows: Vec<Value> = all(state)
         .into_iter()
-        .map(|(node, restoring, b)| {
-            let (name, healthy) = names
-                .get(&node)
-                .map(|(n, h)| (Some(n.as_str()), *h))
-                .unwrap_or((None, false));
-            bot_json(name, restoring, healthy, &b)
-        })
+        .map(|(_, v)| v)
         .filter(|v| {
             query
                 .get("node")
@@ -108,19 +116,10 @@ fn parse_id(id: &str) -> Result<u32, AdminError> {
 /// One bot.
 pub fn get(state: &AdminState, id: &str) -> Result<Value, AdminError> {
     let gid = parse_id(id)?;
-    let names = node_names(state);
-    state
-        .cluster
-        .all_bots()
+    all(state)
         .into_iter()
-        .find(|(_, _, b)| b.gid == gid)
-        .map(|(node, restoring, b)| {
-            let (name, healthy) = names
-                .get(&node)
-                .map(|(n, h)| (Some(n.as_str()), *h))
-                .unwrap_or((None, false));
-            bot_json(name, restoring, healthy, &b)
-        })
+        .find(|(id, _)| *id == gid)
+        .map(|(_, v)| v)
         .ok_or_else(|| AdminError::NotFound(format!("no bot with id {gid}")))
 }
 
