@@ -42,6 +42,20 @@ fn node_names(state: &AdminState) -> HashMap<NodeId, (String, bool)> {
         .collect()
 }
 
+/// One bot as the API shows it, with its node's name and health from `names`.
+fn row(
+    names: &HashMap<NodeId, (String, bool)>,
+    node: NodeId,
+    restoring: bool,
+    b: &BotSnapshot,
+) -> Value {
+    let (name, healthy) = names
+        .get(&node)
+        .map(|(n, h)| (Some(n.as_str()), *h))
+        .unwrap_or((None, false));
+    bot_json(name, restoring, healthy, b)
+}
+
 /// Every bot as the API shows it, by cluster id.
 fn all(state: &AdminState) -> Vec<(u32, Value)> {
     let names = node_names(state);
@@ -49,13 +63,7 @@ fn all(state: &AdminState) -> Vec<(u32, Value)> {
         .cluster
         .all_bots()
         .into_iter()
-        .map(|(node, restoring, b)| {
-            let (name, healthy) = names
-                .get(&node)
-                .map(|(n, h)| (Some(n.as_str()), *h))
-                .unwrap_or((None, false));
-            (b.gid, bot_json(name, restoring, healthy, &b))
-        })
+        .map(|(node, restoring, b)| (b.gid, row(&names, node, restoring, &b)))
         .collect()
 }
 
@@ -116,10 +124,11 @@ fn parse_id(id: &str) -> Result<u32, AdminError> {
 /// One bot.
 pub fn get(state: &AdminState, id: &str) -> Result<Value, AdminError> {
     let gid = parse_id(id)?;
-    all(state)
-        .into_iter()
-        .find(|(id, _)| *id == gid)
-        .map(|(_, v)| v)
+    let names = node_names(state);
+    state
+        .cluster
+        .whereabouts(gid)
+        .map(|w| row(&names, w.node, w.restoring, &w.snapshot))
         .ok_or_else(|| AdminError::NotFound(format!("no bot with id {gid}")))
 }
 

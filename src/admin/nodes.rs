@@ -33,7 +33,7 @@ pub fn node_json(state: &AdminState, n: &Node) -> Value {
         "bots": n.load.running(),
         "reserved": n.load.reserved(),
         "templates": holdings.templates,
-        "restoring": state.cluster.restoring_list(n.id).len(),
+        "restoring": holdings.restoring,
         "last_error": poll.error,
         "latency_ms": poll.latency_ms,
         "source": match n.source { NodeSource::Config => "config", NodeSource::Admin => "admin" },

@@ -14,6 +14,28 @@ use crate::node::api::{delete_template_target, disconnect_target, read_bot_list}
 use crate::node::client::NodeClient;
 use crate::store::{FenceRecord, WRITE_DEADLINE};
 
+/// Whether a bot a node lists (local id, template name, server) is the copy fence `f`
+/// names: for a template copy any running bot of that template (a restart gives it a new
+/// id), for a temporary copy the same slot and the same address.
+pub fn names_copy(
+    f: &FenceRecord,
+    id: Option<u32>,
+    name: Option<&str>,
+    server: Option<&str>,
+) -> bool {
+    match (&f.template, name) {
+        (Some(t), Some(n)) => t == n,
+        (None, None) => {
+            id == Some(f.local_id)
+                && match (&f.address, server) {
+                    (Some(a), Some(s)) => a == s,
+                    _ => true,
+                }
+        }
+        _ => false,
+    }
+}
+
 /// Why a node could not be fenced (it stays unused until it can).
 #[derive(Debug, thiserror::Error)]
 #[error("node {node}: could not stop the copies of moved bots it still holds: {reason}")]
@@ -47,26 +69,11 @@ pub async fn fence(
             .map_err(|e| err(e.to_string()))
     };
     let listed = read().await?;
-    let matches = |f: &FenceRecord, id: Option<u32>, name: Option<&str>, server: Option<&str>| {
-        match (&f.template, name) {
-            // A template copy: any running bot of that template (a restart gives it a new id).
-            (Some(t), Some(n)) => t == n,
-            // A temporary copy: the same slot and the same address.
-            (None, None) => {
-                id == Some(f.local_id)
-                    && match (&f.address, server) {
-                        (Some(a), Some(s)) => a == s,
-                        _ => true,
-                    }
-            }
-            _ => false,
-        }
-    };
     for b in &listed {
         let Some(lid) = b.id else { continue };
         if fences
             .iter()
-            .any(|f| matches(f, b.id, b.name.as_deref(), b.server.as_deref()))
+            .any(|f| names_copy(f, b.id, b.name.as_deref(), b.server.as_deref()))
         {
             let target = disconnect_target(lid);
             match client.get(&endpoint, target.as_bytes(), timeout).await {
@@ -108,7 +115,7 @@ pub async fn fence(
         b.id.is_some()
             && fences
                 .iter()
-                .any(|f| matches(f, b.id, b.name.as_deref(), b.server.as_deref()))
+                .any(|f| names_copy(f, b.id, b.name.as_deref(), b.server.as_deref()))
     }) {
         return Err(err("a stopped copy is still listed".into()));
     }

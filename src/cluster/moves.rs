@@ -268,6 +268,16 @@ impl Cluster {
             .map(|b| b.node)
     }
 
+    /// The fences of bot `gid` on `node`.
+    pub fn fences_of(&self, node: NodeId, gid: u32) -> Vec<FenceRecord> {
+        self.tables
+            .read()
+            .fences
+            .get(&node)
+            .map(|l| l.iter().filter(|f| f.bot == gid).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Copies of moved bots still to stop on a node.
     pub fn fences_on(&self, node: NodeId) -> Vec<FenceRecord> {
         self.tables

@@ -95,8 +95,10 @@ pub struct Cluster {
 /// What the router still tracks on a node (a node is removed only when all are zero).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Holdings {
-    /// Bots running there.
+    /// Bots running there, and those waiting to be restored there.
     pub bots: usize,
+    /// Of those, the bots waiting to be restored there.
+    pub restoring: usize,
     /// Templates it holds.
     pub templates: usize,
     /// Copies of moved bots still to stop there.
@@ -193,13 +195,15 @@ impl Cluster {
     /// What the router tracks on a node.
     pub fn holdings(&self, node: NodeId) -> Holdings {
         let t = self.tables.read();
+        let restoring = t
+            .bots
+            .values()
+            .filter(|b| b.restoring && b.node == node)
+            .count();
         Holdings {
             // Bots waiting to be restored there count too: removing the node would strand them.
-            bots: t.slots.get(&node).map_or(0, BTreeMap::len)
-                + t.bots
-                    .values()
-                    .filter(|b| b.restoring && b.node == node)
-                    .count(),
+            bots: t.slots.get(&node).map_or(0, BTreeMap::len) + restoring,
+            restoring,
             templates: t.node_templates.get(&node).map_or(0, |s| s.len()),
             fences: t.fences.get(&node).map_or(0, Vec::len),
         }

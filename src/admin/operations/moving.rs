@@ -38,10 +38,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::failover::{settings_for, template_name};
+use crate::cluster::fencing::names_copy;
 use crate::cluster::placement::{Placer, Reservation};
 use crate::cluster::{BotSnapshot, HandOver, Move, MoveClaim, Node, NodeId};
 use crate::node::api::{delete_template_target, disconnect_target, read_bot_list};
-use crate::store::{FenceRecord, WRITE_DEADLINE};
+use crate::store::WRITE_DEADLINE;
 
 use super::{Kind, Operations, Playback, State};
 
@@ -308,12 +309,7 @@ impl Operations {
     /// there), by the fencing rule (a template's copy by name, a temporary one by slot and
     /// address). No fence left: the poller already did it.
     async fn stop_fenced(&self, from: &Node, gid: u32) -> Result<(), String> {
-        let fences: Vec<FenceRecord> = self
-            .cluster
-            .fences_on(from.id)
-            .into_iter()
-            .filter(|f| f.bot == gid)
-            .collect();
+        let fences = self.cluster.fences_of(from.id, gid);
         if fences.is_empty() {
             return Ok(());
         }
@@ -326,11 +322,9 @@ impl Operations {
         .map_err(|e| e.to_string())?;
         for b in listed {
             let Some(lid) = b.id else { continue };
-            let hit = fences.iter().any(|f| match (&f.template, &b.name) {
-                (Some(t), Some(n)) => t == n,
-                (None, None) => f.local_id == lid && (f.address.is_none() || f.address == b.server),
-                _ => false,
-            });
+            let hit = fences
+                .iter()
+                .any(|f| names_copy(f, b.id, b.name.as_deref(), b.server.as_deref()));
             if hit {
                 self.stop_old(from, lid).await?;
             }
@@ -341,12 +335,7 @@ impl Operations {
     /// Deletes the moved template on the old node and clears the bot's fence there (its copy
     /// is stopped).
     async fn clear_old(&self, from: &Node, gid: u32) -> Result<(), String> {
-        let fences: Vec<FenceRecord> = self
-            .cluster
-            .fences_on(from.id)
-            .into_iter()
-            .filter(|f| f.bot == gid)
-            .collect();
+        let fences = self.cluster.fences_of(from.id, gid);
         for f in &fences {
             let Some(name) = &f.template else { continue };
             if self.cluster.template_owner(name) == Some(from.id) {
