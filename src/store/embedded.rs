@@ -1,8 +1,13 @@
 //! The embedded store: one redb file, so the router runs with no database server.
 //!
-//! Owns: mapping [`Op`]s onto redb tables (records as JSON values, keyed by id or name) and
-//! turning redb's failures into clear [`StoreError`]s (corrupt file, locked by another router,
-//! unwritable directory). Does not own: batching or threading (`store`).
+//! Owns: mapping [`Op`]s onto redb tables (records as JSON values, keyed by id or name),
+//! the id counter, leases and claims of one router, and turning redb's failures into clear
+//! [`StoreError`]s (corrupt file, locked by another router, unwritable directory). Does not
+//! own: batching, retrying or threading (`store`).
+//!
+//! One router per file (the file is locked), so there is nothing to sync: `changes()` is
+//! always empty, and a claim only has to look at what this router stored before (a scan of
+//! the bots; a cluster has thousands of bots at most, and claims are rare).
 //!
 //! redb was chosen over SQLite because it is pure Rust (no C build step in CI), crash-safe
 //! (copy-on-write B-trees, a commit is durable once `commit` returns) and takes an exclusive
@@ -15,7 +20,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Op, Snapshot, Store, StoreError};
+use super::{now_ms, BotRecord, Change, Claim, Op, Snapshot, Store, StoreError, TemplateRecord};
 
 const BOTS: TableDefinition<'static, u32, &'static [u8]> = TableDefinition::new("bots");
 const TEMPLATES: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -27,7 +32,18 @@ const FENCES: TableDefinition<'static, (&'static str, u32), &'static [u8]> =
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
 const OPERATIONS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("operations");
+/// Leases by name: holder and expiry (JSON [`Lease`]).
+const LEASES: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("leases");
 const ID_HIGH_WATER: &str = "id_high_water";
+
+/// A lease as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Lease {
+    holder: String,
+    /// Milliseconds since the Unix epoch.
+    until_ms: u64,
+}
 
 /// The file name inside the configured directory.
 pub const FILE_NAME: &str = "ts3ab-lb.redb";
@@ -70,6 +86,7 @@ impl EmbeddedStore {
             tx.open_table(AUDIT).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(OPERATIONS)
                 .map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(LEASES).map_err(|e| open_err(e.to_string()))?;
         }
         tx.commit().map_err(|e| open_err(e.to_string()))?;
         Ok(EmbeddedStore { db, path })
@@ -206,6 +223,151 @@ impl EmbeddedStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    fn reserve_ids_sync(&self, count: u32) -> Result<u32, StoreError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        let first = {
+            let mut meta = tx.open_table(META).map_err(io)?;
+            let first = meta
+                .get(ID_HIGH_WATER)
+                .map_err(io)?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            let next = first + u64::from(count);
+            if next > u64::from(u32::MAX) {
+                return Err(StoreError::Io(format!(
+                    "cannot reserve {count} ids: the id space ends at {}",
+                    u32::MAX
+                )));
+            }
+            meta.insert(ID_HIGH_WATER, next).map_err(io)?;
+            first
+        };
+        tx.commit().map_err(io)?;
+        // Checked above: `first + count` fits a u32.
+        u32::try_from(first).map_err(io)
+    }
+
+    fn acquire_lease_sync(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let tx = self.db.begin_write().map_err(io)?;
+        {
+            let mut leases = tx.open_table(LEASES).map_err(io)?;
+            let current: Option<Lease> = match leases.get(name).map_err(io)? {
+                Some(v) => Some(decode(&format!("lease {name}"), v.value())?),
+                None => None,
+            };
+            if let Some(l) = current {
+                if l.holder != holder && l.until_ms >= now {
+                    return Ok(false);
+                }
+            }
+            let lease = Lease {
+                holder: holder.to_string(),
+                until_ms: now.saturating_add(ttl.as_millis() as u64),
+            };
+            leases
+                .insert(name, encode(&lease)?.as_slice())
+                .map_err(io)?;
+        }
+        tx.commit().map_err(io)?;
+        Ok(true)
+    }
+
+    fn release_lease_sync(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        {
+            let mut leases = tx.open_table(LEASES).map_err(io)?;
+            let held = match leases.get(name).map_err(io)? {
+                Some(v) => decode::<Lease>(&format!("lease {name}"), v.value())?.holder == holder,
+                None => false,
+            };
+            if held {
+                leases.remove(name).map_err(io)?;
+            }
+        }
+        tx.commit().map_err(io)
+    }
+
+    fn claim_bot_sync(&self, bot: &BotRecord) -> Result<Claim<BotRecord>, StoreError> {
+        let holder = {
+            let tx = self.db.begin_read().map_err(io)?;
+            let bots = tx.open_table(BOTS).map_err(io)?;
+            let mut holder = None;
+            for item in bots.iter().map_err(io)? {
+                let (k, v) = item.map_err(io)?;
+                let other: BotRecord = decode(&format!("bot {}", k.value()), v.value())?;
+                if other.id != bot.id && same_instance(&other, bot) {
+                    holder = Some(other);
+                    break;
+                }
+            }
+            holder
+        };
+        match holder {
+            Some(other) => Ok(Claim::Lost(other)),
+            None => {
+                self.apply_sync(&[Op::PutBot(bot.clone())])?;
+                Ok(Claim::Won)
+            }
+        }
+    }
+
+    fn claim_template_sync(&self, t: &TemplateRecord) -> Result<Claim<TemplateRecord>, StoreError> {
+        let current: Option<TemplateRecord> = {
+            let tx = self.db.begin_read().map_err(io)?;
+            let templates = tx.open_table(TEMPLATES).map_err(io)?;
+            let got = templates.get(t.name.as_str()).map_err(io)?;
+            match got {
+                Some(v) => Some(decode(&format!("template {}", t.name), v.value())?),
+                None => None,
+            }
+        };
+        match current {
+            Some(other) if other.node != t.node => Ok(Claim::Lost(other)),
+            _ => {
+                self.apply_sync(&[Op::PutTemplate(t.clone())])?;
+                Ok(Claim::Won)
+            }
+        }
+    }
+
+    fn clear_sync(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        // Deleting a table and opening it again is the cheapest way to empty it in redb.
+        tx.delete_table(BOTS).map_err(io)?;
+        tx.delete_table(TEMPLATES).map_err(io)?;
+        tx.delete_table(NODES).map_err(io)?;
+        tx.delete_table(KEYS).map_err(io)?;
+        tx.delete_table(FENCES).map_err(io)?;
+        tx.delete_table(META).map_err(io)?;
+        tx.delete_table(AUDIT).map_err(io)?;
+        tx.delete_table(OPERATIONS).map_err(io)?;
+        tx.delete_table(LEASES).map_err(io)?;
+        tx.open_table(BOTS).map_err(io)?;
+        tx.open_table(TEMPLATES).map_err(io)?;
+        tx.open_table(NODES).map_err(io)?;
+        tx.open_table(KEYS).map_err(io)?;
+        tx.open_table(FENCES).map_err(io)?;
+        tx.open_table(META).map_err(io)?;
+        tx.open_table(AUDIT).map_err(io)?;
+        tx.open_table(OPERATIONS).map_err(io)?;
+        tx.open_table(LEASES).map_err(io)?;
+        tx.commit().map_err(io)
+    }
+}
+
+/// Whether two records are the same bot instance: same slot under the same node start time
+/// (a restarted node reuses local ids for new bots).
+fn same_instance(a: &BotRecord, b: &BotRecord) -> bool {
+    a.node == b.node
+        && a.local_id == b.local_id
+        && a.node_started.as_deref().unwrap_or("") == b.node_started.as_deref().unwrap_or("")
 }
 
 #[async_trait]
@@ -216,6 +378,47 @@ impl Store for EmbeddedStore {
 
     async fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
         self.apply_sync(ops)
+    }
+
+    async fn reserve_ids(&self, count: u32) -> Result<u32, StoreError> {
+        self.reserve_ids_sync(count)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.acquire_lease_sync(name, holder, ttl)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.release_lease_sync(name, holder)
+    }
+
+    async fn claim_bot(&self, bot: &BotRecord) -> Result<Claim<BotRecord>, StoreError> {
+        self.claim_bot_sync(bot)
+    }
+
+    async fn claim_template(
+        &self,
+        t: &TemplateRecord,
+    ) -> Result<Claim<TemplateRecord>, StoreError> {
+        self.claim_template_sync(t)
+    }
+
+    async fn changes(&self) -> Result<Vec<Change>, StoreError> {
+        // The file is locked to this router: nobody else can have changed anything.
+        Ok(Vec::new())
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn clear(&self) -> Result<(), StoreError> {
+        self.clear_sync()
     }
 }
 

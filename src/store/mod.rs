@@ -2,20 +2,27 @@
 //!
 //! Owns: the record types (what the router must remember to rebuild the cluster view and,
 //! later, to rebuild a dead node's bots elsewhere), the [`Store`] trait every backend
-//! implements (the embedded one here; MongoDB later), and [`StoreHandle`], the only way the
-//! rest of the router talks to a store: requests go over a channel to a dedicated thread with
-//! its own runtime, so the request path never runs database code and a database client stays on
-//! the runtime it was created on.
-//! Does not own: the in-memory view (`cluster`), which is the source every request reads.
+//! implements (the embedded redb file in [`embedded`], MongoDB in `mongo`), and
+//! [`StoreHandle`], the only way the rest of the router talks to a store: requests go over a
+//! channel to a dedicated thread with its own runtime, so the request path never runs database
+//! code and a database client stays on the runtime it was created on.
+//! Does not own: the in-memory view (`cluster`), which is the source every request reads, nor
+//! what the router does with a claim, a lease or a change another router made.
 //!
-//! Writes are batches of [`Op`]s applied atomically and in submission order. The worker drains
-//! whatever is queued into one batch, so many concurrent writers share one commit (group
-//! commit) instead of paying one fsync each.
+//! Writes are batches of [`Op`]s applied in submission order. The worker drains whatever is
+//! queued into one batch, so many concurrent writers share one commit (group commit) instead
+//! of paying one fsync (or one round trip) each. A batch that fails is kept and retried until
+//! it is written, so a write submitted without waiting survives a database outage for as long
+//! as the process lives; [`StoreHandle::available`] tells callers meanwhile that the store is
+//! down, so what must be durable before it answers can refuse at once.
 
 pub mod embedded;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -62,6 +69,10 @@ pub enum StoreError {
     /// The store worker has stopped.
     #[error("the store worker has stopped")]
     Closed,
+    /// The database cannot be reached or did not answer in time (an outage, not a bad
+    /// request): writes are kept and retried, callers that must write answer 503.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub use crate::protocol::settings::Identity;
@@ -349,34 +360,136 @@ pub enum Op {
     DeleteOperation(u64),
 }
 
-/// A storage backend. Implementations may block inside these methods: they run on the store
-/// worker's own thread, never on a request path.
+/// The outcome of [`Store::claim_bot`] and [`Store::claim_template`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim<T> {
+    /// The caller's record was stored: it owns the bot instance or template name.
+    Won,
+    /// Another router (or an earlier call) holds it: its stored record, to adopt.
+    Lost(T),
+}
+
+/// A record another router changed ([`Store::changes`]): its current state, or None when it
+/// was removed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A bot, by cluster id.
+    Bot(u32, Option<BotRecord>),
+    /// A template, by name.
+    Template(String, Option<TemplateRecord>),
+    /// A run-time node, by name.
+    Node(String, Option<NodeRecord>),
+    /// A run-time key, by name.
+    Key(String, Option<KeyRecord>),
+    /// A fence, by node and bot id.
+    Fence(String, u32, Option<FenceRecord>),
+    /// An admin operation, by id.
+    Operation(u64, Option<OperationRecord>),
+}
+
+/// A storage backend. Every method runs on the store worker's own thread and runtime, never on
+/// a request path, so an implementation may block inside it (the embedded one does).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Reads everything.
     async fn load(&self) -> Result<Snapshot, StoreError>;
-    /// Applies a batch atomically (all or nothing), in order.
+    /// Applies a batch in order, atomically where the backend can (redb: one transaction;
+    /// MongoDB: document by document). Every op is idempotent, so retrying a batch that failed
+    /// half-way is safe.
     async fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Reserves `count` fresh cluster ids for the caller alone (also against every other router
+    /// sharing the store) and returns the first of `[first, first + count)`. Never below an
+    /// earlier answer nor below the stored high-water mark ([`Op::RaiseIdHighWater`] raises
+    /// the same counter).
+    async fn reserve_ids(&self, count: u32) -> Result<u32, StoreError>;
+    /// Takes or renews lease `name` for `holder` until now + `ttl`. True: `holder` holds it
+    /// after the call. The expiry is checked by the store at the call, never left to a cleanup
+    /// job, so an expired lease is taken over at once.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Gives lease `name` up if `holder` holds it (no-op otherwise).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// Records a bot first seen (by a poll or a create) unless another router already recorded
+    /// the same bot instance, keyed by (node, local id, `node_started` or ""). Won: `bot` was
+    /// stored (as [`Op::PutBot`]). Lost: the record of whoever recorded that instance first
+    /// (the caller adopts its id). A bot's key is released when its record is deleted or put
+    /// with another slot, but only while the key still points at that bot id, so a slow router
+    /// can never release a key another bot holds now.
+    async fn claim_bot(&self, bot: &BotRecord) -> Result<Claim<BotRecord>, StoreError>;
+    /// The same for a template name (unique across the cluster): Won (stored as
+    /// [`Op::PutTemplate`]; a record of the same name on the same node counts as won and is
+    /// updated) or Lost (the current holder's record).
+    async fn claim_template(&self, t: &TemplateRecord)
+        -> Result<Claim<TemplateRecord>, StoreError>;
+    /// Records other routers changed since the previous call (the first call: since
+    /// [`Store::load`]), each once, never the caller's own writes. Audit records are not synced.
+    async fn changes(&self) -> Result<Vec<Change>, StoreError>;
+    /// Whether other routers may share this store.
+    fn shared(&self) -> bool;
+    /// Removes every record, counters and leases included (`store copy --overwrite`).
+    async fn clear(&self) -> Result<(), StoreError>;
 }
 
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
 enum Request {
-    Load(oneshot::Sender<Result<Snapshot, StoreError>>),
-    Apply(Vec<Op>, Option<oneshot::Sender<Result<(), StoreError>>>),
+    Load(Reply<Snapshot>),
+    Apply(Vec<Op>, Option<Reply<()>>),
+    ReserveIds(u32, Reply<u32>),
+    AcquireLease {
+        name: String,
+        holder: String,
+        ttl: Duration,
+        reply: Reply<bool>,
+    },
+    ReleaseLease {
+        name: String,
+        holder: String,
+        reply: Reply<()>,
+    },
+    ClaimBot(BotRecord, Reply<Claim<BotRecord>>),
+    ClaimTemplate(TemplateRecord, Reply<Claim<TemplateRecord>>),
+    Changes(Reply<Vec<Change>>),
 }
 
 /// The router's handle to the store worker. Cheap to clone.
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: mpsc::UnboundedSender<Request>,
+    available: Arc<AtomicBool>,
+    shared: bool,
 }
 
 /// How many queued requests one commit may absorb.
 const MAX_BATCH: usize = 512;
+/// The first pause before a failed batch is written again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of a failed batch: short enough that writes resume
+/// within seconds of the database coming back.
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl StoreHandle {
     /// Starts the worker thread (with its own single-threaded runtime) that owns `store`.
     pub fn spawn(store: Box<dyn Store>) -> Result<StoreHandle, StoreError> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+        StoreHandle::open(move || async move { Ok(store) })
+    }
+
+    /// Starts the worker thread and runs `open` on its runtime (a database client must live on
+    /// the runtime it was created on); returns once `open` finished, with its error if it
+    /// failed. Blocks the calling thread meanwhile (it runs at start-up).
+    pub fn open<F, Fut>(open: F) -> Result<StoreHandle, StoreError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Box<dyn Store>, StoreError>> + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel::<Request>();
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel::<Result<bool, StoreError>>();
+        let available = Arc::new(AtomicBool::new(true));
+        let worker_available = available.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -385,35 +498,29 @@ impl StoreHandle {
             .name("ts3ab-store".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    while let Some(first) = rx.recv().await {
-                        let mut ops = Vec::new();
-                        let mut waiters = Vec::new();
-                        let mut next = Some(first);
-                        let mut taken = 0;
-                        while let Some(req) = next.take() {
-                            match req {
-                                Request::Load(reply) => {
-                                    // Flush what is queued before reading, so a load sees
-                                    // every write submitted before it.
-                                    commit(&*store, &mut ops, &mut waiters).await;
-                                    let _ = reply.send(store.load().await);
-                                }
-                                Request::Apply(batch, reply) => {
-                                    ops.extend(batch);
-                                    waiters.extend(reply);
-                                }
-                            }
-                            taken += 1;
-                            if taken < MAX_BATCH {
-                                next = rx.try_recv().ok();
-                            }
+                    let store = match open().await {
+                        Ok(store) => store,
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                            return;
                         }
-                        commit(&*store, &mut ops, &mut waiters).await;
+                    };
+                    let _ = opened_tx.send(Ok(store.shared()));
+                    Worker {
+                        store,
+                        available: worker_available,
                     }
+                    .run(rx)
+                    .await;
                 });
             })
             .map_err(|e| StoreError::Io(format!("cannot start the store thread: {e}")))?;
-        Ok(StoreHandle { tx })
+        let shared = opened_rx.recv().map_err(|_| StoreError::Closed)??;
+        Ok(StoreHandle {
+            tx,
+            available,
+            shared,
+        })
     }
 
     /// Reads everything (waits for queued writes first).
@@ -425,7 +532,8 @@ impl StoreHandle {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues writes without waiting. Failures are logged by the worker.
+    /// Queues writes without waiting. A failure is logged by the worker, which keeps the
+    /// batch and writes it again until it is written.
     pub fn submit(&self, ops: Vec<Op>) {
         if ops.is_empty() {
             return;
@@ -435,11 +543,110 @@ impl StoreHandle {
         }
     }
 
-    /// Writes and waits until the batch is durable, at most `timeout`.
+    /// Writes and waits until the batch is durable, at most `timeout`. An error means the first
+    /// try failed (or took too long): the batch is still written later, when the store answers.
     pub async fn commit(&self, ops: Vec<Op>, timeout: Duration) -> Result<(), StoreError> {
+        self.ask(|reply| Request::Apply(ops, Some(reply)), timeout)
+            .await
+    }
+
+    /// Waits until everything submitted so far is durable.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), StoreError> {
+        self.commit(Vec::new(), timeout).await
+    }
+
+    /// Reserves `count` fresh cluster ids (see [`Store::reserve_ids`]).
+    pub async fn reserve_ids(&self, count: u32, timeout: Duration) -> Result<u32, StoreError> {
+        self.ask(|reply| Request::ReserveIds(count, reply), timeout)
+            .await
+    }
+
+    /// Takes or renews a lease (see [`Store::acquire_lease`]).
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.ask(
+            |reply| Request::AcquireLease {
+                name,
+                holder,
+                ttl,
+                reply,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Gives a lease up (see [`Store::release_lease`]).
+    pub async fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.ask(
+            |reply| Request::ReleaseLease {
+                name,
+                holder,
+                reply,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Records a bot first seen unless another router did (see [`Store::claim_bot`]).
+    pub async fn claim_bot(
+        &self,
+        bot: BotRecord,
+        timeout: Duration,
+    ) -> Result<Claim<BotRecord>, StoreError> {
+        self.ask(|reply| Request::ClaimBot(bot, reply), timeout)
+            .await
+    }
+
+    /// Claims a template name (see [`Store::claim_template`]).
+    pub async fn claim_template(
+        &self,
+        t: TemplateRecord,
+        timeout: Duration,
+    ) -> Result<Claim<TemplateRecord>, StoreError> {
+        self.ask(|reply| Request::ClaimTemplate(t, reply), timeout)
+            .await
+    }
+
+    /// What other routers changed since the previous call (see [`Store::changes`]).
+    pub async fn changes(&self, timeout: Duration) -> Result<Vec<Change>, StoreError> {
+        self.ask(Request::Changes, timeout).await
+    }
+
+    /// Whether other routers may share the store.
+    pub fn shared(&self) -> bool {
+        self.shared
+    }
+
+    /// False while the last store call failed (an outage): callers that must write refuse at
+    /// once (503) instead of waiting for their deadline.
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request and waits for its answer, at most `timeout`. Giving up drops only the
+    /// answer: the worker still runs the request, it never waits for a caller.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(Reply<T>) -> Request,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Apply(ops, Some(reply)))
+            .send(request(reply))
             .map_err(|_| StoreError::Closed)?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
@@ -447,32 +654,153 @@ impl StoreHandle {
             Err(_) => Err(StoreError::Timeout(timeout)),
         }
     }
-
-    /// Waits until everything submitted so far is durable.
-    pub async fn flush(&self, timeout: Duration) -> Result<(), StoreError> {
-        self.commit(Vec::new(), timeout).await
-    }
 }
 
-async fn commit(
-    store: &dyn Store,
-    ops: &mut Vec<Op>,
-    waiters: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
-) {
-    if ops.is_empty() && waiters.is_empty() {
-        return;
+/// The worker's side: the store and the availability flag it keeps up to date.
+struct Worker {
+    store: Box<dyn Store>,
+    available: Arc<AtomicBool>,
+}
+
+impl Worker {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = rx.recv().await {
+            let mut ops = Vec::new();
+            let mut waiters = Vec::new();
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Apply(batch, reply) => {
+                        ops.extend(batch);
+                        waiters.extend(reply);
+                    }
+                    other => {
+                        // Flush what is queued first, so every request sees every write
+                        // submitted before it (requests run in submission order).
+                        self.commit(&mut ops, &mut waiters).await;
+                        self.call(other).await;
+                    }
+                }
+                taken += 1;
+                if taken < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.commit(&mut ops, &mut waiters).await;
+        }
     }
-    let result = if ops.is_empty() {
-        Ok(())
-    } else {
-        store.apply(ops).await
-    };
-    if let Err(e) = &result {
-        log::error!("store write of {} operation(s) failed: {e}", ops.len());
+
+    /// Writes `ops` and answers `waiters`. A failed batch is written again (with a growing
+    /// pause) until it is written, before anything else runs: dropping it would lose writes
+    /// nobody waits for, and running later requests first would reorder writes. The waiters
+    /// get the first failure at once; they have their own deadlines.
+    async fn commit(&self, ops: &mut Vec<Op>, waiters: &mut Vec<Reply<()>>) {
+        if ops.is_empty() {
+            for w in waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+            return;
+        }
+        let mut pause = RETRY_FIRST;
+        let mut failures: u32 = 0;
+        loop {
+            match self.store.apply(ops).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        log::warn!(
+                            "store write of {} operation(s) succeeded after {failures} failed tries",
+                            ops.len()
+                        );
+                    }
+                    self.set_available(true);
+                    for w in waiters.drain(..) {
+                        let _ = w.send(Ok(()));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.set_available(false);
+                    if failures == 0 {
+                        log::error!(
+                            "store write of {} operation(s) failed (kept, retrying): {e}",
+                            ops.len()
+                        );
+                        for w in waiters.drain(..) {
+                            let _ = w.send(Err(e.clone()));
+                        }
+                    } else if failures.is_power_of_two() {
+                        // Logged at 2, 4, 8, ... failures, so an outage does not flood the log.
+                        log::warn!("store write still failing after {failures} tries: {e}");
+                    }
+                    failures = failures.saturating_add(1);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        ops.clear();
     }
-    ops.clear();
-    for w in waiters.drain(..) {
-        let _ = w.send(result.clone());
+
+    /// Runs one request other than a write and answers it.
+    async fn call(&self, req: Request) {
+        let store = &*self.store;
+        match req {
+            Request::Load(reply) => {
+                let _ = reply.send(self.note(store.load().await));
+            }
+            Request::ReserveIds(count, reply) => {
+                let _ = reply.send(self.note(store.reserve_ids(count).await));
+            }
+            Request::AcquireLease {
+                name,
+                holder,
+                ttl,
+                reply,
+            } => {
+                let r = store.acquire_lease(&name, &holder, ttl).await;
+                let _ = reply.send(self.note(r));
+            }
+            Request::ReleaseLease {
+                name,
+                holder,
+                reply,
+            } => {
+                let _ = reply.send(self.note(store.release_lease(&name, &holder).await));
+            }
+            Request::ClaimBot(bot, reply) => {
+                let _ = reply.send(self.note(store.claim_bot(&bot).await));
+            }
+            Request::ClaimTemplate(t, reply) => {
+                let _ = reply.send(self.note(store.claim_template(&t).await));
+            }
+            Request::Changes(reply) => {
+                let _ = reply.send(self.note(store.changes().await));
+            }
+            // Writes never get here: `run` batches them.
+            Request::Apply(..) => {}
+        }
+    }
+
+    /// Updates the availability flag from a result: an outage (or a failing read or write)
+    /// makes the store unavailable; a corrupt record does not, the database answered.
+    fn note<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &r {
+            Ok(_) => self.set_available(true),
+            Err(StoreError::Corrupt { .. }) => {}
+            Err(_) => self.set_available(false),
+        }
+        r
+    }
+
+    fn set_available(&self, up: bool) {
+        if self.available.swap(up, Ordering::Relaxed) != up {
+            if up {
+                log::info!("the store answers again");
+            } else {
+                log::warn!("the store is unavailable; writes are kept and retried");
+            }
+        }
     }
 }
 
@@ -533,5 +861,134 @@ mod tests {
         };
         let all = format!("{bot:?}{t:?}{node:?}{key:?}");
         assert!(!all.contains("SECRET"), "{all}");
+    }
+
+    /// A store whose writes fail while `failing` is above zero (one failure per try), and
+    /// that remembers every batch it wrote.
+    struct FlakyStore {
+        failing: std::sync::atomic::AtomicU32,
+        tries: std::sync::atomic::AtomicU32,
+        written: parking_lot::Mutex<Vec<Op>>,
+    }
+
+    impl FlakyStore {
+        fn new(failures: u32) -> Arc<FlakyStore> {
+            Arc::new(FlakyStore {
+                failing: failures.into(),
+                tries: 0.into(),
+                written: parking_lot::Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    /// Lets a test keep a reference to the store the worker owns.
+    struct Shared(Arc<FlakyStore>);
+
+    #[async_trait]
+    impl Store for Shared {
+        async fn load(&self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        async fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+            self.0.tries.fetch_add(1, Ordering::SeqCst);
+            let left = self.0.failing.load(Ordering::SeqCst);
+            if left > 0 {
+                self.0.failing.store(left - 1, Ordering::SeqCst);
+                return Err(StoreError::Unavailable("test outage".into()));
+            }
+            self.0.written.lock().extend(ops.iter().cloned());
+            Ok(())
+        }
+        async fn reserve_ids(&self, count: u32) -> Result<u32, StoreError> {
+            Ok(count)
+        }
+        async fn acquire_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn claim_bot(&self, _: &BotRecord) -> Result<Claim<BotRecord>, StoreError> {
+            Ok(Claim::Won)
+        }
+        async fn claim_template(
+            &self,
+            _: &TemplateRecord,
+        ) -> Result<Claim<TemplateRecord>, StoreError> {
+            Ok(Claim::Won)
+        }
+        async fn changes(&self) -> Result<Vec<Change>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn shared(&self) -> bool {
+            true
+        }
+        async fn clear(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    /// A batch that fails is retried until it is written, not dropped; the caller waiting on
+    /// it gets the first failure; writes after it land after it; `available()` is false in
+    /// between and true again after the write.
+    #[tokio::test]
+    async fn failed_batches_are_retried_in_order_and_availability_flips() {
+        let store = FlakyStore::new(3);
+        let h = StoreHandle::spawn(Box::new(Shared(store.clone()))).expect("spawn");
+        assert!(h.shared());
+        assert!(h.available());
+        let first = h
+            .commit(vec![Op::DeleteBot(1)], Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        assert!(!h.available(), "a failed write makes the store unavailable");
+        h.submit(vec![Op::DeleteBot(2)]);
+        // Three failures with pauses of 100, 200 and 400 ms: the flush waits for all of it.
+        h.flush(Duration::from_secs(10)).await.expect("flush");
+        assert!(h.available(), "a successful retry makes it available again");
+        assert_eq!(
+            *store.written.lock(),
+            vec![Op::DeleteBot(1), Op::DeleteBot(2)],
+            "the failed batch is written first, then the later one"
+        );
+        assert_eq!(store.tries.load(Ordering::SeqCst), 5);
+    }
+
+    /// A caller that gives up does not stop the worker, and `open` runs its opener on the
+    /// worker and reports its error.
+    #[tokio::test]
+    async fn timeouts_do_not_block_the_worker_and_open_reports_errors() {
+        let store = FlakyStore::new(1);
+        let h = StoreHandle::spawn(Box::new(Shared(store.clone()))).expect("spawn");
+        let r = h
+            .commit(vec![Op::DeleteBot(7)], Duration::from_millis(1))
+            .await;
+        assert!(r.is_err());
+        assert_eq!(
+            h.reserve_ids(4, Duration::from_secs(5))
+                .await
+                .expect("reserve"),
+            4
+        );
+        assert_eq!(*store.written.lock(), vec![Op::DeleteBot(7)]);
+        let err = StoreHandle::open(|| async {
+            Err::<Box<dyn Store>, _>(StoreError::Open {
+                path: "p".into(),
+                reason: "nope".into(),
+            })
+        })
+        .err()
+        .expect("open fails");
+        assert!(err.to_string().contains("nope"), "{err}");
+        let opened = StoreHandle::open(move || async move {
+            // The worker's runtime is current here (a database client needs one).
+            tokio::runtime::Handle::current();
+            Ok::<Box<dyn Store>, _>(Box::new(Shared(store)))
+        })
+        .expect("open");
+        assert!(opened.shared());
     }
 }
