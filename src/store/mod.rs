@@ -2,7 +2,7 @@
 //!
 //! Owns: the record types (what the router must remember to rebuild the cluster view and,
 //! later, to rebuild a dead node's bots elsewhere), the [`Store`] trait every backend
-//! implements (the embedded redb file in [`embedded`], MongoDB in `mongo`), and
+//! implements (the embedded redb file in [`embedded`], MongoDB in [`mongo`]), and
 //! [`StoreHandle`], the only way the rest of the router talks to a store: requests go over a
 //! channel to a dedicated thread with its own runtime, so the request path never runs database
 //! code and a database client stays on the runtime it was created on.
@@ -17,6 +17,7 @@
 //! down, so what must be durable before it answers can refuse at once.
 
 pub mod embedded;
+pub mod mongo;
 
 use std::collections::BTreeMap;
 use std::fmt;
