@@ -40,6 +40,16 @@
 //! before a faster one but wrote after it is still seen; a writer slower than half the gap
 //! stamps what it wrote again with a fresh revision.
 //!
+//! # MongoDB first, nx-27017 tolerated
+//! The tests run against nx-27017 (a wire-protocol server on SQLite) unless a real server is
+//! named. The code is written for MongoDB and avoids what nx-27017 gets wrong: an upserting
+//! `findOneAndUpdate` whose filter misses an existing `_id` answers "no document" instead of
+//! a duplicate key error (both mean "not acquired"); `$setOnInsert` is ignored (claims insert
+//! and read the holder on a duplicate key instead); an upserting replacement without `_id`
+//! gets an invented ObjectId (replacements carry `_id`); a top-level `_id` next to `$or` is
+//! ignored by `findAndModify` (the lease filter puts both in an `$and`); a date written with
+//! `$set` is stored as a string (lease expiry is compared in milliseconds).
+//!
 //! # Bounded time
 //! The driver has no socket timeout, so a stopped server (SIGSTOP, a partition) would hold an
 //! operation forever: every call is bounded by [`OP_TIMEOUT`] here (and server selection by
@@ -733,16 +743,25 @@ impl Store for MongoStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let now = bson::DateTime::now();
-        let until = bson::DateTime::from_millis(
-            now.timestamp_millis()
-                .saturating_add(ttl.as_millis() as i64),
-        );
+        let now = bson::DateTime::now().timestamp_millis();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let leases = self.coll(LEASES);
+        // `_id` and the `$or` inside an explicit `$and`: MongoDB takes the `_id` for the upsert
+        // either way, but nx-27017 ignores a top-level `_id` next to `$or` and would take over
+        // any expired lease. The expiry is compared as milliseconds (`until_ms`), since
+        // nx-27017 stores a date `$set` as a string; `until` (a date) only feeds the TTL
+        // index that cleans up.
         let call = leases
             .find_one_and_update(
-                doc! {"_id": name, "$or": [{"holder": holder}, {"until": {"$lt": now}}]},
-                doc! {"$set": {"holder": holder, "until": until}},
+                doc! {"$and": [
+                    {"_id": name},
+                    {"$or": [{"holder": holder}, {"until_ms": {"$lt": now}}]},
+                ]},
+                doc! {"$set": {
+                    "holder": holder,
+                    "until_ms": until,
+                    "until": bson::DateTime::from_millis(until),
+                }},
             )
             .upsert(true)
             .return_document(ReturnDocument::After);
@@ -1127,9 +1146,10 @@ fn describe_open_failure(
     }
 }
 
-/// The driver error's own words (its Display adds labels and source chains).
+/// The driver error's own words: its kind (the error's Display adds the labels and an empty
+/// source chain, noise for an operator).
 fn error_text(e: &mongodb::error::Error) -> String {
-    e.to_string()
+    e.kind.to_string()
 }
 
 /// Why a database name cannot be used (MongoDB's rules), if it cannot.
