@@ -11,6 +11,8 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod mongo;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
