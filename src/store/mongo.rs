@@ -869,12 +869,14 @@ impl Store for MongoStore {
                     templates.find_one(doc! {"_id": t.name.as_str()}),
                 )
                 .await?;
+            if let Some(d) = &current {
+                if !is_tombstone(d) && d.get_str("node").ok() != Some(t.node.as_str()) {
+                    return Ok(Claim::Lost(decode(&what, d.clone())?));
+                }
+            }
             let rev = self.next_rev().await?;
             let doc = self.record_doc(Bson::String(t.name.clone()), t, rev)?;
             match current {
-                Some(d) if !is_tombstone(&d) && d.get_str("node").ok() != Some(t.node.as_str()) => {
-                    return Ok(Claim::Lost(decode(&what, d)?));
-                }
                 Some(d) => {
                     // Ours (same node) or deleted: replace it only as we read it, so a
                     // router that took the name meanwhile keeps it.
