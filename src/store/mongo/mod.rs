@@ -8,6 +8,10 @@
 //! credentials, an outage). Does not own: batching, retrying or threading (`store`), nor what a
 //! router does with a change (`cluster`).
 //!
+//! Here: opening, the calls' time bounds, loading and writing batches. In submodules: claims
+//! and leases (`claims`), the change feed (`feed`), document shapes (`docs`), and errors in the
+//! operator's terms with the URI's secrets redacted (`errors`).
+//!
 //! # Collections
 //! `bots`, `templates`, `nodes`, `keys`, `fences`, `operations` (the synced ones: every
 //! document carries the revision `rev` of the batch that wrote it and the writer's router id
@@ -55,7 +59,12 @@
 //! operation forever: every call is bounded by [`OP_TIMEOUT`] here (and server selection by
 //! two seconds), so the store worker always gets an answer and can retry.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod claims;
+mod docs;
+mod errors;
+mod feed;
+
+use std::collections::{BTreeMap, HashMap};
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
@@ -68,12 +77,15 @@ use mongodb::options::{
 };
 use mongodb::{Client, Database, IndexModel};
 use parking_lot::Mutex;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use self::docs::{decode, fence_id, id_text, int, is_tombstone, op_id};
+use self::errors::{
+    check_database_name, check_write_reply, describe_open_failure, error_text, Redactor,
+};
+use self::feed::Feed;
 use super::{
-    AuditRecord, BotRecord, Change, Claim, FenceRecord, Op, OperationRecord, Snapshot, Store,
-    StoreError, TemplateRecord,
+    AuditRecord, BotRecord, Change, Claim, Op, Snapshot, Store, StoreError, TemplateRecord,
 };
 
 /// The longest one database call may take before it counts as an outage.
@@ -154,17 +166,6 @@ pub struct MongoStore {
     /// `host:port` list, for error messages.
     hosts: String,
     feed: Mutex<Feed>,
-}
-
-/// What the change feed remembers between two polls.
-#[derive(Default)]
-struct Feed {
-    /// Every revision at or below it is written and was read: the next poll starts above.
-    floor: i64,
-    /// The revision last seen of each document above the floor, so none is returned twice.
-    seen: HashMap<(Coll, String), i64>,
-    /// (counter value, when it was read): revisions up to the value were handed out by then.
-    checkpoints: VecDeque<(i64, Instant)>,
 }
 
 impl MongoStore {
@@ -447,48 +448,6 @@ impl MongoStore {
         }
     }
 
-    /// Keeps the `bot_slots` keys in step with the bots a batch wrote: a bot put takes the key
-    /// of its slot if it is free and gives up any other key it holds; a deleted bot gives up
-    /// its keys. Giving up is conditional on the key still naming that bot.
-    async fn sync_slots(&self, bots: &BTreeMap<u32, Option<&BotRecord>>) -> Result<(), StoreError> {
-        let mut inserts = Vec::new();
-        let mut deletes = Vec::new();
-        for (id, rec) in bots {
-            let id = i64::from(*id);
-            match rec {
-                Some(b) => {
-                    let key = slot_key(b);
-                    inserts.push(self.slot_doc(&key, b)?);
-                    deletes.push(doc! {"q": {"bot": id, "_id": {"$ne": key}}, "limit": 0});
-                }
-                None => deletes.push(doc! {"q": {"bot": id}, "limit": 0}),
-            }
-        }
-        if !inserts.is_empty() {
-            // A key held by someone else stays theirs (duplicate key: skipped).
-            self.write_command("insert", "documents", BOT_SLOTS, inserts, true)
-                .await?;
-        }
-        if !deletes.is_empty() {
-            self.write_command("delete", "deletes", BOT_SLOTS, deletes, false)
-                .await?;
-        }
-        Ok(())
-    }
-
-    fn slot_doc(&self, key: &str, b: &BotRecord) -> Result<Document, StoreError> {
-        let record = bson::to_document(b)
-            .map_err(|e| StoreError::Io(format!("cannot encode a record as BSON: {e}")))?;
-        Ok(doc! {
-            "_id": key,
-            "bot": i64::from(b.id),
-            // The claimer's record, for a loser that reads the key before the winner's
-            // record is written (or after the winner died in between).
-            "record": record,
-            "by": self.router_id.as_str(),
-        })
-    }
-
     /// Stamps what a slow batch wrote with a fresh revision (see the module doc).
     async fn restamp(
         &self,
@@ -525,6 +484,7 @@ impl Store for MongoStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         // The counter first: whatever is read below was written at or below it, or later.
         let counter = self.current_rev().await?;
+        let started = Instant::now();
         let mut snap = Snapshot::default();
         let mut seen = HashMap::new();
         for coll in Coll::ALL {
@@ -569,12 +529,7 @@ impl Store for MongoStore {
             what: "counters ids".into(),
             reason: format!("{next} is out of range"),
         })?;
-        let mut feed = self.feed.lock();
-        *feed = Feed {
-            floor: 0,
-            seen,
-            checkpoints: VecDeque::from([(counter, Instant::now())]),
-        };
+        *self.feed.lock() = Feed::loaded(counter, started, seen);
         Ok(snap)
     }
 
@@ -743,225 +698,26 @@ impl Store for MongoStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let now = bson::DateTime::now().timestamp_millis();
-        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-        let leases = self.coll(LEASES);
-        // `_id` and the `$or` inside an explicit `$and`: MongoDB takes the `_id` for the upsert
-        // either way, but nx-27017 ignores a top-level `_id` next to `$or` and would take over
-        // any expired lease. The expiry is compared as milliseconds (`until_ms`), since
-        // nx-27017 stores a date `$set` as a string; `until` (a date) only feeds the TTL
-        // index that cleans up.
-        let call = leases
-            .find_one_and_update(
-                doc! {"$and": [
-                    {"_id": name},
-                    {"$or": [{"holder": holder}, {"until_ms": {"$lt": now}}]},
-                ]},
-                doc! {"$set": {
-                    "holder": holder,
-                    "until_ms": until,
-                    "until": bson::DateTime::from_millis(until),
-                }},
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After);
-        match self.timed("take a lease", call).await? {
-            Ok(Some(d)) => Ok(d.get_str("holder").ok() == Some(holder)),
-            // nx-27017 answers "no document" where MongoDB answers duplicate key: the filter
-            // missed a lease someone else holds, and the upsert could not insert its _id.
-            Ok(None) => Ok(false),
-            Err(e) if is_duplicate(&e) => Ok(false),
-            Err(e) => Err(self.fail("take a lease", &e)),
-        }
+        self.take_lease(name, holder, ttl).await
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        self.run(
-            "release a lease",
-            self.coll(LEASES)
-                .delete_one(doc! {"_id": name, "holder": holder}),
-        )
-        .await?;
-        Ok(())
+        self.give_up_lease(name, holder).await
     }
 
     async fn claim_bot(&self, bot: &BotRecord) -> Result<Claim<BotRecord>, StoreError> {
-        let key = slot_key(bot);
-        let slots = self.coll(BOT_SLOTS);
-        // A few rounds: the key can change hands between our insert and our read (its holder
-        // released it); each round makes progress, so three are plenty.
-        for _ in 0..3 {
-            match self
-                .timed("claim a bot", slots.insert_one(self.slot_doc(&key, bot)?))
-                .await?
-            {
-                Ok(_) => {
-                    self.apply(&[Op::PutBot(bot.clone())]).await?;
-                    return Ok(Claim::Won);
-                }
-                Err(e) if is_duplicate(&e) => {}
-                Err(e) => return Err(self.fail("claim a bot", &e)),
-            }
-            let Some(slot) = self
-                .run(
-                    "read a bot claim",
-                    slots.find_one(doc! {"_id": key.as_str()}),
-                )
-                .await?
-            else {
-                continue;
-            };
-            let holder = int(&slot, "bot").unwrap_or(-1);
-            if holder == i64::from(bot.id) {
-                self.apply(&[Op::PutBot(bot.clone())]).await?;
-                return Ok(Claim::Won);
-            }
-            let record = self
-                .run(
-                    "read a bot",
-                    self.coll(Coll::Bots.name()).find_one(doc! {"_id": holder}),
-                )
-                .await?;
-            match record {
-                Some(d) if !is_tombstone(&d) => {
-                    return Ok(Claim::Lost(decode(&format!("bots {holder}"), d)?))
-                }
-                Some(_) => {
-                    // The holder was deleted and its key not yet given up (its batch is being
-                    // retried): free the key, still only if it names that holder.
-                    self.run(
-                        "free a bot claim",
-                        slots.delete_one(doc! {"_id": key.as_str(), "bot": holder}),
-                    )
-                    .await?;
-                }
-                None => {
-                    // The winner is between its key and its record (or died there): its
-                    // record as it claimed the key.
-                    let rec = slot
-                        .get_document("record")
-                        .map_err(|e| StoreError::Corrupt {
-                            what: format!("bot_slots {key}"),
-                            reason: e.to_string(),
-                        })?;
-                    return Ok(Claim::Lost(decode(
-                        &format!("bot_slots {key}"),
-                        rec.clone(),
-                    )?));
-                }
-            }
-        }
-        Err(StoreError::Io(format!(
-            "the claim of bot instance {key} kept changing hands"
-        )))
+        self.claim_bot_instance(bot).await
     }
 
     async fn claim_template(
         &self,
         t: &TemplateRecord,
     ) -> Result<Claim<TemplateRecord>, StoreError> {
-        let templates = self.coll(Coll::Templates.name());
-        let what = format!("templates {}", t.name);
-        for _ in 0..3 {
-            let current = self
-                .run(
-                    "read a template",
-                    templates.find_one(doc! {"_id": t.name.as_str()}),
-                )
-                .await?;
-            if let Some(d) = &current {
-                if !is_tombstone(d) && d.get_str("node").ok() != Some(t.node.as_str()) {
-                    return Ok(Claim::Lost(decode(&what, d.clone())?));
-                }
-            }
-            let rev = self.next_rev().await?;
-            let doc = self.record_doc(Bson::String(t.name.clone()), t, rev)?;
-            match current {
-                Some(d) => {
-                    // Ours (same node) or deleted: replace it only as we read it, so a
-                    // router that took the name meanwhile keeps it.
-                    let seen = int(&d, "rev").unwrap_or(0);
-                    let r = self
-                        .run(
-                            "claim a template",
-                            templates.replace_one(doc! {"_id": t.name.as_str(), "rev": seen}, doc),
-                        )
-                        .await?;
-                    if r.matched_count == 1 {
-                        return Ok(Claim::Won);
-                    }
-                }
-                None => match self
-                    .timed("claim a template", templates.insert_one(doc))
-                    .await?
-                {
-                    Ok(_) => return Ok(Claim::Won),
-                    Err(e) if is_duplicate(&e) => {}
-                    Err(e) => return Err(self.fail("claim a template", &e)),
-                },
-            }
-        }
-        Err(StoreError::Io(format!(
-            "the claim of template {} kept changing hands",
-            t.name
-        )))
+        self.claim_template_name(t).await
     }
 
     async fn changes(&self) -> Result<Vec<Change>, StoreError> {
-        let counter = self.current_rev().await?;
-        let now = Instant::now();
-        let floor = {
-            let mut feed = self.feed.lock();
-            if feed.checkpoints.back().is_none_or(|(c, _)| *c < counter) {
-                feed.checkpoints.push_back((counter, now));
-            }
-            feed.floor
-        };
-        let mut docs = Vec::new();
-        for coll in Coll::ALL {
-            for d in self
-                .find_all(coll.name(), doc! {"rev": {"$gt": floor}})
-                .await?
-            {
-                docs.push((coll, d));
-            }
-        }
-        let mut feed = self.feed.lock();
-        let mut out = Vec::new();
-        for (coll, d) in docs {
-            let key = (coll, id_text(&d));
-            let rev = int(&d, "rev").unwrap_or(0);
-            // Any other revision than the one last seen is another write (a writer that took
-            // an older revision can write after a newer one), so it is returned too.
-            if feed.seen.get(&key) == Some(&rev) {
-                continue;
-            }
-            feed.seen.insert(key, rev);
-            if d.get_str("by").ok() == Some(self.router_id.as_str()) {
-                continue;
-            }
-            match to_change(coll, d) {
-                Ok(c) => out.push(c),
-                // One bad document must not stop the feed for good.
-                Err(e) => log::error!("skipped a change another router wrote: {e}"),
-            }
-        }
-        // Revisions handed out more than GAP ago are all written: look above them from now on.
-        if let Some(cutoff) = now.checked_sub(GAP) {
-            let mut new_floor = feed.floor;
-            while let Some(&(c, at)) = feed.checkpoints.front() {
-                if at > cutoff {
-                    break;
-                }
-                new_floor = new_floor.max(c);
-                feed.checkpoints.pop_front();
-            }
-            if new_floor > feed.floor {
-                feed.floor = new_floor;
-                feed.seen.retain(|_, r| *r > new_floor);
-            }
-        }
-        Ok(out)
+        self.poll_changes().await
     }
 
     fn shared(&self) -> bool {
@@ -978,396 +734,5 @@ impl Store for MongoStore {
         }
         *self.feed.lock() = Feed::default();
         Ok(())
-    }
-}
-
-// === documents ===
-
-/// The instance key of a bot: node, local id and node start time. The node name is length-
-/// prefixed, so no name can make two different instances look alike.
-fn slot_key(b: &BotRecord) -> String {
-    format!(
-        "{}:{}/{}/{}",
-        b.node.len(),
-        b.node,
-        b.local_id,
-        b.node_started.as_deref().unwrap_or("")
-    )
-}
-
-/// A fence's `_id`: the bot id first (a number, so the first `:` ends it), then the node.
-fn fence_id(node: &str, bot: u32) -> String {
-    format!("{bot}:{node}")
-}
-
-fn op_id(id: u64) -> Result<i64, StoreError> {
-    i64::try_from(id).map_err(|_| StoreError::Io(format!("operation id {id} does not fit BSON")))
-}
-
-fn is_tombstone(d: &Document) -> bool {
-    d.get_bool("deleted").unwrap_or(false)
-}
-
-/// An integer field, whichever BSON number type the server chose.
-fn int(d: &Document, key: &str) -> Option<i64> {
-    match d.get(key)? {
-        Bson::Int32(v) => Some(i64::from(*v)),
-        Bson::Int64(v) => Some(*v),
-        Bson::Double(v) if v.fract() == 0.0 => Some(*v as i64),
-        _ => None,
-    }
-}
-
-/// `_id` as text (a map key and for messages).
-fn id_text(d: &Document) -> String {
-    match d.get("_id") {
-        Some(Bson::String(s)) => s.clone(),
-        Some(other) => int(d, "_id").map_or_else(|| other.to_string(), |i| i.to_string()),
-        None => String::new(),
-    }
-}
-
-fn decode<T: DeserializeOwned>(what: &str, d: Document) -> Result<T, StoreError> {
-    bson::from_document(d).map_err(|e| StoreError::Corrupt {
-        what: what.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-fn to_change(coll: Coll, d: Document) -> Result<Change, StoreError> {
-    let key = id_text(&d);
-    let what = format!("{} {key}", coll.name());
-    let gone = is_tombstone(&d);
-    let number = |k: &str| -> Result<i64, StoreError> {
-        k.parse::<i64>().map_err(|e| StoreError::Corrupt {
-            what: what.clone(),
-            reason: format!("bad _id: {e}"),
-        })
-    };
-    Ok(match coll {
-        Coll::Bots => {
-            let id = u32::try_from(number(&key)?).map_err(|e| StoreError::Corrupt {
-                what: what.clone(),
-                reason: e.to_string(),
-            })?;
-            Change::Bot(id, if gone { None } else { Some(decode(&what, d)?) })
-        }
-        Coll::Templates => Change::Template(key, if gone { None } else { Some(decode(&what, d)?) }),
-        Coll::Nodes => Change::Node(key, if gone { None } else { Some(decode(&what, d)?) }),
-        Coll::Keys => Change::Key(key, if gone { None } else { Some(decode(&what, d)?) }),
-        Coll::Fences => {
-            let (bot, node) = key.split_once(':').ok_or_else(|| StoreError::Corrupt {
-                what: what.clone(),
-                reason: "bad _id".into(),
-            })?;
-            let bot = u32::try_from(number(bot)?).map_err(|e| StoreError::Corrupt {
-                what: what.clone(),
-                reason: e.to_string(),
-            })?;
-            let rec: Option<FenceRecord> = if gone { None } else { Some(decode(&what, d)?) };
-            Change::Fence(node.to_string(), bot, rec)
-        }
-        Coll::Operations => {
-            let id = u64::try_from(number(&key)?).map_err(|e| StoreError::Corrupt {
-                what: what.clone(),
-                reason: e.to_string(),
-            })?;
-            let rec: Option<OperationRecord> = if gone { None } else { Some(decode(&what, d)?) };
-            Change::Operation(id, rec)
-        }
-    })
-}
-
-// === errors ===
-
-fn is_duplicate(e: &mongodb::error::Error) -> bool {
-    match &*e.kind {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
-        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
-        _ => false,
-    }
-}
-
-/// Fails on the write errors (and the write concern error) of a write command's reply.
-fn check_write_reply(
-    reply: &Document,
-    what: &str,
-    hosts: &str,
-    dup_ok: bool,
-) -> Result<(), StoreError> {
-    if let Ok(errors) = reply.get_array("writeErrors") {
-        for e in errors {
-            let Some(e) = e.as_document() else { continue };
-            let code = int(e, "code").unwrap_or(0);
-            if dup_ok && code == i64::from(DUPLICATE_KEY) {
-                continue;
-            }
-            return Err(StoreError::Io(format!(
-                "MongoDB refused a {what} (error {code}): {}",
-                e.get_str("errmsg").unwrap_or("")
-            )));
-        }
-    }
-    if let Ok(wce) = reply.get_document("writeConcernError") {
-        // Written on the primary, not (yet) on a majority: not durable, so an outage.
-        return Err(StoreError::Unavailable(format!(
-            "MongoDB at {hosts} did not confirm a {what} on a majority: {}",
-            wce.get_str("errmsg").unwrap_or("")
-        )));
-    }
-    Ok(())
-}
-
-/// The open error for a failed first call, in the operator's terms.
-fn describe_open_failure(
-    e: &mongodb::error::Error,
-    hosts: &str,
-    user: Option<&str>,
-    redactor: &Redactor,
-) -> String {
-    let text = redactor.scrub(&error_text(e));
-    let who = user.map_or_else(String::new, |u| format!(" of user {u}"));
-    match &*e.kind {
-        ErrorKind::Authentication { .. } => {
-            format!("MongoDB refused the credentials{who}: {text}")
-        }
-        // 18: AuthenticationFailed; 13: Unauthorized (the user may not use this database).
-        ErrorKind::Command(c) if c.code == 18 => {
-            format!("MongoDB refused the credentials{who}: {text}")
-        }
-        ErrorKind::Command(c) if c.code == 13 => {
-            format!("MongoDB does not let the user{who} use this database: {text}")
-        }
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::DnsResolve { .. }
-        | ErrorKind::ConnectionPoolCleared { .. } => {
-            format!("cannot reach MongoDB at {hosts}: {text}")
-        }
-        _ => format!("MongoDB at {hosts} failed: {text}"),
-    }
-}
-
-/// The driver error's own words: its kind (the error's Display adds the labels and an empty
-/// source chain, noise for an operator).
-fn error_text(e: &mongodb::error::Error) -> String {
-    e.kind.to_string()
-}
-
-/// Why a database name cannot be used (MongoDB's rules), if it cannot.
-fn check_database_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the database name is empty".into());
-    }
-    if name.len() > 63 {
-        return Err(format!(
-            "the database name {name:?} is longer than 63 bytes"
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0'))
-    {
-        return Err(format!("the database name {name:?} may not contain {c:?}"));
-    }
-    Ok(())
-}
-
-/// Keeps the secrets of a connection URI out of messages: the password of its user info and
-/// the values of options that carry secrets.
-struct Redactor {
-    shown: String,
-    secrets: Vec<String>,
-}
-
-/// URI options whose values are secrets.
-const SECRET_OPTIONS: [&str; 3] = [
-    "tlscertificatekeyfilepassword",
-    "authmechanismproperties",
-    "password",
-];
-
-impl Redactor {
-    fn new(uri: &str) -> Redactor {
-        let mut secrets = Vec::new();
-        let (scheme, rest) = match uri.split_once("://") {
-            Some((s, r)) => (format!("{s}://"), r),
-            None => (String::new(), uri),
-        };
-        // The user info ends at the last '@' before the path: a password must encode '@'
-        // and '/', so neither splits it.
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => match userinfo.split_once(':') {
-                Some((user, password)) => {
-                    if !password.is_empty() {
-                        secrets.push(password.to_string());
-                        let decoded = percent_decode(password);
-                        if decoded != password {
-                            secrets.push(decoded);
-                        }
-                    }
-                    format!("{user}:***@{hosts}")
-                }
-                None => format!("{userinfo}@{hosts}"),
-            },
-            None => authority.to_string(),
-        };
-        let tail = match tail.split_once('?') {
-            Some((path, query)) => {
-                let query = query
-                    .split('&')
-                    .map(|kv| match kv.split_once('=') {
-                        Some((k, v))
-                            if SECRET_OPTIONS.contains(&k.to_ascii_lowercase().as_str()) =>
-                        {
-                            if !v.is_empty() {
-                                secrets.push(v.to_string());
-                            }
-                            format!("{k}=***")
-                        }
-                        _ => kv.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("&");
-                format!("{path}?{query}")
-            }
-            None => tail.to_string(),
-        };
-        // Longest first, so a secret that contains another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor {
-            shown: format!("{scheme}{authority}{tail}"),
-            secrets,
-        }
-    }
-
-    /// The URI with its secrets replaced by `***`.
-    fn uri(&self) -> &str {
-        &self.shown
-    }
-
-    /// `text` with every secret of the URI replaced by `***`.
-    fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            out = out.replace(s.as_str(), "***");
-        }
-        out
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uri_passwords_are_redacted() {
-        let r = Redactor::new("mongodb://ops:s3cr%40t@db1:27017,db2:27018/admin?replicaSet=rs0&tlsCertificateKeyFilePassword=kfp");
-        assert_eq!(
-            r.uri(),
-            "mongodb://ops:***@db1:27017,db2:27018/admin?replicaSet=rs0&tlsCertificateKeyFilePassword=***"
-        );
-        let scrubbed = r.scrub("auth failed for s3cr@t / s3cr%40t, key kfp");
-        assert!(!scrubbed.contains("s3cr"), "{scrubbed}");
-        assert!(!scrubbed.contains("kfp"), "{scrubbed}");
-    }
-
-    #[test]
-    fn uri_without_credentials_is_shown_as_is() {
-        let r = Redactor::new("mongodb://127.0.0.1:27017");
-        assert_eq!(r.uri(), "mongodb://127.0.0.1:27017");
-        assert_eq!(r.scrub("plain text"), "plain text");
-        let r = Redactor::new("mongodb+srv://user@cluster.example.net/x");
-        assert_eq!(r.uri(), "mongodb+srv://user@cluster.example.net/x");
-    }
-
-    #[test]
-    fn database_names_follow_mongodb_rules() {
-        assert!(check_database_name("ts3ab").is_ok());
-        assert!(check_database_name("").is_err());
-        assert!(check_database_name("a.b").is_err());
-        assert!(check_database_name("a/b").is_err());
-        assert!(check_database_name(&"x".repeat(64)).is_err());
-    }
-
-    #[test]
-    fn slot_keys_cannot_be_confused() {
-        let mut a = BotRecord {
-            id: 1,
-            node: "a/1".into(),
-            local_id: 2,
-            template: None,
-            address: None,
-            server_password: None,
-            channel: None,
-            nickname: None,
-            identity: None,
-            created_ms: 0,
-            node_started: None,
-        };
-        let ka = slot_key(&a);
-        a.node = "a".into();
-        a.local_id = 1;
-        a.node_started = Some("2/".into());
-        assert_ne!(ka, slot_key(&a));
-    }
-
-    #[test]
-    fn fence_ids_round_trip_through_changes() {
-        let f = FenceRecord {
-            node: "node:with:colons".into(),
-            bot: 42,
-            local_id: 1,
-            template: None,
-            address: None,
-        };
-        let d = doc! {"_id": fence_id(&f.node, f.bot), "deleted": true, "rev": 3i64, "by": "r"};
-        assert_eq!(
-            to_change(Coll::Fences, d).expect("change"),
-            Change::Fence("node:with:colons".into(), 42, None)
-        );
-    }
-
-    #[test]
-    fn write_errors_are_reported_and_duplicates_skipped_when_asked() {
-        let reply =
-            doc! {"ok": 1, "n": 0, "writeErrors": [{"index": 0, "code": 11000, "errmsg": "dup"}]};
-        assert!(check_write_reply(&reply, "write to x", "h:1", true).is_ok());
-        let err = check_write_reply(&reply, "write to x", "h:1", false)
-            .expect_err("refused")
-            .to_string();
-        assert!(err.contains("11000") && err.contains("dup"), "{err}");
-        let reply = doc! {"ok": 1, "writeConcernError": {"code": 64, "errmsg": "waiting for replication timed out"}};
-        let err = check_write_reply(&reply, "write to x", "h:1", false).expect_err("wce");
-        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
-    }
-
-    #[test]
-    fn numbers_of_either_width_are_read() {
-        let d = doc! {"a": 5i32, "b": 6i64, "c": 7.0, "d": "x"};
-        assert_eq!(int(&d, "a"), Some(5));
-        assert_eq!(int(&d, "b"), Some(6));
-        assert_eq!(int(&d, "c"), Some(7));
-        assert_eq!(int(&d, "d"), None);
     }
 }
