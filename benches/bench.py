@@ -13,6 +13,8 @@ Sections (all by default; pick with --only):
   scale     100 nodes x 300 bots: router memory and bot/use routing latency
   failover  kill a node with 300 bots; time until they run elsewhere
   restart   kill a node with 300 bots and start it again after 1 s; time until all run again there
+  store     creates on MongoDB vs the embedded store (creates/s, added latency), and the sync delay
+            between two routers on one database (nx-27017 unless TS3AB_BENCH_MONGODB_URI is set)
   micro     criterion micro-benchmarks (parser/rewriter, routing and placement decisions)
 
 Writes <out>/results.md (tables + targets), results.json (every round), results.csv (flat).
@@ -59,7 +61,7 @@ NODE_AUTH = "router:node-token"
 NODE_HDR = "Basic " + base64.b64encode(NODE_AUTH.encode()).decode()
 KEY = ("bench", "bench-secret-123")
 KEY_HDR = "Basic " + base64.b64encode(f"{KEY[0]}:{KEY[1]}".encode()).decode()
-ALL_SECTIONS = ["proxy", "fanout", "scaling", "placement", "scale", "failover", "restart", "micro"]
+ALL_SECTIONS = ["proxy", "fanout", "scaling", "placement", "scale", "failover", "restart", "store", "micro"]
 
 
 def log(msg):
@@ -207,7 +209,7 @@ def start_fake_node(work, name, bots):
 
 
 def start_router(work, name, nodes, threads=1, work_stealing=False, interval_ms=2000, pool=128, binary=None,
-                 routing=None, extra=None):
+                 routing=None, extra=None, storage=None):
     """`nodes`: list of (addr, capacity). Returns the process with .port."""
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
@@ -220,7 +222,7 @@ def start_router(work, name, nodes, threads=1, work_stealing=False, interval_ms=
     for i, (addr, cap) in enumerate(nodes):
         lines.append(f'  - {{name: n{i}, url: "http://{addr}", auth: "{NODE_AUTH}", capacity: {cap}}}')
     lines += [
-        f'storage: {{kind: embedded, path: "{d / "store"}"}}',
+        "storage: " + (storage or f'{{kind: embedded, path: "{d / "store"}"}}'),
         f"server: {{threads: {threads}, work_stealing: {str(work_stealing).lower()}, grace_period_seconds: 0, "
         f"graceful_shutdown_timeout_seconds: 0, upstream_keepalive_pool_size: {pool}, "
         f'pid_file: "{d / "pingora.pid"}", upgrade_sock: "{d / "upgrade.sock"}"}}',
@@ -1035,6 +1037,103 @@ def section_restart(cfg, work, R):
                                     for x in rounds)}
 
 
+def mongo_server(work):
+    """A MongoDB wire server for the store section: TS3AB_BENCH_MONGODB_URI when set (a real
+    MongoDB), else nx-27017 from a venv under the target dir, on a file database in `work`."""
+    uri = os.environ.get("TS3AB_BENCH_MONGODB_URI", "").strip()
+    if uri:
+        return uri, "MongoDB at TS3AB_BENCH_MONGODB_URI"
+    venv = TARGET / "bench-mongo-venv"
+    if not (venv / ".ready-nx-27017-0.8.1").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                        "nx-27017==0.8.1"], check=True)
+        (venv / ".ready-nx-27017-0.8.1").write_text("ok")
+    logf = work / "nx-27017.log"
+    p = PROCS.start("nx-27017", [str(venv / "bin" / "nx-27017"), "--db", str(work / "nx-27017.db"), "-p", "0",
+                                 "--log-file", str(logf), "--pid-file", str(work / "nx-27017.pid")],
+                    cpu=LOAD_CPU, log_path=work / "nx-27017.out")
+    end = time.time() + 60
+    while time.time() < end:
+        for f in (logf, work / "nx-27017.out"):
+            m = re.search(r"Listening on [\d.]+:(\d+)", f.read_text() if f.exists() else "")
+            if m:
+                return f"mongodb://127.0.0.1:{m.group(1)}/", "nx-27017 0.8.1 (Python + SQLite, one process)"
+        time.sleep(0.1)
+    raise RuntimeError("nx-27017 did not start")
+
+
+def section_store(cfg, work, R):
+    """Creates per second and their latency on each store, side by side in interleaved rounds,
+    and how soon a second router on the same database routes a bot the first one created."""
+    uri, server = mongo_server(work)
+    rounds, creates = cfg["store_rounds"], cfg["store_creates"]
+    runs = {"embedded": [], "mongodb": []}
+    for rnd in range(rounds):
+        for kind in ("embedded", "mongodb"):
+            fc = start_fake_cluster(work, f"store-nodes-{kind}-{rnd}", 4, bots=0, workers=1)
+            addrs = [u.replace("http://", "") for u in fc.urls]
+            storage = None
+            if kind == "mongodb":
+                storage = f'{{kind: mongodb, uri: "{uri}", database: "bench_{rnd}_{int(time.time())}"}}'
+            lb = start_router(work, f"router-store-{kind}-{rnd}", [(a, creates) for a in addrs], storage=storage)
+            router_bots(lb.port, 0)
+            res = loadgen(lb.port, ["/api/bot/connect/to/ts.example.com"], KEY_HDR, 600, conns=16, warmup=0,
+                          requests=creates, pid=lb.pid)
+            runs[kind].append({"creates_per_s": res["rps"], "p50_ms": res["lat_us"]["p50"] / 1000,
+                               "p99_ms": res["lat_us"]["p99"] / 1000, "ok": res["ok"], "errors": res["errors"],
+                               "router_cpu": res.get("proxy_cpu")})
+            log(f"store {kind} round {rnd}: {res['rps']:.0f} creates/s, p50 {res['lat_us']['p50'] / 1000:.1f} ms, "
+                f"errors {res['errors']}")
+            PROCS.stop(lb, signal.SIGINT)
+            PROCS.stop(fc)
+
+    # Sync delay: router A creates, router B (same database, polls off) routes the new id.
+    fc = start_fake_cluster(work, "store-sync-nodes", 2, bots=0, workers=1)
+    addrs = [u.replace("http://", "") for u in fc.urls]
+    db = f"bench_sync_{int(time.time())}"
+    storage = f'{{kind: mongodb, uri: "{uri}", database: "{db}", sync_interval_ms: {cfg["store_sync_ms"]}}}'
+    a = start_router(work, "router-sync-a", [(x, 10000) for x in addrs], interval_ms=60000, storage=storage)
+    b = start_router(work, "router-sync-b", [(x, 10000) for x in addrs], interval_ms=60000, storage=storage)
+    delays = []
+    for i in range(cfg["store_sync_samples"]):
+        st, body = http_get(a.port, f"/api/bot/connect/to/sync{i}.example.com", KEY_HDR)
+        if st != 200:
+            raise RuntimeError(f"store: create on router A answered {st} {body[:200]}")
+        gid = json.loads(body)["Id"]
+        t0 = time.time()
+        while True:
+            st, _ = http_get(b.port, f"/api/bot/use/{gid}/(/bot/info)", KEY_HDR)
+            if st == 200:
+                delays.append(time.time() - t0)
+                break
+            if time.time() - t0 > 30:
+                raise RuntimeError(f"store: router B did not route bot {gid} within 30 s")
+            time.sleep(0.01)
+        # Spread the samples over the sync interval's phase.
+        time.sleep(random.uniform(0, cfg["store_sync_ms"] / 1000))
+    PROCS.stop(a, signal.SIGINT)
+    PROCS.stop(b, signal.SIGINT)
+    PROCS.stop(fc)
+
+    def st(kind, k):
+        return stats([x[k] for x in runs[kind]])
+
+    ratios = [m["creates_per_s"] / e["creates_per_s"] for e, m in zip(runs["embedded"], runs["mongodb"])]
+    added = [m["p50_ms"] - e["p50_ms"] for e, m in zip(runs["embedded"], runs["mongodb"])]
+    ds = sorted(delays)
+    R["store"] = {"server": server, "rounds": rounds, "creates": creates, "concurrency": 16, "runs": runs,
+                  "creates_per_s": {k: st(k, "creates_per_s") for k in runs},
+                  "p50_ms": {k: st(k, "p50_ms") for k in runs}, "p99_ms": {k: st(k, "p99_ms") for k in runs},
+                  "mongodb_vs_embedded": stats(ratios), "added_p50_ms": stats(added),
+                  "sync_interval_ms": cfg["store_sync_ms"], "sync_samples": len(ds),
+                  "sync_delay_s": {"median": statistics.median(ds), "p90": ds[int(0.9 * (len(ds) - 1))],
+                                   "max": ds[-1], "min": ds[0]}}
+    log(f"store: mongodb/embedded creates {statistics.median(ratios):.2f}x, sync delay median "
+        f"{statistics.median(ds) * 1000:.0f} ms, max {ds[-1] * 1000:.0f} ms")
+
+
 def section_micro(cfg, work, R):
     crit = TARGET / "criterion"
     t0 = time.time()
@@ -1127,6 +1226,15 @@ def targets_table(R):
             (fmt_s(v, 1) + " s after the node listened again") if v["median"] is not None else "incomplete", ok,
             f"{fmt_s(rs['all_back_after_kill_s'], 1)} s after the SIGKILL; back {rs['back_with_identity']}; "
             f"identities run twice: {rs['identities_twice']}; poll {rs['poll_interval_ms']} ms")
+    so = R.get("store")
+    if so:
+        d = so["sync_delay_s"]
+        limit = so["sync_interval_ms"] / 1000 + 0.5
+        add("Sync delay between two routers", f"≤ sync interval ({so['sync_interval_ms']} ms) + 0.5 s",
+            f"max {d['max'] * 1000:.0f} ms (median {d['median'] * 1000:.0f} ms)", d["max"] <= limit,
+            f"{so['server']}")
+        add("Creates on MongoDB", "no fixed goal (reported)", f"{fmt_s(so['mongodb_vs_embedded'])}× embedded",
+            True, f"added p50 {fmt_s(so['added_p50_ms'])} ms on {so['server']}")
     return rows
 
 
@@ -1274,6 +1382,22 @@ def render_md(R, meta):
                      f"{len(x['identities_twice'])} |")
         L.append(f"\nMedian (min–max): all back {fmt_s(rs['all_back_after_listening_s'])} s after the node listened "
                  f"again, {fmt_s(rs['all_back_after_kill_s'])} s after the SIGKILL.\n")
+    so = R.get("store")
+    if so:
+        L.append(f"## Stores: MongoDB and the embedded store\n\n{so['creates']} creates (`bot/connect/to`, "
+                 f"{so['concurrency']} connections) through one router on four fake nodes, per store, in "
+                 f"{so['rounds']} interleaved rounds; the MongoDB side is {so['server']}. Each create waits for its "
+                 "bot's record (the claim of its slot in MongoDB) before it is answered.\n")
+        L.append("| store | creates/s | p50 (ms) | p99 (ms) |")
+        L.append("| --- | --- | --- | --- |")
+        for k in ("embedded", "mongodb"):
+            L.append(f"| {k} | {fmt_s(so['creates_per_s'][k], 0)} | {fmt_s(so['p50_ms'][k])} | {fmt_s(so['p99_ms'][k])} |")
+        L.append(f"\nMongoDB / embedded creates per second: {fmt_s(so['mongodb_vs_embedded'])}; added p50 latency "
+                 f"{fmt_s(so['added_p50_ms'])} ms.\n")
+        d = so["sync_delay_s"]
+        L.append(f"Sync delay (router A creates a bot, router B on the same database with polling off routes it; "
+                 f"`sync_interval_ms: {so['sync_interval_ms']}`, {so['sync_samples']} samples): median "
+                 f"{d['median'] * 1000:.0f} ms, p90 {d['p90'] * 1000:.0f} ms, max {d['max'] * 1000:.0f} ms.\n")
     m = R.get("micro")
     if m:
         L.append("## Micro-benchmarks (criterion, median)\n")
@@ -1355,6 +1479,8 @@ def main():
         "failover_interval_ms": 2000, "failover_wait": 60, "failover_identity_wait": 6, "failover_after_decision": 15 if quick else 30,
         "restart_bots": 300, "restart_templates": 20, "restart_interval_ms": 2000, "restart_down_s": 1.0,
         "restart_identity_wait": 6, "restart_wait": 60, "restart_rounds": 1 if quick else 3,
+        "store_rounds": 2 if quick else 3, "store_creates": 300 if quick else 1000, "store_sync_ms": 1000,
+        "store_sync_samples": 20 if quick else 40,
         "micro_quick": quick,
         "extra_routers": [tuple(x.split("=", 1)) for x in args.extra_router],
     }
@@ -1397,7 +1523,7 @@ def main():
     log(f"results in {out}; sections {sections}; load {meta['load_before']}")
     fns = {"proxy": section_proxy, "fanout": section_fanout, "scaling": section_scaling,
            "placement": section_placement, "scale": section_scale, "failover": section_failover,
-           "restart": section_restart, "micro": section_micro}
+           "restart": section_restart, "store": section_store, "micro": section_micro}
     try:
         for s in sections:
             t0 = time.time()

@@ -40,7 +40,30 @@ enum KeyAction {
 }
 
 #[derive(Subcommand)]
+enum StoreAction {
+    /// Copy a cluster's state (every record and the id counter) from one store to another,
+    /// then verify counts and a checksum read back from the target. Stop the routers first.
+    Copy {
+        /// The source: a config file (its `storage`), a mongodb:// URI (database from its
+        /// path, default ts3ab_lb) or an embedded store's directory.
+        #[arg(long)]
+        from: String,
+        /// The target, named the same ways.
+        #[arg(long)]
+        to: String,
+        /// Replace what the target holds (refused otherwise when it is not empty).
+        #[arg(long)]
+        overwrite: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// Manage the store.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Manage API keys.
     Key {
         #[command(subcommand)]
@@ -103,6 +126,14 @@ fn main() -> ExitCode {
             admin,
             data,
         } => ts3ab_lb::server::demo::run(&listen, &admin, &data),
+        Command::Store {
+            action:
+                StoreAction::Copy {
+                    from,
+                    to,
+                    overwrite,
+                },
+        } => ts3ab_lb::server::store_cmd::run(&from, &to, overwrite),
         Command::Key {
             action: KeyAction::Create { name, role, config },
         } => load(&config).and_then(|c| {

@@ -73,6 +73,12 @@ impl Audit {
             }
             rec
         };
+        if !self.store.available() {
+            // Kept by the store worker and written when the store is back; the answer does
+            // not wait for that.
+            self.store.submit(vec![Op::PutAudit(rec)]);
+            return;
+        }
         if let Err(err) = self
             .store
             .commit(vec![Op::PutAudit(rec.clone())], WRITE_DEADLINE)

@@ -30,6 +30,13 @@ pub fn redacted(c: &Config) -> Value {
         })).collect::<Vec<_>>(),
         "storage": match &c.storage {
             StorageConfig::Embedded { path } => json!({"kind": "embedded", "path": path}),
+            StorageConfig::Mongodb(m) => json!({
+                "kind": "mongodb",
+                "uri": m.redacted_uri(),
+                "database": m.database,
+                "sync_interval_ms": ms(m.sync_interval),
+                "router_id": m.router_id,
+            }),
         },
         "server": {
             "threads": c.server.threads,

@@ -240,6 +240,14 @@ impl AdminState {
             Some(Endpoint::Login) => self.login(&req, &mut who).await,
             Some(Endpoint::Logout) => Ok(self.logout(&req)),
             Some(e) => match self.authorize(&req) {
+                // Every change is in the store before its answer: while the store does not
+                // answer, say so at once rather than after its deadline.
+                Ok(admin) if is_change(&req.method) && !self.cluster.store_available() => {
+                    who = Some(admin.name.clone());
+                    Err(AdminError::Unavailable(
+                        "the router's storage is unavailable, so no change can be recorded; try again when it is back".into(),
+                    ))
+                }
                 Ok(admin) => {
                     who = Some(admin.name.clone());
                     self.dispatch(e, &captures, &req, &admin).await
@@ -439,6 +447,13 @@ impl AdminState {
             "capacity": cap,
             "reserved": reserved,
             "restoring": self.cluster.restoring().len(),
+            // Several routers on one store: whether this one runs failover and operations,
+            // and whether the store answers (creates and changes are refused while not).
+            "leads": self.cluster.leads(),
+            "store": {
+                "shared": self.cluster.is_shared(),
+                "available": self.cluster.store_available(),
+            },
         })
     }
 }

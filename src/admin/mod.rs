@@ -162,8 +162,34 @@ pub struct Resumer(pub Arc<Operations>);
 #[async_trait::async_trait]
 impl BackgroundService for Resumer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.0.resume();
-        // The resumed work runs on this service's runtime: keep it until shutdown.
-        let _ = shutdown.changed().await;
+        let cluster = self.0.cluster().clone();
+        if !cluster.is_shared() {
+            self.0.resume();
+            // The resumed work runs on this service's runtime: keep it until shutdown.
+            let _ = shutdown.changed().await;
+            return;
+        }
+        // A shared store: operations run where the lead is. Each time the lead comes here
+        // the operations are read afresh from the store (another router may have started
+        // or advanced them) and the running ones resumed.
+        let mut leading = false;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let now = cluster.leads();
+            if now && !leading {
+                match cluster.store().load().await {
+                    Ok(snapshot) => self.0.take_over(snapshot.operations),
+                    Err(e) => {
+                        log::error!("could not read the operations to resume: {e}");
+                        continue;
+                    }
+                }
+            }
+            leading = now;
+        }
     }
 }

@@ -561,6 +561,13 @@ impl BackgroundService for Failover {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
+            if !self.cluster.leads() {
+                // Another router sharing the store runs failover; its moves reach this
+                // view through the store. Downtime counts afresh if the lead comes here.
+                down_since.clear();
+                next_try.clear();
+                continue;
+            }
             let nodes = self.cluster.nodes();
             for node in nodes.iter().filter(|_| self.cfg.enabled) {
                 // Only a node the router cannot reach at all is taken for dead; one that

@@ -42,6 +42,8 @@ pub fn names_copy(
 pub struct FenceError {
     node: String,
     reason: String,
+    /// The node could not be reached at all (so failover may still take it for dead).
+    pub unreachable: bool,
 }
 
 /// Stops the copies of moved bots that `node` still holds, then forgets those fences (returns
@@ -61,12 +63,20 @@ pub async fn fence(
     let err = |reason: String| FenceError {
         node: node.name.to_string(),
         reason,
+        unreachable: false,
+    };
+    let unreachable = |reason: String| FenceError {
+        unreachable: true,
+        ..err(reason)
     };
     let endpoint = node.endpoint();
     let read = || async {
         read_bot_list(client, &endpoint, timeout)
             .await
-            .map_err(|e| err(e.to_string()))
+            .map_err(|e| FenceError {
+                unreachable: e.unreachable(),
+                ..err(e.to_string())
+            })
     };
     let listed = read().await?;
     for b in &listed {
@@ -85,6 +95,7 @@ pub async fn fence(
                     );
                 }
                 Ok(r) => return Err(err(format!("bot disconnect answered HTTP {}", r.status))),
+                Err(e) if e.not_sent() => return Err(unreachable(e.to_string())),
                 Err(e) => return Err(err(e.to_string())),
             }
         }
@@ -105,6 +116,7 @@ pub async fn fence(
                         r.status
                     )))
                 }
+                Err(e) if e.not_sent() => return Err(unreachable(e.to_string())),
                 Err(e) => return Err(err(e.to_string())),
             }
         }

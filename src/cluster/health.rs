@@ -112,6 +112,13 @@ pub async fn poll_and_observe(
     cfg: &HealthConfig,
 ) -> Result<(), PollError> {
     let began = std::time::Instant::now();
+    if cluster.is_shared() {
+        // A bot the poll meets first takes an id from a block reserved in the database;
+        // without one it is learned at a later poll.
+        if let Err(e) = cluster.ensure_id_headroom(cfg.timeout).await {
+            log::warn!("could not reserve cluster ids: {e}");
+        }
+    }
     let result = poll_node(cluster, client, node, cfg.timeout).await;
     if !matches!(result, Err(PollError::Evacuating(_))) {
         node.set_last_poll(PollOutcome {
@@ -125,7 +132,10 @@ pub async fn poll_and_observe(
         Ok(()) => node.unreachable.store(false, Ordering::Release),
         Err(PollError::Read(e)) => node.unreachable.store(e.unreachable(), Ordering::Release),
         Err(PollError::Evacuating(_)) => return result,
-        Err(PollError::Fence(_)) => node.unreachable.store(false, Ordering::Release),
+        // A node whose copies cannot be stopped because it cannot be reached at all is as
+        // dead as one whose list cannot be read (a router that restarted, or took the lead,
+        // in the middle of a failover meets exactly that).
+        Err(PollError::Fence(e)) => node.unreachable.store(e.unreachable, Ordering::Release),
     }
     // Liveness is decided here rather than by Pingora's own flags: Pingora starts every
     // backend healthy, but a node (new, edited, or with copies to fence) is down until a

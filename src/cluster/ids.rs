@@ -4,6 +4,12 @@
 //! high-water mark above every id handed out (in blocks, in the same batch as the first
 //! record that uses one), the durable headroom for paths that cannot wait, and refusing once
 //! the id space is used up. Does not own: which bot gets which id (`view`).
+//!
+//! A store several routers share (MongoDB) cannot use a high-water mark: two routers would
+//! raise it past the same ids. There each router reserves whole blocks from the database's
+//! atomic counter (`Store::reserve_ids`) before it hands out an id from them, and keeps the
+//! next block reserved ahead, so no two routers ever hold the same id and a poll or an
+//! answer never waits for the database.
 
 use std::time::Duration;
 
@@ -23,6 +29,17 @@ pub(super) struct Ids {
     /// The highest mark known to be durable: ids below it can never be handed out again,
     /// whatever happens to the records that use them.
     pub(super) durable: u32,
+    /// Shared store: the ids handed out come from reserved blocks only; `[next, limit)` is
+    /// the current block and `spare` the one reserved ahead.
+    pub(super) shared: bool,
+    pub(super) spare: Option<(u32, u32)>,
+}
+
+impl Ids {
+    /// Ids that can go out without waiting for the store (shared stores).
+    fn reserved_ahead(&self) -> u32 {
+        self.limit.saturating_sub(self.next) + self.spare.map_or(0, |(a, b)| b.saturating_sub(a))
+    }
 }
 
 impl Cluster {
@@ -35,6 +52,20 @@ impl Cluster {
                 "the cluster id space is used up: every id below {MAX_ID} was handed out once; new bots are refused"
             );
             return None;
+        }
+        if ids.shared && ids.next >= ids.limit {
+            match ids.spare.take() {
+                Some((first, end)) => {
+                    ids.next = first;
+                    ids.limit = end;
+                }
+                None => {
+                    log::error!(
+                        "no cluster ids are reserved (the store did not answer in time); the bot is learned later"
+                    );
+                    return None;
+                }
+            }
         }
         if ids.next >= ids.limit {
             // Persist the new high-water mark in the same batch as (and before) the record
@@ -58,6 +89,9 @@ impl Cluster {
     /// may meet new bots without being able to wait (a proxied answer's body edits) call this
     /// first, from an async hook; it costs nothing while there is headroom.
     pub async fn ensure_id_headroom(&self, timeout: Duration) -> Result<(), StoreError> {
+        if self.ids.lock().shared {
+            return self.reserve_id_block(timeout).await;
+        }
         let target = {
             let ids = self.ids.lock();
             if ids.durable.saturating_sub(ids.next) >= ID_BLOCK / 2 || ids.durable >= MAX_ID {
@@ -72,6 +106,35 @@ impl Cluster {
         let mut ids = self.ids.lock();
         ids.durable = ids.durable.max(target);
         ids.limit = ids.limit.max(target);
+        Ok(())
+    }
+
+    /// Shared store: keeps at least half a block of ids reserved in the database ahead of
+    /// the next one. Two callers at once may both reserve; the extra block is kept as spare
+    /// or dropped (ids are plentiful, they are only never handed out twice).
+    async fn reserve_id_block(&self, timeout: Duration) -> Result<(), StoreError> {
+        {
+            let ids = self.ids.lock();
+            if ids.reserved_ahead() >= ID_BLOCK / 2 || ids.next >= MAX_ID {
+                return Ok(());
+            }
+        }
+        let first = self.store.reserve_ids(ID_BLOCK, timeout).await?;
+        let end = first.saturating_add(ID_BLOCK).min(MAX_ID);
+        let mut ids = self.ids.lock();
+        if first >= MAX_ID {
+            // The counter passed the id space: nothing left to hand out.
+            ids.next = MAX_ID;
+            ids.limit = MAX_ID;
+            return Ok(());
+        }
+        if ids.next >= ids.limit {
+            ids.next = first;
+            ids.limit = end;
+        } else if ids.spare.is_none() {
+            ids.spare = Some((first, end));
+        }
+        ids.durable = ids.durable.max(end);
         Ok(())
     }
 }

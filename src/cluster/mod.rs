@@ -3,7 +3,8 @@
 //! Owns: the node model with stable ids ([`node`]), run-time node changes ([`membership`]),
 //! load counts ([`load`]), the in-memory view ([`view`]: bots, templates, cluster ids),
 //! placement with reservations ([`placement`]), the node poller ([`health`]), fencing
-//! returning nodes ([`fencing`]) and failover ([`failover`]). Does not own: client requests (`proxy`) or node I/O primitives (`node`).
+//! returning nodes ([`fencing`]), failover ([`failover`]) and sharing one store with other
+//! routers ([`shared`]). Does not own: client requests (`proxy`) or node I/O primitives (`node`).
 
 pub mod failover;
 pub mod fencing;
@@ -16,6 +17,7 @@ mod moves;
 pub mod node;
 pub mod placement;
 mod records;
+pub mod shared;
 mod tables;
 pub mod view;
 

@@ -38,7 +38,7 @@ impl Cluster {
             f(&mut b.record);
             Op::PutBot(b.record.clone())
         };
-        self.store.submit(vec![op]);
+        self.submit(vec![op]);
     }
 
     /// Reserves a template name for a create in flight (`settings create`, `settings copy`,
@@ -89,7 +89,7 @@ impl Cluster {
                 tp.since = gen;
             }
         }
-        self.store.submit(ops);
+        self.submit(ops);
     }
 
     /// Forgets a template (`settings delete` answered 204).
@@ -114,7 +114,7 @@ impl Cluster {
                 .insert(path.to_string(), value.to_string());
             Op::PutTemplate(tp.record.clone())
         };
-        self.store.submit(vec![op]);
+        self.submit(vec![op]);
     }
 
     /// Stores the identity read from bot `gid` at `node`/`lid` (and its template's), unless
@@ -140,6 +140,6 @@ impl Cluster {
                 }
             }
         }
-        self.store.submit(ops);
+        self.submit(ops);
     }
 }

@@ -57,6 +57,8 @@ pub(super) struct Tables {
     pub(super) node_templates: HashMap<NodeId, BTreeSet<String>>,
     /// Per node: copies of moved bots to stop when the node answers again.
     pub(super) fences: HashMap<NodeId, Vec<FenceRecord>>,
+    /// Shared store: bots met first here whose claim is not settled yet.
+    pub(super) unclaimed: HashSet<u32>,
 }
 
 /// The local id a record keeps while its bot waits to be restored after a node restart

@@ -16,7 +16,7 @@
 //! and gives the newcomer a fresh one, so a reused local id never routes to an old cluster id.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ pub struct CreateInfo {
     pub address: Option<String>,
     /// Server password given to `bot/connect/to`.
     pub server_password: Option<String>,
+    /// When the create was sent (ms since the epoch): on a shared store, a record of the
+    /// bot's slot made before then is of a bot the create replaced.
+    pub sent_ms: Option<u64>,
 }
 
 /// The cluster view.
@@ -90,6 +93,13 @@ pub struct Cluster {
     pub(super) ids: Mutex<Ids>,
     generation: AtomicU64,
     pub(super) store: StoreHandle,
+    /// Whether this router runs failover and operations (see `shared`).
+    pub(super) lead: AtomicBool,
+    /// Bots met first here whose claim is not settled yet (see `shared`).
+    pub(super) claims: Mutex<Vec<u32>>,
+    /// Templates a poll met first, to claim in the store (see `shared`).
+    pub(super) template_claims: Mutex<Vec<TemplateRecord>>,
+    pub(super) claims_waiting: tokio::sync::Notify,
 }
 
 /// What the router still tracks on a node (a node is removed only when all are zero).
@@ -174,9 +184,16 @@ impl Cluster {
             list = list.with(n);
         }
         let snapshot_high_water = snapshot.id_high_water;
-        let next = snapshot
-            .id_high_water
-            .max(max_id.map_or(0, |m| m.saturating_add(1)));
+        let shared = store.shared();
+        // A shared store hands out ids only from blocks reserved in the database
+        // (`ensure_id_headroom` before the first poll), never from what this router saw.
+        let next = if shared {
+            0
+        } else {
+            snapshot
+                .id_high_water
+                .max(max_id.map_or(0, |m| m.saturating_add(1)))
+        };
         Cluster {
             nodes: ArcSwap::from_pointee(list),
             next_node: AtomicU32::new(next_node),
@@ -186,8 +203,16 @@ impl Cluster {
                 next,
                 limit: next,
                 durable: snapshot_high_water,
+                shared,
+                spare: None,
             }),
             generation: AtomicU64::new(1),
+            // An unshared store has one router, which always leads; a shared one leads
+            // once it holds the lease.
+            lead: AtomicBool::new(!shared),
+            claims: Mutex::new(Vec::new()),
+            template_claims: Mutex::new(Vec::new()),
+            claims_waiting: tokio::sync::Notify::new(),
             store,
         }
     }
@@ -210,6 +235,11 @@ impl Cluster {
     }
 
     /// Bumps the generation after a node-table change (cached `bot/list`s are stale).
+    /// A node id never used before.
+    pub(super) fn new_node_id(&self) -> NodeId {
+        NodeId(self.next_node.fetch_add(1, Ordering::AcqRel))
+    }
+
     pub(super) fn nodes_changed(&self) {
         self.bump();
     }
@@ -357,7 +387,11 @@ impl Cluster {
             created_ms: now_ms(),
             node_started: self.node(node).and_then(|n| n.starttime()),
         };
-        ops.push(Op::PutBot(record.clone()));
+        if self.is_shared() {
+            self.queue_claim(t, gid);
+        } else {
+            ops.push(Op::PutBot(record.clone()));
+        }
         t.slots.entry(node).or_default().insert(lid, gid);
         t.bots.insert(
             gid,
@@ -550,7 +584,7 @@ impl Cluster {
         }
         if !ops.is_empty() {
             self.bump();
-            self.store.submit(ops);
+            self.submit_ops(ops);
         }
         added
     }
@@ -581,7 +615,7 @@ impl Cluster {
         };
         if !ops.is_empty() {
             self.bump();
-            self.store.submit(ops);
+            self.submit_ops(ops);
         }
         gid
     }
@@ -599,6 +633,14 @@ impl Cluster {
         sent: Option<u64>,
         timeout: Duration,
     ) -> Result<u32, (Option<u32>, RegisterError)> {
+        if self.is_shared() {
+            // Ids come from blocks reserved in the database: make sure one is at hand.
+            self.ensure_id_headroom(timeout)
+                .await
+                .map_err(|e| (None, RegisterError::Store(e)))?;
+        }
+        // Records of this slot older than the create are of a bot the create replaced.
+        let sent_ms = info.sent_ms.unwrap_or_else(now_ms);
         let mut ops = Vec::new();
         let gid = {
             let mut t = self.tables.write();
@@ -636,10 +678,30 @@ impl Cluster {
             };
             return Err((None, e));
         };
+        if self.is_shared() {
+            // The claim writes the new bot's record (a stale holder of its slot is dropped
+            // there, from the store's own record of the slot).
+            let t = self.tables.read();
+            ops.retain(|op| match op {
+                Op::PutBot(b) => !t.unclaimed.contains(&b.id),
+                Op::DeleteBot(_) => false,
+                _ => true,
+            });
+        }
         self.store
             .commit(ops, timeout)
             .await
             .map_err(|e| (Some(gid), RegisterError::Store(e)))?;
+        if self.is_shared() {
+            // The client gets the id only once the bot's record is claimed: its own, or
+            // that of a router whose poll recorded this bot first.
+            self.claims.lock().retain(|g| *g != gid);
+            let fresh = sent.map(|_| sent_ms);
+            return self
+                .claim_one(gid, fresh, timeout)
+                .await
+                .map_err(|e| (Some(gid), RegisterError::Store(e)));
+        }
         Ok(gid)
     }
 
@@ -657,7 +719,7 @@ impl Cluster {
         }
         if !ops.is_empty() {
             self.bump();
-            self.store.submit(ops);
+            self.submit(ops);
         }
     }
 }
@@ -945,6 +1007,7 @@ mod tests {
         let info = CreateInfo {
             address: Some("new.example".into()),
             server_password: Some("pw".into()),
+            sent_ms: None,
         };
         let gid = rt
             // The create was sent before the poll that adopted the bot (generation `g`).

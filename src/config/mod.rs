@@ -123,6 +123,56 @@ pub enum StorageConfig {
         /// Directory of the database file.
         path: String,
     },
+    /// MongoDB, which several routers can share.
+    Mongodb(MongoConfig),
+}
+
+/// `storage: {kind: mongodb, ...}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MongoConfig {
+    /// The connection string (`mongodb://` or `mongodb+srv://`). Secret (may hold a password).
+    pub uri: String,
+    /// The database holding the router's collections.
+    pub database: String,
+    /// How often a router reads what other routers changed.
+    pub sync_interval: Duration,
+    /// This router's name in leases and written records (default: host name + process id).
+    pub router_id: Option<String>,
+}
+
+impl MongoConfig {
+    /// The connection string without its password (for logs and the admin API).
+    pub fn redacted_uri(&self) -> String {
+        redact_uri(&self.uri)
+    }
+}
+
+/// `scheme://user:password@hosts/...` with the password replaced.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return "<redacted>".to_string();
+    };
+    // The user info ends at the last `@` before the path (a password may hold `@` only
+    // percent-encoded, but be safe with raw ones too).
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:<redacted>@{}", &rest[at + 1..])
+        }
+        None => uri.to_string(),
+    }
+}
+
+impl std::fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &"<redacted>")
+            .field("database", &self.database)
+            .field("sync_interval", &self.sync_interval)
+            .field("router_id", &self.router_id)
+            .finish()
+    }
 }
 
 /// Pingora server settings passed through to `ServerConf`.
@@ -301,6 +351,23 @@ enum RawStorage {
         #[serde(default = "default_data_path")]
         path: String,
     },
+    Mongodb {
+        uri: Option<String>,
+        uri_env: Option<String>,
+        #[serde(default = "default_mongo_database")]
+        database: String,
+        #[serde(default = "default_sync_interval_ms")]
+        sync_interval_ms: u64,
+        router_id: Option<String>,
+    },
+}
+
+fn default_mongo_database() -> String {
+    "ts3ab_lb".to_string()
+}
+
+fn default_sync_interval_ms() -> u64 {
+    1000
 }
 
 fn default_data_path() -> String {
@@ -451,7 +518,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         listen,
         keys: validate_keys(raw.keys, env)?,
         nodes: validate_nodes(raw.nodes, raw.placement.default_capacity, env)?,
-        storage: validate_storage(raw.storage)?,
+        storage: validate_storage(raw.storage, env)?,
         server: validate_server(raw.server)?,
         routing: validate_routing(raw.routing)?,
         health: validate_health(raw.health)?,
@@ -659,7 +726,10 @@ fn validate_nodes(
     Ok(nodes)
 }
 
-fn validate_storage(raw: Option<RawStorage>) -> Result<StorageConfig, ConfigError> {
+fn validate_storage(
+    raw: Option<RawStorage>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<StorageConfig, ConfigError> {
     match raw {
         None => Ok(StorageConfig::Embedded {
             path: default_data_path(),
@@ -669,6 +739,74 @@ fn validate_storage(raw: Option<RawStorage>) -> Result<StorageConfig, ConfigErro
                 return Err(invalid("storage.path", "must not be empty"));
             }
             Ok(StorageConfig::Embedded { path })
+        }
+        Some(RawStorage::Mongodb {
+            uri,
+            uri_env,
+            database,
+            sync_interval_ms,
+            router_id,
+        }) => {
+            let uri = match (uri, uri_env) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "storage.uri",
+                        "give either uri or uri_env, not both",
+                    ))
+                }
+                (Some(u), None) => u,
+                (None, Some(var)) => env(&var).ok_or_else(|| {
+                    invalid(
+                        "storage.uri_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?,
+                (None, None) => return Err(invalid(
+                    "storage.uri",
+                    "is required for kind: mongodb (e.g. mongodb://db1,db2,db3/?replicaSet=rs0)",
+                )),
+            };
+            if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                return Err(invalid(
+                    "storage.uri",
+                    "must start with mongodb:// or mongodb+srv://",
+                ));
+            }
+            // MongoDB's own rules for database names: not empty, < 64 bytes, none of /\. "$*<>:|? or NUL.
+            if database.is_empty()
+                || database.len() >= 64
+                || database.chars().any(|c| "/\\. \"$*<>:|?\0".contains(c))
+            {
+                return Err(invalid(
+                    "storage.database",
+                    "must be 1 to 63 characters without spaces or any of / \\ . \" $ * < > : | ?",
+                ));
+            }
+            if !(100..=60_000).contains(&sync_interval_ms) {
+                return Err(invalid(
+                    "storage.sync_interval_ms",
+                    "must be between 100 and 60000",
+                ));
+            }
+            if let Some(id) = &router_id {
+                if id.is_empty()
+                    || id.len() > 64
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+                {
+                    return Err(invalid(
+                        "storage.router_id",
+                        "must be 1 to 64 characters of letters, digits, - _ . :",
+                    ));
+                }
+            }
+            Ok(StorageConfig::Mongodb(MongoConfig {
+                uri,
+                database,
+                sync_interval: Duration::from_millis(sync_interval_ms),
+                router_id,
+            }))
         }
     }
 }
@@ -930,6 +1068,51 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert!(err("routing: {anonymous_allow: ['bot/use/<id>/(/song']}")
             .starts_with("routing.anonymous_allow[0]:"));
         assert!(err("storage: {kind: embedded, path: ''}").starts_with("storage.path:"));
+        assert!(err("storage: {kind: mongodb}").starts_with("storage.uri:"));
+        assert!(err("storage: {kind: mongodb, uri: 'http://db'}").starts_with("storage.uri:"));
+        assert!(
+            err("storage: {kind: mongodb, uri_env: NOPE_NOT_SET}").starts_with("storage.uri_env:")
+        );
+        assert!(
+            err("storage: {kind: mongodb, uri: 'mongodb://db', uri_env: X}")
+                .starts_with("storage.uri:")
+        );
+        assert!(
+            err("storage: {kind: mongodb, uri: 'mongodb://db', database: 'a.b'}")
+                .starts_with("storage.database:")
+        );
+        assert!(
+            err("storage: {kind: mongodb, uri: 'mongodb://db', sync_interval_ms: 5}")
+                .starts_with("storage.sync_interval_ms:")
+        );
+        assert!(
+            err("storage: {kind: mongodb, uri: 'mongodb://db', router_id: 'a b'}")
+                .starts_with("storage.router_id:")
+        );
+    }
+
+    #[test]
+    fn mongodb_storage_defaults_and_env_uri() {
+        let env =
+            |k: &str| (k == "DB_URI").then(|| "mongodb://u:pw@db1,db2/?replicaSet=rs0".to_string());
+        let c = Config::from_yaml("storage: {kind: mongodb, uri_env: DB_URI}", &env).unwrap();
+        let StorageConfig::Mongodb(m) = &c.storage else {
+            panic!("{:?}", c.storage)
+        };
+        assert_eq!(m.uri, "mongodb://u:pw@db1,db2/?replicaSet=rs0");
+        assert_eq!(m.database, "ts3ab_lb");
+        assert_eq!(m.sync_interval, Duration::from_millis(1000));
+        assert_eq!(m.router_id, None);
+        assert!(!format!("{:?}", c.storage).contains("pw"));
+        assert_eq!(
+            m.redacted_uri(),
+            "mongodb://u:<redacted>@db1,db2/?replicaSet=rs0"
+        );
+        assert_eq!(redact_uri("mongodb://db1/x"), "mongodb://db1/x");
+        assert_eq!(
+            redact_uri("mongodb+srv://a:p@ss@c.example/db"),
+            "mongodb+srv://a:<redacted>@c.example/db"
+        );
     }
 
     #[test]
@@ -938,6 +1121,8 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert!(e.contains("capcity"), "{e}");
         let e = err("storage: {kind: mongo}");
         assert!(e.contains("mongo"), "{e}");
+        let e = err("storage: {kind: mongodb, url: 'mongodb://x'}");
+        assert!(e.contains("url"), "{e}");
         let e = err("placement: {strategy: random}");
         assert!(e.contains("random"), "{e}");
         let e = err("keys: [{name: a, secret: longenough, role: root}]");

@@ -4,13 +4,10 @@
 //! secret, once. Does not own: keys made while the router runs (the admin API) or checking
 //! keys (`proxy::keys`).
 
-use std::path::Path;
-
 use crate::admin::auth::random_hex;
-use crate::config::{check_key_name, Config, Role, StorageConfig};
+use crate::config::{check_key_name, Config, Role};
 use crate::proxy::keys::{digest, digest_hex};
-use crate::store::embedded::EmbeddedStore;
-use crate::store::{now_ms, KeyRecord, Op, Store};
+use crate::store::{now_ms, KeyRecord, Op, WRITE_DEADLINE};
 
 /// Creates key `name` with `role` in the store of `config`; returns its secret.
 pub fn create_key(config: &Config, name: &str, role: &str) -> Result<String, String> {
@@ -25,11 +22,8 @@ pub fn create_key(config: &Config, name: &str, role: &str) -> Result<String, Str
             "a key named `{name}` is in the config file already"
         ));
     }
-    let store = match &config.storage {
-        StorageConfig::Embedded { path } => {
-            EmbeddedStore::open(Path::new(path)).map_err(|e| e.to_string())?
-        }
-    };
+    let store = super::sync::open_store(config, &super::sync::router_id(config))
+        .map_err(|e| e.to_string())?;
     let snap = futures::executor::block_on(store.load()).map_err(|e| e.to_string())?;
     if snap.keys.iter().any(|k| k.name == name) {
         return Err(format!("a key named `{name}` exists in the store already"));
@@ -43,6 +37,7 @@ pub fn create_key(config: &Config, name: &str, role: &str) -> Result<String, Str
         created_ms: now_ms(),
         last_used_ms: None,
     };
-    futures::executor::block_on(store.apply(&[Op::PutKey(record)])).map_err(|e| e.to_string())?;
+    futures::executor::block_on(store.commit(vec![Op::PutKey(record)], WRITE_DEADLINE))
+        .map_err(|e| e.to_string())?;
     Ok(secret)
 }

@@ -7,8 +7,9 @@
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod keys;
+pub mod store_cmd;
+pub mod sync;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,13 +26,12 @@ use crate::cluster::failover::Failover;
 use crate::cluster::health::{poll_all, NodePoller};
 use crate::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
 use crate::cluster::Cluster;
-use crate::config::{Config, KeyConfig, StorageConfig};
+use crate::config::{Config, KeyConfig};
 use crate::node::client::NodeClient;
 use crate::proxy::exec::Exec;
 use crate::proxy::keys::{digest_from_hex, Keys};
 use crate::proxy::Router;
-use crate::store::embedded::EmbeddedStore;
-use crate::store::{StoreError, StoreHandle};
+use crate::store::StoreError;
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,17 +46,24 @@ pub enum StartError {
 
 /// Builds a ready-to-run Pingora server from a validated config.
 pub fn build(config: Config) -> Result<Server, StartError> {
-    let store: Box<dyn crate::store::Store> = match &config.storage {
-        StorageConfig::Embedded { path } => Box::new(EmbeddedStore::open(Path::new(path))?),
-    };
-    let store = StoreHandle::spawn(store)?;
+    let router_id = sync::router_id(&config);
+    let store = sync::open_store(&config, &router_id)?;
     let mut snapshot = futures::executor::block_on(store.load())?;
 
     let keys = load_keys(&config, &snapshot);
     let stored_keys = snapshot.keys.clone();
     let stored_audit = std::mem::take(&mut snapshot.audit);
     let stored_operations = std::mem::take(&mut snapshot.operations);
-    let cluster = Arc::new(Cluster::new(&config.nodes, snapshot, store));
+    let cluster = Arc::new(Cluster::new(&config.nodes, snapshot, store.clone()));
+    if store.shared() {
+        // Ids for the bots the first poll meets come from a block reserved in the database.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::Setup(format!("cannot reserve ids: {e}")))?
+            .block_on(cluster.ensure_id_headroom(crate::store::WRITE_DEADLINE))?;
+        log::info!("router {router_id} shares its store with other routers");
+    }
     log::info!(
         "loaded {} bots on {} nodes from the store",
         cluster.bot_count(),
@@ -94,6 +101,18 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(poller);
     server.add_service(failover);
+    if store.shared() {
+        server.add_service(background_service(
+            "store sync",
+            sync::StoreSync::new(
+                cluster.clone(),
+                keys.clone(),
+                store.clone(),
+                router_id,
+                &config,
+            ),
+        ));
+    }
     server.add_service(proxy);
     let operations = Operations::new(
         cluster.clone(),

@@ -80,6 +80,9 @@ pub struct RouterOpts {
     /// Start the admin listener (on a free port, see [`Router::admin_addr`]); off otherwise,
     /// so parallel routers never share its default port.
     pub admin: bool,
+    /// The `storage:` value (YAML flow mapping); None: the embedded store in the router's
+    /// own directory.
+    pub storage: Option<String>,
 }
 
 impl Default for RouterOpts {
@@ -90,6 +93,7 @@ impl Default for RouterOpts {
             extra_yaml: String::new(),
             draining: Vec::new(),
             admin: false,
+            storage: None,
         }
     }
 }
@@ -168,9 +172,12 @@ impl Router {
             .as_ref()
             .map(|d| d.path().to_path_buf())
             .expect("dir");
+        let storage = opts
+            .storage
+            .clone()
+            .unwrap_or_else(|| format!("{{ kind: embedded, path: \"{}\" }}", self.data.display()));
         yaml.push_str(&format!(
-            "storage: {{ kind: embedded, path: \"{}\" }}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: 2000, failures_to_down: 2 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000 }}\n{}",
-            self.data.display(),
+            "storage: {storage}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: 2000, failures_to_down: 2 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000 }}\n{}",
             dir.join("pid").display(),
             dir.join("upgrade.sock").display(),
             opts.poll_ms,

@@ -240,9 +240,17 @@ impl Operations {
         })
     }
 
+    /// The cluster the operations move bots in.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     /// Spawn on the current tokio runtime: resumes operations that were running when the
     /// router stopped. Call it after the first poll round (nodes are down until polled).
     pub fn resume(self: &Arc<Self>) {
+        if !self.cluster.leads() {
+            return;
+        }
         let running: Vec<u64> = self
             .ops
             .lock()
@@ -254,6 +262,31 @@ impl Operations {
             log::warn!("resuming operation {id}, interrupted by a router restart");
             tokio::spawn(self.clone().run(id, HashMap::new()));
         }
+    }
+
+    /// This router just took the lead on a shared store: the operations table becomes the
+    /// store's (another router may have started or advanced operations), and those still
+    /// running are resumed from their records.
+    pub fn take_over(self: &Arc<Self>, stored: Vec<OperationRecord>) {
+        {
+            let mut ops = self.ops.lock();
+            for rec in stored {
+                match serde_json::from_value::<OpData>(rec.data) {
+                    Ok(d) => {
+                        let newer = ops
+                            .get(&rec.id)
+                            .is_none_or(|o| o.updated_ms <= d.updated_ms);
+                        if newer {
+                            ops.insert(rec.id, d);
+                        }
+                    }
+                    Err(e) => log::error!("stored operation {} is unreadable: {e}", rec.id),
+                }
+            }
+            let next = ops.keys().next_back().map_or(1, |m| m + 1);
+            self.next_id.fetch_max(next, Ordering::AcqRel);
+        }
+        self.resume();
     }
 
     /// Moves every bot of live node `node` to other nodes (the node's state is not changed:
@@ -415,6 +448,13 @@ impl Operations {
         legs: BTreeMap<u32, Leg>,
         reservations: HashMap<u32, Reservation>,
     ) -> Result<OperationView, OpError> {
+        // Several routers on one store: operations run on the leading router only, so no
+        // two routers ever move the same bot.
+        if !self.cluster.leads() {
+            return Err(OpError::Conflict(
+                "another router leads the cluster and runs its operations; send this to it (or retry: the lead passes on within 10 s if that router is gone)".into(),
+            ));
+        }
         let now = now_ms();
         let data = OpData {
             kind,
@@ -467,10 +507,22 @@ impl Operations {
             .into_iter()
             .map(|g| (g, reservations.remove(&g)))
             .collect();
+        let mut paused = false;
         let mut results = futures::stream::iter(jobs)
-            .map(|(gid, r)| async move { (gid, this.move_one(id, gid, r).await) })
+            .map(|(gid, r)| async move {
+                // Lost the lead (another router took over the lease): the leader resumes
+                // from the record; this router moves nothing more.
+                if !this.cluster.leads() {
+                    return (gid, None);
+                }
+                (gid, Some(this.move_one(id, gid, r).await))
+            })
             .buffer_unordered(self.cfg.concurrency.max(1));
         while let Some((gid, result)) = results.next().await {
+            let Some(result) = result else {
+                paused = true;
+                continue;
+            };
             if let Err(reason) = &result {
                 log::error!("operation {id}: bot {gid} not moved: {reason}");
             }
@@ -485,6 +537,10 @@ impl Operations {
             .await;
         }
         drop(results);
+        if paused {
+            log::warn!("operation {id} paused here: this router no longer leads the cluster");
+            return;
+        }
         self.update(id, |d| {
             d.state = if d.failed.is_empty() {
                 State::Done

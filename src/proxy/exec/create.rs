@@ -16,11 +16,18 @@ use crate::node::client::NodeResponse;
 use crate::protocol::api_json::{ApiError, BotInfo, Reason};
 use crate::proxy::exec::{Answer, Exec};
 use crate::proxy::routing::{CreateKind, CreateNode, CreatePlan};
-use crate::store::WRITE_DEADLINE;
+use crate::store::{now_ms, WRITE_DEADLINE};
 
 impl Exec {
     /// Runs a create: reserve a slot, send, record the new bot or template durably, answer.
     pub async fn create(&self, plan: &CreatePlan) -> Answer {
+        // A bot made while the store is down could not be recorded (and would have to be
+        // stopped again): refuse before anything reaches a node.
+        if !self.cluster.store_available() {
+            return Answer::error(&ApiError::unavailable(
+                "The router's storage is unavailable, so no new bot or template can be recorded. Try again later.",
+            ));
+        }
         // Two concurrent creates of one template name must not both reach a node.
         let _claim = match &plan.kind {
             CreateKind::SettingsCreate(name) => match self.cluster.claim_pending(name) {
@@ -47,7 +54,24 @@ impl Exec {
                 },
             };
             let node = reservation.node().clone();
-            let sent = self.cluster.generation();
+            if let CreateKind::SettingsCreate(name) = &plan.kind {
+                // Several routers: the name is claimed in the database before any node
+                // hears of it.
+                match self
+                    .cluster
+                    .claim_template_name(name, node.id, WRITE_DEADLINE)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return Answer::error(&ApiError::file_exists()),
+                    Err(e) => {
+                        return Answer::error(&ApiError::unavailable(format!(
+                            "The router's storage is unavailable ({e}); the template was not created. Try again later."
+                        )))
+                    }
+                }
+            }
+            let sent = (self.cluster.generation(), now_ms());
             match self
                 .client
                 .get(&node.endpoint(), &plan.target, self.cfg.request_timeout)
@@ -58,6 +82,9 @@ impl Exec {
                     log::warn!("{e}; placing the create on another node");
                     tried.push(node.id);
                     drop(reservation);
+                    if let CreateKind::SettingsCreate(name) = &plan.kind {
+                        self.cluster.release_template_name(name);
+                    }
                 }
                 Err(e) => {
                     // The node may have made the bot anyway: read its list now.
@@ -83,10 +110,13 @@ impl Exec {
         plan: &CreatePlan,
         resp: NodeResponse,
         reservation: Reservation,
-        sent: u64,
+        (sent, sent_ms): (u64, u64),
     ) -> Answer {
         match &plan.kind {
             CreateKind::SettingsCreate(name) => {
+                if resp.status != 204 {
+                    self.cluster.release_template_name(name);
+                }
                 if resp.status == 204 {
                     if let Err(e) = self
                         .cluster
@@ -109,6 +139,10 @@ impl Exec {
                 let (info, fresh) = match &plan.kind {
                     CreateKind::ConnectTo(i) => (CreateInfo::from(i.clone()), Some(sent)),
                     _ => (CreateInfo::default(), None),
+                };
+                let info = CreateInfo {
+                    sent_ms: Some(sent_ms),
+                    ..info
                 };
                 let mut body = None;
                 if resp.status == 200 {

@@ -170,6 +170,7 @@ impl From<CreateInfoEq> for CreateInfo {
         CreateInfo {
             address: c.address,
             server_password: c.server_password,
+            sent_ms: None,
         }
     }
 }

@@ -1,0 +1,561 @@
+//! One cluster view among several routers on one store (MongoDB): claims of first-seen bots,
+//! other routers' changes applied to this view, and which router leads.
+//!
+//! Owns: (1) claims: a bot this router meets first (in a poll, a BotInfo answer or a create's
+//! answer) gets a provisional id from this router's reserved block and is then claimed in the
+//! store under its instance key (node, local id, node start time); if another router recorded
+//! the same bot first, this view adopts that router's id and drops its own, so every bot has
+//! exactly one cluster id whichever router saw it first. Until its claim is settled a bot's
+//! record is not written (the claim writes it). (2) Applying other routers' changes (bots,
+//! templates, copies to fence, nodes) to the view without writing them back. (3) The lead
+//! flag: failover and admin operations run only on the router that holds the store's lease.
+//! Does not own: the store calls themselves (`store`), the loop that drives them (`server`),
+//! keys and operations (their own layers apply those changes).
+//!
+//! With the embedded store (one router) none of this runs: ids come from the high-water
+//! mark, every bot is written as it is learned, and this router always leads.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::node::{Node, NodeId, NodeSource};
+use crate::cluster::tables::{same_bot, Tables, Template, DETACHED_LID};
+use crate::cluster::view::Cluster;
+use crate::config::NodeConfig;
+use crate::store::{BotRecord, Change, Claim, NodeRecord, Op, StoreError, TemplateRecord};
+
+/// What one round of other routers' changes did to this view.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Bot records added, changed or removed.
+    pub bots: usize,
+    /// Template records added, changed or removed.
+    pub templates: usize,
+    /// Copies to fence added or removed.
+    pub fences: usize,
+    /// Nodes added, changed or removed.
+    pub nodes: usize,
+    /// Records for nodes this router does not have (kept in the store, not routed).
+    pub skipped: usize,
+}
+
+impl Cluster {
+    /// Whether other routers share this router's store.
+    pub fn is_shared(&self) -> bool {
+        self.ids.lock().shared
+    }
+
+    /// Whether the store answered its last call (false during a database outage: writes a
+    /// client waits for are refused at once instead).
+    pub fn store_available(&self) -> bool {
+        self.store.available()
+    }
+
+    /// Claims template name `name` for `node` in a shared store before a create sends it
+    /// there, so that two routers can never create one name on two nodes. Ok(false): another
+    /// router holds the name. Always Ok(true) on an unshared store (the view's own pending
+    /// claim is enough for one router).
+    pub async fn claim_template_name(
+        &self,
+        name: &str,
+        node: NodeId,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        if !self.is_shared() {
+            return Ok(true);
+        }
+        let record = TemplateRecord {
+            name: name.to_string(),
+            node: self.node_name(node),
+            settings: Default::default(),
+            identity: None,
+        };
+        Ok(matches!(
+            self.store.claim_template(record, timeout).await?,
+            Claim::Won
+        ))
+    }
+
+    /// Gives a claimed template name up again (the create did not happen).
+    pub fn release_template_name(&self, name: &str) {
+        if self.is_shared() && self.template_owner(name).is_none() {
+            self.store
+                .submit(vec![Op::DeleteTemplate(name.to_string())]);
+        }
+    }
+
+    /// Whether this router runs failover and admin operations (it holds the lease; always
+    /// true with an unshared store).
+    pub fn leads(&self) -> bool {
+        self.lead.load(Ordering::Acquire)
+    }
+
+    /// Sets whether this router holds the lead lease.
+    pub fn set_lead(&self, lead: bool) {
+        let was = self.lead.swap(lead, Ordering::AcqRel);
+        if was != lead {
+            if lead {
+                log::warn!(
+                    "this router now leads the cluster (failover and admin operations run here)"
+                );
+            } else {
+                log::warn!("this router no longer leads the cluster; another router runs failover and operations");
+            }
+        }
+    }
+
+    /// A bot met for the first time on a shared store: routed at once under its provisional
+    /// id, written only once its claim is settled.
+    pub(super) fn queue_claim(&self, t: &mut Tables, gid: u32) {
+        t.unclaimed.insert(gid);
+        self.claims.lock().push(gid);
+        self.claims_waiting.notify_one();
+    }
+
+    /// Queues what a poll or an answer concluded. On a shared store only the leading router
+    /// writes that (it alone moves bots, so only it can tell a bot that moved from one that
+    /// stopped); another router keeps it in its own view until the leader's records arrive.
+    /// Writes of bots whose claim is not settled are left out (the claim writes them).
+    pub(super) fn submit_ops(&self, mut ops: Vec<Op>) {
+        if self.is_shared() {
+            if !self.leads() {
+                return;
+            }
+            // A template a poll met first may have been created through another router whose
+            // record (with the settings written through it) is on its way: claim the name
+            // instead of overwriting that record.
+            let mut claims = Vec::new();
+            ops.retain(|op| match op {
+                Op::PutTemplate(tp) => {
+                    claims.push(tp.clone());
+                    false
+                }
+                _ => true,
+            });
+            if !claims.is_empty() {
+                self.template_claims.lock().extend(claims);
+                self.claims_waiting.notify_one();
+            }
+        }
+        self.submit(ops);
+    }
+
+    /// Queues writes. On a shared store the records of bots whose claim is not settled are
+    /// left out: until then another router may own the bot under another id, and the claim
+    /// writes the latest record if it wins.
+    pub(super) fn submit(&self, mut ops: Vec<Op>) {
+        if self.is_shared() {
+            let t = self.tables.read();
+            if !t.unclaimed.is_empty() {
+                ops.retain(|op| !matches!(op, Op::PutBot(b) if t.unclaimed.contains(&b.id)));
+            }
+        }
+        if !ops.is_empty() {
+            self.store.submit(ops);
+        }
+    }
+
+    /// Waits until a claim is queued (or `max` passed).
+    pub async fn claims_queued(&self, max: Duration) {
+        let _ = tokio::time::timeout(max, self.claims_waiting.notified()).await;
+    }
+
+    /// Settles every queued claim; those the store could not answer stay queued. Returns
+    /// how many were settled.
+    pub async fn settle_claims(&self, timeout: Duration) -> usize {
+        let pending: Vec<u32> = std::mem::take(&mut *self.claims.lock());
+        let templates: Vec<TemplateRecord> = std::mem::take(&mut *self.template_claims.lock());
+        let mut settled = 0;
+        for tp in templates {
+            match self.store.claim_template(tp.clone(), timeout).await {
+                Ok(Claim::Won) => settled += 1,
+                Ok(Claim::Lost(theirs)) => {
+                    settled += 1;
+                    let mut t = self.tables.write();
+                    let here = t.templates.get(&tp.name).map(|x| x.node);
+                    match (here, self.node_by_name(&theirs.node)) {
+                        // The same template: the stored record (with its settings) is it.
+                        (Some(n), Some(theirs_node)) if theirs_node.id == n => {
+                            t.remove_template(&tp.name);
+                            t.add_template(Template {
+                                record: theirs,
+                                node: n,
+                                since: 0,
+                            });
+                        }
+                        _ => log::warn!(
+                            "template `{}` is recorded on node `{}` but was also seen on `{}`; keeping the record",
+                            tp.name,
+                            theirs.node,
+                            tp.node
+                        ),
+                    }
+                }
+                Err(e) => {
+                    log::warn!(
+                        "template `{}`: its claim could not be stored yet ({e}); retried",
+                        tp.name
+                    );
+                    self.template_claims.lock().push(tp);
+                }
+            }
+        }
+        for gid in pending {
+            match self.claim_one(gid, None, timeout).await {
+                Ok(_) => settled += 1,
+                Err(e) => {
+                    log::warn!("bot {gid}: its claim could not be stored yet ({e}); retried");
+                    self.claims.lock().push(gid);
+                }
+            }
+        }
+        settled
+    }
+
+    /// Claims one bot; returns the cluster id it has afterwards (its own, or the id of the
+    /// router that recorded it first). `fresh_ms`: the bot was just made by a create sent at
+    /// that time, so a record of that slot older than it is a bot that is gone.
+    pub(super) async fn claim_one(
+        &self,
+        gid: u32,
+        fresh_ms: Option<u64>,
+        timeout: Duration,
+    ) -> Result<u32, StoreError> {
+        // A stale holder is deleted and the claim tried again; twice is plenty (a third
+        // router would have to reuse the same slot in between).
+        for _ in 0..3 {
+            let rec = {
+                let mut t = self.tables.write();
+                if !t.unclaimed.contains(&gid) {
+                    return Ok(gid);
+                }
+                match t.bots.get(&gid) {
+                    Some(b) => b.record.clone(),
+                    None => {
+                        // Gone before its claim: nothing to record.
+                        t.unclaimed.remove(&gid);
+                        return Ok(gid);
+                    }
+                }
+            };
+            let outcome = self.store.claim_bot(rec.clone(), timeout).await?;
+            log::debug!(
+                "claim of bot {gid} ({} local {} started {:?}): {}",
+                rec.node,
+                rec.local_id,
+                rec.node_started,
+                match &outcome {
+                    Claim::Won => "won".to_string(),
+                    Claim::Lost(w) => format!("lost to {}", w.id),
+                }
+            );
+            match outcome {
+                Claim::Won => {
+                    let later = {
+                        let mut t = self.tables.write();
+                        t.unclaimed.remove(&gid);
+                        t.bots
+                            .get(&gid)
+                            .map(|b| b.record.clone())
+                            .filter(|r| *r != rec)
+                    };
+                    // Changes made while the claim was on its way were left out of the writes.
+                    if let Some(r) = later {
+                        self.store.submit(vec![Op::PutBot(r)]);
+                    }
+                    return Ok(gid);
+                }
+                Claim::Lost(w) if w.id == gid => {
+                    self.tables.write().unclaimed.remove(&gid);
+                    return Ok(gid);
+                }
+                Claim::Lost(w) => {
+                    let same = {
+                        let t = self.tables.read();
+                        t.bots.get(&gid).is_some_and(|b| {
+                            same_bot(b, w.template.as_deref(), w.address.as_deref())
+                        })
+                    };
+                    let stale = !same || fresh_ms.is_some_and(|sent| w.created_ms < sent);
+                    if !stale {
+                        let id = w.id;
+                        self.adopt(gid, w);
+                        return Ok(id);
+                    }
+                    // The slot holds another bot now (the identity rule of `view`): the
+                    // recorded one is gone, whichever router recorded it.
+                    log::info!(
+                        "bot {} was recorded in slot {} of node {} but another bot runs there now; it is dropped",
+                        w.id,
+                        w.local_id,
+                        w.node
+                    );
+                    self.drop_bot(w.id);
+                    self.store
+                        .commit(vec![Op::DeleteBot(w.id)], timeout)
+                        .await?;
+                }
+            }
+        }
+        Err(StoreError::Io(format!(
+            "bot {gid}: its slot kept changing hands while it was claimed"
+        )))
+    }
+
+    /// Another router recorded bot `provisional` first, as `winner`: this view takes the
+    /// winner's id for it.
+    fn adopt(&self, provisional: u32, winner: BotRecord) {
+        let mut t = self.tables.write();
+        t.unclaimed.remove(&provisional);
+        let Some(mine) = t.bots.remove(&provisional) else {
+            return;
+        };
+        let node = mine.node;
+        if let Some(s) = t.slots.get_mut(&node) {
+            if s.get(&mine.record.local_id) == Some(&provisional) {
+                s.remove(&mine.record.local_id);
+            }
+        }
+        log::info!(
+            "bot first seen here as {provisional} was recorded by another router first; it is bot {}",
+            winner.id
+        );
+        if !t.bots.contains_key(&winner.id) {
+            let since = mine.since;
+            t.insert_bot(node, winner, since);
+        } else if let Some(s) = t.slots.get_mut(&node) {
+            s.insert(mine.record.local_id, winner.id);
+        }
+        self.recount(&t, node);
+        drop(t);
+        self.bump();
+    }
+
+    /// Applies what other routers wrote to this view (keys and operations excepted: their
+    /// layers apply those). Nothing is written back.
+    pub fn apply_changes(&self, changes: &[Change]) -> Applied {
+        let mut applied = Applied::default();
+        // Removals first: a slot another router freed and filled again arrives as the old
+        // bot's removal and the new bot's record, and the new one must not meet the old.
+        let removals = changes.iter().filter(|c| is_removal(c));
+        let puts = changes.iter().filter(|c| !is_removal(c));
+        for c in removals.chain(puts) {
+            match c {
+                Change::Node(name, rec) => {
+                    if self.apply_node(name, rec.as_ref()) {
+                        applied.nodes += 1;
+                    }
+                }
+                Change::Bot(id, rec) => match rec {
+                    Some(r) => {
+                        if self.apply_bot(r) {
+                            applied.bots += 1;
+                        } else {
+                            applied.skipped += 1;
+                        }
+                    }
+                    None => {
+                        self.drop_bot(*id);
+                        applied.bots += 1;
+                    }
+                },
+                Change::Template(name, rec) => {
+                    let mut t = self.tables.write();
+                    match rec {
+                        Some(r) => match self.node_by_name(&r.node) {
+                            Some(n) => {
+                                t.remove_template(name);
+                                t.add_template(Template {
+                                    record: r.clone(),
+                                    node: n.id,
+                                    since: 0,
+                                });
+                                applied.templates += 1;
+                            }
+                            None => applied.skipped += 1,
+                        },
+                        None => {
+                            t.remove_template(name);
+                            applied.templates += 1;
+                        }
+                    }
+                }
+                Change::Fence(node, bot, rec) => {
+                    let Some(n) = self.node_by_name(node) else {
+                        applied.skipped += 1;
+                        continue;
+                    };
+                    let mut t = self.tables.write();
+                    let list = t.fences.entry(n.id).or_default();
+                    list.retain(|f| f.bot != *bot);
+                    if let Some(f) = rec {
+                        list.push(f.clone());
+                    }
+                    if list.is_empty() {
+                        t.fences.remove(&n.id);
+                    }
+                    applied.fences += 1;
+                }
+                Change::Key(..) | Change::Operation(..) => {}
+            }
+        }
+        if applied != Applied::default() {
+            self.bump();
+        }
+        applied
+    }
+
+    fn apply_bot(&self, r: &BotRecord) -> bool {
+        let Some(node) = self.node_by_name(&r.node) else {
+            return false;
+        };
+        let mut t = self.tables.write();
+        // Where the view had it before (it may have moved).
+        let old_node = t.bots.get(&r.id).map(|b| (b.node, b.record.local_id));
+        if let Some((n, lid)) = old_node {
+            if let Some(s) = t.slots.get_mut(&n) {
+                if s.get(&lid) == Some(&r.id) {
+                    s.remove(&lid);
+                }
+            }
+        }
+        // The slot is the other router's bot now: whatever this view kept there is stale
+        // (or a provisional id whose claim will lose to this record). Except on the leader,
+        // for the same bot instance it recorded itself (a move it made, which another
+        // router's poll met before the move's record reached it): the leader's record
+        // stands and the other router's copy of it is deleted.
+        if r.local_id != DETACHED_LID {
+            let holder = t
+                .slots
+                .get(&node.id)
+                .and_then(|s| s.get(&r.local_id))
+                .copied();
+            if let Some(q) = holder.filter(|q| *q != r.id) {
+                let mine = !t.unclaimed.contains(&q)
+                    && t.bots
+                        .get(&q)
+                        .is_some_and(|b| b.record.node_started == r.node_started);
+                if mine && self.leads() {
+                    let keep = t.bots.get(&q).map(|b| b.record.clone());
+                    drop(t);
+                    log::info!(
+                        "bot {} is bot {q} (moved here by this router); the duplicate record is deleted",
+                        r.id
+                    );
+                    // The duplicate's removal frees the slot's claim, which the leader's own
+                    // record then takes.
+                    let mut ops = vec![Op::DeleteBot(r.id)];
+                    ops.extend(keep.map(Op::PutBot));
+                    self.store.submit(ops);
+                    return false;
+                }
+                t.unclaimed.remove(&q);
+                t.bots.remove(&q);
+                if let Some(s) = t.slots.get_mut(&node.id) {
+                    s.remove(&r.local_id);
+                }
+            }
+        }
+        let since = self.generation() + 1;
+        let moving = t.moving.contains(&r.id);
+        t.insert_bot(node.id, r.clone(), since);
+        if moving {
+            t.moving.insert(r.id);
+        }
+        self.recount(&t, node.id);
+        if let Some((n, _)) = old_node.filter(|(n, _)| *n != node.id) {
+            self.recount(&t, n);
+        }
+        true
+    }
+
+    fn drop_bot(&self, id: u32) {
+        let mut t = self.tables.write();
+        t.unclaimed.remove(&id);
+        if let Some(b) = t.bots.remove(&id) {
+            if let Some(s) = t.slots.get_mut(&b.node) {
+                if s.get(&b.record.local_id) == Some(&id) {
+                    s.remove(&b.record.local_id);
+                }
+            }
+            self.recount(&t, b.node);
+        }
+    }
+
+    /// A node another router added, edited or removed. Returns whether the view changed.
+    fn apply_node(&self, name: &str, rec: Option<&NodeRecord>) -> bool {
+        let existing = self.node_by_name(name);
+        let Some(rec) = rec else {
+            return match existing {
+                Some(n) if n.source == NodeSource::Admin => {
+                    n.removed.store(true, Ordering::Release);
+                    n.healthy.store(false, Ordering::Release);
+                    self.nodes.store(Arc::new(self.nodes().without(n.id)));
+                    self.nodes_changed();
+                    log::info!("node {name} was removed by another router");
+                    true
+                }
+                _ => false,
+            };
+        };
+        // A config-file node's record without a token keeps this router's file token.
+        let auth = match (&rec.auth, &existing) {
+            (None, Some(n)) if rec.from_config => n.endpoint().credentials.clone(),
+            (a, _) => a.clone(),
+        };
+        let c = match NodeConfig::parse(name, &rec.url, auth, rec.capacity, rec.effective_state()) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("node {name} as another router stored it is invalid here: {e}");
+                return false;
+            }
+        };
+        match existing {
+            Some(n) => {
+                let endpoint = c.endpoint();
+                let changed = endpoint != *n.endpoint()
+                    || n.capacity.load(Ordering::Acquire) != c.capacity
+                    || n.state() != c.state;
+                if endpoint != *n.endpoint() {
+                    n.set_endpoint(endpoint);
+                }
+                n.capacity.store(c.capacity, Ordering::Release);
+                n.set_state(c.state);
+                if changed {
+                    self.nodes_changed();
+                    log::info!("node {name} was edited by another router");
+                }
+                changed
+            }
+            None if rec.from_config => {
+                // Another router's config file has it; this router's file does not.
+                false
+            }
+            None => {
+                let id = self.new_node_id();
+                let node = Arc::new(Node::new(id, &c, NodeSource::Admin));
+                self.nodes.store(Arc::new(self.nodes().with(node)));
+                self.nodes_changed();
+                log::info!(
+                    "node {name} ({}) was added by another router, as {id}",
+                    c.url
+                );
+                true
+            }
+        }
+    }
+}
+
+/// Whether a change removes a record.
+fn is_removal(c: &Change) -> bool {
+    matches!(
+        c,
+        Change::Bot(_, None)
+            | Change::Template(_, None)
+            | Change::Node(_, None)
+            | Change::Key(_, None)
+            | Change::Fence(_, _, None)
+            | Change::Operation(_, None)
+    )
+}
