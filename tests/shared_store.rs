@@ -666,3 +666,49 @@ fn store_copy_moves_state_both_ways() {
     );
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// Concurrent creates through two routers never put a node over its capacity: the seats are
+/// in the database, not in one router's memory. A full cluster answers TS3AudioBot's 503.
+#[test]
+fn creates_through_two_routers_never_overfill_a_node() {
+    let (uri, db) = (mongo::uri(), mongo::database("capacity"));
+    let nodes: Vec<FakeNode> = (0..2)
+        .map(|i| fake_node_with(i, |c| c.service_time = Duration::from_millis(30)))
+        .collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let opts = RouterOpts {
+        capacities: vec![5, 5],
+        ..shared_opts(&uri, &db, "")
+    };
+    let a = Arc::new(Router::start(&refs, opts.clone()));
+    let b = Arc::new(Router::start(&refs, opts));
+    let handles: Vec<_> = (0..24)
+        .map(|i| {
+            let r = if i % 2 == 0 { a.clone() } else { b.clone() };
+            std::thread::spawn(move || r.get(&format!("/api/bot/connect/to/cap{i}.example.com")))
+        })
+        .collect();
+    let answers: Vec<Response> = handles
+        .into_iter()
+        .map(|h| h.join().expect("join"))
+        .collect();
+    let made = answers.iter().filter(|r| r.status == 200).count();
+    for r in answers.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.json()["ErrorName"].is_string(), "{}", r.text());
+    }
+    let counts: Vec<usize> = nodes.iter().map(|n| n.bots().len()).collect();
+    println!(
+        "24 creates through two routers on 2 nodes of capacity 5: {made} made, per node {counts:?}"
+    );
+    assert!(
+        counts.iter().all(|c| *c <= 5),
+        "a node went over its capacity: {counts:?}"
+    );
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        made,
+        "{counts:?} vs {made} answered"
+    );
+    assert!(made >= 8, "only {made} of 10 places were used: {counts:?}");
+}

@@ -767,3 +767,112 @@ async fn mongodb_outage_keeps_writes_and_flips_availability() {
     );
     assert_eq!(snap.nodes, vec![node("n1")]);
 }
+
+/// Seats: creates on several routers never fill a node past its capacity. With 3 bots
+/// recorded on a node of capacity 5, six creates racing on two routers get at most two seats;
+/// a seat given up or lapsed makes room again; a tombstone does not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_seats_keep_a_node_within_its_capacity() {
+    let env = mongo_env("seats");
+    let handles = env.handles(2);
+    let ops: Vec<Op> = (0..4)
+        .map(|i| Op::PutBot(bot(i, "n1", i, Some("T1"))))
+        .chain([Op::DeleteBot(3)])
+        .collect();
+    handles[0].commit(ops, T).await.expect("bots");
+    let ttl = Duration::from_secs(30);
+    let tries: Vec<_> = (0..6)
+        .map(|i| {
+            let h = handles[i % 2].clone();
+            tokio::spawn(async move { h.reserve_seat("n1", 5, ttl, T).await })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for t in tries {
+        if let Some(seat) = t.await.expect("join").expect("seat") {
+            granted.push(seat);
+        }
+    }
+    assert!(
+        granted.len() <= 2 && !granted.is_empty(),
+        "{} seats on a node with 3 bots and room for 5",
+        granted.len()
+    );
+    // Another node is independent.
+    assert!(handles[1]
+        .reserve_seat("n2", 1, ttl, T)
+        .await
+        .expect("n2")
+        .is_some());
+    // Giving one up makes room again (the release is not awaited: retry briefly).
+    let freed = granted.pop().expect("one");
+    handles[0].release_seat(freed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        if let Some(s) = handles[1]
+            .reserve_seat("n1", 5, ttl, T)
+            .await
+            .expect("again")
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a given-up seat never made room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Room for exactly two again once every seat is given up; a seat that lapses (its
+    // router died) stops counting.
+    handles[0].release_seat(again);
+    for g in granted {
+        handles[0].release_seat(g);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let short = loop {
+        let s = handles[0]
+            .reserve_seat("n1", 5, Duration::from_millis(700), T)
+            .await
+            .expect("short");
+        if let Some(s) = s {
+            let long = handles[1]
+                .reserve_seat("n1", 5, ttl, T)
+                .await
+                .expect("long");
+            if long.is_some() {
+                break s;
+            }
+            handles[0].release_seat(s);
+        }
+        assert!(Instant::now() < deadline, "given-up seats never made room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        handles[1]
+            .reserve_seat("n1", 5, ttl, T)
+            .await
+            .expect("full"),
+        None,
+        "3 bots and 2 seats fill a node of 5"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        handles[1]
+            .reserve_seat("n1", 5, ttl, T)
+            .await
+            .expect("lapsed")
+            .is_some(),
+        "seat {short} lapsed but still counts"
+    );
+}
+
+/// An unshared store always grants a seat (one router's placement counts its own creates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_seats_are_always_granted() {
+    let env = Env::new(Kind::Embedded, "seats");
+    let h = &env.handles(1)[0];
+    for _ in 0..3 {
+        assert!(h
+            .reserve_seat("n1", 1, Duration::from_secs(1), T)
+            .await
+            .expect("seat")
+            .is_some());
+    }
+}

@@ -25,6 +25,31 @@ use crate::cluster::view::Cluster;
 use crate::config::NodeConfig;
 use crate::store::{BotRecord, Change, Claim, NodeRecord, Op, StoreError, TemplateRecord};
 
+/// How long a seat outlives a router that died holding it: longer than any create takes.
+const SEAT_TTL: Duration = Duration::from_secs(60);
+
+/// A seat a create holds on a node (shared stores); given up when dropped, which the create
+/// does once the new bot's record is written (it counts itself from then on) or it failed.
+pub struct Seat {
+    held: Option<(crate::store::StoreHandle, String)>,
+}
+
+impl std::fmt::Debug for Seat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seat")
+            .field("id", &self.held.as_ref().map(|(_, id)| id))
+            .finish()
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Some((store, id)) = self.held.take() {
+            store.release_seat(id);
+        }
+    }
+}
+
 /// What one round of other routers' changes did to this view.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -75,6 +100,27 @@ impl Cluster {
             self.store.claim_template(record, timeout).await?,
             Claim::Won
         ))
+    }
+
+    /// Holds a seat on `node` in a shared store for a create about to be sent there (see
+    /// `Store::reserve_seat`): None when creates through other routers fill it already. On
+    /// an unshared store every create gets one (placement's own reservation is the count).
+    pub async fn reserve_seat(
+        &self,
+        node: &Node,
+        timeout: Duration,
+    ) -> Result<Option<Seat>, StoreError> {
+        if !self.is_shared() {
+            return Ok(Some(Seat { held: None }));
+        }
+        let capacity = node.capacity.load(Ordering::Acquire);
+        Ok(self
+            .store
+            .reserve_seat(&node.name, capacity, SEAT_TTL, timeout)
+            .await?
+            .map(|id| Seat {
+                held: Some((self.store.clone(), id)),
+            }))
     }
 
     /// Gives a claimed template name up again (the create did not happen).

@@ -433,6 +433,26 @@ pub trait Store: Send + Sync + 'static {
     fn shared(&self) -> bool;
     /// Removes every record, counters and leases included (`store copy --overwrite`).
     async fn clear(&self) -> Result<(), StoreError>;
+    /// Holds a seat on node `node` for a create in flight, unless the bots recorded on the
+    /// node and the seats other creates hold (on any router) already fill `capacity`:
+    /// Ok(Some(seat)) reserved (give it up with [`Store::release_seat`] once the new bot's
+    /// record is written or the create failed; it lapses after `ttl` if the router dies),
+    /// Ok(None) full. Insert first, count after: two creates racing for the last seat both
+    /// see each other, so a node never goes over (at worst both are refused). The default
+    /// (an unshared store) always grants one: a single router's placement already counts
+    /// every create it makes.
+    async fn reserve_seat(
+        &self,
+        _node: &str,
+        _capacity: u32,
+        _ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(Some(String::new()))
+    }
+    /// Gives a seat up (a no-op for one that lapsed or was never held).
+    async fn release_seat(&self, _seat: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -455,6 +475,13 @@ enum Request {
     ClaimBot(BotRecord, Reply<Claim<BotRecord>>),
     ClaimTemplate(TemplateRecord, Reply<Claim<TemplateRecord>>),
     Changes(Reply<Vec<Change>>),
+    ReserveSeat {
+        node: String,
+        capacity: u32,
+        ttl: Duration,
+        reply: Reply<Option<String>>,
+    },
+    ReleaseSeat(String, Option<Reply<()>>),
 }
 
 /// The router's handle to the store worker. Cheap to clone.
@@ -627,6 +654,34 @@ impl StoreHandle {
         self.ask(Request::Changes, timeout).await
     }
 
+    /// Holds a seat on `node` for a create in flight (see [`Store::reserve_seat`]).
+    pub async fn reserve_seat(
+        &self,
+        node: &str,
+        capacity: u32,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let node = node.to_string();
+        self.ask(
+            |reply| Request::ReserveSeat {
+                node,
+                capacity,
+                ttl,
+                reply,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Gives a seat up without waiting (it lapses by itself if this never lands).
+    pub fn release_seat(&self, seat: String) {
+        if self.tx.send(Request::ReleaseSeat(seat, None)).is_err() {
+            log::debug!("store worker has stopped; a seat lapses by itself");
+        }
+    }
+
     /// Whether other routers may share the store.
     pub fn shared(&self) -> bool {
         self.shared
@@ -777,6 +832,23 @@ impl Worker {
             }
             Request::Changes(reply) => {
                 let _ = reply.send(self.note(store.changes().await));
+            }
+            Request::ReserveSeat {
+                node,
+                capacity,
+                ttl,
+                reply,
+            } => {
+                let _ = reply.send(self.note(store.reserve_seat(&node, capacity, ttl).await));
+            }
+            Request::ReleaseSeat(seat, reply) => {
+                let r = store.release_seat(&seat).await;
+                if let Err(e) = &r {
+                    log::debug!("a seat was not given up ({e}); it lapses by itself");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
             }
             // Writes never get here: `run` batches them.
             Request::Apply(..) => {}

@@ -71,6 +71,35 @@ impl Exec {
                     }
                 }
             }
+            // Several routers: a seat in the database, so that creates through other routers
+            // cannot fill the node meanwhile (templates take no bot place).
+            let _seat = if matches!(plan.kind, CreateKind::SettingsCreate(_)) {
+                None
+            } else {
+                match self.cluster.reserve_seat(&node, WRITE_DEADLINE).await {
+                    Ok(Some(seat)) => Some(seat),
+                    Ok(None) if plan.node == CreateNode::Place => {
+                        log::info!(
+                            "node {} is full with the creates of other routers; placing elsewhere",
+                            node.name
+                        );
+                        tried.push(node.id);
+                        drop(reservation);
+                        continue;
+                    }
+                    Ok(None) => {
+                        return Answer::error(&ApiError::unavailable(format!(
+                            "node {} has no room for the template's bot",
+                            node.name
+                        )))
+                    }
+                    Err(e) => {
+                        return Answer::error(&ApiError::unavailable(format!(
+                            "The router's storage is unavailable ({e}); no bot was created. Try again later."
+                        )))
+                    }
+                }
+            };
             let sent = (self.cluster.generation(), now_ms());
             match self
                 .client

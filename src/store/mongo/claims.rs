@@ -1,8 +1,9 @@
 //! Claims and leases: what one router may hold against the others.
 //!
 //! Owns: bot instance keys (`bot_slots`: a bot first seen is recorded once, whoever polls it
-//! first), template names (unique across the cluster, claimed on the version read), and
-//! leases with their expiry checked in the query. Does not own: what a router does with a
+//! first), template names (unique across the cluster, claimed on the version read), leases
+//! with their expiry checked in the query, and seats (`seats`: a create in flight holds one,
+//! so creates on several routers never put a node over its capacity). Does not own: what a router does with a
 //! claim it lost or a lease it holds (`cluster`).
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use mongodb::options::ReturnDocument;
 
 use super::docs::{decode, int, is_tombstone, slot_key};
 use super::errors::is_duplicate;
-use super::{Coll, MongoStore, BOT_SLOTS, LEASES};
+use super::{Coll, MongoStore, BOT_SLOTS, LEASES, SEATS};
 use crate::store::{BotRecord, Claim, Op, Store, StoreError, TemplateRecord};
 
 impl MongoStore {
@@ -210,15 +211,75 @@ impl MongoStore {
                 None => deletes.push(doc! {"q": {"bot": id}, "limit": 0}),
             }
         }
+        // Keys given up first: a batch that deletes a duplicate and puts the bot that owns its
+        // slot (the leader keeping its own record) must leave that key with the bot it puts.
+        if !deletes.is_empty() {
+            self.write_command("delete", "deletes", BOT_SLOTS, deletes, false)
+                .await?;
+        }
         if !inserts.is_empty() {
             // A key held by someone else stays theirs (duplicate key: skipped).
             self.write_command("insert", "documents", BOT_SLOTS, inserts, true)
                 .await?;
         }
-        if !deletes.is_empty() {
-            self.write_command("delete", "deletes", BOT_SLOTS, deletes, false)
-                .await?;
+        Ok(())
+    }
+
+    /// A seat on `node` for a create in flight: inserted first, then the node's recorded bots
+    /// and live seats are counted (this one included), and the seat is given up again when
+    /// they exceed `capacity`. Two racing creates for the last place both count each other,
+    /// so the node never goes over (at worst both are refused and placed elsewhere).
+    pub(super) async fn take_seat(
+        &self,
+        node: &str,
+        capacity: u32,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let now = bson::DateTime::now().timestamp_millis();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let id = bson::oid::ObjectId::new().to_hex();
+        let seats = self.coll(SEATS);
+        self.run(
+            "take a seat",
+            seats.insert_one(doc! {
+                "_id": id.as_str(),
+                "node": node,
+                "until_ms": until,
+                "until": bson::DateTime::from_millis(until),
+                "by": self.router_id.as_str(),
+            }),
+        )
+        .await?;
+        let held = self
+            .run(
+                "count seats",
+                seats.count_documents(doc! {"node": node, "until_ms": {"$gt": now}}),
+            )
+            .await?;
+        // Tombstones keep no `node`, so this counts the bots recorded there now.
+        let bots = self
+            .run(
+                "count bots",
+                self.coll(Coll::Bots.name())
+                    .count_documents(doc! {"node": node, "deleted": {"$ne": true}}),
+            )
+            .await?;
+        if bots.saturating_add(held) > u64::from(capacity) {
+            self.give_up_seat(&id).await?;
+            return Ok(None);
         }
+        Ok(Some(id))
+    }
+
+    pub(super) async fn give_up_seat(&self, seat: &str) -> Result<(), StoreError> {
+        if seat.is_empty() {
+            return Ok(());
+        }
+        self.run(
+            "give up a seat",
+            self.coll(SEATS).delete_one(doc! {"_id": seat}),
+        )
+        .await?;
         Ok(())
     }
 

@@ -111,6 +111,7 @@ const COUNTERS: &str = "counters";
 const LEASES: &str = "leases";
 const AUDIT: &str = "audit";
 const BOT_SLOTS: &str = "bot_slots";
+const SEATS: &str = "seats";
 
 /// A synced collection: one record kind whose changes other routers see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -146,7 +147,7 @@ impl Coll {
 }
 
 /// Every collection the store writes (what [`Store::clear`] empties).
-const ALL_COLLECTIONS: [&str; 10] = [
+const ALL_COLLECTIONS: [&str; 11] = [
     "bots",
     "templates",
     "nodes",
@@ -157,6 +158,7 @@ const ALL_COLLECTIONS: [&str; 10] = [
     LEASES,
     AUDIT,
     BOT_SLOTS,
+    SEATS,
 ];
 
 /// A [`Store`] on a MongoDB database.
@@ -293,6 +295,24 @@ impl MongoStore {
             IndexModel::builder().keys(doc! {"bot": 1}).build(),
         ));
         wanted.push((AUDIT, IndexModel::builder().keys(doc! {"seq": 1}).build()));
+        // A seat counts a node's bots and its other seats (`claims::take_seat`).
+        wanted.push((
+            Coll::Bots.name(),
+            IndexModel::builder().keys(doc! {"node": 1}).build(),
+        ));
+        wanted.push((
+            SEATS,
+            IndexModel::builder()
+                .keys(doc! {"node": 1, "until_ms": 1})
+                .build(),
+        ));
+        wanted.push((
+            SEATS,
+            IndexModel::builder()
+                .keys(doc! {"until": 1})
+                .options(IndexOptions::builder().expire_after(LEASE_CLEANUP).build())
+                .build(),
+        ));
         wanted.push((
             LEASES,
             IndexModel::builder()
@@ -722,6 +742,19 @@ impl Store for MongoStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    async fn reserve_seat(
+        &self,
+        node: &str,
+        capacity: u32,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        self.take_seat(node, capacity, ttl).await
+    }
+
+    async fn release_seat(&self, seat: &str) -> Result<(), StoreError> {
+        self.give_up_seat(seat).await
     }
 
     async fn clear(&self) -> Result<(), StoreError> {
