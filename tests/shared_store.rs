@@ -305,99 +305,151 @@ fn one_router_fails_over_and_another_takes_over_when_it_dies() {
     drop(routers);
 }
 
-/// A database outage (the server frozen with SIGSTOP): requests to existing bots go on from
-/// memory; creates and admin changes answer 503 in TS3AudioBot's (or the admin API's) error
-/// shape within a bounded time and leave no unrecorded bot on a node; when the database is
-/// back everything works again by itself.
+/// A database outage under load, first frozen (SIGSTOP), then killed and restarted on the
+/// same data: requests to existing bots go on from memory throughout (a client thread keeps
+/// asking and never sees a failure); creates and admin changes answer 503 in TS3AudioBot's
+/// (or the admin API's) error shape within a bounded time and leave no unrecorded bot on a
+/// node; when the database is back everything works again by itself, with nothing lost.
 #[test]
 fn a_database_outage_keeps_routing_and_refuses_writes_quickly() {
-    let server = mongo::MongoServer::start();
+    let mut server = mongo::MongoServer::start_on_disk();
     let db = mongo::database("outage");
     let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
     let refs: Vec<&FakeNode> = nodes.iter().collect();
-    let router = Router::start(&refs, shared_opts(&server.uri(), &db, ""));
+    let router = Arc::new(Router::start(&refs, shared_opts(&server.uri(), &db, "")));
     let mut ids = Vec::new();
     for i in 0..4 {
         let r = router.get(&format!("/api/bot/connect/to/o{i}.example.com"));
         assert_eq!(r.status, 200, "{}", r.text());
         ids.push(r.json()["Id"].as_u64().expect("Id"));
     }
-    let before: usize = nodes.iter().map(|n| n.bots().len()).sum();
+    // The load: pinned requests to the existing bots, all through the outage.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (router, ids, stop) = (router.clone(), ids.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed, mut slowest) = (0usize, Vec::new(), Duration::ZERO);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for id in &ids {
+                    let began = Instant::now();
+                    let r = router.get(&format!("/api/bot/use/{id}/(/bot/info)"));
+                    slowest = slowest.max(began.elapsed());
+                    if r.status == 200 {
+                        ok += 1;
+                    } else {
+                        failed.push((*id, r.status, r.text()));
+                    }
+                }
+            }
+            (ok, failed, slowest)
+        })
+    };
 
-    server.pause();
-    // Routing from memory: every existing bot answers, promptly.
-    for id in &ids {
+    let refused_while = |phase: &str| {
+        let before: usize = nodes.iter().map(|n| n.bots().len()).sum();
+        for i in 0..3 {
+            let began = Instant::now();
+            let r = router.get(&format!("/api/bot/connect/to/{phase}{i}.example.com"));
+            let took = began.elapsed();
+            assert_eq!(r.status, 503, "create while {phase}: {}", r.text());
+            let j = r.json();
+            assert!(
+                j["ErrorCode"].is_number() && j["ErrorName"].is_string(),
+                "{j}"
+            );
+            assert!(
+                j["ErrorMessage"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("storage") || m.contains("record")),
+                "{j}"
+            );
+            assert!(
+                took < Duration::from_secs(8),
+                "create {i} while {phase} took {took:?}"
+            );
+        }
+        let r = router.get("/api/bot/list");
+        assert_eq!(r.status, 200, "bot/list while {phase}: {}", r.text());
         let began = Instant::now();
-        let r = router.get(&format!("/api/bot/use/{id}/(/bot/info)"));
-        assert_eq!(r.status, 200, "bot {id} during the outage: {}", r.text());
+        let k = admin(
+            &router,
+            "POST",
+            "/admin/api/keys",
+            Some(json!({"name": "nope", "role": "user"})),
+        );
+        assert_eq!(k.status, 503, "{}", k.text());
+        assert!(k.json()["error"].is_string(), "{}", k.text());
         assert!(
-            began.elapsed() < Duration::from_secs(2),
+            began.elapsed() < Duration::from_secs(8),
             "{:?}",
             began.elapsed()
         );
-    }
-    // Creates: a TS3AudioBot-shaped 503 within the write deadline (5 s) plus slack.
-    for i in 0..3 {
-        let began = Instant::now();
-        let r = router.get(&format!("/api/bot/connect/to/during{i}.example.com"));
-        let took = began.elapsed();
-        assert_eq!(r.status, 503, "create during the outage: {}", r.text());
-        let j = r.json();
-        assert!(
-            j["ErrorCode"].is_number() && j["ErrorName"].is_string(),
-            "{j}"
+        // No bot a client was refused for is left running.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while nodes.iter().map(|n| n.bots().len()).sum::<usize>() != before {
+            assert!(
+                Instant::now() < deadline,
+                "refused creates left bots behind while {phase}: {:?}",
+                nodes.iter().map(|n| n.bots()).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let works_again = |tag: &str| -> u64 {
+        let mut back = None;
+        wait_for(
+            30,
+            "creates to work again once the database is back",
+            || {
+                let r = router.get(&format!("/api/bot/connect/to/{tag}.example.com"));
+                if r.status == 200 {
+                    back = r.json()["Id"].as_u64();
+                }
+                r.status == 200
+            },
         );
-        assert!(
-            j["ErrorMessage"]
-                .as_str()
-                .is_some_and(|m| m.contains("storage") || m.contains("record")),
-            "{j}"
-        );
-        assert!(took < Duration::from_secs(8), "create {i} took {took:?}");
-    }
-    let r = router.get("/api/bot/list");
-    assert_eq!(r.status, 200, "bot/list during the outage: {}", r.text());
-    // An admin change: the admin API's error shape, bounded.
-    let began = Instant::now();
-    let k = admin(
-        &router,
-        "POST",
-        "/admin/api/keys",
-        Some(json!({"name": "nope", "role": "user"})),
-    );
-    assert_eq!(k.status, 503, "{}", k.text());
-    assert!(k.json()["error"].is_string(), "{}", k.text());
-    assert!(
-        began.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        began.elapsed()
-    );
-    // No bot a client was refused for is left running.
-    wait_for(10, "refused creates to leave no bot behind", || {
-        nodes.iter().map(|n| n.bots().len()).sum::<usize>() == before
-    });
+        back.expect("id")
+    };
 
+    server.pause();
+    refused_while("frozen");
     server.resume();
-    let mut back = None;
-    wait_for(
-        30,
-        "creates to work again once the database is back",
-        || {
-            let r = router.get("/api/bot/connect/to/after.example.com");
-            if r.status == 200 {
-                back = r.json()["Id"].as_u64();
-            }
-            r.status == 200
-        },
+    let after_freeze = works_again("after-freeze");
+
+    server.kill();
+    refused_while("dead");
+    server.restart();
+    let after_restart = works_again("after-restart");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, slowest) = load.join().expect("load");
+    println!(
+        "outage: {ok} pinned requests answered 200 during the outages, {} failed, slowest {slowest:?}",
+        failed.len()
     );
-    let back = back.expect("id");
-    assert!(!ids.contains(&back), "{back} was handed out before");
+    assert!(
+        failed.is_empty(),
+        "pinned requests failed during the outage: {failed:?}"
+    );
+    assert!(ok > 0);
+    let mut all = ids.clone();
+    all.extend([after_freeze, after_restart]);
+    let distinct: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "an id was handed out twice: {all:?}"
+    );
+    // Nothing lost: a second router started on the restarted database sees every bot.
+    let mut opts = shared_opts(&server.uri(), &db, "");
+    opts.admin = false;
+    let fresh = Router::start(&refs, opts);
     wait_for(
         10,
-        "the router to list the old bots and the new one",
+        "a router started afresh on the database to list every bot",
         || {
-            let l = listing(&router);
-            ids.iter().all(|id| l.contains_key(id)) && l.contains_key(&back)
+            let l = listing(&fresh);
+            all.iter().all(|id| l.contains_key(id))
         },
     );
 }

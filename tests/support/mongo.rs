@@ -64,13 +64,24 @@ pub struct MongoServer {
     port: u16,
     /// Its log, PID files and output.
     dir: PathBuf,
+    /// Its data: `memory` or a file in `dir`.
+    db: String,
 }
 
 impl MongoServer {
     /// Starts nx-27017 on a free port (the server picks it: `-p 0`) and waits until it listens.
     pub fn start() -> MongoServer {
+        MongoServer::launch_new(false)
+    }
+
+    /// Like [`MongoServer::start`], with its data in a file, so that [`MongoServer::restart`]
+    /// after [`MongoServer::kill`] finds it again (a crashed and restarted database).
+    pub fn start_on_disk() -> MongoServer {
+        MongoServer::launch_new(true)
+    }
+
+    fn launch_new(on_disk: bool) -> MongoServer {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let venv = venv();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "nx-27017-{}-{}",
             std::process::id(),
@@ -78,68 +89,34 @@ impl MongoServer {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("server dir");
-        let log = dir.join("server.log");
-        let out = dir.join("server.out");
-        let pid_file = dir.join("server.pid");
-        let child_file = dir.join("child.pid");
-        // The watchdog: starts the server in the background, then waits while the test
-        // process lives (and at most LIFETIME_SECS), then kills the server. SIGKILL also ends
-        // a stopped (SIGSTOPped) server. Then it removes the server's directory.
-        let script = r#"
-"$1" --db memory -p 0 --log-file "$2" --pid-file "$3" >"$4" 2>&1 &
-child=$!
-echo "$child" > "$5"
-end=$(( $(date +%s) + $7 ))
-while kill -0 "$6" 2>/dev/null && kill -0 "$child" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
-    sleep 0.5
-done
-kill -9 "$child" 2>/dev/null
-wait "$child" 2>/dev/null
-rm -rf "$8"
-"#;
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("nx-watchdog")
-            .arg(venv.join("bin/nx-27017"))
-            .arg(&log)
-            .arg(&pid_file)
-            .arg(&out)
-            .arg(&child_file)
-            .arg(std::process::id().to_string())
-            .arg(LIFETIME_SECS.to_string())
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (pid, port) = loop {
-            let pid = std::fs::read_to_string(&child_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok());
-            let port = [&log, &out]
-                .iter()
-                .filter_map(|p| std::fs::read_to_string(p).ok())
-                .find_map(|text| listening_port(&text));
-            if let (Some(pid), Some(port)) = (pid, port) {
-                break (pid, port);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nx-27017 did not start within 60 s; its output:\n{}\n{}",
-                std::fs::read_to_string(&out).unwrap_or_default(),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let db = if on_disk {
+            dir.join("data.sqlite").display().to_string()
+        } else {
+            "memory".to_string()
         };
+        let (watchdog, pid, port) = launch(&dir, &db, 0);
         MongoServer {
             watchdog,
             pid,
             port,
             dir,
+            db,
         }
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and its watchdog; its files stay.
+    pub fn kill(&mut self) {
+        signal(self.pid, libc::SIGKILL);
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+    }
+
+    /// Starts the server again on the same port and data (after [`MongoServer::kill`]).
+    pub fn restart(&mut self) {
+        let (watchdog, pid, port) = launch(&self.dir, &self.db, self.port);
+        assert_eq!(port, self.port, "nx-27017 came back on another port");
+        self.watchdog = watchdog;
+        self.pid = pid;
     }
 
     /// Its URI.
@@ -169,6 +146,75 @@ impl Drop for MongoServer {
         let _ = self.watchdog.kill();
         let _ = self.watchdog.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts nx-27017 with data `db` (`memory` or a file) on `port` (0: its choice) under a
+/// watchdog; returns the watchdog, the server's PID and its port.
+fn launch(dir: &std::path::Path, db: &str, port: u16) -> (Child, u32, u16) {
+    let venv = venv();
+    let log = dir.join("server.log");
+    let out = dir.join("server.out");
+    let pid_file = dir.join("server.pid");
+    let child_file = dir.join("child.pid");
+    // An earlier run's files name its port and PID.
+    for f in [&log, &out, &pid_file, &child_file] {
+        let _ = std::fs::remove_file(f);
+    }
+    // The watchdog: starts the server in the background, then waits while the test process
+    // lives (and at most LIFETIME_SECS), then kills the server. SIGKILL also ends a stopped
+    // (SIGSTOPped) server. Then it removes the server's directory (not when the watchdog
+    // itself is killed: `MongoServer::kill` keeps the data for a restart).
+    let script = r#"
+"$1" --db "$9" -p "${10}" --log-file "$2" --pid-file "$3" >"$4" 2>&1 &
+child=$!
+echo "$child" > "$5"
+end=$(( $(date +%s) + $7 ))
+while kill -0 "$6" 2>/dev/null && kill -0 "$child" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
+    sleep 0.5
+done
+kill -9 "$child" 2>/dev/null
+wait "$child" 2>/dev/null
+rm -rf "$8"
+"#;
+    let watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("nx-watchdog")
+        .arg(venv.join("bin/nx-27017"))
+        .arg(&log)
+        .arg(&pid_file)
+        .arg(&out)
+        .arg(&child_file)
+        .arg(std::process::id().to_string())
+        .arg(LIFETIME_SECS.to_string())
+        .arg(dir)
+        .arg(db)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pid = std::fs::read_to_string(&child_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let port = [&log, &out]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .find_map(|text| listening_port(&text));
+        if let (Some(pid), Some(port)) = (pid, port) {
+            return (watchdog, pid, port);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nx-27017 did not start within 60 s; its output:\n{}\n{}",
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
