@@ -444,8 +444,8 @@ async fn concurrent_claims_of_one_instance_have_one_winner(env: Env) {
     }
 }
 
-/// A template name is held by one node: claims from another node lose to it, the holder's
-/// node updates it, and a deleted name can be claimed again.
+/// A template name is held by one record: a claim from another node, or from the same node,
+/// loses to it (and never overwrites its settings), and a deleted name can be claimed again.
 async fn a_template_name_is_claimed_once(env: Env) {
     let s = env.open("r1").await;
     let a = template("music", "n1", "A");
@@ -455,9 +455,13 @@ async fn a_template_name_is_claimed_once(env: Env) {
         s.claim_template(&b).await.expect("other node"),
         Claim::Lost(a.clone())
     );
+    // The same node does not overwrite the stored record (its settings stay).
     let a2 = template("music", "n1", "A2");
-    assert_eq!(s.claim_template(&a2).await.expect("same node"), Claim::Won);
-    assert_eq!(s.load().await.expect("load").templates, vec![a2.clone()]);
+    assert_eq!(
+        s.claim_template(&a2).await.expect("same node"),
+        Claim::Lost(a.clone())
+    );
+    assert_eq!(s.load().await.expect("load").templates, vec![a.clone()]);
     s.apply(&[Op::DeleteTemplate("music".into())])
         .await
         .expect("delete");

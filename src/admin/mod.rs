@@ -181,13 +181,24 @@ impl BackgroundService for Resumer {
             }
             let now = cluster.leads();
             if now && !leading {
-                match cluster.store().load().await {
-                    Ok(snapshot) => self.0.take_over(snapshot.operations),
-                    Err(e) => {
+                let load =
+                    tokio::time::timeout(crate::store::WRITE_DEADLINE, cluster.store().load());
+                match load.await {
+                    Ok(Ok(snapshot)) => self.0.take_over(snapshot.operations),
+                    Ok(Err(e)) => {
                         log::error!("could not read the operations to resume: {e}");
                         continue;
                     }
+                    Err(_) => {
+                        log::error!(
+                            "could not read the operations to resume: the store did not answer"
+                        );
+                        continue;
+                    }
                 }
+            } else if now {
+                // An operation paused by a short loss of the lead goes on (one task each).
+                self.0.resume();
             }
             leading = now;
         }

@@ -88,6 +88,9 @@ pub enum MoveError {
     /// Another move of the same bot (failover, a restore or a planned move) is under way.
     #[error("another move of this bot is under way")]
     Busy,
+    /// This router lost the lead (several routers on one store): the leader moves it.
+    #[error("this router no longer leads the cluster; the leading router moves it")]
+    NotLeading,
 }
 
 /// The failover service.
@@ -228,7 +231,7 @@ impl Failover {
                     report.failed += 1;
                     next_try.insert(gid, Instant::now() + self.cfg.retry);
                     // A planned move holds it: that move brings it back.
-                    if matches!(e, MoveError::Busy) {
+                    if matches!(e, MoveError::Busy | MoveError::NotLeading) {
                         log::debug!("restart of node {node}: bot {gid}: {e}");
                     } else {
                         log::error!("restart of node {node}: bot {gid} is not back yet: {e}");
@@ -255,6 +258,11 @@ impl Failover {
         bot: BotSnapshot,
         restore: bool,
     ) -> Result<bool, MoveError> {
+        // Several routers: a router that lost the lead mid-evacuation starts no more
+        // rebuilds; the new leader takes them from the records.
+        if !self.cluster.leads() {
+            return Err(MoveError::NotLeading);
+        }
         // A planned move (admin operations) of the same bot waits for its turn.
         let _claim = self.cluster.claim_move(bot.gid).ok_or(MoveError::Busy)?;
         let name = template_name(&bot);

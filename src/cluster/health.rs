@@ -112,13 +112,8 @@ pub async fn poll_and_observe(
     cfg: &HealthConfig,
 ) -> Result<(), PollError> {
     let began = std::time::Instant::now();
-    if cluster.is_shared() {
-        // A bot the poll meets first takes an id from a block reserved in the database;
-        // without one it is learned at a later poll.
-        if let Err(e) = cluster.ensure_id_headroom(cfg.timeout).await {
-            log::warn!("could not reserve cluster ids: {e}");
-        }
-    }
+    // On a shared store a bot the poll meets first takes an id from a block the sync loop
+    // keeps reserved ahead (never waited for here); without one it is learned at a later poll.
     let result = poll_node(cluster, client, node, cfg.timeout).await;
     if !matches!(result, Err(PollError::Evacuating(_))) {
         node.set_last_poll(PollOutcome {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::node::{Node, NodeId, NodeSource};
-use crate::cluster::tables::{same_bot, Tables, Template, DETACHED_LID};
+use crate::cluster::tables::{Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
 use crate::config::NodeConfig;
 use crate::store::{BotRecord, Change, Claim, NodeRecord, Op, StoreError, TemplateRecord};
@@ -131,14 +131,24 @@ impl Cluster {
         }
     }
 
-    /// Whether this router runs failover and admin operations (it holds the lease; always
-    /// true with an unshared store).
+    /// Whether this router runs failover and operations: it holds the lease, and the lease
+    /// is surely still its own (always true with an unshared store). The answer turns false
+    /// by itself when the lease runs out unrenewed, however busy the store is.
     pub fn leads(&self) -> bool {
         self.lead.load(Ordering::Acquire)
+            && self
+                .lead_until
+                .lock()
+                .is_none_or(|until| std::time::Instant::now() < until)
     }
 
-    /// Sets whether this router holds the lead lease.
-    pub fn set_lead(&self, lead: bool) {
+    /// Records the lead lease: held until `until` (None: not held).
+    pub fn set_lead_until(&self, until: Option<std::time::Instant>) {
+        *self.lead_until.lock() = until;
+        self.set_lead(until.is_some());
+    }
+
+    fn set_lead(&self, lead: bool) {
         let was = self.lead.swap(lead, Ordering::AcqRel);
         if was != lead {
             if lead {
@@ -210,6 +220,12 @@ impl Cluster {
     /// Settles every queued claim; those the store could not answer stay queued. Returns
     /// how many were settled.
     pub async fn settle_claims(&self, timeout: Duration) -> usize {
+        // A create that met the sync loop's claim reads the outcome soon after; a minute is
+        // far more than it waits.
+        self.tables
+            .write()
+            .adopted
+            .retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
         let pending: Vec<u32> = std::mem::take(&mut *self.claims.lock());
         let templates: Vec<TemplateRecord> = std::mem::take(&mut *self.template_claims.lock());
         let mut settled = 0;
@@ -271,19 +287,24 @@ impl Cluster {
         // A stale holder is deleted and the claim tried again; twice is plenty (a third
         // router would have to reuse the same slot in between).
         for _ in 0..3 {
-            let rec = {
+            let (rec, fresh_ms) = {
                 let mut t = self.tables.write();
                 if !t.unclaimed.contains(&gid) {
-                    return Ok(gid);
+                    // Settled meanwhile (the sync loop and a create's own claim may meet
+                    // here): the id it ended up with.
+                    return Ok(t.adopted.get(&gid).map_or(gid, |(w, _)| *w));
                 }
-                match t.bots.get(&gid) {
+                let fresh = fresh_ms.or_else(|| t.fresh.get(&gid).copied());
+                let rec = match t.bots.get(&gid) {
                     Some(b) => b.record.clone(),
                     None => {
                         // Gone before its claim: nothing to record.
                         t.unclaimed.remove(&gid);
+                        t.fresh.remove(&gid);
                         return Ok(gid);
                     }
-                }
+                };
+                (rec, fresh)
             };
             let outcome = self.store.claim_bot(rec.clone(), timeout).await?;
             log::debug!(
@@ -301,6 +322,7 @@ impl Cluster {
                     let later = {
                         let mut t = self.tables.write();
                         t.unclaimed.remove(&gid);
+                        t.fresh.remove(&gid);
                         t.bots
                             .get(&gid)
                             .map(|b| b.record.clone())
@@ -313,15 +335,15 @@ impl Cluster {
                     return Ok(gid);
                 }
                 Claim::Lost(w) if w.id == gid => {
-                    self.tables.write().unclaimed.remove(&gid);
+                    let mut t = self.tables.write();
+                    t.unclaimed.remove(&gid);
+                    t.fresh.remove(&gid);
                     return Ok(gid);
                 }
                 Claim::Lost(w) => {
                     let same = {
                         let t = self.tables.read();
-                        t.bots.get(&gid).is_some_and(|b| {
-                            same_bot(b, w.template.as_deref(), w.address.as_deref())
-                        })
+                        t.bots.get(&gid).is_some_and(|b| same_instance(b, &w))
                     };
                     let stale = !same || fresh_ms.is_some_and(|sent| w.created_ms < sent);
                     if !stale {
@@ -354,6 +376,9 @@ impl Cluster {
     fn adopt(&self, provisional: u32, winner: BotRecord) {
         let mut t = self.tables.write();
         t.unclaimed.remove(&provisional);
+        t.fresh.remove(&provisional);
+        t.adopted
+            .insert(provisional, (winner.id, std::time::Instant::now()));
         let Some(mine) = t.bots.remove(&provisional) else {
             return;
         };
@@ -604,4 +629,110 @@ fn is_removal(c: &Change) -> bool {
             | Change::Fence(_, _, None)
             | Change::Operation(_, None)
     )
+}
+
+/// Whether `w`, another router's record of this bot's slot, is this bot: the identity rule
+/// of `view` (same template name; temporary bots: the same address), with addresses compared
+/// loosely, since one side may hold the address a client gave and the other what the node
+/// reports (case, TeamSpeak's default port).
+fn same_instance(b: &crate::cluster::tables::Bot, w: &BotRecord) -> bool {
+    fn norm(a: &str) -> String {
+        let a = a.trim().to_ascii_lowercase();
+        a.strip_suffix(":9987").map(str::to_string).unwrap_or(a)
+    }
+    let ours = b.server.as_deref().or(b.record.address.as_deref());
+    match (b.record.template.as_deref(), w.template.as_deref()) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => match (ours, w.address.as_deref()) {
+            (Some(x), Some(y)) => norm(x) == norm(y),
+            _ => true,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::{Snapshot, StoreHandle};
+
+    fn cluster(dir: &std::path::Path) -> Cluster {
+        let store =
+            StoreHandle::spawn(Box::new(EmbeddedStore::open(dir).expect("store"))).expect("spawn");
+        Cluster::new(&[], Snapshot::default(), store)
+    }
+
+    /// The lead ends when its lease runs out, without anyone saying so (a leader whose
+    /// renewals are stuck behind a busy store stops acting on time).
+    #[test]
+    fn the_lead_ends_with_its_lease() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        assert!(c.leads(), "an unshared store's router always leads");
+        c.set_lead_until(Some(std::time::Instant::now() + Duration::from_millis(80)));
+        assert!(c.leads());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(!c.leads(), "the lease ran out");
+        c.set_lead_until(None);
+        assert!(!c.leads());
+    }
+
+    /// Other routers' changes: removals before records, so a slot freed and filled again
+    /// holds the new bot; a record for an unknown node is skipped; a removed bot is gone.
+    #[test]
+    fn other_routers_changes_apply_removals_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let cfg = crate::config::NodeConfig::parse(
+            "n1",
+            "http://127.0.0.1:9",
+            None,
+            10,
+            crate::store::NodeState::Ready,
+        )
+        .expect("node");
+        let node_rec = NodeRecord {
+            name: "n1".into(),
+            url: cfg.url.clone(),
+            auth: None,
+            capacity: 10,
+            draining: false,
+            state: crate::store::NodeState::Ready,
+            from_config: false,
+        };
+        let bot = |id: u32, lid: u32, addr: &str| BotRecord {
+            id,
+            node: "n1".into(),
+            local_id: lid,
+            template: None,
+            address: Some(addr.into()),
+            server_password: None,
+            channel: None,
+            nickname: None,
+            identity: None,
+            created_ms: 1,
+            node_started: Some("S".into()),
+        };
+        let a = c.apply_changes(&[Change::Node("n1".into(), Some(node_rec))]);
+        assert_eq!(a.nodes, 1);
+        let n1 = c.node_by_name("n1").expect("added");
+        c.apply_changes(&[Change::Bot(1, Some(bot(1, 0, "a")))]);
+        assert_eq!(c.gid_of(n1.id, 0), Some(1));
+        // Bot 1 stopped and bot 2 took its slot: in one round, listed put-first.
+        c.apply_changes(&[Change::Bot(2, Some(bot(2, 0, "b"))), Change::Bot(1, None)]);
+        assert_eq!(c.gid_of(n1.id, 0), Some(2));
+        assert!(c.locate(1).is_none(), "bot 1 is gone");
+        let skipped = c.apply_changes(&[Change::Bot(
+            3,
+            Some(BotRecord {
+                node: "elsewhere".into(),
+                ..bot(3, 1, "c")
+            }),
+        )]);
+        assert_eq!(skipped.skipped, 1);
+        assert!(c.locate(3).is_none());
+        c.apply_changes(&[Change::Node("n1".into(), None)]);
+        assert!(c.node_by_name("n1").is_none(), "removed by another router");
+    }
 }

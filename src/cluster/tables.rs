@@ -59,6 +59,11 @@ pub(super) struct Tables {
     pub(super) fences: HashMap<NodeId, Vec<FenceRecord>>,
     /// Shared store: bots met first here whose claim is not settled yet.
     pub(super) unclaimed: HashSet<u32>,
+    /// Of those, bots a create just made, with when it was sent (a record of their slot
+    /// made before then is of a bot that is gone).
+    pub(super) fresh: HashMap<u32, u64>,
+    /// Provisional ids that turned out to be another router's bot: the id it has.
+    pub(super) adopted: HashMap<u32, (u32, std::time::Instant)>,
 }
 
 /// The local id a record keeps while its bot waits to be restored after a node restart

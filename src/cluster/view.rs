@@ -93,8 +93,10 @@ pub struct Cluster {
     pub(super) ids: Mutex<Ids>,
     generation: AtomicU64,
     pub(super) store: StoreHandle,
-    /// Whether this router runs failover and operations (see `shared`).
+    /// Whether this router runs failover and operations (see `shared`), and until when its
+    /// lease surely lasts (None: no expiry, an unshared store).
     pub(super) lead: AtomicBool,
+    pub(super) lead_until: Mutex<Option<std::time::Instant>>,
     /// Bots met first here whose claim is not settled yet (see `shared`).
     pub(super) claims: Mutex<Vec<u32>>,
     /// Templates a poll met first, to claim in the store (see `shared`).
@@ -210,6 +212,7 @@ impl Cluster {
             // An unshared store has one router, which always leads; a shared one leads
             // once it holds the lease.
             lead: AtomicBool::new(!shared),
+            lead_until: Mutex::new(None),
             claims: Mutex::new(Vec::new()),
             template_claims: Mutex::new(Vec::new()),
             claims_waiting: tokio::sync::Notify::new(),
@@ -657,6 +660,10 @@ impl Cluster {
             }
             let gen = self.bump();
             let gid = self.upsert(&mut t, node, r, u64::MAX, &mut ops);
+            if let Some(g) = gid.filter(|g| sent.is_some() && t.unclaimed.contains(g)) {
+                // In the same step as its claim is queued: whoever settles it knows.
+                t.fresh.insert(g, sent_ms);
+            }
             if let Some(b) = gid.and_then(|g| t.bots.get_mut(&g)) {
                 b.since = gen;
                 if info.address.is_some() {

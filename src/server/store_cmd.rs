@@ -205,10 +205,14 @@ async fn copy_async(
         .open()
         .await
         .map_err(|e| format!("{}: {e}", to.describe()))?;
-    let snap = src
+    let mut snap = src
         .load()
         .await
         .map_err(|e| format!("reading {}: {e}", from.describe()))?;
+    if matches!(to, StoreSpec::Embedded(_)) && renumber_audit(&mut snap.audit) {
+        // Several routers each number their own trail; one file holds one sequence.
+        progress("the audit entries of several routers are numbered afresh, in time order");
+    }
     let want = Counts::of(&snap);
     let want_sum = checksum(&snap);
     progress(&format!("read {} from {}", want, from.describe()));
@@ -284,6 +288,20 @@ async fn copy_async(
         checksum: got_sum,
         id_high_water: back.id_high_water,
     })
+}
+
+/// Gives audit entries one sequence in time order when their numbers repeat (the trails of
+/// several routers); returns whether it did.
+fn renumber_audit(audit: &mut [crate::store::AuditRecord]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    if audit.iter().all(|a| seen.insert(a.seq)) {
+        return false;
+    }
+    audit.sort_by_key(|a| (a.at_ms, a.seq));
+    for (a, seq) in audit.iter_mut().zip(1u64..) {
+        a.seq = seq;
+    }
+    true
 }
 
 /// A checksum over every record, independent of the order a store returns them in.
@@ -364,6 +382,26 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         let e = StoreSpec::parse("/no/such/thing").unwrap_err();
         assert!(e.contains("not a mongodb:// URI"), "{e}");
+    }
+
+    #[test]
+    fn repeated_audit_numbers_are_renumbered_in_time_order() {
+        let entry = |seq: u64, at_ms: u64| crate::store::AuditRecord {
+            seq,
+            at_ms,
+            who: "a".into(),
+            from: String::new(),
+            action: "x".into(),
+            target: None,
+            status: 200,
+            outcome: "ok".into(),
+        };
+        let mut one = vec![entry(1, 10), entry(2, 20)];
+        assert!(!renumber_audit(&mut one));
+        let mut two = vec![entry(1, 30), entry(1, 10), entry(2, 20)];
+        assert!(renumber_audit(&mut two));
+        let got: Vec<(u64, u64)> = two.iter().map(|a| (a.seq, a.at_ms)).collect();
+        assert_eq!(got, vec![(1, 10), (2, 20), (3, 30)]);
     }
 
     #[test]

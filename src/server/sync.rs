@@ -31,12 +31,18 @@ pub const LEAD_LEASE: &str = "lead";
 /// after the leader dies (it is renewed every sync interval).
 pub const LEAD_TTL: Duration = Duration::from_secs(10);
 
-/// This router's name in leases and records: the configured one, or host name, process id
-/// and start time (a restarted router is a new holder; its old lease simply expires).
+/// How much sooner than its lease a leader stops acting (clock differences between routers).
+const LEAD_MARGIN: Duration = Duration::from_secs(2);
+
+/// This router's name in leases and records: the configured one or the host name and process
+/// id, with the start time (a restarted router is a new holder; its old lease simply
+/// expires).
 pub fn router_id(config: &Config) -> String {
     if let StorageConfig::Mongodb(m) = &config.storage {
         if let Some(id) = &m.router_id {
-            return id.clone();
+            // With this process's start time: two routers given the same name by mistake
+            // still hold leases and tell their writes apart as two routers.
+            return format!("{id}.{:x}", crate::store::now_ms());
         }
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -97,9 +103,9 @@ impl StoreSync {
         }
     }
 
-    /// One round: lease, changes, claims, ids. `held_until` is when the lease this router
-    /// last renewed runs out.
-    pub async fn round(&self, held_until: &mut Option<Instant>) {
+    /// Renews (or tries to take) the lead lease. `held_until` is when this router's lead
+    /// ends unless renewed.
+    pub async fn renew_lease(&self, held_until: &mut Option<Instant>) {
         let deadline = self.interval.max(Duration::from_secs(2));
         let asked = Instant::now();
         match self
@@ -108,23 +114,31 @@ impl StoreSync {
             .await
         {
             Ok(true) => {
-                *held_until = Some(asked + LEAD_TTL);
-                self.cluster.set_lead(true);
+                // Counted from before the request, less a margin for clocks and the other
+                // routers' sync interval: the lead ends here before the lease does.
+                let until = asked + LEAD_TTL.saturating_sub(LEAD_MARGIN.max(self.interval));
+                *held_until = Some(until);
+                self.cluster.set_lead_until(Some(until));
             }
             Ok(false) => {
                 *held_until = None;
-                self.cluster.set_lead(false);
+                self.cluster.set_lead_until(None);
             }
-            // The database does not answer: keep leading only while the lease this router
-            // holds is surely still its own (counted from before it was renewed).
+            // The database does not answer: the lead lasts as long as the last renewal
+            // (`Cluster::leads` checks the time), not a moment longer.
             Err(e) => {
                 log::warn!("could not renew the lead lease: {e}");
-                if held_until.is_none_or(|t| Instant::now() + self.interval >= t) {
+                if held_until.is_none_or(|t| Instant::now() >= t) {
                     *held_until = None;
-                    self.cluster.set_lead(false);
+                    self.cluster.set_lead_until(None);
                 }
             }
         }
+    }
+
+    /// One round of everything else: other routers' changes, claims, ids.
+    pub async fn round(&self) {
+        let deadline = self.interval.max(Duration::from_secs(2));
         match self.store.changes(deadline).await {
             Ok(changes) if !changes.is_empty() => {
                 let applied = self.cluster.apply_changes(&changes);
@@ -169,20 +183,37 @@ impl StoreSync {
 
 #[async_trait]
 impl BackgroundService for StoreSync {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
         let mut held_until = None;
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tick.tick() => self.round(&mut held_until).await,
-                // A bot met first here is claimed at once, not a sync interval later.
-                _ = self.cluster.claims_queued(self.interval) => {
-                    self.cluster.settle_claims(self.interval.max(Duration::from_secs(2))).await;
+        // The lease in a loop of its own: a slow round (claims waiting for the store) must
+        // not delay its renewal (`Cluster::leads` ends the lead on time either way).
+        let lease = async {
+            let mut stop = shutdown.clone();
+            let mut tick = tokio::time::interval(self.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tick.tick() => self.renew_lease(&mut held_until).await,
                 }
             }
-        }
+        };
+        let sync = async {
+            let mut stop = shutdown.clone();
+            let mut tick = tokio::time::interval(self.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tick.tick() => self.round().await,
+                    // A bot met first here is claimed at once, not a sync interval later.
+                    _ = self.cluster.claims_queued(self.interval) => {
+                        self.cluster.settle_claims(self.interval.max(Duration::from_secs(2))).await;
+                    }
+                }
+            }
+        };
+        tokio::join!(lease, sync);
         // Hand the lead over at once rather than after the lease runs out.
         if held_until.is_some() {
             let _ = self

@@ -329,8 +329,10 @@ impl EmbeddedStore {
             }
         };
         match current {
-            Some(other) if other.node != t.node => Ok(Claim::Lost(other)),
-            _ => {
+            // A stored record is the template, wherever it is: never overwritten by a claim
+            // (its settings and identity would be lost).
+            Some(other) => Ok(Claim::Lost(other)),
+            None => {
                 self.apply_sync(&[Op::PutTemplate(t.clone())])?;
                 Ok(Claim::Won)
             }

@@ -76,6 +76,34 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// Whether trying again later can succeed (the store did not answer, or not in time), as
+    /// opposed to a store that answered and refused.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+}
+
+/// What an op writes, for messages (never its contents: records hold secrets).
+fn op_name(op: &Op) -> String {
+    match op {
+        Op::PutBot(b) => format!("bot {}", b.id),
+        Op::DeleteBot(id) => format!("the removal of bot {id}"),
+        Op::PutTemplate(t) => format!("template {}", t.name),
+        Op::DeleteTemplate(n) => format!("the removal of template {n}"),
+        Op::PutNode(n) => format!("node {}", n.name),
+        Op::DeleteNode(n) => format!("the removal of node {n}"),
+        Op::PutKey(k) => format!("key {}", k.name),
+        Op::DeleteKey(k) => format!("the removal of key {k}"),
+        Op::PutFence(f) => format!("the fence of bot {} on {}", f.bot, f.node),
+        Op::DeleteFence(n, b) => format!("the removal of the fence of bot {b} on {n}"),
+        Op::RaiseIdHighWater(m) => format!("the id mark {m}"),
+        Op::PutAudit(a) => format!("audit entry {}", a.seq),
+        Op::PutOperation(o) => format!("operation {}", o.id),
+        Op::DeleteOperation(id) => format!("the removal of operation {id}"),
+    }
+}
+
 pub use crate::protocol::settings::Identity;
 
 /// How long the router waits for one of its own writes that an answer depends on (a new
@@ -422,8 +450,9 @@ pub trait Store: Send + Sync + 'static {
     /// can never release a key another bot holds now.
     async fn claim_bot(&self, bot: &BotRecord) -> Result<Claim<BotRecord>, StoreError>;
     /// The same for a template name (unique across the cluster): Won (stored as
-    /// [`Op::PutTemplate`]; a record of the same name on the same node counts as won and is
-    /// updated) or Lost (the current holder's record).
+    /// [`Op::PutTemplate`]) only when no record of that name exists; otherwise Lost with the
+    /// stored record, also when it is on the same node (a claim never overwrites the settings
+    /// and identity a template's record holds).
     async fn claim_template(&self, t: &TemplateRecord)
         -> Result<Claim<TemplateRecord>, StoreError>;
     /// Records other routers changed since the previous call (the first call: since
@@ -760,7 +789,7 @@ impl Worker {
         }
         let mut pause = RETRY_FIRST;
         let mut failures: u32 = 0;
-        loop {
+        'batch: loop {
             match self.store.apply(ops).await {
                 Ok(()) => {
                     if failures > 0 {
@@ -773,6 +802,42 @@ impl Worker {
                     for w in waiters.drain(..) {
                         let _ = w.send(Ok(()));
                     }
+                    break;
+                }
+                Err(e) if !e.is_transient() => {
+                    // The store answered and refused (a record it cannot take): retrying
+                    // the same batch would block every later request for good. Write the
+                    // ops one by one so that only the refused ones are lost, and say which.
+                    log::error!(
+                        "store write of {} operation(s) refused: {e}; writing them one by one",
+                        ops.len()
+                    );
+                    for w in waiters.drain(..) {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                    let mut i = 0;
+                    while i < ops.len() {
+                        match self.store.apply(&ops[i..=i]).await {
+                            Ok(()) => i += 1,
+                            Err(e) if e.is_transient() => {
+                                // An outage began: the rest waits for it like any batch.
+                                ops.drain(..i);
+                                self.set_available(false);
+                                failures = failures.saturating_add(1);
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(RETRY_MAX);
+                                continue 'batch;
+                            }
+                            Err(e) => {
+                                log::error!(
+                                    "store write dropped: {} refused: {e}",
+                                    op_name(&ops[i])
+                                );
+                                i += 1;
+                            }
+                        }
+                    }
+                    self.set_available(true);
                     break;
                 }
                 Err(e) => {
@@ -969,6 +1034,10 @@ mod tests {
                 self.0.failing.store(left - 1, Ordering::SeqCst);
                 return Err(StoreError::Unavailable("test outage".into()));
             }
+            // Refused for good (the store answered): the removal of bot 666.
+            if ops.contains(&Op::DeleteBot(666)) {
+                return Err(StoreError::Io("refused by the test store".into()));
+            }
             self.0.written.lock().extend(ops.iter().cloned());
             Ok(())
         }
@@ -1028,6 +1097,29 @@ mod tests {
             "the failed batch is written first, then the later one"
         );
         assert_eq!(store.tries.load(Ordering::SeqCst), 5);
+    }
+
+    /// A batch the store refuses (it answered: not an outage) is not retried for ever: its
+    /// other ops are written one by one, the refused one is dropped, and later requests run.
+    #[tokio::test]
+    async fn a_refused_op_is_dropped_and_the_rest_of_its_batch_written() {
+        let store = FlakyStore::new(0);
+        let h = StoreHandle::spawn(Box::new(Shared(store.clone()))).expect("spawn");
+        let r = h
+            .commit(
+                vec![Op::DeleteBot(1), Op::DeleteBot(666), Op::DeleteBot(2)],
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(matches!(r, Err(StoreError::Io(_))), "{r:?}");
+        h.commit(vec![Op::DeleteBot(3)], Duration::from_secs(5))
+            .await
+            .expect("a later write");
+        assert_eq!(
+            *store.written.lock(),
+            vec![Op::DeleteBot(1), Op::DeleteBot(2), Op::DeleteBot(3)]
+        );
+        assert!(h.available());
     }
 
     /// A caller that gives up does not stop the worker, and `open` runs its opener on the

@@ -198,6 +198,9 @@ pub struct Operations {
     rebuilder: Rebuilder,
     next_id: AtomicU64,
     ops: Mutex<BTreeMap<u64, OpData>>,
+    /// Operations with a task running here: one task per operation, also when the lead
+    /// leaves and comes back while an old task still winds down.
+    running: Arc<Mutex<HashSet<u64>>>,
 }
 
 impl std::fmt::Debug for Operations {
@@ -237,6 +240,7 @@ impl Operations {
             rebuilder: Rebuilder::new(rebuild_view, connect_timeout, request_timeout),
             next_id: AtomicU64::new(next),
             ops: Mutex::new(ops),
+            running: Arc::default(),
         })
     }
 
@@ -259,7 +263,12 @@ impl Operations {
             .map(|(id, _)| *id)
             .collect();
         for id in running {
-            log::warn!("resuming operation {id}, interrupted by a router restart");
+            if self.running.lock().contains(&id) {
+                continue;
+            }
+            log::warn!(
+                "resuming operation {id} (interrupted by a router restart or a change of lead)"
+            );
             tokio::spawn(self.clone().run(id, HashMap::new()));
         }
     }
@@ -498,6 +507,17 @@ impl Operations {
 
     /// Works through an operation's bots, `failover.concurrency` at a time.
     async fn run(self: Arc<Self>, id: u64, mut reservations: HashMap<u32, Reservation>) {
+        struct Running(Arc<Mutex<HashSet<u64>>>, u64);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.lock().remove(&self.1);
+            }
+        }
+        if !self.running.lock().insert(id) {
+            log::debug!("operation {id} runs here already");
+            return;
+        }
+        let _running = Running(self.running.clone(), id);
         let Some(left) = self.ops.lock().get(&id).map(|d| d.left.clone()) else {
             return;
         };
@@ -538,7 +558,9 @@ impl Operations {
         }
         drop(results);
         if paused {
-            log::warn!("operation {id} paused here: this router no longer leads the cluster");
+            // Resumed by `resume` (the Resumer calls it while this router leads) from
+            // what is left.
+            log::warn!("operation {id} paused here: this router did not lead the cluster");
             return;
         }
         self.update(id, |d| {

@@ -108,7 +108,18 @@ impl MongoStore {
                 .await?;
             match record {
                 Some(d) if !is_tombstone(&d) => {
-                    return Ok(Claim::Lost(decode(&format!("bots {holder}"), d)?))
+                    let rec: BotRecord = decode(&format!("bots {holder}"), d)?;
+                    if slot_key(&rec) == key {
+                        return Ok(Claim::Lost(rec));
+                    }
+                    // The key outlived its bot's move (the batch that moved it is being
+                    // retried): it names no bot in this slot. Free it, still only if it
+                    // names that holder, and claim again.
+                    self.run(
+                        "free a bot claim",
+                        slots.delete_one(doc! {"_id": key.as_str(), "bot": holder}),
+                    )
+                    .await?;
                 }
                 Some(_) => {
                     // The holder was deleted and its key not yet given up (its batch is being
@@ -154,7 +165,9 @@ impl MongoStore {
                 )
                 .await?;
             if let Some(d) = &current {
-                if !is_tombstone(d) && d.get_str("node").ok() != Some(t.node.as_str()) {
+                // A live record is the template, on whichever node: a claim never replaces
+                // it (its settings and identity would be lost).
+                if !is_tombstone(d) {
                     return Ok(Claim::Lost(decode(&what, d.clone())?));
                 }
             }
@@ -162,8 +175,8 @@ impl MongoStore {
             let doc = self.record_doc(Bson::String(t.name.clone()), t, rev)?;
             match current {
                 Some(d) => {
-                    // Ours (same node) or deleted: replace it only as we read it, so a
-                    // router that took the name meanwhile keeps it.
+                    // Deleted: replace the tombstone only as we read it, so a router that
+                    // took the name meanwhile keeps it.
                     let seen = int(&d, "rev").unwrap_or(0);
                     let r = self
                         .run(

@@ -42,6 +42,11 @@ impl Feed {
         }
     }
 
+    /// Whether a load (or a poll) started it.
+    pub(super) fn started(&self) -> bool {
+        !self.checkpoints.is_empty()
+    }
+
     /// Notes a counter reading; returns the floor to read above.
     fn start_poll(&mut self, counter: i64, at: Instant) -> i64 {
         if self.checkpoints.back().is_none_or(|(c, _)| *c < counter) {

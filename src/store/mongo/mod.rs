@@ -17,12 +17,14 @@
 //! document carries the revision `rev` of the batch that wrote it and the writer's router id
 //! `by`; a delete leaves a tombstone `{_id, deleted: true, rev, by, gone_at}`), `counters`
 //! (`ids`: the next cluster id; `rev`: the last revision handed out), `leases`, `audit`
-//! (`_id` = router id + sequence, as every router numbers its own trail), and `bot_slots`
-//! (`_id` = the bot instance key node/local id/node start time, `bot` = the cluster id holding
-//! it). `_id` is unique in every collection, which makes the cluster id, the template name and
-//! the slot key unique; the other indexes (created at open) are `rev` in the synced
-//! collections, `bot` in `bot_slots`, `seq` in `audit`, and TTL indexes that only clean up:
-//! expired leases after an hour, tombstones after a week. The expiry of a lease is always
+//! (`_id` = router id + sequence, as every router numbers its own trail), `bot_slots`
+//! (`_id` = the bot instance key node/local id/node start time, `bot` = the cluster id
+//! holding it) and `seats` (a create in flight on a node, with its expiry). `_id` is unique
+//! in every collection, which makes the cluster id, the template name and the slot key
+//! unique; the other indexes (created at open) are `rev` in the synced collections, `bot` in
+//! `bot_slots`, `seq` in `audit`, `node` in `bots` and `node` + `until_ms` in `seats` (a seat
+//! counts a node's bots and seats), and TTL indexes that only clean up: expired leases and
+//! seats after an hour, tombstones after a week. The expiry of a lease or seat is always
 //! checked in the query, because the TTL monitor runs only about once a minute.
 //!
 //! # Consistency
@@ -549,7 +551,14 @@ impl Store for MongoStore {
             what: "counters ids".into(),
             reason: format!("{next} is out of range"),
         })?;
-        *self.feed.lock() = Feed::loaded(counter, started, seen);
+        // Only the first load starts the feed: a later one (the operations a router reads
+        // when it takes the lead) must not mark other routers' writes seen before this
+        // router's view has applied them.
+        let mut feed = self.feed.lock();
+        if !feed.started() {
+            *feed = Feed::loaded(counter, started, seen);
+        }
+        drop(feed);
         Ok(snap)
     }
 
