@@ -120,6 +120,7 @@ conformance!(
     concurrent_claims_of_one_instance_have_one_winner,
     a_template_name_is_claimed_once,
     clear_removes_everything,
+    a_bot_patch_applies_only_where_the_bot_still_runs,
 );
 
 // === records ===
@@ -467,6 +468,42 @@ async fn a_template_name_is_claimed_once(env: Env) {
         .expect("delete");
     assert_eq!(s.claim_template(&b).await.expect("freed"), Claim::Won);
     assert_eq!(s.load().await.expect("load").templates, vec![b]);
+}
+
+/// A patch of a bot's own fields applies while the record places the bot where the patch
+/// was made, and is ignored once another writer moved it (it never moves it back).
+async fn a_bot_patch_applies_only_where_the_bot_still_runs(env: Env) {
+    let s = env.open("r1").await;
+    let b = bot(5, "n1", 3, Some("T1"));
+    s.apply(&[Op::PutBot(b.clone())]).await.expect("put");
+    let patch = |nick: &str| {
+        Op::PatchBot(ts3ab_lb::store::BotPatch {
+            id: 5,
+            node: "n1".into(),
+            local_id: 3,
+            nickname: Some(nick.into()),
+            ..Default::default()
+        })
+    };
+    s.apply(&[patch("Alice")]).await.expect("patch");
+    let got = s.load().await.expect("load").bots;
+    let mut want = b.clone();
+    want.nickname = Some("Alice".into());
+    assert_eq!(got, vec![want.clone()]);
+    // Moved by another writer: a patch made against the old place changes nothing.
+    let moved = BotRecord {
+        node: "n2".into(),
+        local_id: 0,
+        ..want.clone()
+    };
+    s.apply(&[Op::PutBot(moved.clone())]).await.expect("move");
+    s.apply(&[patch("Bob")]).await.expect("stale patch");
+    assert_eq!(s.load().await.expect("load").bots, vec![moved]);
+    // A patch of a bot that is gone creates nothing.
+    s.apply(&[Op::DeleteBot(5), patch("Carol")])
+        .await
+        .expect("gone");
+    assert!(s.load().await.expect("load").bots.is_empty());
 }
 
 /// Clearing removes every record, the counters and the leases.

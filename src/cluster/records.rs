@@ -10,9 +10,19 @@ use std::time::Duration;
 
 use crate::cluster::node::NodeId;
 use crate::cluster::view::{Cluster, PendingTemplate};
-use crate::store::{BotRecord, Identity, Op, StoreError};
+use crate::store::{BotPatch, BotRecord, Identity, Op, StoreError};
 
 impl Cluster {
+    /// The write for an edit of a bot's own fields: on a shared store only those fields, and
+    /// only while the bot still runs where this router saw it (another router may have moved
+    /// it meanwhile, and a whole record from here would move it back).
+    fn bot_write(&self, old: &BotRecord, new: &BotRecord) -> Op {
+        match BotPatch::between(old, new).filter(|_| self.is_shared()) {
+            Some(p) => Op::PatchBot(p),
+            None => Op::PutBot(new.clone()),
+        }
+    }
+
     /// Records a setting written in a bot's context: for a template bot it belongs to its
     /// template; for a temporary bot only what a rebuild needs is kept (nickname, channel,
     /// address).
@@ -35,8 +45,9 @@ impl Cluster {
             let Some(b) = t.bots.get_mut(&gid) else {
                 return;
             };
+            let old = b.record.clone();
             f(&mut b.record);
-            Op::PutBot(b.record.clone())
+            self.bot_write(&old, &b.record)
         };
         self.submit(vec![op]);
     }
@@ -131,8 +142,9 @@ impl Cluster {
             else {
                 return;
             };
+            let old = b.record.clone();
             b.record.identity = Some(identity.clone());
-            ops.push(Op::PutBot(b.record.clone()));
+            ops.push(self.bot_write(&old, &b.record));
             if let Some(name) = b.record.template.clone() {
                 if let Some(tp) = t.templates.get_mut(&name) {
                     tp.record.identity = Some(identity);

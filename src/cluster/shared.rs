@@ -204,7 +204,11 @@ impl Cluster {
         if self.is_shared() {
             let t = self.tables.read();
             if !t.unclaimed.is_empty() {
-                ops.retain(|op| !matches!(op, Op::PutBot(b) if t.unclaimed.contains(&b.id)));
+                ops.retain(|op| match op {
+                    Op::PutBot(b) => !t.unclaimed.contains(&b.id),
+                    Op::PatchBot(p) => !t.unclaimed.contains(&p.id),
+                    _ => true,
+                });
             }
         }
         if !ops.is_empty() {

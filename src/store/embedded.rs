@@ -163,6 +163,19 @@ impl EmbeddedStore {
                     Op::DeleteBot(id) => {
                         bots.remove(*id).map_err(io)?;
                     }
+                    Op::PatchBot(p) => {
+                        let current = match bots.get(p.id).map_err(io)? {
+                            Some(v) => {
+                                Some(decode::<BotRecord>(&format!("bot {}", p.id), v.value())?)
+                            }
+                            None => None,
+                        };
+                        if let Some(mut rec) = current {
+                            if p.apply_to(&mut rec) {
+                                bots.insert(rec.id, encode(&rec)?.as_slice()).map_err(io)?;
+                            }
+                        }
+                    }
                     Op::PutTemplate(t) => {
                         templates
                             .insert(t.name.as_str(), encode(t)?.as_slice())

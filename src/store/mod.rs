@@ -88,6 +88,7 @@ impl StoreError {
 fn op_name(op: &Op) -> String {
     match op {
         Op::PutBot(b) => format!("bot {}", b.id),
+        Op::PatchBot(p) => format!("a change to bot {}", p.id),
         Op::DeleteBot(id) => format!("the removal of bot {id}"),
         Op::PutTemplate(t) => format!("template {}", t.name),
         Op::DeleteTemplate(n) => format!("the removal of template {n}"),
@@ -356,11 +357,96 @@ pub struct Snapshot {
     pub id_high_water: u32,
 }
 
+/// Changes to a bot record's own fields (not where it runs), applied only while the record
+/// still places the bot where the writer saw it: a router editing a bot never undoes a move
+/// another router made meanwhile (several routers write one store).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct BotPatch {
+    /// Cluster id.
+    pub id: u32,
+    /// The node the writer saw it on.
+    pub node: String,
+    /// Its local id there.
+    pub local_id: u32,
+    /// A new nickname.
+    pub nickname: Option<String>,
+    /// A new channel.
+    pub channel: Option<String>,
+    /// A new server address.
+    pub address: Option<String>,
+    /// The identity read from the node.
+    pub identity: Option<Identity>,
+}
+
+impl fmt::Debug for BotPatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BotPatch")
+            .field("id", &self.id)
+            .field("node", &self.node)
+            .field("local_id", &self.local_id)
+            .field("nickname", &self.nickname)
+            .field("channel", &self.channel)
+            .field("address", &self.address)
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl BotPatch {
+    /// The fields that differ between two versions of one record (None: nothing besides
+    /// them changed, or where it runs changed, which a patch cannot say).
+    pub fn between(old: &BotRecord, new: &BotRecord) -> Option<BotPatch> {
+        let mut rest = old.clone();
+        rest.nickname.clone_from(&new.nickname);
+        rest.channel.clone_from(&new.channel);
+        rest.address.clone_from(&new.address);
+        rest.identity.clone_from(&new.identity);
+        if rest != *new || old == new {
+            return None;
+        }
+        let changed =
+            |a: &Option<String>, b: &Option<String>| (a != b).then(|| b.clone()).flatten();
+        Some(BotPatch {
+            id: new.id,
+            node: new.node.clone(),
+            local_id: new.local_id,
+            nickname: changed(&old.nickname, &new.nickname),
+            channel: changed(&old.channel, &new.channel),
+            address: changed(&old.address, &new.address),
+            identity: (old.identity != new.identity)
+                .then(|| new.identity.clone())
+                .flatten(),
+        })
+    }
+
+    /// Applies it to `rec` if `rec` still places the bot where the patch was made.
+    pub fn apply_to(&self, rec: &mut BotRecord) -> bool {
+        if rec.id != self.id || rec.node != self.node || rec.local_id != self.local_id {
+            return false;
+        }
+        if let Some(v) = &self.nickname {
+            rec.nickname = Some(v.clone());
+        }
+        if let Some(v) = &self.channel {
+            rec.channel = Some(v.clone());
+        }
+        if let Some(v) = &self.address {
+            rec.address = Some(v.clone());
+        }
+        if let Some(v) = &self.identity {
+            rec.identity = Some(v.clone());
+        }
+        true
+    }
+}
+
 /// One write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Insert or replace a bot.
     PutBot(BotRecord),
+    /// Change a bot's own fields, only where it still runs where the writer saw it.
+    PatchBot(BotPatch),
     /// Remove a bot.
     DeleteBot(u32),
     /// Insert or replace a template.
@@ -1097,6 +1183,47 @@ mod tests {
             "the failed batch is written first, then the later one"
         );
         assert_eq!(store.tries.load(Ordering::SeqCst), 5);
+    }
+
+    /// A patch carries exactly the edited own fields; a change of where the bot runs (or of
+    /// its template) is no patch.
+    #[test]
+    fn a_patch_is_the_difference_of_the_own_fields() {
+        let old = BotRecord {
+            id: 1,
+            node: "n".into(),
+            local_id: 2,
+            template: None,
+            address: Some("a".into()),
+            server_password: None,
+            channel: None,
+            nickname: Some("x".into()),
+            identity: None,
+            created_ms: 0,
+            node_started: None,
+        };
+        let mut new = old.clone();
+        new.nickname = Some("y".into());
+        new.channel = Some("/5".into());
+        let p = BotPatch::between(&old, &new).expect("a patch");
+        assert_eq!(
+            (
+                p.nickname.as_deref(),
+                p.channel.as_deref(),
+                p.address.as_deref()
+            ),
+            (Some("y"), Some("/5"), None)
+        );
+        let mut applied = old.clone();
+        assert!(p.apply_to(&mut applied));
+        assert_eq!(applied, new);
+        let mut moved = old.clone();
+        moved.local_id = 9;
+        assert!(!p.apply_to(&mut moved), "a moved bot is left alone");
+        assert!(BotPatch::between(&old, &old).is_none());
+        let mut renamed = new.clone();
+        renamed.template = Some("t".into());
+        assert!(BotPatch::between(&old, &renamed).is_none());
     }
 
     /// A batch the store refuses (it answered: not an outage) is not retried for ever: its

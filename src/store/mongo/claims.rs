@@ -274,7 +274,7 @@ impl MongoStore {
             .run(
                 "count bots",
                 self.coll(Coll::Bots.name())
-                    .count_documents(doc! {"node": node, "deleted": {"$ne": true}}),
+                    .count_documents(doc! {"node": node}),
             )
             .await?;
         if bots.saturating_add(held) > u64::from(capacity) {

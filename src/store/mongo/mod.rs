@@ -604,6 +604,44 @@ impl Store for MongoStore {
                     let id = Bson::Int64(i64::from(*id));
                     (Target::Synced(Coll::Bots, id), None)
                 }
+                Op::PatchBot(p) => {
+                    // Only while the record still places the bot where the writer saw it;
+                    // the slot is unchanged, so its claim key is too.
+                    let id = Bson::Int64(i64::from(p.id));
+                    let mut set = doc! {"rev": rev, "by": self.router_id.as_str()};
+                    let fields = [
+                        ("nickname", &p.nickname),
+                        ("channel", &p.channel),
+                        ("address", &p.address),
+                    ];
+                    for (k, v) in fields {
+                        if let Some(v) = v {
+                            set.insert(k, v.as_str());
+                        }
+                    }
+                    if let Some(identity) = &p.identity {
+                        let d = bson::to_document(identity).map_err(|e| {
+                            StoreError::Io(format!("cannot encode a record as BSON: {e}"))
+                        })?;
+                        set.insert("identity", d);
+                    }
+                    written.entry(Coll::Bots).or_default().push(id.clone());
+                    let stmt = doc! {
+                        // A tombstone keeps no `node`, so it never matches.
+                        "q": {
+                            "_id": id,
+                            "node": p.node.as_str(),
+                            "local_id": i64::from(p.local_id),
+                        },
+                        "u": {"$set": set},
+                        "upsert": false,
+                    };
+                    match runs.last_mut() {
+                        Some((c, stmts)) if *c == Coll::Bots => stmts.push(stmt),
+                        _ => runs.push((Coll::Bots, vec![stmt])),
+                    }
+                    continue;
+                }
                 Op::PutTemplate(t) => {
                     let id = Bson::String(t.name.clone());
                     let d = self.record_doc(id.clone(), t, rev)?;
