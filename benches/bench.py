@@ -1042,7 +1042,7 @@ def mongo_server(work):
     MongoDB), else nx-27017 from a venv under the target dir, on a file database in `work`."""
     uri = os.environ.get("TS3AB_BENCH_MONGODB_URI", "").strip()
     if uri:
-        return uri, "MongoDB at TS3AB_BENCH_MONGODB_URI"
+        return uri, "MongoDB at TS3AB_BENCH_MONGODB_URI", None
     venv = TARGET / "bench-mongo-venv"
     if not (venv / ".ready-nx-27017-0.8.1").exists():
         shutil.rmtree(venv, ignore_errors=True)
@@ -1050,16 +1050,20 @@ def mongo_server(work):
         subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
                         "nx-27017==0.8.1"], check=True)
         (venv / ".ready-nx-27017-0.8.1").write_text("ok")
-    logf = work / "nx-27017.log"
-    p = PROCS.start("nx-27017", [str(venv / "bin" / "nx-27017"), "--db", str(work / "nx-27017.db"), "-p", "0",
-                                 "--log-file", str(logf), "--pid-file", str(work / "nx-27017.pid")],
-                    cpu=LOAD_CPU, log_path=work / "nx-27017.out")
+    # A fresh server (and file) for every measurement: nx-27017 slows down as its one SQLite
+    # file grows, which would make later rounds slower than earlier ones.
+    n = len(list(work.glob("nx-27017-*.log")))
+    logf = work / f"nx-27017-{n}.log"
+    p = PROCS.start(f"nx-27017-{n}", [str(venv / "bin" / "nx-27017"), "--db", str(work / f"nx-27017-{n}.db"), "-p",
+                                      "0", "--log-file", str(logf), "--pid-file", str(work / f"nx-27017-{n}.pid")],
+                    cpu=LOAD_CPU, log_path=work / f"nx-27017-{n}.out")
     end = time.time() + 60
     while time.time() < end:
-        for f in (logf, work / "nx-27017.out"):
+        for f in (logf, work / f"nx-27017-{n}.out"):
             m = re.search(r"Listening on [\d.]+:(\d+)", f.read_text() if f.exists() else "")
             if m:
-                return f"mongodb://127.0.0.1:{m.group(1)}/", "nx-27017 0.8.1 (Python + SQLite, one process)"
+                return (f"mongodb://127.0.0.1:{m.group(1)}/",
+                        "nx-27017 0.8.1 (Python + SQLite, one process, a fresh file per measurement)", p)
         time.sleep(0.1)
     raise RuntimeError("nx-27017 did not start")
 
@@ -1067,16 +1071,17 @@ def mongo_server(work):
 def section_store(cfg, work, R):
     """Creates per second and their latency on each store, side by side in interleaved rounds,
     and how soon a second router on the same database routes a bot the first one created."""
-    uri, server = mongo_server(work)
+    server = None
     rounds, creates = cfg["store_rounds"], cfg["store_creates"]
     runs = {"embedded": [], "mongodb": []}
     for rnd in range(rounds):
         for kind in ("embedded", "mongodb"):
             fc = start_fake_cluster(work, f"store-nodes-{kind}-{rnd}", 4, bots=0, workers=1)
             addrs = [u.replace("http://", "") for u in fc.urls]
-            storage = None
+            storage, db_proc = None, None
             if kind == "mongodb":
-                storage = f'{{kind: mongodb, uri: "{uri}", database: "bench_{rnd}_{int(time.time())}"}}'
+                uri, server, db_proc = mongo_server(work)
+                storage = f'{{kind: mongodb, uri: "{uri}", database: "bench_{rnd}"}}'
             lb = start_router(work, f"router-store-{kind}-{rnd}", [(a, creates) for a in addrs], storage=storage)
             router_bots(lb.port, 0)
             res = loadgen(lb.port, ["/api/bot/connect/to/ts.example.com"], KEY_HDR, 600, conns=16, warmup=0,
@@ -1088,11 +1093,14 @@ def section_store(cfg, work, R):
                 f"errors {res['errors']}")
             PROCS.stop(lb, signal.SIGINT)
             PROCS.stop(fc)
+            if db_proc:
+                PROCS.stop(db_proc)
 
     # Sync delay: router A creates, router B (same database, polls off) routes the new id.
     fc = start_fake_cluster(work, "store-sync-nodes", 2, bots=0, workers=1)
     addrs = [u.replace("http://", "") for u in fc.urls]
-    db = f"bench_sync_{int(time.time())}"
+    uri, server, db_proc = mongo_server(work)
+    db = "bench_sync"
     storage = f'{{kind: mongodb, uri: "{uri}", database: "{db}", sync_interval_ms: {cfg["store_sync_ms"]}}}'
     a = start_router(work, "router-sync-a", [(x, 10000) for x in addrs], interval_ms=60000, storage=storage)
     b = start_router(work, "router-sync-b", [(x, 10000) for x in addrs], interval_ms=60000, storage=storage)
@@ -1116,6 +1124,8 @@ def section_store(cfg, work, R):
     PROCS.stop(a, signal.SIGINT)
     PROCS.stop(b, signal.SIGINT)
     PROCS.stop(fc)
+    if db_proc:
+        PROCS.stop(db_proc)
 
     def st(kind, k):
         return stats([x[k] for x in runs[kind]])
@@ -1233,7 +1243,7 @@ def targets_table(R):
         add("Sync delay between two routers", f"≤ sync interval ({so['sync_interval_ms']} ms) + 0.5 s",
             f"max {d['max'] * 1000:.0f} ms (median {d['median'] * 1000:.0f} ms)", d["max"] <= limit,
             f"{so['server']}")
-        add("Creates on MongoDB", "no fixed goal (reported)", f"{fmt_s(so['mongodb_vs_embedded'])}× embedded",
+        add("Creates on MongoDB", "no fixed goal (reported)", f"{fmt_s(so['mongodb_vs_embedded'], 4)}× embedded",
             True, f"added p50 {fmt_s(so['added_p50_ms'])} ms on {so['server']}")
     return rows
 
@@ -1392,7 +1402,7 @@ def render_md(R, meta):
         L.append("| --- | --- | --- | --- |")
         for k in ("embedded", "mongodb"):
             L.append(f"| {k} | {fmt_s(so['creates_per_s'][k], 0)} | {fmt_s(so['p50_ms'][k])} | {fmt_s(so['p99_ms'][k])} |")
-        L.append(f"\nMongoDB / embedded creates per second: {fmt_s(so['mongodb_vs_embedded'])}; added p50 latency "
+        L.append(f"\nMongoDB / embedded creates per second: {fmt_s(so['mongodb_vs_embedded'], 4)}; added p50 latency "
                  f"{fmt_s(so['added_p50_ms'])} ms.\n")
         d = so["sync_delay_s"]
         L.append(f"Sync delay (router A creates a bot, router B on the same database with polling off routes it; "
