@@ -23,7 +23,9 @@ use crate::cluster::node::{Node, NodeId, NodeSource};
 use crate::cluster::tables::{Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
 use crate::config::NodeConfig;
-use crate::store::{BotRecord, Change, Claim, NodeRecord, Op, StoreError, TemplateRecord};
+use crate::store::{
+    BotPatch, BotRecord, Change, Claim, NodeRecord, Op, StoreError, TemplateRecord,
+};
 
 /// How long a seat outlives a router that died holding it: longer than any create takes.
 const SEAT_TTL: Duration = Duration::from_secs(60);
@@ -352,7 +354,26 @@ impl Cluster {
                     let stale = !same || fresh_ms.is_some_and(|sent| w.created_ms < sent);
                     if !stale {
                         let id = w.id;
-                        self.adopt(gid, w);
+                        // What the create knew and a poll cannot (the address as given, the
+                        // server password) goes to the winner's record.
+                        let patch = BotPatch {
+                            id,
+                            node: w.node.clone(),
+                            local_id: w.local_id,
+                            address: rec.address.clone().filter(|_| w.address.is_none()),
+                            server_password: rec
+                                .server_password
+                                .clone()
+                                .filter(|_| w.server_password.is_none()),
+                            ..BotPatch::default()
+                        };
+                        let mut merged = w;
+                        let wants_patch = patch.apply_to(&mut merged)
+                            && (patch.address.is_some() || patch.server_password.is_some());
+                        self.adopt(gid, merged);
+                        if wants_patch {
+                            self.store.submit(vec![Op::PatchBot(patch)]);
+                        }
                         return Ok(id);
                     }
                     // The slot holds another bot now (the identity rule of `view`): the

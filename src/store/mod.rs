@@ -374,6 +374,8 @@ pub struct BotPatch {
     pub channel: Option<String>,
     /// A new server address.
     pub address: Option<String>,
+    /// The server password given at connect. Secret.
+    pub server_password: Option<String>,
     /// The identity read from the node.
     pub identity: Option<Identity>,
 }
@@ -387,6 +389,10 @@ impl fmt::Debug for BotPatch {
             .field("nickname", &self.nickname)
             .field("channel", &self.channel)
             .field("address", &self.address)
+            .field(
+                "server_password",
+                &self.server_password.as_ref().map(|_| "<redacted>"),
+            )
             .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -400,6 +406,7 @@ impl BotPatch {
         rest.nickname.clone_from(&new.nickname);
         rest.channel.clone_from(&new.channel);
         rest.address.clone_from(&new.address);
+        rest.server_password.clone_from(&new.server_password);
         rest.identity.clone_from(&new.identity);
         if rest != *new || old == new {
             return None;
@@ -413,6 +420,7 @@ impl BotPatch {
             nickname: changed(&old.nickname, &new.nickname),
             channel: changed(&old.channel, &new.channel),
             address: changed(&old.address, &new.address),
+            server_password: changed(&old.server_password, &new.server_password),
             identity: (old.identity != new.identity)
                 .then(|| new.identity.clone())
                 .flatten(),
@@ -432,6 +440,9 @@ impl BotPatch {
         }
         if let Some(v) = &self.address {
             rec.address = Some(v.clone());
+        }
+        if let Some(v) = &self.server_password {
+            rec.server_password = Some(v.clone());
         }
         if let Some(v) = &self.identity {
             rec.identity = Some(v.clone());
@@ -1205,15 +1216,18 @@ mod tests {
         let mut new = old.clone();
         new.nickname = Some("y".into());
         new.channel = Some("/5".into());
+        new.server_password = Some("secretpw".into());
         let p = BotPatch::between(&old, &new).expect("a patch");
         assert_eq!(
             (
                 p.nickname.as_deref(),
                 p.channel.as_deref(),
-                p.address.as_deref()
+                p.address.as_deref(),
+                p.server_password.as_deref()
             ),
-            (Some("y"), Some("/5"), None)
+            (Some("y"), Some("/5"), None, Some("secretpw"))
         );
+        assert!(!format!("{p:?}").contains("secretpw"), "{p:?}");
         let mut applied = old.clone();
         assert!(p.apply_to(&mut applied));
         assert_eq!(applied, new);

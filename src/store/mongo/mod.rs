@@ -613,6 +613,7 @@ impl Store for MongoStore {
                         ("nickname", &p.nickname),
                         ("channel", &p.channel),
                         ("address", &p.address),
+                        ("server_password", &p.server_password),
                     ];
                     for (k, v) in fields {
                         if let Some(v) = v {
