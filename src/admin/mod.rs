@@ -186,13 +186,13 @@ impl BackgroundService for Resumer {
                 match load.await {
                     Ok(Ok(snapshot)) => self.0.take_over(snapshot.operations),
                     Ok(Err(e)) => {
-                        log::error!("could not read the operations to resume: {e}");
+                        log::error!("could not read the operations to resume: {e}; again in 5 s");
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                         continue;
                     }
                     Err(_) => {
-                        log::error!(
-                            "could not read the operations to resume: the store did not answer"
-                        );
+                        log::error!("could not read the operations to resume: the store did not answer; again in 5 s");
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                         continue;
                     }
                 }

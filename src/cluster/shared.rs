@@ -313,6 +313,14 @@ impl Cluster {
                 (rec, fresh)
             };
             let outcome = self.store.claim_bot(rec.clone(), timeout).await?;
+            {
+                // Another claim of this bot (the sync loop's and a create's own can be in
+                // flight together) settled it meanwhile: its outcome stands.
+                let t = self.tables.read();
+                if !t.unclaimed.contains(&gid) {
+                    return Ok(t.adopted.get(&gid).map_or(gid, |(w, _)| *w));
+                }
+            }
             log::debug!(
                 "claim of bot {gid} ({} local {} started {:?}): {}",
                 rec.node,
@@ -376,6 +384,13 @@ impl Cluster {
                         }
                         return Ok(id);
                     }
+                    if fresh_ms.is_none() && !self.leads() {
+                        // Not sure enough to delete another router's record from here (the
+                        // two may only write the address differently): the leader's poll
+                        // decides, and this claim is tried again next round.
+                        self.claims.lock().push(gid);
+                        return Ok(gid);
+                    }
                     // The slot holds another bot now (the identity rule of `view`): the
                     // recorded one is gone, whichever router recorded it.
                     log::info!(
@@ -420,8 +435,22 @@ impl Cluster {
         if !t.bots.contains_key(&winner.id) {
             let since = mine.since;
             t.insert_bot(node, winner, since);
-        } else if let Some(s) = t.slots.get_mut(&node) {
-            s.insert(mine.record.local_id, winner.id);
+        } else {
+            // Known already (another router's record arrived first): what the create knew
+            // (carried in `winner`) goes into that record too.
+            if let Some(b) = t.bots.get_mut(&winner.id) {
+                for (mine, theirs) in [
+                    (&mut b.record.address, &winner.address),
+                    (&mut b.record.server_password, &winner.server_password),
+                ] {
+                    if mine.is_none() {
+                        mine.clone_from(theirs);
+                    }
+                }
+            }
+            if let Some(s) = t.slots.get_mut(&node) {
+                s.insert(mine.record.local_id, winner.id);
+            }
         }
         self.recount(&t, node);
         drop(t);
@@ -528,6 +557,12 @@ impl Cluster {
                 .and_then(|s| s.get(&r.local_id))
                 .copied();
             if let Some(q) = holder.filter(|q| *q != r.id) {
+                if t.unclaimed.contains(&q) {
+                    // This router's provisional id for the bot another router recorded: a
+                    // create waiting on its claim gets the recorded id.
+                    t.adopted.insert(q, (r.id, std::time::Instant::now()));
+                }
+                t.fresh.remove(&q);
                 let mine = !t.unclaimed.contains(&q)
                     && t.bots
                         .get(&q)
@@ -569,6 +604,7 @@ impl Cluster {
     fn drop_bot(&self, id: u32) {
         let mut t = self.tables.write();
         t.unclaimed.remove(&id);
+        t.fresh.remove(&id);
         if let Some(b) = t.bots.remove(&id) {
             if let Some(s) = t.slots.get_mut(&b.node) {
                 if s.get(&b.record.local_id) == Some(&id) {

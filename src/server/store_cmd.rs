@@ -209,8 +209,9 @@ async fn copy_async(
         .load()
         .await
         .map_err(|e| format!("reading {}: {e}", from.describe()))?;
-    if matches!(to, StoreSpec::Embedded(_)) && renumber_audit(&mut snap.audit) {
-        // Several routers each number their own trail; one file holds one sequence.
+    if renumber_audit(&mut snap.audit) {
+        // Several routers each number their own trail; the copy holds one sequence (the
+        // embedded file keys entries by number, and this command writes as one router).
         progress("the audit entries of several routers are numbered afresh, in time order");
     }
     let want = Counts::of(&snap);

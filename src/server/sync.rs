@@ -27,8 +27,8 @@ use crate::store::{Change, Store, StoreError, StoreHandle};
 /// The lease the leading router holds: failover, restores and admin operations run there.
 pub const LEAD_LEASE: &str = "lead";
 
-/// How long a lead lease lasts without renewal: another router takes over at most this long
-/// after the leader dies (it is renewed every sync interval).
+/// How long a lead lease lasts without renewal (at least; longer with a long sync interval):
+/// another router takes over at most this long after the leader dies.
 pub const LEAD_TTL: Duration = Duration::from_secs(10);
 
 /// How much sooner than its lease a leader stops acting (clock differences between routers).
@@ -69,6 +69,12 @@ pub fn open_store(config: &Config, router_id: &str) -> Result<StoreHandle, Store
     }
 }
 
+/// The lead lease's length for a sync interval: at least [`LEAD_TTL`], and long enough that
+/// the lead (which ends [`LEAD_MARGIN`] before the lease) outlasts two renewal intervals.
+fn lease_ttl(interval: Duration) -> Duration {
+    LEAD_TTL.max(interval * 3 + LEAD_MARGIN)
+}
+
 /// Keeps a router's view in step with the other routers on a shared store.
 pub struct StoreSync {
     cluster: Arc<Cluster>,
@@ -103,6 +109,12 @@ impl StoreSync {
         }
     }
 
+    /// How long the lease is taken for: at least [`LEAD_TTL`], and three sync intervals
+    /// (renewed every interval, so two renewals may fail before it runs out).
+    fn lease_ttl(&self) -> Duration {
+        lease_ttl(self.interval)
+    }
+
     /// Renews (or tries to take) the lead lease. `held_until` is when this router's lead
     /// ends unless renewed.
     pub async fn renew_lease(&self, held_until: &mut Option<Instant>) {
@@ -110,13 +122,13 @@ impl StoreSync {
         let asked = Instant::now();
         match self
             .store
-            .acquire_lease(LEAD_LEASE, &self.router_id, LEAD_TTL, deadline)
+            .acquire_lease(LEAD_LEASE, &self.router_id, self.lease_ttl(), deadline)
             .await
         {
             Ok(true) => {
-                // Counted from before the request, less a margin for clocks and the other
-                // routers' sync interval: the lead ends here before the lease does.
-                let until = asked + LEAD_TTL.saturating_sub(LEAD_MARGIN.max(self.interval));
+                // Counted from before the request, less a margin for clocks: the lead ends
+                // here before the lease does.
+                let until = asked + self.lease_ttl().saturating_sub(LEAD_MARGIN);
                 *held_until = Some(until);
                 self.cluster.set_lead_until(Some(until));
             }
@@ -220,6 +232,22 @@ impl BackgroundService for StoreSync {
                 .store
                 .release_lease(LEAD_LEASE, &self.router_id, Duration::from_secs(2))
                 .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the sync interval, the lead lasts past the next renewal (with a margin).
+    #[test]
+    fn the_lead_outlasts_the_next_renewal_at_any_interval() {
+        for ms in [100u64, 1000, 5000, 8000, 20_000, 60_000] {
+            let interval = Duration::from_millis(ms);
+            let lead = lease_ttl(interval) - LEAD_MARGIN;
+            assert!(lead >= interval * 2, "{ms} ms: the lead lasts {lead:?}");
+            assert!(lease_ttl(interval) >= LEAD_TTL);
         }
     }
 }

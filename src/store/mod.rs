@@ -74,13 +74,19 @@ pub enum StoreError {
     /// request): writes are kept and retried, callers that must write answer 503.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The store answered and refused a record for good (one it can never take: too large,
+    /// not encodable, failing validation); trying the same write again cannot succeed.
+    #[error("the store refused a record: {0}")]
+    Refused(String),
 }
 
 impl StoreError {
     /// Whether trying again later can succeed (the store did not answer, or not in time), as
     /// opposed to a store that answered and refused.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+        // Everything but a refusal is tried again: a full disk, a primary stepping down or
+        // an interrupted write may all succeed later, and dropping the write would lose it.
+        !matches!(self, StoreError::Refused(_))
     }
 }
 
@@ -934,7 +940,6 @@ impl Worker {
                             }
                         }
                     }
-                    self.set_available(true);
                     break;
                 }
                 Err(e) => {
@@ -1133,7 +1138,7 @@ mod tests {
             }
             // Refused for good (the store answered): the removal of bot 666.
             if ops.contains(&Op::DeleteBot(666)) {
-                return Err(StoreError::Io("refused by the test store".into()));
+                return Err(StoreError::Refused("refused by the test store".into()));
             }
             self.0.written.lock().extend(ops.iter().cloned());
             Ok(())
@@ -1252,7 +1257,7 @@ mod tests {
                 Duration::from_secs(5),
             )
             .await;
-        assert!(matches!(r, Err(StoreError::Io(_))), "{r:?}");
+        assert!(matches!(r, Err(StoreError::Refused(_))), "{r:?}");
         h.commit(vec![Op::DeleteBot(3)], Duration::from_secs(5))
             .await
             .expect("a later write");

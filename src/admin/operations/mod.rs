@@ -528,11 +528,15 @@ impl Operations {
             .map(|g| (g, reservations.remove(&g)))
             .collect();
         let mut paused = false;
+        // Once the lead is lost this task moves nothing more, even if the lead comes back:
+        // another router may have moved some of these bots meanwhile, and a fresh task
+        // (`resume`) starts from the record instead.
+        let lost = std::sync::atomic::AtomicBool::new(false);
+        let lost = &lost;
         let mut results = futures::stream::iter(jobs)
             .map(|(gid, r)| async move {
-                // Lost the lead (another router took over the lease): the leader resumes
-                // from the record; this router moves nothing more.
-                if !this.cluster.leads() {
+                if lost.load(Ordering::Acquire) || !this.cluster.leads() {
+                    lost.store(true, Ordering::Release);
                     return (gid, None);
                 }
                 (gid, Some(this.move_one(id, gid, r).await))

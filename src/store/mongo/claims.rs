@@ -298,7 +298,7 @@ impl MongoStore {
 
     pub(super) fn slot_doc(&self, key: &str, b: &BotRecord) -> Result<Document, StoreError> {
         let record = bson::to_document(b)
-            .map_err(|e| StoreError::Io(format!("cannot encode a record as BSON: {e}")))?;
+            .map_err(|e| StoreError::Refused(format!("cannot encode a record as BSON: {e}")))?;
         Ok(doc! {
             "_id": key,
             "bot": i64::from(b.id),

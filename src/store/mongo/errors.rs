@@ -21,6 +21,12 @@ pub(super) fn is_duplicate(e: &mongodb::error::Error) -> bool {
 }
 
 /// Fails on the write errors (and the write concern error) of a write command's reply.
+/// MongoDB error codes for a write that can never succeed as it is: BadValue (2),
+/// FailedToParse (9), DocumentValidationFailure (121), BSONObjectTooLarge (10334),
+/// KeyTooLong (17280), InvalidBSON (22), DollarPrefixedFieldName (52), EmptyFieldName (56),
+/// DottedFieldName (57).
+const REFUSED_FOR_GOOD: [i64; 9] = [2, 9, 22, 52, 56, 57, 121, 10334, 17280];
+
 pub(super) fn check_write_reply(
     reply: &Document,
     what: &str,
@@ -34,10 +40,18 @@ pub(super) fn check_write_reply(
             if dup_ok && code == i64::from(DUPLICATE_KEY) {
                 continue;
             }
-            return Err(StoreError::Io(format!(
+            let text = format!(
                 "MongoDB refused a {what} (error {code}): {}",
                 e.get_str("errmsg").unwrap_or("")
-            )));
+            );
+            // Refusals no retry can change (a bad value, too large, failing validation)
+            // versus those a retry may clear (a primary stepping down, an interrupted
+            // write, a time limit): only the first kind is dropped by the store worker.
+            return Err(if REFUSED_FOR_GOOD.contains(&code) {
+                StoreError::Refused(text)
+            } else {
+                StoreError::Io(text)
+            });
         }
     }
     if let Ok(wce) = reply.get_document("writeConcernError") {

@@ -29,6 +29,8 @@ pub(super) struct Feed {
     seen: HashMap<(Coll, String), i64>,
     /// (counter value, when it was read): revisions up to the value were handed out by then.
     checkpoints: VecDeque<(i64, Instant)>,
+    /// A load started it (a later load must not start it again).
+    started: bool,
 }
 
 impl Feed {
@@ -39,12 +41,13 @@ impl Feed {
             floor: 0,
             seen,
             checkpoints: VecDeque::from([(counter, at)]),
+            started: true,
         }
     }
 
     /// Whether a load (or a poll) started it.
     pub(super) fn started(&self) -> bool {
-        !self.checkpoints.is_empty()
+        self.started
     }
 
     /// Notes a counter reading; returns the floor to read above.

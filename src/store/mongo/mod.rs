@@ -452,7 +452,7 @@ impl MongoStore {
         rev: i64,
     ) -> Result<Document, StoreError> {
         let mut d = bson::to_document(rec)
-            .map_err(|e| StoreError::Io(format!("cannot encode a record as BSON: {e}")))?;
+            .map_err(|e| StoreError::Refused(format!("cannot encode a record as BSON: {e}")))?;
         d.insert("_id", id);
         d.insert("rev", rev);
         d.insert("by", self.router_id.as_str());
@@ -622,7 +622,7 @@ impl Store for MongoStore {
                     }
                     if let Some(identity) = &p.identity {
                         let d = bson::to_document(identity).map_err(|e| {
-                            StoreError::Io(format!("cannot encode a record as BSON: {e}"))
+                            StoreError::Refused(format!("cannot encode a record as BSON: {e}"))
                         })?;
                         set.insert("identity", d);
                     }
