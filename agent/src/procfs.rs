@@ -384,11 +384,9 @@ impl Proc {
                 self.root.join(pid.to_string()).is_dir().then_some(pid)
             }
             ProcessLocator::Name(name) => {
-                let me = std::process::id();
                 let mut pids: Vec<u32> = std::fs::read_dir(&self.root)
                     .ok()?
                     .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|&p| p != me)
                     .collect();
                 pids.sort_unstable();
                 pids.into_iter().find(|pid| {

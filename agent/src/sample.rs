@@ -94,11 +94,19 @@ impl Sampler {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        st.ratios = match (&st.prev, &cur) {
-            (Some(p), Some(c)) => ratios(p, c),
-            _ => Ratios::default(),
-        };
-        st.prev = cur;
+        match (st.prev, cur) {
+            // No CPU time passed (a fixture that did not change, or counters that went back):
+            // keep the last ratios and measure the next one from the older sample.
+            (Some(p), Some(c)) if c.total <= p.total => {}
+            (Some(p), Some(c)) => {
+                st.ratios = ratios(&p, &c);
+                st.prev = Some(c);
+            }
+            (None, c) | (Some(_), c @ None) => {
+                st.ratios = Ratios::default();
+                st.prev = c;
+            }
+        }
     }
 
     /// The ratios over the last interval (all `None` before the second sample).
@@ -186,6 +194,15 @@ mod tests {
         let r = s.ratios();
         assert_eq!(r.cpu_busy, Some(0.5));
         assert_eq!(r.process_cpu, Some(0.1));
+        s.tick();
+        assert_eq!(s.ratios(), r, "an unchanged sample keeps the last ratios");
+        write(1600, 9900, 200);
+        s.tick();
+        assert_eq!(
+            s.ratios().cpu_busy,
+            Some(0.2),
+            "measured from the last changed sample"
+        );
         std::fs::remove_file(root.join("stat")).expect("rm");
         s.tick();
         assert_eq!(s.ratios(), Ratios::default(), "a failed read resets");
