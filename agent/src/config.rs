@@ -13,7 +13,7 @@ use clap::Parser;
 use crate::procfs::ProcessLocator;
 
 /// The default listen address: loopback, port 58915 (TS3AudioBot's API is 58913 and the
-/// router's default 58914, so the agent takes the next one).
+/// router's admin API 58914, so the agent takes the next one).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:58915";
 
 /// The command line of `ts3ab-lb-agent`.
