@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing ts3ab-lb needs on a fresh Debian machine:
 # a C toolchain and cmake (Pingora builds zlib-ng with them), pkg-config, and a working python3
-# venv (the PyPI client test), and for the admin panel's browser test node, npm, chromium and the
-# npm packages of tests/browser. Rust itself (1.95) is expected to be installed.
+# venv (the PyPI client test and the MongoDB test server nx-27017), promtool (the agent's metrics
+# check), and for the admin panel's browser test node, npm, chromium and the npm packages of
+# tests/browser. Rust itself (1.95) is expected to be installed.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -18,6 +19,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 # NodeSource's nodejs ships npm itself; Debian's needs the npm package.
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
+# promtool (Debian's prometheus package): the node agent's metrics are checked with it.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq
