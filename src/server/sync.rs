@@ -193,6 +193,13 @@ impl StoreSync {
     }
 }
 
+/// A tick every `interval`; a late tick does not make the next ones come sooner.
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 #[async_trait]
 impl BackgroundService for StoreSync {
     async fn start(&self, shutdown: ShutdownWatch) {
@@ -200,9 +207,7 @@ impl BackgroundService for StoreSync {
         // The lease in a loop of its own: a slow round (claims waiting for the store) must
         // not delay its renewal (`Cluster::leads` ends the lead on time either way).
         let lease = async {
-            let mut stop = shutdown.clone();
-            let mut tick = tokio::time::interval(self.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut stop, mut tick) = (shutdown.clone(), ticker(self.interval));
             loop {
                 tokio::select! {
                     _ = stop.changed() => break,
@@ -211,9 +216,7 @@ impl BackgroundService for StoreSync {
             }
         };
         let sync = async {
-            let mut stop = shutdown.clone();
-            let mut tick = tokio::time::interval(self.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut stop, mut tick) = (shutdown.clone(), ticker(self.interval));
             loop {
                 tokio::select! {
                     _ = stop.changed() => break,

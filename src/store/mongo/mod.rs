@@ -637,10 +637,7 @@ impl Store for MongoStore {
                         "u": {"$set": set},
                         "upsert": false,
                     };
-                    match runs.last_mut() {
-                        Some((c, stmts)) if *c == Coll::Bots => stmts.push(stmt),
-                        _ => runs.push((Coll::Bots, vec![stmt])),
-                    }
+                    push_run(&mut runs, Coll::Bots, stmt);
                     continue;
                 }
                 Op::PutTemplate(t) => {
@@ -702,11 +699,11 @@ impl Store for MongoStore {
                         None => self.tombstone(id.clone(), rev),
                     };
                     written.entry(coll).or_default().push(id.clone());
-                    let stmt = doc! {"q": {"_id": id}, "u": u, "upsert": true};
-                    match runs.last_mut() {
-                        Some((c, stmts)) if *c == coll => stmts.push(stmt),
-                        _ => runs.push((coll, vec![stmt])),
-                    }
+                    push_run(
+                        &mut runs,
+                        coll,
+                        doc! {"q": {"_id": id}, "u": u, "upsert": true},
+                    );
                 }
             }
         }
@@ -815,5 +812,14 @@ impl Store for MongoStore {
         }
         *self.feed.lock() = Feed::default();
         Ok(())
+    }
+}
+
+/// Adds a statement to the run of its collection when that run is the last one, else starts
+/// a new run (runs keep the submission order across collections).
+fn push_run(runs: &mut Vec<(Coll, Vec<Document>)>, coll: Coll, stmt: Document) {
+    match runs.last_mut() {
+        Some((c, stmts)) if *c == coll => stmts.push(stmt),
+        _ => runs.push((coll, vec![stmt])),
     }
 }
