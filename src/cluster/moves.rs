@@ -188,11 +188,7 @@ impl Cluster {
             let old_template = b.record.template.clone();
             t.fences.entry(from).or_default().push(fence.clone());
             ops.push(Op::PutFence(fence));
-            if let Some(s) = t.slots.get_mut(&from) {
-                if s.get(&lid) == Some(&gid) {
-                    s.remove(&lid);
-                }
-            }
+            t.unslot(from, lid, gid);
             if let Some(old) = old_template.filter(|o| o != template) {
                 if t.remove_template(&old).is_some() {
                     ops.push(Op::DeleteTemplate(old));
@@ -365,11 +361,7 @@ impl Cluster {
                 t.fences.entry(m.from).or_default().push(fence.clone());
                 ops.push(Op::PutFence(fence));
             }
-            if let Some(s) = t.slots.get_mut(&m.from) {
-                if s.get(&old_lid) == Some(&m.gid) {
-                    s.remove(&old_lid);
-                }
-            }
+            t.unslot(m.from, old_lid, m.gid);
             // The node just gave this slot to the moved bot: anything the router had learned
             // in it (a poll that saw the new bot first) is this bot.
             if let Some(other) = t.slots.get(&m.to).and_then(|s| s.get(&m.local_id)).copied() {

@@ -423,11 +423,7 @@ impl Cluster {
             return;
         };
         let node = mine.node;
-        if let Some(s) = t.slots.get_mut(&node) {
-            if s.get(&mine.record.local_id) == Some(&provisional) {
-                s.remove(&mine.record.local_id);
-            }
-        }
+        t.unslot(node, mine.record.local_id, provisional);
         log::info!(
             "bot first seen here as {provisional} was recorded by another router first; it is bot {}",
             winner.id
@@ -539,11 +535,7 @@ impl Cluster {
         // Where the view had it before (it may have moved).
         let old_node = t.bots.get(&r.id).map(|b| (b.node, b.record.local_id));
         if let Some((n, lid)) = old_node {
-            if let Some(s) = t.slots.get_mut(&n) {
-                if s.get(&lid) == Some(&r.id) {
-                    s.remove(&lid);
-                }
-            }
+            t.unslot(n, lid, r.id);
         }
         // The slot is the other router's bot now: whatever this view kept there is stale
         // (or a provisional id whose claim will lose to this record). Except on the leader,
@@ -606,11 +598,7 @@ impl Cluster {
         t.unclaimed.remove(&id);
         t.fresh.remove(&id);
         if let Some(b) = t.bots.remove(&id) {
-            if let Some(s) = t.slots.get_mut(&b.node) {
-                if s.get(&b.record.local_id) == Some(&id) {
-                    s.remove(&b.record.local_id);
-                }
-            }
+            t.unslot(b.node, b.record.local_id, id);
             self.recount(&t, b.node);
         }
     }

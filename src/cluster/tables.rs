@@ -71,6 +71,16 @@ pub(super) struct Tables {
 pub(super) const DETACHED_LID: u32 = u32::MAX;
 
 impl Tables {
+    /// Takes bot `gid` out of slot `lid` of `node`, if that slot still maps to it (another
+    /// bot may hold it by now).
+    pub(super) fn unslot(&mut self, node: NodeId, lid: u32, gid: u32) {
+        if let Some(s) = self.slots.get_mut(&node) {
+            if s.get(&lid) == Some(&gid) {
+                s.remove(&lid);
+            }
+        }
+    }
+
     pub(super) fn insert_bot(&mut self, node: NodeId, record: BotRecord, since: u64) {
         let restoring = record.local_id == DETACHED_LID;
         if !restoring {

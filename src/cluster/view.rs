@@ -416,11 +416,7 @@ impl Cluster {
 
     pub(super) fn retire(&self, t: &mut Tables, gid: u32, ops: &mut Vec<Op>) {
         if let Some(b) = t.bots.remove(&gid) {
-            if let Some(s) = t.slots.get_mut(&b.node) {
-                if s.get(&b.record.local_id) == Some(&gid) {
-                    s.remove(&b.record.local_id);
-                }
-            }
+            t.unslot(b.node, b.record.local_id, gid);
             ops.push(Op::DeleteBot(gid));
         }
     }

@@ -109,6 +109,11 @@ impl StoreSync {
         }
     }
 
+    /// How long one store call of the loops may take: a sync interval, at least 2 s.
+    fn call_deadline(&self) -> Duration {
+        self.interval.max(Duration::from_secs(2))
+    }
+
     /// How long the lease is taken for: at least [`LEAD_TTL`], and three sync intervals
     /// (renewed every interval, so two renewals may fail before it runs out).
     fn lease_ttl(&self) -> Duration {
@@ -118,7 +123,7 @@ impl StoreSync {
     /// Renews (or tries to take) the lead lease. `held_until` is when this router's lead
     /// ends unless renewed.
     pub async fn renew_lease(&self, held_until: &mut Option<Instant>) {
-        let deadline = self.interval.max(Duration::from_secs(2));
+        let deadline = self.call_deadline();
         let asked = Instant::now();
         match self
             .store
@@ -150,7 +155,7 @@ impl StoreSync {
 
     /// One round of everything else: other routers' changes, claims, ids.
     pub async fn round(&self) {
-        let deadline = self.interval.max(Duration::from_secs(2));
+        let deadline = self.call_deadline();
         match self.store.changes(deadline).await {
             Ok(changes) if !changes.is_empty() => {
                 let applied = self.cluster.apply_changes(&changes);
@@ -223,7 +228,7 @@ impl BackgroundService for StoreSync {
                     _ = tick.tick() => self.round().await,
                     // A bot met first here is claimed at once, not a sync interval later.
                     _ = self.cluster.claims_queued(self.interval) => {
-                        self.cluster.settle_claims(self.interval.max(Duration::from_secs(2))).await;
+                        self.cluster.settle_claims(self.call_deadline()).await;
                     }
                 }
             }

@@ -112,24 +112,8 @@ impl MongoStore {
                     if slot_key(&rec) == key {
                         return Ok(Claim::Lost(rec));
                     }
-                    // The key outlived its bot's move (the batch that moved it is being
-                    // retried): it names no bot in this slot. Free it, still only if it
-                    // names that holder, and claim again.
-                    self.run(
-                        "free a bot claim",
-                        slots.delete_one(doc! {"_id": key.as_str(), "bot": holder}),
-                    )
-                    .await?;
                 }
-                Some(_) => {
-                    // The holder was deleted and its key not yet given up (its batch is being
-                    // retried): free the key, still only if it names that holder.
-                    self.run(
-                        "free a bot claim",
-                        slots.delete_one(doc! {"_id": key.as_str(), "bot": holder}),
-                    )
-                    .await?;
-                }
+                Some(_) => {}
                 None => {
                     // The winner is between its key and its record (or died there): its
                     // record as it claimed the key.
@@ -145,6 +129,14 @@ impl MongoStore {
                     )?));
                 }
             }
+            // The holder was deleted, or moved to another slot, and its key is not given up
+            // yet (the batch that did it is being retried): it names no bot in this slot.
+            // Free it, still only if it names that holder, and claim again.
+            self.run(
+                "free a bot claim",
+                slots.delete_one(doc! {"_id": key.as_str(), "bot": holder}),
+            )
+            .await?;
         }
         Err(StoreError::Io(format!(
             "the claim of bot instance {key} kept changing hands"
