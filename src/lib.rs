@@ -5,6 +5,7 @@
 //! map and a glossary; `python3 ../shared/tools/layers.py` checks it):
 //! - [`server`]: assembling and starting everything; the demo cluster.
 //! - [`admin`]: the operator side; moving bots on purpose ([`admin::operations`]).
+//! - [`metrics`]: the Prometheus exposition (beside `admin`, which serves it).
 //! - [`proxy`]: the Pingora `ProxyHttp` glue, keys, policy, routing plans, router-made answers.
 //! - [`cluster`]: the in-memory view (nodes with stable ids, bots, templates, cluster ids),
 //!   placement, health polling, fencing and failover.
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod proxy;

@@ -279,6 +279,14 @@ fn pinned_requests_reach_the_node_byte_exact_except_ids() {
             .expect("lid")
     };
     let (la, lb) = (lid_of(a), lid_of(b));
+    // The router reads each new bot's identity in the background: let those reads land
+    // before the requests are compared.
+    wait_for_requests(
+        &s.nodes[0],
+        10,
+        "the identity reads",
+        &[identity_read(la), identity_read(lb)],
+    );
     s.nodes[0].clear_requests();
     let sent = format!("/api/json/merge/(/bot/use/{a}/(/song))/(/bot/use/{b}/(/volume))/(/xecute/(/bot/use/{a}/(/print/%28x%29/\"q\")))");
     let r = s.router.get(&sent);

@@ -217,6 +217,9 @@ impl AdminState {
         if req.path == "/" || req.path == "/admin" {
             return Reply::redirect("/admin/");
         }
+        if req.path == "/metrics" {
+            return self.metrics(&req);
+        }
         if !req.path.starts_with("/admin/api/") {
             return match (req.method.as_str(), panel::file(&req.path)) {
                 ("GET" | "HEAD", Some(r)) => r,
@@ -285,6 +288,21 @@ impl AdminState {
                 .await;
         }
         reply
+    }
+
+    /// `GET /metrics`: the Prometheus exposition, for admin keys (Prometheus sends one as
+    /// `basic_auth`) and panel sessions.
+    fn metrics(&self, req: &Request) -> Reply {
+        if !matches!(req.method.as_str(), "GET" | "HEAD") {
+            return Reply::error(&AdminError::MethodNotAllowed(format!(
+                "{} is not allowed on /metrics",
+                req.method
+            )));
+        }
+        match self.authorize(req) {
+            Ok(_) => Reply::file(crate::metrics::CONTENT_TYPE, &self.metrics.render()),
+            Err(e) => Reply::error(&e),
+        }
     }
 
     fn authorize(&self, req: &Request) -> Result<Admin, AdminError> {

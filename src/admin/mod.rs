@@ -33,6 +33,7 @@ use crate::admin::operations::{OpError, OperationView, Operations};
 use crate::cluster::placement::Placer;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::node::client::NodeClient;
 use crate::proxy::keys::Keys;
 use crate::store::{AuditRecord, KeyRecord};
@@ -59,19 +60,42 @@ pub struct AdminState {
     pub config: Arc<Config>,
     /// Evacuations, moves and rebalances.
     pub operations: Arc<Operations>,
+    /// What `GET /metrics` serves.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The running router's parts the admin side works on.
+pub struct Parts {
+    /// The cluster view.
+    pub cluster: Arc<Cluster>,
+    /// The live key table.
+    pub keys: Arc<Keys>,
+    /// Placement.
+    pub placer: Arc<Placer>,
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// Evacuations, moves and rebalances.
+    pub operations: Arc<Operations>,
+    /// What `GET /metrics` serves.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AdminState {
-    /// The admin state over the running router's parts.
+    /// The admin state over the running router's parts, with the keys and audit records
+    /// the store held at start.
     pub fn new(
-        cluster: Arc<Cluster>,
-        keys: Arc<Keys>,
-        placer: Arc<Placer>,
-        config: Arc<Config>,
-        operations: Arc<Operations>,
+        parts: Parts,
         stored_keys: &[KeyRecord],
         stored_audit: Vec<AuditRecord>,
     ) -> AdminState {
+        let Parts {
+            cluster,
+            keys,
+            placer,
+            config,
+            operations,
+            metrics,
+        } = parts;
         let book = KeyBook::default();
         {
             let mut b = book.0.lock();
@@ -103,6 +127,7 @@ impl AdminState {
             placer,
             config,
             operations,
+            metrics,
         }
     }
 

@@ -265,6 +265,25 @@ impl Failover {
         }
         // A planned move (admin operations) of the same bot waits for its turn.
         let _claim = self.cluster.claim_move(bot.gid).ok_or(MoveError::Busy)?;
+        let stats = &self.cluster.stats.failovers;
+        stats.started.inc();
+        let r = self.rebuild_claimed(dead, bot, restore).await;
+        match r {
+            // Ok(false): the bot changed meanwhile, nothing was left to do; the work is over
+            // all the same (started = completed + failed + in flight).
+            Ok(_) => stats.completed.inc(),
+            Err(_) => stats.failed.inc(),
+        }
+        r
+    }
+
+    /// [`Failover::rebuild`] once the bot is claimed.
+    async fn rebuild_claimed(
+        &self,
+        dead: &Node,
+        bot: BotSnapshot,
+        restore: bool,
+    ) -> Result<bool, MoveError> {
         let name = template_name(&bot);
         // A healthy node that already holds the name holds an earlier attempt's copy (a
         // connect that timed out, a router crash before the move was recorded): finish the

@@ -4,7 +4,7 @@
 //! load counts ([`load`]), the in-memory view ([`view`]: bots, templates, cluster ids),
 //! placement with reservations ([`placement`]), the node poller ([`health`]), fencing
 //! returning nodes ([`fencing`]), failover ([`failover`]) and sharing one store with other
-//! routers ([`shared`]). Does not own: client requests (`proxy`) or node I/O primitives (`node`).
+//! routers ([`shared`]), and the counters metrics are made of ([`stats`]). Does not own: client requests (`proxy`) or node I/O primitives (`node`).
 
 pub mod failover;
 pub mod fencing;
@@ -18,6 +18,7 @@ pub mod node;
 pub mod placement;
 mod records;
 pub mod shared;
+pub mod stats;
 mod tables;
 pub mod view;
 

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::cluster::load::NodeLoad;
+use crate::cluster::stats::NodeStats;
 use crate::config::{NodeConfig, NodeState};
 use crate::node::endpoint::Endpoint;
 
@@ -84,6 +85,8 @@ pub struct Node {
     starttime: Mutex<Option<String>>,
     /// The last poll's outcome: its duration and, if it failed, why (for operators).
     last_poll: Mutex<PollOutcome>,
+    /// Placements, polls and failed requests, for metrics.
+    pub stats: NodeStats,
 }
 
 /// What the last poll of a node found.
@@ -113,6 +116,7 @@ impl Node {
             removed: AtomicBool::new(false),
             starttime: Mutex::new(None),
             last_poll: Mutex::new(PollOutcome::default()),
+            stats: NodeStats::default(),
         }
     }
 
@@ -183,6 +187,7 @@ impl Node {
     /// Counts one poll result; liveness flips after `to_up` consecutive successes or
     /// `to_down` consecutive failures. Returns the new liveness when it flipped.
     pub fn observe_poll(&self, ok: bool, to_up: usize, to_down: usize) -> Option<bool> {
+        self.stats.record_check(ok);
         let mut s = self.streak.lock();
         if ok {
             s.successes += 1;

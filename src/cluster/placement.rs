@@ -20,6 +20,7 @@ use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::{Backend, LoadBalancer};
 
+use crate::cluster::stats::{PlacementStats, Refusal};
 use crate::cluster::{Cluster, Node, NodeId};
 use crate::protocol::api_json::ApiError;
 
@@ -156,6 +157,8 @@ pub struct Placer {
     /// Choosing and reserving happen under one lock so two creates never take the same
     /// "least used" slot; the lock is held for microseconds and never across I/O.
     lock: Mutex<()>,
+    /// Refused placements (each node counts its own placements).
+    pub stats: PlacementStats,
 }
 
 impl Placer {
@@ -164,6 +167,7 @@ impl Placer {
         Placer {
             lb,
             lock: Mutex::new(()),
+            stats: PlacementStats::default(),
         }
     }
 
@@ -189,6 +193,7 @@ impl Placer {
                 })
             });
             let node = chosen.as_ref().and_then(node_of).cloned().ok_or_else(|| {
+                self.stats.record_refusal(Refusal::NoNode);
                 ApiError::unavailable(
                     "The cluster is full: no healthy, non-draining node has room for another bot \
                      (every node runs as many bots as its capacity allows, or is down). \
@@ -196,6 +201,7 @@ impl Placer {
                 )
             })?;
             if node.load.try_reserve(node.capacity.load(Ordering::Acquire)) {
+                node.stats.placements.inc();
                 return Ok(Reservation { node });
             }
         }
@@ -205,6 +211,7 @@ impl Placer {
     /// node is down or full, so a node's capacity holds for template bots too.
     pub fn reserve_on(&self, node: Arc<Node>) -> Result<Reservation, ApiError> {
         if !node.is_healthy() || node.removed.load(Ordering::Acquire) {
+            self.stats.record_refusal(Refusal::Full);
             return Err(ApiError::unavailable(format!(
                 "node {} is down; it holds this template, so the bot can only start there",
                 node.name
@@ -212,12 +219,14 @@ impl Placer {
         }
         let capacity = node.capacity.load(Ordering::Acquire);
         if !node.load.try_reserve(capacity) {
+            self.stats.record_refusal(Refusal::Full);
             return Err(ApiError::unavailable(format!(
                 "node {} holds this template and already runs as many bots as its capacity \
                  ({capacity}) allows; stop a bot there or raise its capacity",
                 node.name
             )));
         }
+        node.stats.placements.inc();
         Ok(Reservation { node })
     }
 }

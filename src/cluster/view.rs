@@ -25,6 +25,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::cluster::ids::Ids;
 use crate::cluster::node::{Node, NodeId, NodeList, NodeSource};
+use crate::cluster::stats::ClusterStats;
 use crate::cluster::tables::{same_bot, seen_template, Bot, Tables, Template};
 use crate::config::NodeConfig;
 use crate::protocol::api_json::BotInfo;
@@ -102,6 +103,8 @@ pub struct Cluster {
     /// Templates a poll met first, to claim in the store (see `shared`).
     pub(super) template_claims: Mutex<Vec<TemplateRecord>>,
     pub(super) claims_waiting: tokio::sync::Notify,
+    /// Failovers and moves, for metrics.
+    pub stats: ClusterStats,
 }
 
 /// What the router still tracks on a node (a node is removed only when all are zero).
@@ -197,6 +200,7 @@ impl Cluster {
                 .max(max_id.map_or(0, |m| m.saturating_add(1)))
         };
         Cluster {
+            stats: ClusterStats::default(),
             nodes: ArcSwap::from_pointee(list),
             next_node: AtomicU32::new(next_node),
             node_changes: tokio::sync::Mutex::new(()),

@@ -85,6 +85,9 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// How long a panel login lasts.
     pub session_ttl: Duration,
+    /// Whether requests are recorded for `GET /metrics` (on by default; off only to measure
+    /// what recording costs).
+    pub metrics: bool,
 }
 
 /// One API key.
@@ -294,6 +297,8 @@ struct RawAdmin {
     listen: String,
     #[serde(default = "default_session_ttl")]
     session_ttl_s: u64,
+    #[serde(default = "default_true")]
+    metrics: bool,
 }
 
 impl Default for RawAdmin {
@@ -301,12 +306,17 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: default_admin_listen(),
             session_ttl_s: default_session_ttl(),
+            metrics: true,
         }
     }
 }
 
 fn default_admin_listen() -> String {
     DEFAULT_ADMIN_LISTEN.to_string()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_session_ttl() -> u64 {
@@ -892,6 +902,7 @@ fn validate_admin(a: RawAdmin, api: SocketAddr) -> Result<AdminConfig, ConfigErr
     Ok(AdminConfig {
         listen,
         session_ttl: Duration::from_secs(a.session_ttl_s),
+        metrics: a.metrics,
     })
 }
 

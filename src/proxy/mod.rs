@@ -2,7 +2,7 @@
 //!
 //! Owns: the Pingora `ProxyHttp` hooks ([`router`]), router keys and callers ([`keys`]), what a
 //! caller may run ([`policy`]), request → plan over the cluster view ([`routing`]) and the
-//! plans the router answers itself ([`exec`]).
+//! plans the router answers itself ([`exec`]), and what it counts per request ([`stats`]).
 //! Does not own: the cluster view and its background work (`cluster`), node I/O (`node`).
 
 pub mod exec;
@@ -10,5 +10,6 @@ pub mod keys;
 pub mod policy;
 pub mod router;
 pub mod routing;
+pub mod stats;
 
 pub use router::Router;

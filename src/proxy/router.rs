@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
+use crate::cluster::stats::UpstreamError;
 use crate::cluster::{Cluster, Node, NodeId, PendingTemplate};
 use crate::config::NodeState;
 use crate::config::RoutingConfig;
@@ -39,6 +40,7 @@ use crate::proxy::exec::{Answer, Exec};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
 use crate::proxy::routing::{self, Edits, Effect, Plan};
+use crate::proxy::stats::{Kind, ProxyStats};
 use crate::store::WRITE_DEADLINE;
 
 /// The router service.
@@ -49,6 +51,8 @@ pub struct Router {
     cfg: RoutingConfig,
     exec: Exec,
     turn: AtomicUsize,
+    /// None: metrics are off (`admin.metrics: false`), nothing is recorded.
+    stats: Option<Arc<ProxyStats>>,
 }
 
 /// Per-request state (Pingora's `CTX`), named apart from the planner's `PlanCtx`.
@@ -74,6 +78,19 @@ pub struct RequestCtx {
     /// Template names this request may create (`settings copy`, `bot save`), held until it
     /// ends so that no concurrent request creates the same name on another node.
     claims: Vec<PendingTemplate>,
+    /// When the request head was read (`new_ctx`).
+    started: Option<Instant>,
+    /// What the request turned out to be, for metrics.
+    kind: Kind,
+    /// The router's own time so far: deciding, and editing the answer.
+    own: Duration,
+}
+
+impl RequestCtx {
+    /// Time since the request head was read.
+    fn elapsed(&self) -> Duration {
+        self.started.map(|t| t.elapsed()).unwrap_or_default()
+    }
 }
 
 impl Router {
@@ -83,6 +100,7 @@ impl Router {
         keys: Arc<Keys>,
         cfg: RoutingConfig,
         exec: Exec,
+        stats: Option<Arc<ProxyStats>>,
     ) -> Result<Router, String> {
         let allow = cfg
             .anonymous_allow
@@ -96,6 +114,7 @@ impl Router {
             cfg,
             exec,
             turn: AtomicUsize::new(0),
+            stats,
         })
     }
 
@@ -230,25 +249,43 @@ impl Router {
             // The static WebInterface: any node serves it, credentials or not (TS3AudioBot
             // checks them only under /api), and without any credentials towards the node.
             ctx.static_file = true;
+            ctx.kind = Kind::Static;
             self.pick_any(ctx)?;
             return Ok(Flow::Proxy);
         };
         let caller = self
             .keys
             .authenticate(req.authorization.as_deref())
-            .map_err(|e| ApiError::unauthorized(&e.to_string()))?;
+            .map_err(|e| {
+                if let Some(stats) = &self.stats {
+                    stats.record_auth_failure();
+                }
+                ApiError::unauthorized(&e.to_string())
+            })?;
         let parsed = command::parse(&target[base..]);
         if let Some(e) = policy::check(&parsed, &caller, &self.allow, self.cfg.max_commands) {
             return Err(e);
         }
         let Parsed::Command(root) = &parsed else {
             // Not a command: the node echoes it (`{"Value": ...}`).
+            ctx.kind = Kind::Any;
             self.pick_any(ctx)?;
             return Ok(Flow::Proxy);
         };
-        let answer = match routing::plan(&*self.cluster, &caller, &target, base, root) {
+        let plan = routing::plan(&*self.cluster, &caller, &target, base, root);
+        if let Some(kind) = answered_kind(&plan) {
+            // What follows waits on nodes: the router's own part ends here.
+            ctx.kind = kind;
+            ctx.own += ctx.elapsed();
+        }
+        let answer = match plan {
             Plan::Local(e) => return Err(e),
             Plan::Proxy(p) => {
+                ctx.kind = if p.node.is_some() {
+                    Kind::Pinned
+                } else {
+                    Kind::Any
+                };
                 match p.node {
                     Some(id) => {
                         let node = self.cluster.node(id).ok_or_else(|| gone(id, &p.why))?;
@@ -290,6 +327,18 @@ impl Router {
             Plan::Merge(m) => self.exec.merge(&m, self.next_turn()).await,
         };
         Ok(Flow::Answer(answer))
+    }
+}
+
+/// The kind of a plan the router answers itself by asking nodes (None: the others).
+fn answered_kind(plan: &Plan) -> Option<Kind> {
+    match plan {
+        Plan::FanOutList => Some(Kind::List),
+        Plan::SystemInfo => Some(Kind::SystemInfo),
+        Plan::Broadcast { .. } => Some(Kind::Broadcast),
+        Plan::Create(_) => Some(Kind::Create),
+        Plan::Merge(_) => Some(Kind::Merge),
+        Plan::Local(_) | Plan::Proxy(_) => None,
     }
 }
 
@@ -480,7 +529,11 @@ impl ProxyHttp for Router {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            // No clock reads at all when nothing is recorded.
+            started: self.stats.is_some().then(Instant::now),
+            ..RequestCtx::default()
+        }
     }
 
     async fn request_filter(
@@ -493,17 +546,27 @@ impl ProxyHttp for Router {
             && req.headers.contains_key("origin")
             && req.headers.contains_key("access-control-request-method")
         {
+            ctx.kind = Kind::Preflight;
+            ctx.own = ctx.elapsed();
             preflight(session).await?;
             return Ok(true);
         }
         let incoming = Incoming::read(req);
         match self.route(incoming, ctx).await {
-            Ok(Flow::Proxy) => Ok(false),
+            Ok(Flow::Proxy) => {
+                ctx.own += ctx.elapsed();
+                Ok(false)
+            }
             Ok(Flow::Answer(a)) => {
                 respond_answer(session, a).await?;
                 Ok(true)
             }
             Err(e) => {
+                // Refused or failed before any node was asked (or by the plan's own check):
+                // all of it was the router's time, unless a router-made answer's nodes failed.
+                if ctx.own.is_zero() {
+                    ctx.own = ctx.elapsed();
+                }
                 respond_error(session, &e).await?;
                 Ok(true)
             }
@@ -634,10 +697,14 @@ impl ProxyHttp for Router {
             return Ok(None);
         }
         if end_of_stream {
+            let editing = ctx.started.map(|_| Instant::now());
             let buf = std::mem::take(&mut ctx.buf);
             let node = ctx.node.as_ref().map(|n| n.id);
             let edited = node.and_then(|id| Exec::edit(&self.cluster, id, &buf, &ctx.edits));
             *body = Some(Bytes::from(edited.unwrap_or(buf)));
+            if let Some(t) = editing {
+                ctx.own += t.elapsed();
+            }
         }
         Ok(None)
     }
@@ -650,6 +717,7 @@ impl ProxyHttp for Router {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(node) = &ctx.node {
+            node.stats.record_upstream_error(UpstreamError::Connect);
             ctx.tried.push(node.id);
             // Nothing was sent: an unpinned request may go to another node.
             if ctx.movable && ctx.tried.len() < 3 && self.pick_any(ctx).is_ok() {
@@ -711,6 +779,21 @@ impl ProxyHttp for Router {
                 ),
             ),
         };
+        // Connect failures were counted as they happened (`fail_to_connect`).
+        let failed = match e.etype() {
+            _ if e.esource() == &pingora::ErrorSource::Downstream => None,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Some(UpstreamError::Timeout),
+            ErrorType::HTTPStatus(_)
+            | ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure => None,
+            _ => Some(UpstreamError::Failed),
+        };
+        if let (Some(node), Some(failed)) = (&ctx.node, failed) {
+            node.stats.record_upstream_error(failed);
+        }
         // The node may be gone: re-read its list so liveness and counts catch up now.
         ctx.poke = ctx.node.is_some();
         let code = api.status;
@@ -722,7 +805,14 @@ impl ProxyHttp for Router {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(stats) = &self.stats {
+            let status = session
+                .response_written()
+                .map(|r| r.status.as_u16())
+                .filter(|s| *s != 0);
+            stats.record(ctx.kind, status, ctx.elapsed(), ctx.own);
+        }
         if ctx.poke {
             if let Some(node) = ctx.node.clone() {
                 self.exec.poke(node);

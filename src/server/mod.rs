@@ -21,15 +21,17 @@ use pingora_load_balancing::{Backends, LoadBalancer};
 
 use crate::admin::http::AdminApp;
 use crate::admin::operations::Operations;
-use crate::admin::{AdminState, Resumer};
+use crate::admin::{AdminState, Parts, Resumer};
 use crate::cluster::failover::Failover;
 use crate::cluster::health::{poll_all, NodePoller};
 use crate::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
 use crate::cluster::Cluster;
 use crate::config::{Config, KeyConfig};
+use crate::metrics::Metrics;
 use crate::node::client::NodeClient;
 use crate::proxy::exec::Exec;
 use crate::proxy::keys::{digest_from_hex, Keys};
+use crate::proxy::stats::ProxyStats;
 use crate::proxy::Router;
 use crate::store::StoreError;
 
@@ -95,8 +97,20 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         config.routing.clone(),
         config.health.timeout,
     );
-    let router = Router::new(cluster.clone(), keys.clone(), config.routing.clone(), exec)
-        .map_err(StartError::Setup)?;
+    let proxy_stats =
+        Arc::new(ProxyStats::new().map_err(|e| StartError::Setup(format!("metrics: {e}")))?);
+    let metrics = Arc::new(
+        Metrics::new(cluster.clone(), placer.clone(), &proxy_stats)
+            .map_err(|e| StartError::Setup(format!("metrics: {e}")))?,
+    );
+    let router = Router::new(
+        cluster.clone(),
+        keys.clone(),
+        config.routing.clone(),
+        exec,
+        config.admin.metrics.then_some(proxy_stats),
+    )
+    .map_err(StartError::Setup)?;
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(poller);
@@ -128,11 +142,14 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     ));
     if let Some(addr) = config.admin.listen {
         let state = AdminState::new(
-            cluster,
-            keys,
-            placer,
-            Arc::new(config.clone()),
-            operations,
+            Parts {
+                cluster,
+                keys,
+                placer,
+                config: Arc::new(config.clone()),
+                operations,
+                metrics,
+            },
             &stored_keys,
             stored_audit,
         );

@@ -18,6 +18,7 @@
 
 pub mod embedded;
 pub mod mongo;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use crate::store::stats::{StoreOp, StoreStats};
 use tokio::sync::{mpsc, oneshot};
 
 /// Who a key is.
@@ -622,6 +625,7 @@ pub struct StoreHandle {
     tx: mpsc::UnboundedSender<Request>,
     available: Arc<AtomicBool>,
     shared: bool,
+    stats: Arc<StoreStats>,
 }
 
 /// How many queued requests one commit may absorb.
@@ -650,6 +654,11 @@ impl StoreHandle {
         let (opened_tx, opened_rx) = std::sync::mpsc::channel::<Result<bool, StoreError>>();
         let available = Arc::new(AtomicBool::new(true));
         let worker_available = available.clone();
+        let stats = Arc::new(
+            StoreStats::new()
+                .map_err(|e| StoreError::Io(format!("cannot define the store metrics: {e}")))?,
+        );
+        let worker_stats = stats.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -669,6 +678,7 @@ impl StoreHandle {
                     Worker {
                         store,
                         available: worker_available,
+                        stats: worker_stats,
                     }
                     .run(rx)
                     .await;
@@ -680,15 +690,28 @@ impl StoreHandle {
             tx,
             available,
             shared,
+            stats,
+        })
+    }
+
+    /// The worker's instruments (calls, latency, queue depth).
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
+    }
+
+    /// Hands a request to the worker, counting it as queued until the worker takes it.
+    fn send(&self, r: Request) -> Result<(), StoreError> {
+        self.stats.queued.inc();
+        self.tx.send(r).map_err(|_| {
+            self.stats.queued.dec();
+            StoreError::Closed
         })
     }
 
     /// Reads everything (waits for queued writes first).
     pub async fn load(&self) -> Result<Snapshot, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Load(reply))
-            .map_err(|_| StoreError::Closed)?;
+        self.send(Request::Load(reply))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -698,7 +721,7 @@ impl StoreHandle {
         if ops.is_empty() {
             return;
         }
-        if self.tx.send(Request::Apply(ops, None)).is_err() {
+        if self.send(Request::Apply(ops, None)).is_err() {
             log::error!("store worker has stopped; a write was dropped");
         }
     }
@@ -809,7 +832,7 @@ impl StoreHandle {
 
     /// Gives a seat up without waiting (it lapses by itself if this never lands).
     pub fn release_seat(&self, seat: String) {
-        if self.tx.send(Request::ReleaseSeat(seat, None)).is_err() {
+        if self.send(Request::ReleaseSeat(seat, None)).is_err() {
             log::debug!("store worker has stopped; a seat lapses by itself");
         }
     }
@@ -833,9 +856,7 @@ impl StoreHandle {
         timeout: Duration,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(request(reply))
-            .map_err(|_| StoreError::Closed)?;
+        self.send(request(reply))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(StoreError::Closed),
@@ -848,11 +869,13 @@ impl StoreHandle {
 struct Worker {
     store: Box<dyn Store>,
     available: Arc<AtomicBool>,
+    stats: Arc<StoreStats>,
 }
 
 impl Worker {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) {
         while let Some(first) = rx.recv().await {
+            self.stats.queued.dec();
             let mut ops = Vec::new();
             let mut waiters = Vec::new();
             let mut next = Some(first);
@@ -873,6 +896,9 @@ impl Worker {
                 taken += 1;
                 if taken < MAX_BATCH {
                     next = rx.try_recv().ok();
+                    if next.is_some() {
+                        self.stats.queued.dec();
+                    }
                 }
             }
             self.commit(&mut ops, &mut waiters).await;
@@ -893,7 +919,7 @@ impl Worker {
         let mut pause = RETRY_FIRST;
         let mut failures: u32 = 0;
         'batch: loop {
-            match self.store.apply(ops).await {
+            match self.timed(StoreOp::Write, self.store.apply(ops)).await {
                 Ok(()) => {
                     if failures > 0 {
                         log::warn!(
@@ -920,7 +946,10 @@ impl Worker {
                     }
                     let mut i = 0;
                     while i < ops.len() {
-                        match self.store.apply(&ops[i..=i]).await {
+                        match self
+                            .timed(StoreOp::Write, self.store.apply(&ops[i..=i]))
+                            .await
+                        {
                             Ok(()) => i += 1,
                             Err(e) if e.is_transient() => {
                                 // An outage began: the rest waits for it like any batch.
@@ -965,15 +994,31 @@ impl Worker {
         ops.clear();
     }
 
+    /// Runs `call` and records how long it took and whether it succeeded.
+    async fn timed<T>(
+        &self,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let r = call.await;
+        self.stats.record(op, started.elapsed(), r.is_ok());
+        r
+    }
+
     /// Runs one request other than a write and answers it.
     async fn call(&self, req: Request) {
         let store = &*self.store;
         match req {
             Request::Load(reply) => {
-                let _ = reply.send(self.note(store.load().await));
+                let r = self.timed(StoreOp::Load, store.load()).await;
+                let _ = reply.send(self.note(r));
             }
             Request::ReserveIds(count, reply) => {
-                let _ = reply.send(self.note(store.reserve_ids(count).await));
+                let r = self
+                    .timed(StoreOp::ReserveIds, store.reserve_ids(count))
+                    .await;
+                let _ = reply.send(self.note(r));
             }
             Request::AcquireLease {
                 name,
@@ -981,7 +1026,12 @@ impl Worker {
                 ttl,
                 reply,
             } => {
-                let r = store.acquire_lease(&name, &holder, ttl).await;
+                let r = self
+                    .timed(
+                        StoreOp::AcquireLease,
+                        store.acquire_lease(&name, &holder, ttl),
+                    )
+                    .await;
                 let _ = reply.send(self.note(r));
             }
             Request::ReleaseLease {
@@ -989,16 +1039,24 @@ impl Worker {
                 holder,
                 reply,
             } => {
-                let _ = reply.send(self.note(store.release_lease(&name, &holder).await));
+                let r = self
+                    .timed(StoreOp::ReleaseLease, store.release_lease(&name, &holder))
+                    .await;
+                let _ = reply.send(self.note(r));
             }
             Request::ClaimBot(bot, reply) => {
-                let _ = reply.send(self.note(store.claim_bot(&bot).await));
+                let r = self.timed(StoreOp::ClaimBot, store.claim_bot(&bot)).await;
+                let _ = reply.send(self.note(r));
             }
             Request::ClaimTemplate(t, reply) => {
-                let _ = reply.send(self.note(store.claim_template(&t).await));
+                let r = self
+                    .timed(StoreOp::ClaimTemplate, store.claim_template(&t))
+                    .await;
+                let _ = reply.send(self.note(r));
             }
             Request::Changes(reply) => {
-                let _ = reply.send(self.note(store.changes().await));
+                let r = self.timed(StoreOp::Changes, store.changes()).await;
+                let _ = reply.send(self.note(r));
             }
             Request::ReserveSeat {
                 node,
@@ -1006,10 +1064,18 @@ impl Worker {
                 ttl,
                 reply,
             } => {
-                let _ = reply.send(self.note(store.reserve_seat(&node, capacity, ttl).await));
+                let r = self
+                    .timed(
+                        StoreOp::ReserveSeat,
+                        store.reserve_seat(&node, capacity, ttl),
+                    )
+                    .await;
+                let _ = reply.send(self.note(r));
             }
             Request::ReleaseSeat(seat, reply) => {
-                let r = store.release_seat(&seat).await;
+                let r = self
+                    .timed(StoreOp::ReleaseSeat, store.release_seat(&seat))
+                    .await;
                 if let Err(e) = &r {
                     log::debug!("a seat was not given up ({e}); it lapses by itself");
                 }

@@ -83,6 +83,8 @@ pub struct RouterOpts {
     /// The `storage:` value (YAML flow mapping); None: the embedded store in the router's
     /// own directory.
     pub storage: Option<String>,
+    /// More keys of the `admin:` flow mapping (e.g. `metrics: false`), with `admin: true`.
+    pub admin_yaml: String,
 }
 
 impl Default for RouterOpts {
@@ -94,6 +96,7 @@ impl Default for RouterOpts {
             draining: Vec::new(),
             admin: false,
             storage: None,
+            admin_yaml: String::new(),
         }
     }
 }
@@ -187,7 +190,13 @@ impl Router {
             .admin
             .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         match self.admin_addr {
-            Some(a) => yaml.push_str(&format!("admin: {{ listen: \"{a}\" }}\n")),
+            Some(a) if opts.admin_yaml.is_empty() => {
+                yaml.push_str(&format!("admin: {{ listen: \"{a}\" }}\n"))
+            }
+            Some(a) => yaml.push_str(&format!(
+                "admin: {{ listen: \"{a}\", {} }}\n",
+                opts.admin_yaml
+            )),
             None => yaml.push_str("admin: { listen: \"off\" }\n"),
         }
         std::fs::write(&self.config, yaml).expect("write config");

@@ -539,7 +539,14 @@ impl Operations {
                     lost.store(true, Ordering::Release);
                     return (gid, None);
                 }
-                (gid, Some(this.move_one(id, gid, r).await))
+                let stats = &this.cluster.stats.moves;
+                stats.started.inc();
+                let result = this.move_one(id, gid, r).await;
+                match result {
+                    Ok(()) => stats.completed.inc(),
+                    Err(_) => stats.failed.inc(),
+                }
+                (gid, Some(result))
             })
             .buffer_unordered(self.cfg.concurrency.max(1));
         while let Some((gid, result)) = results.next().await {
