@@ -14,8 +14,10 @@ use super::{raw_request, Response};
 /// The longest a test agent lives, whatever happens to the test process.
 pub const LIFETIME: Duration = Duration::from_secs(600);
 
-/// The agent binary of the profile this test binary was built with, built (or found up to
-/// date) by cargo once per test binary.
+/// The agent binary of the profile this test binary was built with. Used as it is when it is
+/// newer than the agent's sources and the lock file (`cargo test --workspace` has just built
+/// it); else built by cargo, once per test binary (a build of the agent package alone unifies
+/// other dependency features than a workspace build, so an up-to-date binary is not rebuilt).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -37,6 +39,19 @@ pub fn binary() -> PathBuf {
         } else {
             profile
         };
+        let bin = profile_dir.join("ts3ab-lb-agent");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let sources = [root.join("agent"), root.join("Cargo.lock")]
+            .iter()
+            .map(|p| newest(p))
+            .max()
+            .flatten();
+        if let (Some(built), Some(sources)) = (built, sources) {
+            if built >= sources {
+                return bin;
+            }
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(&cargo)
             .args([
@@ -57,11 +72,25 @@ pub fn binary() -> PathBuf {
             "cargo build -p ts3ab-lb-agent failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let bin = profile_dir.join("ts3ab-lb-agent");
         assert!(bin.is_file(), "no agent binary at {}", bin.display());
         bin
     })
     .clone()
+}
+
+/// The newest modification time of a file, or of any file under a directory (`target`
+/// excluded).
+fn newest(p: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(p).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(p)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() != "target")
+        .filter_map(|e| newest(&e.path()))
+        .max()
 }
 
 /// The pid of the fixture's TS3AudioBot process.
