@@ -11,7 +11,10 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod agent;
 pub mod mongo;
+pub mod prometheus;
+pub mod watched;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
