@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::cluster::node::{Node, NodeId, NodeSource};
 use crate::cluster::view::{Cluster, Holdings};
-use crate::config::{FieldError, NodeConfig, NodeState};
-use crate::store::{NodeRecord, Op, StoreError};
+use crate::config::{AgentConfig, FieldError, NodeConfig, NodeState};
+use crate::store::{AgentRecord, NodeRecord, Op, StoreError};
 
 /// Why a node-table change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,17 @@ pub struct NodeEdit {
     pub capacity: Option<u32>,
     /// Ready, drain or maint.
     pub state: Option<NodeState>,
+    /// A new agent (`Some(None)` removes it).
+    pub agent: Option<Option<AgentEdit>>,
+}
+
+/// A node's agent as an edit sets it.
+#[derive(Debug, Clone, Default)]
+pub struct AgentEdit {
+    /// Its URL.
+    pub url: String,
+    /// Its token: `None` keeps the current one, `Some(None)` removes it.
+    pub token: Option<Option<String>>,
 }
 
 fn record(c: &NodeConfig, source: NodeSource) -> NodeRecord {
@@ -83,7 +94,38 @@ fn record(c: &NodeConfig, source: NodeSource) -> NodeRecord {
         draining: c.state == NodeState::Drain,
         state: c.state,
         from_config: source == NodeSource::Config,
+        agent: Some(c.agent.as_ref().map(|a| AgentRecord {
+            url: a.url.clone(),
+            token: a.token.clone(),
+        })),
     }
+}
+
+/// A node's agent as its record stores it, given what this router has for the node now
+/// (`current`: the config file's at start, the live node's later). A record written before
+/// agents existed keeps `current`; a config-file node's record without a token keeps
+/// `current`'s token, like its `auth` (the file's token stays the file's).
+pub(crate) fn agent_of_record(
+    rec: &NodeRecord,
+    current: Option<&AgentConfig>,
+) -> Result<Option<AgentConfig>, FieldError> {
+    match &rec.agent {
+        None => Ok(current.cloned()),
+        Some(None) => Ok(None),
+        Some(Some(a)) => {
+            let token = match (&a.token, current) {
+                (None, Some(cur)) if rec.from_config => cur.token.clone(),
+                (t, _) => t.clone(),
+            };
+            AgentConfig::parse(&a.url, token).map(Some)
+        }
+    }
+}
+
+/// The agent a live node has, as config (None: none, or its URL no longer resolves).
+pub(crate) fn current_agent(node: &Node) -> Option<AgentConfig> {
+    let a = node.agent()?;
+    AgentConfig::parse(a.url(), a.token().map(str::to_string)).ok()
 }
 
 impl Cluster {
@@ -141,6 +183,19 @@ impl Cluster {
             Some(a) => a,
             None => old.credentials.clone(),
         };
+        let current = node.agent();
+        let agent_token_changed = matches!(&edit.agent, Some(Some(a)) if a.token.is_some());
+        let agent = match edit.agent {
+            None => current_agent(&node),
+            Some(None) => None,
+            Some(Some(a)) => {
+                let token = match a.token {
+                    Some(t) => t,
+                    None => current.as_ref().and_then(|c| c.token().map(str::to_string)),
+                };
+                Some(AgentConfig::parse(&a.url, token)?)
+            }
+        };
         let c = NodeConfig::parse(
             name,
             edit.url.as_deref().unwrap_or(&old.url),
@@ -148,7 +203,8 @@ impl Cluster {
             edit.capacity
                 .unwrap_or_else(|| node.capacity.load(Ordering::Acquire)),
             edit.state.unwrap_or_else(|| node.state()),
-        )?;
+        )?
+        .with_agent(agent);
         self.check_unique(&c, Some(node.id))?;
         // Stored for every node: a config-file node's record holds its run-time changes and
         // wins over the file at the next start.
@@ -158,6 +214,12 @@ impl Cluster {
             // into the store, and a rotated one is picked up at the next start.
             rec.auth = None;
         }
+        if node.source == NodeSource::Config && !agent_token_changed {
+            // The same for the agent's token.
+            if let Some(Some(a)) = &mut rec.agent {
+                a.token = None;
+            }
+        }
         self.store.commit(vec![Op::PutNode(rec)], timeout).await?;
         let endpoint = c.endpoint();
         if endpoint != *old {
@@ -165,6 +227,7 @@ impl Cluster {
         }
         node.capacity.store(c.capacity, Ordering::Release);
         node.set_state(c.state);
+        node.set_agent(c.agent_endpoint());
         self.nodes_changed();
         log::info!("node {name} edited");
         Ok(node)

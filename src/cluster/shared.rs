@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::membership::{agent_of_record, current_agent};
 use crate::cluster::node::{Node, NodeId, NodeSource};
 use crate::cluster::tables::{Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
@@ -624,7 +625,10 @@ impl Cluster {
             (None, Some(n)) if rec.from_config => n.endpoint().credentials.clone(),
             (a, _) => a.clone(),
         };
-        let c = match NodeConfig::parse(name, &rec.url, auth, rec.capacity, rec.effective_state()) {
+        let current = existing.as_deref().and_then(current_agent);
+        let parsed = NodeConfig::parse(name, &rec.url, auth, rec.capacity, rec.effective_state())
+            .and_then(|c| Ok(c.with_agent(agent_of_record(rec, current.as_ref())?)));
+        let c = match parsed {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("node {name} as another router stored it is invalid here: {e}");
@@ -634,14 +638,17 @@ impl Cluster {
         match existing {
             Some(n) => {
                 let endpoint = c.endpoint();
+                let agent = c.agent_endpoint();
                 let changed = endpoint != *n.endpoint()
                     || n.capacity.load(Ordering::Acquire) != c.capacity
-                    || n.state() != c.state;
+                    || n.state() != c.state
+                    || n.agent().as_deref() != agent.as_ref();
                 if endpoint != *n.endpoint() {
                     n.set_endpoint(endpoint);
                 }
                 n.capacity.store(c.capacity, Ordering::Release);
                 n.set_state(c.state);
+                n.set_agent(agent);
                 if changed {
                     self.nodes_changed();
                     log::info!("node {name} was edited by another router");
@@ -749,6 +756,7 @@ mod tests {
             draining: false,
             state: crate::store::NodeState::Ready,
             from_config: false,
+            agent: None,
         };
         let bot = |id: u32, lid: u32, addr: &str| BotRecord {
             id,
