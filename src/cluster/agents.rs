@@ -62,9 +62,9 @@ pub async fn read_agent(client: &NodeClient, node: &Node, timeout: Duration) {
     };
     match (was, error) {
         (_, Some(now)) => log::warn!(
-            "agent of node {} ({}): {now}; placement goes by its bot count until it answers",
-            node.name,
-            agent.url()
+            "{now} ({}); placement goes by node {}'s bot count until its agent answers",
+            agent.url(),
+            node.name
         ),
         (Some(was), None) => {
             log::info!("agent of node {} answers again (was: {was})", node.name)

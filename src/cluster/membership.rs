@@ -391,6 +391,103 @@ mod tests {
         assert_eq!(again.id, NodeId(3));
     }
 
+    fn reopen(dir: &std::path::Path) -> Snapshot {
+        // Let the old store worker release the file.
+        for _ in 0..100 {
+            if let Ok(s) = EmbeddedStore::open(dir) {
+                return futures::executor::block_on(s.load()).expect("load");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the store does not reopen");
+    }
+
+    /// Agents set at run time are stored and come back; a config-file node's agent token
+    /// stays the file's (not copied into the store); a removed agent stays removed.
+    #[test]
+    fn agents_are_stored_and_a_config_nodes_token_stays_the_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rt = rt();
+        let file_agent =
+            AgentConfig::parse("http://127.0.0.1:7001", Some("file-token".into())).expect("agent");
+        let a = cfg("a", 1).with_agent(Some(file_agent.clone()));
+        let b = cfg("b", 2).with_agent(Some(file_agent.clone()));
+        {
+            let c = cluster(dir.path(), &[a.clone(), b.clone()]);
+            let set = |url: &str, token: Option<Option<&str>>| NodeEdit {
+                agent: Some(Some(AgentEdit {
+                    url: url.into(),
+                    token: token.map(|t| t.map(str::to_string)),
+                })),
+                ..NodeEdit::default()
+            };
+            let x = rt.block_on(c.add_node(cfg("x", 5), T)).expect("add");
+            assert!(x.agent().is_none());
+            rt.block_on(c.edit_node("x", set("http://127.0.0.1:7005", Some(Some("x-token"))), T))
+                .expect("edit x");
+            // A new URL without a token keeps the current token.
+            rt.block_on(c.edit_node("x", set("http://127.0.0.1:7006", None), T))
+                .expect("edit x");
+            let agent = x.agent().expect("agent");
+            assert_eq!(
+                (agent.url(), agent.token()),
+                ("http://127.0.0.1:7006", Some("x-token"))
+            );
+            // A config-file node's agent moves; its token is the file's.
+            rt.block_on(c.edit_node("a", set("http://127.0.0.1:7002", None), T))
+                .expect("edit a");
+            assert_eq!(
+                c.node_by_name("a")
+                    .and_then(|n| n.agent())
+                    .and_then(|g| g.token().map(str::to_string))
+                    .as_deref(),
+                Some("file-token")
+            );
+            let off = NodeEdit {
+                agent: Some(None),
+                ..NodeEdit::default()
+            };
+            rt.block_on(c.edit_node("b", off, T)).expect("edit b");
+            assert!(c.node_by_name("b").expect("b").agent().is_none());
+            let bad = set("ftp://x", None);
+            match rt.block_on(c.edit_node("x", bad, T)) {
+                Err(NodeChangeError::Invalid(e)) => assert_eq!(e.field, "agent.url"),
+                other => panic!("{other:?}"),
+            }
+            rt.block_on(c.store().flush(T)).expect("flush");
+        }
+        let snap = reopen(dir.path());
+        let stored = |name: &str| {
+            snap.nodes
+                .iter()
+                .find(|n| n.name == name)
+                .and_then(|n| n.agent.clone())
+        };
+        let a_rec = stored("a").flatten().expect("a's agent");
+        assert_eq!(
+            (a_rec.url.as_str(), a_rec.token),
+            ("http://127.0.0.1:7002", None)
+        );
+        assert_eq!(stored("b"), Some(None), "b's agent is stored as removed");
+        let store = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
+            .expect("spawn");
+        let c = Cluster::new(&[a, b], snap, store);
+        let agent_of = |n: &str| {
+            c.node_by_name(n)
+                .and_then(|n| n.agent())
+                .map(|g| (g.url().to_string(), g.token().map(str::to_string)))
+        };
+        assert_eq!(
+            agent_of("a"),
+            Some(("http://127.0.0.1:7002".into(), Some("file-token".into())))
+        );
+        assert_eq!(agent_of("b"), None);
+        assert_eq!(
+            agent_of("x"),
+            Some(("http://127.0.0.1:7006".into(), Some("x-token".into())))
+        );
+    }
+
     #[test]
     fn run_time_nodes_are_stored_and_config_nodes_win_a_clash() {
         let dir = tempfile::tempdir().expect("dir");

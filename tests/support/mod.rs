@@ -83,6 +83,8 @@ pub struct RouterOpts {
     /// The `storage:` value (YAML flow mapping); None: the embedded store in the router's
     /// own directory.
     pub storage: Option<String>,
+    /// Per node (in order), its `agent:` value (a YAML flow mapping), if it has one.
+    pub agents: Vec<Option<String>>,
 }
 
 impl Default for RouterOpts {
@@ -94,6 +96,7 @@ impl Default for RouterOpts {
             draining: Vec::new(),
             admin: false,
             storage: None,
+            agents: Vec::new(),
         }
     }
 }
@@ -160,8 +163,12 @@ impl Router {
         );
         for (i, n) in nodes.iter().enumerate() {
             let cap = opts.capacities.get(i).copied().unwrap_or(300);
+            let agent = match opts.agents.get(i) {
+                Some(Some(a)) => format!(", agent: {a}"),
+                _ => String::new(),
+            };
             yaml.push_str(&format!(
-                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {} }}\n",
+                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {}{agent} }}\n",
                 n.url(),
                 node_token(i),
                 opts.draining.contains(&i)
