@@ -11,6 +11,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod agent;
 pub mod mongo;
 
 use std::io::{BufRead, BufReader, Read, Write};
