@@ -771,9 +771,29 @@ mod tests {
             created_ms: 1,
             node_started: Some("S".into()),
         };
-        let a = c.apply_changes(&[Change::Node("n1".into(), Some(node_rec))]);
+        let a = c.apply_changes(&[Change::Node("n1".into(), Some(node_rec.clone()))]);
         assert_eq!(a.nodes, 1);
         let n1 = c.node_by_name("n1").expect("added");
+        // Another router gave it an agent, then a record from before agents arrived (no
+        // `agent` field): the agent stays; then another router removed it.
+        let with_agent = |agent| NodeRecord {
+            agent,
+            ..node_rec.clone()
+        };
+        let agent = crate::store::AgentRecord {
+            url: "http://127.0.0.1:58915".into(),
+            token: Some("agent-token".into()),
+        };
+        c.apply_changes(&[Change::Node(
+            "n1".into(),
+            Some(with_agent(Some(Some(agent)))),
+        )]);
+        let url = |n: &crate::cluster::Node| n.agent().map(|a| a.url().to_string());
+        assert_eq!(url(&n1).as_deref(), Some("http://127.0.0.1:58915"));
+        c.apply_changes(&[Change::Node("n1".into(), Some(with_agent(None)))]);
+        assert_eq!(url(&n1).as_deref(), Some("http://127.0.0.1:58915"));
+        c.apply_changes(&[Change::Node("n1".into(), Some(with_agent(Some(None))))]);
+        assert_eq!(url(&n1), None);
         c.apply_changes(&[Change::Bot(1, Some(bot(1, 0, "a")))]);
         assert_eq!(c.gid_of(n1.id, 0), Some(1));
         // Bot 1 stopped and bot 2 took its slot: in one round, listed put-first.
