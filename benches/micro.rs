@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use pingora_load_balancing::{Backends, LoadBalancer};
-use ts3ab_lb::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
+use ts3ab_lb::cluster::placement::{ClusterDiscovery, LoadOrder, Placer};
 use ts3ab_lb::cluster::Cluster;
 use ts3ab_lb::config::{KeyConfig, NodeConfig, Role};
 use ts3ab_lb::protocol::api_json::BotInfo;
@@ -79,7 +79,7 @@ fn cluster(nodes: usize, capacity: u32, bots: u32) -> (Arc<Cluster>, tempfile::T
 }
 
 fn placer(cluster: &Arc<Cluster>) -> Placer {
-    let lb = LoadBalancer::<LeastUsed>::from_backends(Backends::new(Box::new(ClusterDiscovery(
+    let lb = LoadBalancer::<LoadOrder>::from_backends(Backends::new(Box::new(ClusterDiscovery(
         cluster.clone(),
     ))));
     futures::executor::block_on(lb.update()).expect("discovery");

@@ -13,7 +13,7 @@ use serde_json::Value;
 use ts3ab_fake_node::{FakeNode, FakeNodeConfig, Fault};
 use ts3ab_lb::admin::operations::{OperationView, Operations, State};
 use ts3ab_lb::cluster::health::poll_all;
-use ts3ab_lb::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
+use ts3ab_lb::cluster::placement::{ClusterDiscovery, LoadOrder, Placer};
 use ts3ab_lb::cluster::{Cluster, NodeId};
 use ts3ab_lb::config::{FailoverConfig, HealthConfig, NodeConfig, NodeState};
 use ts3ab_lb::node::api::fetch_identity;
@@ -89,7 +89,7 @@ async fn router(
         })
         .collect();
     let cluster = Arc::new(Cluster::new(&cfgs, snap, store));
-    let lb = LoadBalancer::<LeastUsed>::from_backends(Backends::new(Box::new(ClusterDiscovery(
+    let lb = LoadBalancer::<LoadOrder>::from_backends(Backends::new(Box::new(ClusterDiscovery(
         cluster.clone(),
     ))));
     lb.update().await.expect("discovery");

@@ -1,5 +1,6 @@
 //! The admin panel in a real browser: three fake nodes behind the router with its admin
-//! listener, a fourth fake node for the panel to add, a few bots, then
+//! listener (the first with a fake node agent), a fourth fake node for the panel to add, a few
+//! bots, then
 //! `node tests/browser/panel.test.mjs` drives Debian's chromium through the panel (login, nodes,
 //! keys, bots, evacuation, maint, audit, logout) and writes screenshots to
 //! `target/screenshots/`.
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::fake_agent::{summary, FakeAgent};
 use support::{fake_node, free_port, node_token, Router, RouterOpts, ADMIN};
 
 /// How long the browser script may run before it is killed.
@@ -98,11 +100,15 @@ fn panel_in_a_browser() {
     let browser = browser_tooling(&browser_dir);
 
     let nodes: Vec<_> = (0..4).map(fake_node).collect();
+    // node-0 runs an agent, whose figures the panel shows.
+    let agent = FakeAgent::start(Some(summary(0.42, 0.61)));
     let router = Router::start(
         &nodes[..3].iter().collect::<Vec<_>>(),
         RouterOpts {
             capacities: vec![20, 20, 20],
             admin: true,
+            agents: vec![Some(agent.yaml())],
+            extra_yaml: "placement: { agent_interval_ms: 500 }\n".into(),
             ..RouterOpts::default()
         },
     );

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use ts3ab_lb::store::embedded::EmbeddedStore;
 use ts3ab_lb::store::mongo::MongoStore;
 use ts3ab_lb::store::{
-    AuditRecord, BotRecord, Change, Claim, FenceRecord, Identity, KeyRecord, NodeRecord, NodeState,
-    Op, OperationRecord, Role, Snapshot, Store, StoreError, StoreHandle, TemplateRecord,
+    AgentRecord, AuditRecord, BotRecord, Change, Claim, FenceRecord, Identity, KeyRecord,
+    NodeRecord, NodeState, Op, OperationRecord, Role, Snapshot, Store, StoreError, StoreHandle,
+    TemplateRecord,
 };
 
 use support::mongo;
@@ -168,6 +169,10 @@ fn node(name: &str) -> NodeRecord {
         draining: false,
         state: NodeState::Maint,
         from_config: true,
+        agent: Some(Some(AgentRecord {
+            url: format!("http://{name}:58915"),
+            token: Some("agent-token".into()),
+        })),
     }
 }
 

@@ -27,6 +27,10 @@ pub fn redacted(c: &Config) -> Value {
             "auth": n.auth.as_ref().map(|_| "<redacted>"),
             "capacity": n.capacity,
             "state": n.state.as_str(),
+            "agent": n.agent.as_ref().map(|a| json!({
+                "url": a.url,
+                "token": a.token.as_ref().map(|_| "<redacted>"),
+            })),
         })).collect::<Vec<_>>(),
         "storage": match &c.storage {
             StorageConfig::Embedded { path } => json!({"kind": "embedded", "path": path}),
@@ -61,7 +65,11 @@ pub fn redacted(c: &Config) -> Value {
             "failures_to_down": c.health.failures_to_down,
             "successes_to_up": c.health.successes_to_up,
         },
-        "placement": { "strategy": format!("{:?}", c.placement.strategy).to_lowercase(), "default_capacity": c.placement.default_capacity },
+        "placement": {
+            "strategy": c.placement.strategy.as_str(),
+            "default_capacity": c.placement.default_capacity,
+            "agent_interval_ms": ms(c.placement.agent_interval),
+        },
         "failover": {
             "enabled": c.failover.enabled,
             "after_ms": ms(c.failover.after),

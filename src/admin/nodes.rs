@@ -1,29 +1,71 @@
 //! The node endpoints: list, add (checked first), edit, state, remove.
 //!
 //! Owns: turning admin JSON into node changes (the rules are the config file's:
-//! `NodeConfig::parse`), checking a new node before it is saved, getting it polled at once,
-//! and the `Node` object the API shows. Does not own: the node table and its rules
-//! (`cluster::membership`) or moving bots (`operations`).
+//! `NodeConfig::parse`, `AgentConfig::parse`), checking a new node before it is saved, getting
+//! it (and its agent) read at once, and the `Node` object the API shows, with its agent's
+//! figures and its penalty. Does not own: the node table and its rules
+//! (`cluster::membership`), the penalty formula (`cluster::penalty`) or moving bots
+//! (`operations`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::admin::error::AdminError;
 use crate::admin::AdminState;
+use crate::cluster::agents::read_agent;
 use crate::cluster::health::poll_and_observe;
-use crate::cluster::membership::NodeEdit;
+use crate::cluster::membership::{AgentEdit, NodeEdit};
+use crate::cluster::placement::penalty_score;
 use crate::cluster::{Node, NodeSource};
-use crate::config::{NodeConfig, NodeState};
+use crate::config::{AgentConfig, NodeConfig, NodeState};
 use crate::node::api::check_node;
 use crate::store::WRITE_DEADLINE;
+
+/// Four decimals are plenty for a score or a ratio read by people.
+fn rounded(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// The node's agent as the API shows it: where it is, whether it has a token (never the
+/// token), the latest figures and their age, and why the latest read failed; `null` for a
+/// node without an agent.
+fn agent_json(state: &AdminState, n: &Node, now: Instant) -> Value {
+    let Some(agent) = n.agent() else {
+        return Value::Null;
+    };
+    let reading = n.agent_reading();
+    let stale_after = state.config.placement.agent_stale_after();
+    let s = reading.as_ref().map(|r| &r.summary);
+    json!({
+        "url": agent.url(),
+        "has_token": agent.token().is_some(),
+        "error": n.agent_error(),
+        "age_ms": reading.as_ref().map(|r| {
+            u64::try_from(now.saturating_duration_since(r.received).as_millis()).unwrap_or(u64::MAX)
+        }),
+        "fresh": n.fresh_agent_reading(now, stale_after).is_some(),
+        "cpu_busy_ratio": s.and_then(|s| s.cpu_busy_ratio).map(rounded),
+        "cpu_count": s.and_then(|s| s.cpu_count),
+        "memory_available_ratio": s.and_then(|s| s.memory_available_ratio).map(rounded),
+        "memory_total_bytes": s.and_then(|s| s.memory_total_bytes),
+        "load1": s.and_then(|s| s.load1).map(rounded),
+        "process_up": s.and_then(|s| s.process_up),
+        "process_cpu_ratio": s.and_then(|s| s.process_cpu_ratio).map(rounded),
+        "api_up": s.and_then(|s| s.api_up),
+        "version": s.and_then(|s| s.version.clone()),
+    })
+}
 
 /// The API's view of a node.
 pub fn node_json(state: &AdminState, n: &Node) -> Value {
     let poll = n.last_poll();
     let holdings = state.cluster.holdings(n.id);
+    let now = Instant::now();
+    let stale_after = state.config.placement.agent_stale_after();
     json!({
         "name": &*n.name,
         "url": n.url(),
@@ -38,6 +80,9 @@ pub fn node_json(state: &AdminState, n: &Node) -> Value {
         "latency_ms": poll.latency_ms,
         "source": match n.source { NodeSource::Config => "config", NodeSource::Admin => "admin" },
         "has_auth": n.endpoint().credentials.is_some(),
+        "agent": agent_json(state, n, now),
+        // Shown under either strategy, so an operator can see what `penalty` would do.
+        "penalty": rounded(penalty_score(n, now, stale_after)),
     })
 }
 
@@ -81,6 +126,14 @@ struct NewNode {
     auth: Option<String>,
     capacity: Option<u32>,
     state: Option<String>,
+    agent: Option<NewAgent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAgent {
+    url: String,
+    token: Option<String>,
 }
 
 /// Adds a node: checks it (version and bot list with its credentials) and refuses with the
@@ -96,7 +149,12 @@ pub async fn add(state: &AdminState, body: &[u8]) -> Result<Value, AdminError> {
         n.capacity
             .unwrap_or(state.config.placement.default_capacity),
         st.unwrap_or_default(),
-    )?;
+    )?
+    .with_agent(
+        n.agent
+            .map(|a| AgentConfig::parse(&a.url, a.token))
+            .transpose()?,
+    );
     if state.cluster.node_by_name(&cfg.name).is_some() {
         return Err(AdminError::Conflict(format!(
             "a node named `{}` exists already",
@@ -108,6 +166,7 @@ pub async fn add(state: &AdminState, body: &[u8]) -> Result<Value, AdminError> {
         .map_err(AdminError::NodeCheck)?;
     let node = state.cluster.add_node(cfg, WRITE_DEADLINE).await?;
     admitted(state, &node).await;
+    agent_read(state, &node).await;
     Ok(node_json(state, &node))
 }
 
@@ -124,6 +183,17 @@ async fn admitted(state: &AdminState, node: &Node) {
     }
 }
 
+/// An agent that was just set is read at once, so the answer (and the panel) shows its
+/// figures or its problem. Placement does not wait for it: until it answers, bot counts.
+async fn agent_read(state: &AdminState, node: &Node) {
+    let timeout = state
+        .config
+        .health
+        .timeout
+        .min(state.config.placement.agent_interval);
+    read_agent(&state.client, node, timeout).await;
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Patch {
@@ -133,10 +203,26 @@ struct Patch {
     auth: Option<Option<String>>,
     capacity: Option<u32>,
     state: Option<String>,
+    // `agent: null` removes the agent; a missing `agent` keeps it.
+    #[serde(default, deserialize_with = "some")]
+    agent: Option<Option<PatchAgent>>,
 }
 
-fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchAgent {
+    url: String,
+    // `token: null` removes it; a missing `token` keeps the agent's current one.
+    #[serde(default, deserialize_with = "some")]
+    token: Option<Option<String>>,
+}
+
+fn some<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Edits a node (url, auth, capacity, state). A new URL or new credentials are checked
@@ -149,7 +235,14 @@ pub async fn edit(state: &AdminState, name: &str, body: &[u8]) -> Result<Value, 
         auth: p.auth,
         capacity: p.capacity,
         state: p.state.as_deref().map(parse_state).transpose()?,
+        agent: p.agent.map(|a| {
+            a.map(|a| AgentEdit {
+                url: a.url,
+                token: a.token,
+            })
+        }),
     };
+    let agent_changes = edit.agent.is_some();
     let endpoint_changes = edit.url.is_some() || edit.auth.is_some();
     if endpoint_changes {
         let old = node.endpoint();
@@ -167,6 +260,9 @@ pub async fn edit(state: &AdminState, name: &str, body: &[u8]) -> Result<Value, 
     let node = state.cluster.edit_node(name, edit, WRITE_DEADLINE).await?;
     if endpoint_changes {
         admitted(state, &node).await;
+    }
+    if agent_changes {
+        agent_read(state, &node).await;
     }
     Ok(node_json(state, &node))
 }

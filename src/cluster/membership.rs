@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::cluster::node::{Node, NodeId, NodeSource};
 use crate::cluster::view::{Cluster, Holdings};
-use crate::config::{FieldError, NodeConfig, NodeState};
-use crate::store::{NodeRecord, Op, StoreError};
+use crate::config::{AgentConfig, FieldError, NodeConfig, NodeState};
+use crate::store::{AgentRecord, NodeRecord, Op, StoreError};
 
 /// Why a node-table change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,17 @@ pub struct NodeEdit {
     pub capacity: Option<u32>,
     /// Ready, drain or maint.
     pub state: Option<NodeState>,
+    /// A new agent (`Some(None)` removes it).
+    pub agent: Option<Option<AgentEdit>>,
+}
+
+/// A node's agent as an edit sets it.
+#[derive(Debug, Clone, Default)]
+pub struct AgentEdit {
+    /// Its URL.
+    pub url: String,
+    /// Its token: `None` keeps the current one, `Some(None)` removes it.
+    pub token: Option<Option<String>>,
 }
 
 fn record(c: &NodeConfig, source: NodeSource) -> NodeRecord {
@@ -83,7 +94,38 @@ fn record(c: &NodeConfig, source: NodeSource) -> NodeRecord {
         draining: c.state == NodeState::Drain,
         state: c.state,
         from_config: source == NodeSource::Config,
+        agent: Some(c.agent.as_ref().map(|a| AgentRecord {
+            url: a.url.clone(),
+            token: a.token.clone(),
+        })),
     }
+}
+
+/// A node's agent as its record stores it, given what this router has for the node now
+/// (`current`: the config file's at start, the live node's later). A record written before
+/// agents existed keeps `current`; a config-file node's record without a token keeps
+/// `current`'s token, like its `auth` (the file's token stays the file's).
+pub(crate) fn agent_of_record(
+    rec: &NodeRecord,
+    current: Option<&AgentConfig>,
+) -> Result<Option<AgentConfig>, FieldError> {
+    match &rec.agent {
+        None => Ok(current.cloned()),
+        Some(None) => Ok(None),
+        Some(Some(a)) => {
+            let token = match (&a.token, current) {
+                (None, Some(cur)) if rec.from_config => cur.token.clone(),
+                (t, _) => t.clone(),
+            };
+            AgentConfig::parse(&a.url, token).map(Some)
+        }
+    }
+}
+
+/// The agent a live node has, as config (None: none, or its URL no longer resolves).
+pub(crate) fn current_agent(node: &Node) -> Option<AgentConfig> {
+    let a = node.agent()?;
+    AgentConfig::parse(a.url(), a.token().map(str::to_string)).ok()
 }
 
 impl Cluster {
@@ -141,6 +183,19 @@ impl Cluster {
             Some(a) => a,
             None => old.credentials.clone(),
         };
+        let current = node.agent();
+        let agent_token_changed = matches!(&edit.agent, Some(Some(a)) if a.token.is_some());
+        let agent = match edit.agent {
+            None => current_agent(&node),
+            Some(None) => None,
+            Some(Some(a)) => {
+                let token = match a.token {
+                    Some(t) => t,
+                    None => current.as_ref().and_then(|c| c.token().map(str::to_string)),
+                };
+                Some(AgentConfig::parse(&a.url, token)?)
+            }
+        };
         let c = NodeConfig::parse(
             name,
             edit.url.as_deref().unwrap_or(&old.url),
@@ -148,7 +203,8 @@ impl Cluster {
             edit.capacity
                 .unwrap_or_else(|| node.capacity.load(Ordering::Acquire)),
             edit.state.unwrap_or_else(|| node.state()),
-        )?;
+        )?
+        .with_agent(agent);
         self.check_unique(&c, Some(node.id))?;
         // Stored for every node: a config-file node's record holds its run-time changes and
         // wins over the file at the next start.
@@ -158,6 +214,12 @@ impl Cluster {
             // into the store, and a rotated one is picked up at the next start.
             rec.auth = None;
         }
+        if node.source == NodeSource::Config && !agent_token_changed {
+            // The same for the agent's token.
+            if let Some(Some(a)) = &mut rec.agent {
+                a.token = None;
+            }
+        }
         self.store.commit(vec![Op::PutNode(rec)], timeout).await?;
         let endpoint = c.endpoint();
         if endpoint != *old {
@@ -165,6 +227,7 @@ impl Cluster {
         }
         node.capacity.store(c.capacity, Ordering::Release);
         node.set_state(c.state);
+        node.set_agent(c.agent_endpoint());
         self.nodes_changed();
         log::info!("node {name} edited");
         Ok(node)
@@ -326,6 +389,103 @@ mod tests {
         // A node added later never gets a removed node's id.
         let again = rt.block_on(c.add_node(cfg("c", 3), T)).expect("re-add");
         assert_eq!(again.id, NodeId(3));
+    }
+
+    fn reopen(dir: &std::path::Path) -> Snapshot {
+        // Let the old store worker release the file.
+        for _ in 0..100 {
+            if let Ok(s) = EmbeddedStore::open(dir) {
+                return futures::executor::block_on(s.load()).expect("load");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the store does not reopen");
+    }
+
+    /// Agents set at run time are stored and come back; a config-file node's agent token
+    /// stays the file's (not copied into the store); a removed agent stays removed.
+    #[test]
+    fn agents_are_stored_and_a_config_nodes_token_stays_the_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rt = rt();
+        let file_agent =
+            AgentConfig::parse("http://127.0.0.1:7001", Some("file-token".into())).expect("agent");
+        let a = cfg("a", 1).with_agent(Some(file_agent.clone()));
+        let b = cfg("b", 2).with_agent(Some(file_agent.clone()));
+        {
+            let c = cluster(dir.path(), &[a.clone(), b.clone()]);
+            let set = |url: &str, token: Option<Option<&str>>| NodeEdit {
+                agent: Some(Some(AgentEdit {
+                    url: url.into(),
+                    token: token.map(|t| t.map(str::to_string)),
+                })),
+                ..NodeEdit::default()
+            };
+            let x = rt.block_on(c.add_node(cfg("x", 5), T)).expect("add");
+            assert!(x.agent().is_none());
+            rt.block_on(c.edit_node("x", set("http://127.0.0.1:7005", Some(Some("x-token"))), T))
+                .expect("edit x");
+            // A new URL without a token keeps the current token.
+            rt.block_on(c.edit_node("x", set("http://127.0.0.1:7006", None), T))
+                .expect("edit x");
+            let agent = x.agent().expect("agent");
+            assert_eq!(
+                (agent.url(), agent.token()),
+                ("http://127.0.0.1:7006", Some("x-token"))
+            );
+            // A config-file node's agent moves; its token is the file's.
+            rt.block_on(c.edit_node("a", set("http://127.0.0.1:7002", None), T))
+                .expect("edit a");
+            assert_eq!(
+                c.node_by_name("a")
+                    .and_then(|n| n.agent())
+                    .and_then(|g| g.token().map(str::to_string))
+                    .as_deref(),
+                Some("file-token")
+            );
+            let off = NodeEdit {
+                agent: Some(None),
+                ..NodeEdit::default()
+            };
+            rt.block_on(c.edit_node("b", off, T)).expect("edit b");
+            assert!(c.node_by_name("b").expect("b").agent().is_none());
+            let bad = set("ftp://x", None);
+            match rt.block_on(c.edit_node("x", bad, T)) {
+                Err(NodeChangeError::Invalid(e)) => assert_eq!(e.field, "agent.url"),
+                other => panic!("{other:?}"),
+            }
+            rt.block_on(c.store().flush(T)).expect("flush");
+        }
+        let snap = reopen(dir.path());
+        let stored = |name: &str| {
+            snap.nodes
+                .iter()
+                .find(|n| n.name == name)
+                .and_then(|n| n.agent.clone())
+        };
+        let a_rec = stored("a").flatten().expect("a's agent");
+        assert_eq!(
+            (a_rec.url.as_str(), a_rec.token),
+            ("http://127.0.0.1:7002", None)
+        );
+        assert_eq!(stored("b"), Some(None), "b's agent is stored as removed");
+        let store = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
+            .expect("spawn");
+        let c = Cluster::new(&[a, b], snap, store);
+        let agent_of = |n: &str| {
+            c.node_by_name(n)
+                .and_then(|n| n.agent())
+                .map(|g| (g.url().to_string(), g.token().map(str::to_string)))
+        };
+        assert_eq!(
+            agent_of("a"),
+            Some(("http://127.0.0.1:7002".into(), Some("file-token".into())))
+        );
+        assert_eq!(agent_of("b"), None);
+        assert_eq!(
+            agent_of("x"),
+            Some(("http://127.0.0.1:7006".into(), Some("x-token".into())))
+        );
     }
 
     #[test]

@@ -4,19 +4,23 @@
 //! so a stale reference to a removed node can never reach another node), [`Node`] (the
 //! node's endpoint, capacity, state and liveness, all changeable at run time without
 //! replacing the node, so its load counters survive an edit) and [`NodeList`], the
-//! copy-on-write list readers take without locking.
-//! Does not own: the bots on a node (`view`), how liveness is decided (`health`) or how
-//! load is counted (`load`).
+//! copy-on-write list readers take without locking. A node also holds its agent's endpoint and
+//! the agent's latest reading, so placement reads them from memory.
+//! Does not own: the bots on a node (`view`), how liveness is decided (`health`), how
+//! load is counted (`load`) or when agents are read (`agents`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
+use crate::cluster::agents::AgentReading;
 use crate::cluster::load::NodeLoad;
 use crate::cluster::stats::NodeStats;
 use crate::config::{NodeConfig, NodeState};
+use crate::node::agent::AgentEndpoint;
 use crate::node::endpoint::Endpoint;
 
 /// A node's stable id within this process. Records name nodes by their (unique) name;
@@ -87,6 +91,12 @@ pub struct Node {
     last_poll: Mutex<PollOutcome>,
     /// Placements, polls and failed requests, for metrics.
     pub stats: NodeStats,
+    /// The node's agent, if it has one (replaced whole on an edit).
+    agent: ArcSwapOption<AgentEndpoint>,
+    /// The agent's latest good reading (kept when a later read fails: its age tells).
+    agent_reading: ArcSwapOption<AgentReading>,
+    /// Why the latest read of the agent failed; None after a success.
+    agent_error: Mutex<Option<String>>,
 }
 
 /// What the last poll of a node found.
@@ -117,7 +127,63 @@ impl Node {
             starttime: Mutex::new(None),
             last_poll: Mutex::new(PollOutcome::default()),
             stats: NodeStats::default(),
+            agent: ArcSwapOption::new(c.agent_endpoint().map(Arc::new)),
+            agent_reading: ArcSwapOption::empty(),
+            agent_error: Mutex::new(None),
         }
+    }
+
+    /// The agent's endpoint, if the node has an agent.
+    pub fn agent(&self) -> Option<Arc<AgentEndpoint>> {
+        self.agent.load_full()
+    }
+
+    /// Replaces the agent (or removes it). A different agent's figures start from nothing:
+    /// until it answers, placement goes by bot counts.
+    pub fn set_agent(&self, agent: Option<AgentEndpoint>) {
+        if self.agent.load().as_deref() == agent.as_ref() {
+            return;
+        }
+        self.agent.store(agent.map(Arc::new));
+        self.agent_reading.store(None);
+        *self.agent_error.lock() = None;
+    }
+
+    /// The agent's latest good reading, however old.
+    pub fn agent_reading(&self) -> Option<Arc<AgentReading>> {
+        self.agent_reading.load_full()
+    }
+
+    /// The agent's latest reading if it was received less than `stale_after` before `now`
+    /// (by the router's clock: the agent's own may be off).
+    pub fn fresh_agent_reading(
+        &self,
+        now: Instant,
+        stale_after: Duration,
+    ) -> Option<Arc<AgentReading>> {
+        self.agent_reading
+            .load_full()
+            .filter(|r| now.saturating_duration_since(r.received) < stale_after)
+    }
+
+    /// Why the latest read of the agent failed (None after a success or before any).
+    pub fn agent_error(&self) -> Option<String> {
+        self.agent_error.lock().clone()
+    }
+
+    /// Records one read of the agent: a reading, or why there is none. Returns the error
+    /// as it was before when the outcome changed (`Some(None)`: it was fine), so the caller
+    /// can log once per change rather than once per read.
+    pub fn record_agent(&self, result: Result<AgentReading, String>) -> Option<Option<String>> {
+        let error = match result {
+            Ok(reading) => {
+                self.agent_reading.store(Some(Arc::new(reading)));
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let mut last = self.agent_error.lock();
+        (*last != error).then(|| std::mem::replace(&mut *last, error))
     }
 
     /// What the last poll found.

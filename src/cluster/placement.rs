@@ -1,18 +1,24 @@
-//! Where new bots go: the least-used node, with slots reserved at decision time.
+//! Where new bots go: the least-used (or least-penalised) node, with slots reserved at
+//! decision time.
 //!
-//! Owns: [`LeastUsed`], a Pingora `BackendSelection` that orders nodes by
-//! `(running + reserved) / capacity` (ties: the larger node first, then the lower index), the
-//! node discovery feeding Pingora's `LoadBalancer`, and [`Placer`], which picks and reserves a
-//! slot atomically so that concurrent creates never exceed a node's capacity and spread evenly.
+//! Owns: [`LoadOrder`], a Pingora `BackendSelection` that orders nodes by their [`Scoring`]
+//! score, lowest first (ties: the larger node first, then the lower index), the node discovery
+//! feeding Pingora's `LoadBalancer`, and [`Placer`], which picks and reserves a slot
+//! atomically so that concurrent creates never exceed a node's capacity and spread evenly.
 //! A [`Reservation`] holds one slot of a node's `load` until the create ends.
-//! Does not own: the counts themselves (`load`, kept by the view and fed by `health`) or
-//! sending the create (`proxy::exec`).
+//! Does not own: the counts themselves (`load`, kept by the view and fed by `health`), the
+//! penalty formula (`penalty`), the agents' readings (`agents`) or sending the create
+//! (`proxy::exec`).
 //!
-//! Strategies are named in the config (`placement.strategy`); `least_used` is the seed's rule.
+//! Strategies are named in the config (`placement.strategy`): `least_used` (the default, the
+//! seed's rule) scores `(running + reserved) / capacity`; `penalty` adds the CPU and memory
+//! pressure a node's agent reported, while that reading is fresh. Whatever the score, a node
+//! takes a bot only if its reservation fits its capacity.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -21,7 +27,9 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::{Backend, LoadBalancer};
 
 use crate::cluster::stats::{PlacementStats, Refusal};
+use crate::cluster::penalty::{penalty, used_fraction};
 use crate::cluster::{Cluster, Node, NodeId};
+use crate::config::{PlacementConfig, PlacementStrategy};
 use crate::protocol::api_json::ApiError;
 
 /// The cluster node a Pingora backend stands for (kept in `Backend::ext`).
@@ -59,19 +67,64 @@ impl ServiceDiscovery for ClusterDiscovery {
 
 /// Load score of a node: used fraction of its capacity, counting reserved slots.
 pub fn score(node: &Node) -> f64 {
-    f64::from(node.load.used()) / f64::from(node.capacity.load(Ordering::Acquire).max(1))
+    used_fraction(node.load.used(), node.capacity.load(Ordering::Acquire))
 }
 
-/// Pingora selection: backends ordered from least to most used.
-pub struct LeastUsed {
+/// A node's penalty at `now`: its used fraction plus its agent's figures if they were
+/// received less than `stale_after` ago (otherwise exactly [`score`]).
+pub fn penalty_score(node: &Node, now: Instant, stale_after: Duration) -> f64 {
+    let reading = node.fresh_agent_reading(now, stale_after);
+    penalty(
+        node.load.used(),
+        node.capacity.load(Ordering::Acquire),
+        reading.map(|r| r.pressure()).as_ref(),
+    )
+}
+
+/// How the selection scores nodes (its Pingora `Config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scoring {
+    /// The configured strategy.
+    pub strategy: PlacementStrategy,
+    /// How old an agent's reading may be before the penalty ignores it.
+    pub stale_after: Duration,
+}
+
+impl Scoring {
+    /// `least_used`.
+    pub const LEAST_USED: Scoring = Scoring {
+        strategy: PlacementStrategy::LeastUsed,
+        stale_after: Duration::ZERO,
+    };
+
+    /// The scoring the config asks for.
+    pub fn of(c: &PlacementConfig) -> Scoring {
+        Scoring {
+            strategy: c.strategy,
+            stale_after: c.agent_stale_after(),
+        }
+    }
+
+    /// A node's score at `now` (lower is placed first).
+    pub fn score(&self, node: &Node, now: Instant) -> f64 {
+        match self.strategy {
+            PlacementStrategy::LeastUsed => score(node),
+            PlacementStrategy::Penalty => penalty_score(node, now, self.stale_after),
+        }
+    }
+}
+
+/// Pingora selection: backends ordered from the lowest score to the highest.
+pub struct LoadOrder {
     backends: Vec<Backend>,
+    scoring: Scoring,
 }
 
-/// Yields backends from least to most used. The order is found lazily (one scan per step)
-/// because placement almost always takes the first: a full sort of 100 nodes per create would
-/// cost more than everything else in the decision.
+/// Yields backends from the lowest score to the highest. The order is found lazily (one scan
+/// per step) because placement almost always takes the first: a full sort of 100 nodes per
+/// create would cost more than everything else in the decision.
 pub struct OrderIter {
-    sel: Arc<LeastUsed>,
+    sel: Arc<LoadOrder>,
     /// (score, capacity, node index) per backend, read once when the iterator is made.
     keys: Vec<(f64, u32, NodeId)>,
     taken: Vec<bool>,
@@ -105,22 +158,33 @@ impl BackendIter for OrderIter {
     }
 }
 
-impl BackendSelection for LeastUsed {
+impl BackendSelection for LoadOrder {
     type Iter = OrderIter;
-    type Config = ();
+    type Config = Scoring;
 
-    fn build(backends: &BTreeSet<Backend>) -> Self {
-        LeastUsed {
+    fn build_with_config(backends: &BTreeSet<Backend>, scoring: &Scoring) -> Self {
+        LoadOrder {
             backends: backends.iter().cloned().collect(),
+            scoring: *scoring,
         }
     }
 
+    fn build(backends: &BTreeSet<Backend>) -> Self {
+        Self::build_with_config(backends, &Scoring::LEAST_USED)
+    }
+
     fn iter(self: &Arc<Self>, _key: &[u8]) -> OrderIter {
+        // One clock reading for all nodes, so each is judged stale or fresh at the same time.
+        let now = Instant::now();
         let keys: Vec<(f64, u32, NodeId)> = self
             .backends
             .iter()
             .map(|b| match node_of(b) {
-                Some(n) => (score(n), n.capacity.load(Ordering::Acquire), n.id),
+                Some(n) => (
+                    self.scoring.score(n, now),
+                    n.capacity.load(Ordering::Acquire),
+                    n.id,
+                ),
                 None => (f64::MAX, 0, NodeId(u32::MAX)),
             })
             .collect();
@@ -153,7 +217,7 @@ impl Drop for Reservation {
 
 /// Chooses nodes for new bots.
 pub struct Placer {
-    lb: Arc<LoadBalancer<LeastUsed>>,
+    lb: Arc<LoadBalancer<LoadOrder>>,
     /// Choosing and reserving happen under one lock so two creates never take the same
     /// "least used" slot; the lock is held for microseconds and never across I/O.
     lock: Mutex<()>,
@@ -163,7 +227,7 @@ pub struct Placer {
 
 impl Placer {
     /// A placer over a load balancer built with [`ClusterDiscovery`].
-    pub fn new(lb: Arc<LoadBalancer<LeastUsed>>) -> Self {
+    pub fn new(lb: Arc<LoadBalancer<LoadOrder>>) -> Self {
         Placer {
             lb,
             lock: Mutex::new(()),
@@ -172,12 +236,12 @@ impl Placer {
     }
 
     /// The load balancer (its background service polls the nodes).
-    pub fn lb(&self) -> &Arc<LoadBalancer<LeastUsed>> {
+    pub fn lb(&self) -> &Arc<LoadBalancer<LoadOrder>> {
         &self.lb
     }
 
-    /// Reserves a slot on the least-used healthy, non-draining node with room, skipping
-    /// `exclude`. Fails with TS3AudioBot's error shape (503) when no node can take a bot.
+    /// Reserves a slot on the healthy, non-draining node with room and the lowest score,
+    /// skipping `exclude`. Fails with TS3AudioBot's error shape (503) when no node can take a bot.
     pub fn reserve(&self, exclude: &[NodeId]) -> Result<Reservation, ApiError> {
         let _guard = self.lock.lock();
         // The chosen node's count can still rise between the choice and the reservation (a
@@ -239,6 +303,10 @@ mod tests {
     use pingora_load_balancing::Backends;
 
     fn setup(caps: &[u32]) -> (Arc<Cluster>, Placer, tempfile::TempDir) {
+        setup_with(caps, Scoring::LEAST_USED)
+    }
+
+    fn setup_with(caps: &[u32], scoring: Scoring) -> (Arc<Cluster>, Placer, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("dir");
         let store = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
             .expect("spawn");
@@ -261,9 +329,10 @@ mod tests {
         for n in cluster.nodes().iter() {
             n.observe_poll(true, 1, 1);
         }
-        let lb = LoadBalancer::<LeastUsed>::from_backends(Backends::new(Box::new(
-            ClusterDiscovery(cluster.clone()),
-        )));
+        let lb = LoadBalancer::<LoadOrder>::from_backends_with_config(
+            Backends::new(Box::new(ClusterDiscovery(cluster.clone()))),
+            Some(scoring),
+        );
         futures::executor::block_on(lb.update()).expect("update");
         (cluster, Placer::new(Arc::new(lb)), dir)
     }
@@ -274,6 +343,78 @@ mod tests {
         let n = r.node().clone();
         n.load.set_running(n.load.running() + 1);
         Some(n.id)
+    }
+
+    const PENALTY: Scoring = Scoring {
+        strategy: PlacementStrategy::Penalty,
+        stale_after: Duration::from_secs(3),
+    };
+
+    /// Gives node `i` an agent reading received `age` ago.
+    fn report(c: &Cluster, i: u32, cpu: f64, mem_available: f64, age: Duration) {
+        use crate::cluster::agents::AgentReading;
+        use crate::node::agent::AgentSummary;
+        let node = c.node(NodeId(i)).expect("node");
+        node.record_agent(Ok(AgentReading {
+            summary: AgentSummary {
+                cpu_busy_ratio: Some(cpu),
+                memory_available_ratio: Some(mem_available),
+                ..AgentSummary::default()
+            },
+            received: Instant::now().checked_sub(age).expect("age"),
+        }));
+    }
+
+    /// Without agent figures (none, or stale ones) the penalty strategy places exactly like
+    /// `least_used`, create by create.
+    #[test]
+    fn without_fresh_figures_penalty_places_like_least_used() {
+        let caps = [3, 5, 7, 5];
+        let run = |scoring: Scoring, stale: bool| {
+            let (c, p, _d) = setup_with(&caps, scoring);
+            if stale {
+                report(&c, 0, 1.0, 0.0, Duration::from_secs(4));
+                report(&c, 2, 0.99, 0.01, Duration::from_secs(60));
+            }
+            let order: Vec<NodeId> = std::iter::from_fn(|| create(&p)).collect();
+            assert_eq!(order.len(), 20, "every slot is used");
+            order
+        };
+        let least_used = run(Scoring::LEAST_USED, false);
+        assert_eq!(run(PENALTY, false), least_used);
+        assert_eq!(run(PENALTY, true), least_used);
+    }
+
+    /// A node whose agent reports pressure gets fewer new bots, and no node ever takes more
+    /// than its capacity, whatever the scores.
+    #[test]
+    fn a_loaded_node_gets_fewer_bots_and_capacity_holds() {
+        let (c, p, _d) = setup_with(&[4, 4], PENALTY);
+        report(&c, 0, 0.9, 0.2, Duration::ZERO);
+        report(&c, 1, 0.1, 0.9, Duration::ZERO);
+        let loaded = c.node(NodeId(0)).expect("node");
+        let idle = c.node(NodeId(1)).expect("node");
+        let hot = PENALTY.score(&loaded, Instant::now());
+        assert!(hot > 0.9, "{hot}");
+        let first: Vec<NodeId> = (0..4).filter_map(|_| create(&p)).collect();
+        assert_eq!(first, vec![NodeId(1); 4], "the idle node first");
+        let rest: Vec<NodeId> = std::iter::from_fn(|| create(&p)).collect();
+        assert_eq!(
+            rest,
+            vec![NodeId(0); 4],
+            "then the loaded one, up to its capacity"
+        );
+        assert_eq!((loaded.load.used(), idle.load.used()), (4, 4));
+        assert!(p.reserve(&[]).is_err(), "full");
+        // The loaded node's figures turn stale: it scores its count again.
+        report(&c, 0, 0.9, 0.2, PENALTY.stale_after);
+        assert_eq!(PENALTY.score(&loaded, Instant::now()), score(&loaded));
+        // Under least_used the figures are shown but never used.
+        report(&c, 0, 0.9, 0.2, Duration::ZERO);
+        assert_eq!(
+            Scoring::LEAST_USED.score(&loaded, Instant::now()),
+            score(&loaded)
+        );
     }
 
     #[test]

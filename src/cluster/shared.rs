@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::membership::{agent_of_record, current_agent};
 use crate::cluster::node::{Node, NodeId, NodeSource};
 use crate::cluster::tables::{Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
@@ -624,7 +625,10 @@ impl Cluster {
             (None, Some(n)) if rec.from_config => n.endpoint().credentials.clone(),
             (a, _) => a.clone(),
         };
-        let c = match NodeConfig::parse(name, &rec.url, auth, rec.capacity, rec.effective_state()) {
+        let current = existing.as_deref().and_then(current_agent);
+        let parsed = NodeConfig::parse(name, &rec.url, auth, rec.capacity, rec.effective_state())
+            .and_then(|c| Ok(c.with_agent(agent_of_record(rec, current.as_ref())?)));
+        let c = match parsed {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("node {name} as another router stored it is invalid here: {e}");
@@ -634,14 +638,17 @@ impl Cluster {
         match existing {
             Some(n) => {
                 let endpoint = c.endpoint();
+                let agent = c.agent_endpoint();
                 let changed = endpoint != *n.endpoint()
                     || n.capacity.load(Ordering::Acquire) != c.capacity
-                    || n.state() != c.state;
+                    || n.state() != c.state
+                    || n.agent().as_deref() != agent.as_ref();
                 if endpoint != *n.endpoint() {
                     n.set_endpoint(endpoint);
                 }
                 n.capacity.store(c.capacity, Ordering::Release);
                 n.set_state(c.state);
+                n.set_agent(agent);
                 if changed {
                     self.nodes_changed();
                     log::info!("node {name} was edited by another router");
@@ -749,6 +756,7 @@ mod tests {
             draining: false,
             state: crate::store::NodeState::Ready,
             from_config: false,
+            agent: None,
         };
         let bot = |id: u32, lid: u32, addr: &str| BotRecord {
             id,
@@ -763,9 +771,29 @@ mod tests {
             created_ms: 1,
             node_started: Some("S".into()),
         };
-        let a = c.apply_changes(&[Change::Node("n1".into(), Some(node_rec))]);
+        let a = c.apply_changes(&[Change::Node("n1".into(), Some(node_rec.clone()))]);
         assert_eq!(a.nodes, 1);
         let n1 = c.node_by_name("n1").expect("added");
+        // Another router gave it an agent, then a record from before agents arrived (no
+        // `agent` field): the agent stays; then another router removed it.
+        let with_agent = |agent| NodeRecord {
+            agent,
+            ..node_rec.clone()
+        };
+        let agent = crate::store::AgentRecord {
+            url: "http://127.0.0.1:58915".into(),
+            token: Some("agent-token".into()),
+        };
+        c.apply_changes(&[Change::Node(
+            "n1".into(),
+            Some(with_agent(Some(Some(agent)))),
+        )]);
+        let url = |n: &crate::cluster::Node| n.agent().map(|a| a.url().to_string());
+        assert_eq!(url(&n1).as_deref(), Some("http://127.0.0.1:58915"));
+        c.apply_changes(&[Change::Node("n1".into(), Some(with_agent(None)))]);
+        assert_eq!(url(&n1).as_deref(), Some("http://127.0.0.1:58915"));
+        c.apply_changes(&[Change::Node("n1".into(), Some(with_agent(Some(None))))]);
+        assert_eq!(url(&n1), None);
         c.apply_changes(&[Change::Bot(1, Some(bot(1, 0, "a")))]);
         assert_eq!(c.gid_of(n1.id, 0), Some(1));
         // Bot 1 stopped and bot 2 took its slot: in one round, listed put-first.

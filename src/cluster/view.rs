@@ -794,14 +794,19 @@ fn node_definitions(
         .map(|c| (c.clone(), NodeSource::Config))
         .collect();
     for rec in stored {
+        let at = defs.iter().position(|(c, _)| c.name == rec.name);
+        let file_agent = at.and_then(|i| defs[i].0.agent.as_ref());
         let parsed = NodeConfig::parse(
             &rec.name,
             &rec.url,
             rec.auth.clone(),
             rec.capacity,
             rec.effective_state(),
-        );
-        let at = defs.iter().position(|(c, _)| c.name == rec.name);
+        )
+        .and_then(|c| {
+            let agent = crate::cluster::membership::agent_of_record(rec, file_agent)?;
+            Ok(c.with_agent(agent))
+        });
         match (parsed, at) {
                 (Ok(mut c), Some(i)) if rec.from_config => {
                     // No stored token: the file's (see `edit_node`).

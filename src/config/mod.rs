@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::node::agent::AgentEndpoint;
 use crate::node::endpoint::{parse_node_url, Endpoint, NodeTarget};
 use crate::protocol::pattern::AllowPattern;
 
@@ -116,6 +117,28 @@ pub struct NodeConfig {
     pub capacity: u32,
     /// Ready, drain (no new bots; its bots keep running and stay reachable) or maint.
     pub state: NodeState,
+    /// The node's agent, if it runs one (load figures for placement and the panel).
+    pub agent: Option<AgentConfig>,
+}
+
+/// A node's agent (`ts3ab-lb-agent`): where its `/summary` is and the bearer token it wants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The URL as written (`http://host:port`).
+    pub url: String,
+    /// The URL taken apart and resolved.
+    pub target: NodeTarget,
+    /// The agent's bearer token (`--token-env` on the agent), if it wants one. Secret.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Storage backend.
@@ -253,6 +276,20 @@ pub struct PlacementConfig {
     pub strategy: PlacementStrategy,
     /// The capacity of nodes that do not say (also for nodes added at run time).
     pub default_capacity: u32,
+    /// How often each node's agent is read (`placement.agent_interval_ms`).
+    pub agent_interval: Duration,
+}
+
+/// How many agent intervals a reading stays usable: one lost or slow answer is ridden out,
+/// an agent that stopped answering no longer steers placement after three.
+pub const AGENT_STALE_INTERVALS: u32 = 3;
+
+impl PlacementConfig {
+    /// How old (by the router's clock, from when it was received) an agent's reading may be
+    /// before placement ignores it and falls back to bot counts.
+    pub fn agent_stale_after(&self) -> Duration {
+        self.agent_interval * AGENT_STALE_INTERVALS
+    }
 }
 
 /// Placement strategies (named in the config so more can be added).
@@ -261,6 +298,19 @@ pub struct PlacementConfig {
 pub enum PlacementStrategy {
     /// The healthy, non-draining node with the lowest `(running + reserved) / capacity`.
     LeastUsed,
+    /// The node with the lowest penalty: its used fraction plus CPU and memory pressure
+    /// from its agent (see `cluster::penalty`); without fresh agent data, `least_used`.
+    Penalty,
+}
+
+impl PlacementStrategy {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementStrategy::LeastUsed => "least_used",
+            PlacementStrategy::Penalty => "penalty",
+        }
+    }
 }
 
 // ---- raw YAML schema -------------------------------------------------------------------------
@@ -352,6 +402,15 @@ struct RawNode {
     #[serde(default)]
     draining: bool,
     state: Option<NodeState>,
+    agent: Option<RawAgent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    url: String,
+    token: Option<String>,
+    token_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +523,7 @@ impl Default for RawHealth {
 struct RawPlacement {
     strategy: PlacementStrategy,
     default_capacity: u32,
+    agent_interval_ms: u64,
 }
 
 impl Default for RawPlacement {
@@ -471,6 +531,8 @@ impl Default for RawPlacement {
         RawPlacement {
             strategy: PlacementStrategy::LeastUsed,
             default_capacity: DEFAULT_CAPACITY,
+            // The agent samples CPU every 5 s by default: reading it faster gives no news.
+            agent_interval_ms: 5000,
         }
     }
 }
@@ -524,6 +586,14 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     if raw.placement.default_capacity == 0 {
         return Err(invalid("placement.default_capacity", "must be at least 1"));
     }
+    // Below 100 ms the reads would cost the agents more than they tell; above a minute the
+    // figures (and so the stale limit, three intervals) are too old to steer placement.
+    if !(100..=60_000).contains(&raw.placement.agent_interval_ms) {
+        return Err(invalid(
+            "placement.agent_interval_ms",
+            "must be between 100 and 60000",
+        ));
+    }
     Ok(Config {
         listen,
         keys: validate_keys(raw.keys, env)?,
@@ -535,6 +605,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         placement: PlacementConfig {
             strategy: raw.placement.strategy,
             default_capacity: raw.placement.default_capacity,
+            agent_interval: Duration::from_millis(raw.placement.agent_interval_ms),
         },
         failover: validate_failover(raw.failover)?,
         admin: validate_admin(raw.admin, listen)?,
@@ -639,7 +710,21 @@ impl NodeConfig {
             auth,
             capacity,
             state,
+            agent: None,
         })
+    }
+
+    /// The endpoint of the node's agent, if it has one.
+    pub fn agent_endpoint(&self) -> Option<AgentEndpoint> {
+        self.agent
+            .as_ref()
+            .map(|a| AgentEndpoint::new(&self.name, &a.url, a.target.clone(), a.token.as_deref()))
+    }
+
+    /// The same node with `agent` (checked by [`AgentConfig::parse`]) as its agent.
+    pub fn with_agent(mut self, agent: Option<AgentConfig>) -> NodeConfig {
+        self.agent = agent;
+        self
     }
 
     /// The node's endpoint (address, names, the router's `Authorization` value).
@@ -650,6 +735,28 @@ impl NodeConfig {
             self.target.clone(),
             self.auth.as_deref(),
         )
+    }
+}
+
+impl AgentConfig {
+    /// Checks a node's agent (the same rules for the config file, stored nodes and the admin
+    /// API): an `http[s]://host:port` URL without a path (the router asks for `/summary`
+    /// itself) and a token that can travel in an `Authorization: Bearer` header.
+    pub fn parse(url: &str, token: Option<String>) -> Result<AgentConfig, FieldError> {
+        let target = parse_node_url(url).map_err(|m| field("agent.url", m))?;
+        if let Some(t) = &token {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(field(
+                    "agent.token",
+                    "must be non-empty printable ASCII without spaces",
+                ));
+            }
+        }
+        Ok(AgentConfig {
+            url: url.to_string(),
+            target,
+            token,
+        })
     }
 }
 
@@ -719,6 +826,20 @@ fn validate_nodes(
             },
         )
         .map_err(|e| e.at(&at))?;
+        let agent = match n.agent {
+            None => None,
+            Some(a) => {
+                let token = secret_value(
+                    a.token,
+                    a.token_env,
+                    env,
+                    &format!("{at}.agent.token"),
+                    &format!("{at}.agent.token_env"),
+                )?;
+                Some(AgentConfig::parse(&a.url, token).map_err(|e| e.at(&at))?)
+            }
+        };
+        let node = node.with_agent(agent);
         if nodes.iter().any(|o| o.name == node.name) {
             return Err(invalid(
                 format!("{at}.name"),
@@ -1100,6 +1221,64 @@ server: { threads: 1, grace_period_seconds: 0 }
             err("storage: {kind: mongodb, uri: 'mongodb://db', router_id: 'a b'}")
                 .starts_with("storage.router_id:")
         );
+    }
+
+    #[test]
+    fn agents_and_the_penalty_strategy() {
+        let env = |k: &str| (k == "AGENT_TOKEN").then(|| "agent-s3cret".to_string());
+        let c = Config::from_yaml(
+            "placement: {strategy: penalty, agent_interval_ms: 1000}\nnodes:\n  \
+             - {name: a, url: 'http://127.0.0.1:1', agent: {url: 'http://127.0.0.1:58915', token_env: AGENT_TOKEN}}\n  \
+             - {name: b, url: 'http://127.0.0.1:2', agent: {url: 'https://127.0.0.1:3/'}}\n  \
+             - {name: c, url: 'http://127.0.0.1:4'}",
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(c.placement.strategy, PlacementStrategy::Penalty);
+        assert_eq!(c.placement.strategy.as_str(), "penalty");
+        assert_eq!(c.placement.agent_interval, Duration::from_secs(1));
+        assert_eq!(c.placement.agent_stale_after(), Duration::from_secs(3));
+        let a = c.nodes[0].agent.as_ref().expect("agent");
+        assert_eq!(a.url, "http://127.0.0.1:58915");
+        assert_eq!(a.target.addr.port(), 58915);
+        assert_eq!(a.token.as_deref(), Some("agent-s3cret"));
+        assert!(!format!("{:?}", c.nodes[0]).contains("agent-s3cret"));
+        let b = c.nodes[1].agent.as_ref().expect("agent");
+        assert!(b.target.tls && b.token.is_none());
+        assert_eq!(c.nodes[2].agent, None);
+        // Defaults: least_used, agents read every 5 s.
+        let d = Config::from_yaml("", &no_env).expect("valid");
+        assert_eq!(d.placement.strategy, PlacementStrategy::LeastUsed);
+        assert_eq!(d.placement.agent_interval, Duration::from_secs(5));
+
+        let node = |agent: &str| {
+            format!("nodes: [{{name: a, url: 'http://127.0.0.1:1'}}, {{name: b, url: 'http://127.0.0.1:2', agent: {agent}}}]")
+        };
+        assert!(err(&node("{url: 'ftp://x'}")).starts_with("nodes[1].agent.url:"));
+        assert!(
+            err(&node("{url: 'http://127.0.0.1:3/summary'}")).starts_with("nodes[1].agent.url:")
+        );
+        assert!(err(&node("{url: 'http://127.0.0.1:x'}")).starts_with("nodes[1].agent.url:"));
+        assert!(err(&node("{url: 'http://127.0.0.1:3', token: 'a b'}"))
+            .starts_with("nodes[1].agent.token:"));
+        assert!(err(&node("{url: 'http://127.0.0.1:3', token: ''}"))
+            .starts_with("nodes[1].agent.token:"));
+        assert!(
+            err(&node("{url: 'http://127.0.0.1:3', token: t, token_env: T}"))
+                .starts_with("nodes[1].agent.token:")
+        );
+        assert_eq!(
+            err(&node("{url: 'http://127.0.0.1:3', token_env: NOT_SET}")),
+            "nodes[1].agent.token_env: environment variable `NOT_SET` is not set"
+        );
+        assert!(err(&node("{token: t}")).contains("url"));
+        assert!(err(&node("{url: 'http://127.0.0.1:3', tokn: t}")).contains("tokn"));
+        assert!(
+            err("placement: {agent_interval_ms: 50}").starts_with("placement.agent_interval_ms:")
+        );
+        assert!(err("placement: {agent_interval_ms: 60001}")
+            .starts_with("placement.agent_interval_ms:"));
+        assert!(err("placement: {strategy: lavalink}").contains("lavalink"));
     }
 
     #[test]

@@ -22,9 +22,10 @@ use pingora_load_balancing::{Backends, LoadBalancer};
 use crate::admin::http::AdminApp;
 use crate::admin::operations::Operations;
 use crate::admin::{AdminState, Parts, Resumer};
+use crate::cluster::agents::AgentPoller;
 use crate::cluster::failover::Failover;
 use crate::cluster::health::{poll_all, NodePoller};
-use crate::cluster::placement::{ClusterDiscovery, LeastUsed, Placer};
+use crate::cluster::placement::{ClusterDiscovery, LoadOrder, Placer, Scoring};
 use crate::cluster::Cluster;
 use crate::config::{Config, KeyConfig};
 use crate::metrics::Metrics;
@@ -115,6 +116,17 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(poller);
     server.add_service(failover);
+    // Always running (it does nothing for nodes without an agent): agents can be added at
+    // run time, and the panel shows their figures under either strategy.
+    server.add_service(background_service(
+        "agent poller",
+        AgentPoller::new(
+            cluster.clone(),
+            config.placement.agent_interval,
+            config.health.timeout,
+            config.routing.connect_timeout,
+        ),
+    ));
     if store.shared() {
         server.add_service(background_service(
             "store sync",
@@ -208,10 +220,11 @@ fn pingora_conf(config: &Config) -> ServerConf {
 fn node_poller(
     cluster: &Arc<Cluster>,
     config: &Config,
-) -> Result<LoadBalancer<LeastUsed>, StartError> {
-    let mut lb = LoadBalancer::<LeastUsed>::from_backends(Backends::new(Box::new(
-        ClusterDiscovery(cluster.clone()),
-    )));
+) -> Result<LoadBalancer<LoadOrder>, StartError> {
+    let mut lb = LoadBalancer::<LoadOrder>::from_backends_with_config(
+        Backends::new(Box::new(ClusterDiscovery(cluster.clone()))),
+        Some(Scoring::of(&config.placement)),
+    );
     lb.set_health_check(Box::new(NodePoller::new(
         cluster.clone(),
         config.health.clone(),

@@ -504,6 +504,7 @@ mod tests {
                     draining: true,
                     state: crate::store::NodeState::Drain,
                     from_config: false,
+                    agent: None,
                 }),
                 Op::PutKey(KeyRecord {
                     name: "k".into(),

@@ -257,6 +257,44 @@ pub struct NodeRecord {
     /// The node is defined in the config file; this record holds its run-time changes.
     #[serde(default)]
     pub from_config: bool,
+    /// The node's agent as last set: `None` in records written before agents existed (a
+    /// config-file node then keeps the file's agent), `Some(None)` when it has none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub agent: Option<Option<AgentRecord>>,
+}
+
+/// The node agent (`ts3ab-lb-agent`) the router reads load figures from.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// `http://host:port` of the agent.
+    pub url: String,
+    /// Its bearer token; for a config-file node only when set through the admin API (the
+    /// file's token stays the file's). Secret.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AgentRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentRecord")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A field that is present, even as `null`, is `Some` (serde's plain `Option<Option<_>>`
+/// reads `null` as absent).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl NodeRecord {
@@ -279,6 +317,7 @@ impl fmt::Debug for NodeRecord {
             .field("capacity", &self.capacity)
             .field("state", &self.effective_state())
             .field("from_config", &self.from_config)
+            .field("agent", &self.agent)
             .finish()
     }
 }
@@ -1122,6 +1161,31 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// A node record tells "no agent" (`null`) from "written before agents existed"
+    /// (absent), so an old override of a config-file node does not drop the file's agent.
+    #[test]
+    fn node_records_tell_no_agent_from_an_old_record() {
+        let old = r#"{"name":"n","url":"u","auth":null,"capacity":1,"draining":false}"#;
+        let rec: NodeRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!(rec.agent, None);
+        for agent in [
+            Some(None),
+            Some(Some(AgentRecord {
+                url: "http://a:1".into(),
+                token: None,
+            })),
+            None,
+        ] {
+            let rec = NodeRecord {
+                agent,
+                ..rec.clone()
+            };
+            let text = serde_json::to_string(&rec).expect("json");
+            let back: NodeRecord = serde_json::from_str(&text).expect("back");
+            assert_eq!(back.agent, rec.agent, "{text}");
+        }
+    }
+
     #[test]
     fn secrets_never_appear_in_debug_output() {
         let id = Identity {
@@ -1156,6 +1220,10 @@ mod tests {
             draining: false,
             state: NodeState::Ready,
             from_config: false,
+            agent: Some(Some(AgentRecord {
+                url: "http://a:1".into(),
+                token: Some("SECRETAGENT".into()),
+            })),
         };
         let key = KeyRecord {
             name: "k".into(),

@@ -183,6 +183,31 @@ try {
     await shot('dashboard');
   });
 
+  await run('a node agent\'s figures show on its card and row, other nodes show none', async () => {
+    const nodes = await adminApi('GET', '/nodes');
+    const withAgent = nodes.filter((n) => n.agent);
+    assert(withAgent.length > 0, 'no node has an agent');
+    for (const n of nodes) {
+      const sel = `#dash-nodes [data-node="${n.name}"] .node-agent`;
+      if (n.agent) {
+        await page.locator(`#dash-nodes [data-node="${n.name}"][data-agent-fresh="true"]`).waitFor({ timeout: WAIT });
+        const text = await page.textContent(sel);
+        assert(/CPU \d+ %/.test(text) && /memory \d+ % free/.test(text) && /load \d/.test(text),
+          `the card of ${n.name} lacks its agent's figures: ${text}`);
+      } else {
+        assert(await page.locator(sel).isHidden(), `the card of ${n.name} shows an agent it has not`);
+      }
+    }
+    await go('#/nodes', '#nodes-body tr[data-node]');
+    const n = withAgent[0];
+    const cell = page.locator(`#nodes-body tr[data-node="${n.name}"] .load-agent`);
+    await cell.waitFor({ timeout: WAIT });
+    await page.waitForFunction((name) => /CPU \d+ %/.test(document.querySelector(
+      `#nodes-body tr[data-node="${name}"] .load-agent`).textContent), n.name, { timeout: WAIT });
+    const penalty = await page.textContent(`#nodes-body tr[data-node="${n.name}"] .load-penalty`);
+    assert(/penalty \d+\.\d{3}/.test(penalty), `the row of ${n.name} lacks its penalty: ${penalty}`);
+  });
+
   await run('a node with a bad URL is refused in words', async () => {
     await go('#/nodes', '#nodes-body tr[data-node]');
     await page.fill('#node-add-name', 'node-bad');

@@ -12,6 +12,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod fake_agent;
 pub mod mongo;
 pub mod prometheus;
 pub mod watched;
@@ -88,6 +89,8 @@ pub struct RouterOpts {
     pub storage: Option<String>,
     /// More keys of the `admin:` flow mapping (e.g. `metrics: false`), with `admin: true`.
     pub admin_yaml: String,
+    /// Per node (in order), its `agent:` value (a YAML flow mapping), if it has one.
+    pub agents: Vec<Option<String>>,
 }
 
 impl Default for RouterOpts {
@@ -100,6 +103,7 @@ impl Default for RouterOpts {
             admin: false,
             storage: None,
             admin_yaml: String::new(),
+            agents: Vec::new(),
         }
     }
 }
@@ -166,8 +170,12 @@ impl Router {
         );
         for (i, n) in nodes.iter().enumerate() {
             let cap = opts.capacities.get(i).copied().unwrap_or(300);
+            let agent = match opts.agents.get(i) {
+                Some(Some(a)) => format!(", agent: {a}"),
+                _ => String::new(),
+            };
             yaml.push_str(&format!(
-                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {} }}\n",
+                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {}{agent} }}\n",
                 n.url(),
                 node_token(i),
                 opts.draining.contains(&i)

@@ -182,6 +182,25 @@
     return ms === null || ms === undefined ? '–' : `${Math.round(ms)} ms`;
   }
 
+  const pct = (r) => `${Math.round(r * 100)} %`;
+
+  /** A node agent's figures in one line (null for a node without an agent). */
+  function fmtAgent(a) {
+    if (!a) return null;
+    const parts = [];
+    if (a.cpu_busy_ratio !== null && a.cpu_busy_ratio !== undefined) parts.push(`CPU ${pct(a.cpu_busy_ratio)}`);
+    if (a.memory_available_ratio !== null && a.memory_available_ratio !== undefined) {
+      parts.push(`memory ${pct(a.memory_available_ratio)} free`);
+    }
+    if (a.load1 !== null && a.load1 !== undefined) parts.push(`load ${a.load1.toFixed(2)}`);
+    if (a.process_up === false) parts.push('TS3AudioBot process not found');
+    if (a.age_ms !== null && a.age_ms !== undefined) parts.push(`${(a.age_ms / 1000).toFixed(1)} s ago`);
+    let text = parts.length ? parts.join(' · ') : 'no figures yet';
+    // Placement ignores figures that are not fresh; say so, and why.
+    if (!a.fresh) text += ` (not used${a.error ? `: ${a.error}` : ''})`;
+    return text;
+  }
+
   const STATUS = { 0: 'offline', 1: 'connecting', 2: 'connected' };
 
   /** A busy guard for a button: disabled while `fn` runs. */
@@ -494,7 +513,9 @@
         h('dl.node-facts',
           h('dt', 'Latency'), h('dd.node-latency'),
           h('dt', 'URL'), h('dd.node-url'),
-          h('dt', 'Last error'), h('dd.node-error'))),
+          h('dt', 'Last error'), h('dd.node-error'),
+          h('dt.node-agent-label', 'Agent'), h('dd.node-agent'),
+          h('dt', 'Penalty'), h('dd.node-penalty'))),
       (card, n) => {
         setData(card, 'healthy', n.healthy);
         setData(card, 'state', n.state);
@@ -515,6 +536,12 @@
         setText($('.node-url', card), n.url);
         setText($('.node-error', card), n.last_error || 'none');
         $('.node-error', card).classList.toggle('error', !!n.last_error);
+        const agent = fmtAgent(n.agent);
+        $('.node-agent-label', card).hidden = agent === null;
+        $('.node-agent', card).hidden = agent === null;
+        setText($('.node-agent', card), agent || '');
+        setData(card, 'agentFresh', n.agent ? n.agent.fresh : null);
+        setText($('.node-penalty', card), typeof n.penalty === 'number' ? n.penalty.toFixed(3) : '–');
       });
       const recent = (Array.isArray(ops) ? ops : []).slice(0, 8);
       $('#dash-ops-empty').hidden = recent.length > 0;
@@ -550,6 +577,11 @@
           h('option', { value: '' }, 'ready (default)'),
           h('option', { value: 'drain' }, 'drain'),
           h('option', { value: 'maint' }, 'maint'))),
+        field('Agent URL', h('input#node-add-agent-url', { name: 'agent_url', inputmode: 'url',
+          autocomplete: 'off', placeholder: 'http://10.0.0.5:58915' }),
+          'The node\'s ts3ab-lb-agent, for load-aware placement; empty for none.'),
+        field('Agent token', h('input#node-add-agent-token', { name: 'agent_token', autocomplete: 'off',
+          placeholder: 'none' })),
         h('div.actions', h('button.primary#node-add-submit', { type: 'submit' }, 'Add node'),
           h('span.pending#node-add-pending', { hidden: true }, 'Checking the node…')),
         h('p.error#node-add-error', { role: 'alert', hidden: true }),
@@ -563,6 +595,10 @@
         h('div.field.check', h('input#node-edit-noauth', { type: 'checkbox', name: 'noauth' }),
           h('label', { for: 'node-edit-noauth' }, 'Remove the token (no auth)')),
         field('Capacity', h('input#node-edit-capacity', { name: 'capacity', type: 'number', min: 0, step: 1 })),
+        field('Agent URL', h('input#node-edit-agent-url', { name: 'agent_url', autocomplete: 'off',
+          placeholder: 'none' }), 'Empty removes the agent.'),
+        field('Agent token', h('input#node-edit-agent-token', { name: 'agent_token', autocomplete: 'off',
+          placeholder: 'unchanged' }), 'Leave empty to keep the current token.'),
         h('div.actions',
           h('button.primary#node-edit-submit', { type: 'submit' }, 'Save'),
           h('button#node-edit-cancel', { type: 'button', onclick: closeEdit }, 'Cancel')),
@@ -573,7 +609,7 @@
         h('h2', 'All nodes'),
         h('p.empty#nodes-empty', { hidden: true }, 'No nodes yet.'),
         h('div.table-wrap', h('table.rows#nodes-table',
-          h('thead', h('tr', ...['Name', 'URL', 'Health', 'State', 'Bots', 'Latency', 'Last error', 'Actions']
+          h('thead', h('tr', ...['Name', 'URL', 'Health', 'State', 'Bots', 'Latency', 'Load', 'Last error', 'Actions']
             .map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody#nodes-body'))),
       );
@@ -598,6 +634,7 @@
       h('td', { 'data-label': 'State' }, stateBadge(n.state)),
       h('td.bots', { 'data-label': 'Bots' }),
       h('td.latency', { 'data-label': 'Latency' }),
+      h('td.load', { 'data-label': 'Load' }, h('span.load-agent'), ' ', h('small.load-penalty')),
       h('td.last-error', { 'data-label': 'Last error' }),
       h('td.row-actions', { 'data-label': 'Actions' }, h('div.btns',
         act('edit', 'Edit'),
@@ -622,6 +659,9 @@
     if (n.restoring) bots += ` (${n.restoring} restoring)`;
     setText($('.bots', tr), bots);
     setText($('.latency', tr), fmtLatency(n.latency_ms));
+    setText($('.load-agent', tr), fmtAgent(n.agent) || 'no agent');
+    setData(tr, 'agentFresh', n.agent ? n.agent.fresh : null);
+    setText($('.load-penalty', tr), typeof n.penalty === 'number' ? `penalty ${n.penalty.toFixed(3)}` : '');
     setText($('.last-error', tr), n.last_error || '–');
     for (const st of ['ready', 'drain', 'maint']) {
       const b = $(`button[data-action="${st}"]`, tr);
@@ -652,6 +692,12 @@
     }
     const state = $('#node-add-state').value;
     if (state) body.state = state;
+    const agentUrl = $('#node-add-agent-url').value.trim();
+    const agentToken = $('#node-add-agent-token').value.trim();
+    if (agentUrl) {
+      body.agent = { url: agentUrl };
+      if (agentToken) body.agent.token = agentToken;
+    }
     const pending = $('#node-add-pending');
     pending.hidden = false;
     await busy($('#node-add-submit'), async () => {
@@ -667,7 +713,7 @@
           : e.message;
         showError(err, why);
         if (e.field) {
-          const input = $(`#node-add-${e.field}`);
+          const input = $(`#node-add-${e.field.replace('.', '-')}`);
           if (input) input.focus();
         }
       } finally {
@@ -691,6 +737,9 @@
     $('#node-edit-auth').placeholder = n.has_auth ? 'unchanged (has a token)' : 'none';
     $('#node-edit-noauth').checked = false;
     $('#node-edit-capacity').value = n.capacity;
+    $('#node-edit-agent-url').value = n.agent ? n.agent.url : '';
+    $('#node-edit-agent-token').value = '';
+    $('#node-edit-agent-token').placeholder = n.agent && n.agent.has_token ? 'unchanged (has a token)' : 'none';
     showError($('#node-edit-error'), '');
     $('#node-edit-url').focus();
   }
@@ -717,6 +766,15 @@
       return;
     }
     if (!n || Number(cap) !== n.capacity) body.capacity = Number(cap);
+    const agentUrl = $('#node-edit-agent-url').value.trim();
+    const agentToken = $('#node-edit-agent-token').value.trim();
+    const hadAgent = !!(n && n.agent);
+    if (!agentUrl && hadAgent) body.agent = null;
+    else if (agentUrl && (!hadAgent || agentUrl !== n.agent.url || agentToken)) {
+      // Without a token the agent keeps its current one.
+      body.agent = { url: agentUrl };
+      if (agentToken) body.agent.token = agentToken;
+    }
     if (Object.keys(body).length === 0) {
       closeEdit();
       return;
