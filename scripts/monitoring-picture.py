@@ -506,15 +506,21 @@ def plot(args, prom, dash, start, end, out):
         p = panels[title]
         unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit", "short")
         drew = False
+        lines = []
         for t in p["targets"]:
             expr = substitute(t["expr"], args.rate_interval)
             for series in prom.range(expr, start, end, step):
                 xs = [datetime.fromtimestamp(float(ts), timezone.utc) for ts, _ in series["values"]]
                 ys = [float(v) for _, v in series["values"]]
-                name = legend(t.get("legendFormat"), series["metric"])
-                style = "--" if name.endswith("capacity") else "-"
-                ax.plot(xs, ys, style, linewidth=1.3, label=name)
-                drew = True
+                lines.append((legend(t.get("legendFormat"), series["metric"]), xs, ys))
+        # Like Grafana's "hide series with only zeros" legend option, for crowded panels (every
+        # kind and status class exists from the start, most stay at zero).
+        if len(lines) > 8 and any(any(ys) for _, _, ys in lines):
+            lines = [ln for ln in lines if any(ln[2])]
+        for name, xs, ys in lines:
+            style = "--" if name.endswith("capacity") else "-"
+            ax.plot(xs, ys, style, linewidth=1.3, label=name)
+            drew = True
         ax.set_title(title, loc="left", fontsize=10, color="#e0e0e8")
         ax.grid(True, linewidth=0.6)
         ax.set_xlim(datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc))
