@@ -157,11 +157,44 @@ fn dead_node_bots_move_with_their_ids_and_identities_and_come_back_fenced() {
         let set: HashSet<u64> = ids.iter().copied().collect();
         ids.len() == gids.len() && gids.iter().all(|g| set.contains(g))
     });
+    // Nothing shows the router's work: a rebuilt temporary bot is still unnamed to clients
+    // (its router-named template never shows), in the list and in its own answers.
+    assert!(before_ids.values().any(|b| b.name.is_none()));
+    let list = router.bot_list();
+    let names: Vec<&serde_json::Value> = list.iter().map(|b| &b["Name"]).collect();
+    assert_eq!(
+        names.iter().filter(|n| n.is_null()).count(),
+        gids.len() - 1,
+        "every bot but `music` is a temporary one: {list:?}"
+    );
     for gid in &gids {
         let r = router.get(&format!("/api/bot/use/{gid}/(/bot/info)"));
         assert_eq!(r.status, 200, "bot {gid}: {}", r.text());
         assert_eq!(r.json()["Id"].as_u64(), Some(*gid));
+        assert!(!r.text().contains("ts3ab-lb-"), "bot {gid}: {}", r.text());
     }
+    assert!(!router.get("/api/bot/list").text().contains("ts3ab-lb-"));
+    // A client stopping a rebuilt temporary bot leaves nothing behind, as a temporary bot
+    // does: its router-named template goes from the node too.
+    let (host, stopped) = moved
+        .values()
+        .find(|(_, b)| {
+            b.name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ts3ab-lb-"))
+        })
+        .map(|(i, b)| (*i, b.name.clone().expect("name")))
+        .expect("a rebuilt temporary bot");
+    let gid: u64 = stopped["ts3ab-lb-".len()..]
+        .parse()
+        .expect("gid in the name");
+    let r = router.get(&format!("/api/bot/use/{gid}/(/bot/disconnect)"));
+    assert!(r.status < 300, "{}", r.text());
+    router.wait_until(10, "the stopped bot's template to go", |_| {
+        !nodes[host].templates().contains(&stopped)
+    });
+    gids.retain(|g| *g != gid);
+    assert!(!router.get("/api/bot/list").text().contains("ts3ab-lb-"));
     let alice = router.get(&format!("/api/bot/use/{pw_bot}/(/bot/info/client)"));
     assert_eq!(alice.status, 200, "{}", alice.text());
 

@@ -565,6 +565,12 @@ impl Rebuilder {
     }
 }
 
+/// Whether a template name is one the router made (a temporary bot rebuilt elsewhere runs as
+/// such a template). Clients never see these names: a node would show the bot as unnamed.
+pub fn is_router_template(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
 /// The template a bot runs from after a rebuild: its own, or `ts3ab-lb-<id>` for a temporary
 /// bot (a temporary bot needs a template to carry its identity).
 pub fn template_name(bot: &BotSnapshot) -> String {

@@ -4,9 +4,16 @@
 //! Owns: those two lists (in TS3AudioBot's order: named bots, offline templates, temporary
 //! bots). Does not own: the live lists from nodes (`proxy::exec`) or the tables (`view`).
 
+use crate::cluster::failover::is_router_template;
 use crate::cluster::node::NodeId;
 use crate::cluster::view::Cluster;
 use crate::protocol::api_json::BotInfo;
+
+/// The name a client sees for a bot running template `t`: none for the router's own templates
+/// (a rebuilt temporary bot stays unnamed).
+fn client_name(t: Option<&str>) -> Option<String> {
+    t.filter(|n| !is_router_template(n)).map(str::to_string)
+}
 
 impl Cluster {
     /// What `bot/list` adds for a node that answers: its bots that went down with a restart
@@ -19,7 +26,7 @@ impl Cluster {
             .filter(|(_, b)| b.restoring && b.node == node)
             .map(|(gid, b)| BotInfo {
                 id: Some(*gid),
-                name: b.record.template.clone(),
+                name: client_name(b.record.template.as_deref()),
                 server: b.server.clone().or_else(|| b.record.address.clone()),
                 status: 1,
             })
@@ -50,11 +57,11 @@ impl Cluster {
             let Some(b) = t.bots.get(gid) else { continue };
             let info = BotInfo {
                 id: Some(*gid),
-                name: b.record.template.clone(),
+                name: client_name(b.record.template.as_deref()),
                 server: b.server.clone(),
                 status: 1,
             };
-            match &b.record.template {
+            match &info.name {
                 Some(n) => {
                     running_names.insert(n.clone());
                     named.push(info);
@@ -68,7 +75,9 @@ impl Cluster {
             .into_iter()
             .flatten()
             .filter_map(|name| t.templates.get(name))
-            .filter(|tp| !running_names.contains(&tp.record.name))
+            .filter(|tp| {
+                !running_names.contains(&tp.record.name) && !is_router_template(&tp.record.name)
+            })
             .map(|tp| BotInfo {
                 id: None,
                 name: Some(tp.record.name.clone()),

@@ -68,17 +68,24 @@ pub fn rewrite_bot_ids(src: &[u8], mut map: impl FnMut(i64) -> Option<i64>) -> O
 /// Status is not an integer is skipped, since there is no honest status to report.
 /// Invalid JSON visits nothing.
 pub fn visit_bot_infos(src: &[u8], mut seen: impl FnMut(i64, Option<&str>, Option<&str>, i64)) {
-    translate_bot_infos(src, |id, name, server, status| {
-        seen(id, name, server, status);
-        None
-    });
+    translate_bot_infos(
+        src,
+        |_| false,
+        |id, name, server, status| {
+            seen(id, name, server, status);
+            None
+        },
+    );
 }
 
 /// [`visit_bot_infos`] and [`rewrite_bot_ids`] in one parse (the proxy path): `map(id, name,
 /// server, status)` sees every BotInfo with an integer Id and Status, and a returned id replaces
-/// the Id token as in [`rewrite_bot_ids`]. Returns None when nothing changed.
+/// the Id token as in [`rewrite_bot_ids`]. A BotInfo whose Name `hidden` holds for (a name
+/// only the router uses) shows `"Name":null` instead, as a temporary bot does; `map` still
+/// sees the name. Returns None when nothing changed.
 pub fn translate_bot_infos(
     src: &[u8],
+    hidden: impl Fn(&str) -> bool,
     mut map: impl FnMut(i64, Option<&str>, Option<&str>, i64) -> Option<i64>,
 ) -> Option<Vec<u8>> {
     let root = parse(src).ok()?;
@@ -88,6 +95,11 @@ pub fn translate_bot_infos(
             return;
         }
         let field = |k: &str| n.get(k);
+        if let Some(name_node) = field("Name") {
+            if string_value(src, name_node).is_some_and(|name| hidden(&name)) {
+                splice.replace(name_node.span(), "null".to_string());
+            }
+        }
         let (Some(id_node), Some(status)) =
             (field("Id"), field("Status").and_then(|v| int_value(src, v)))
         else {
@@ -287,15 +299,19 @@ mod tests {
     fn translate_sees_fields_and_maps_ids_in_one_pass() {
         let src = br#"[{"Id":3,"Name":null,"Server":"a","Status":2},50.0,{"Status":1,"Server":null,"Name":"t","Id":7}]"#;
         let mut seen = Vec::new();
-        let out = translate_bot_infos(src, |id, name, server, status| {
-            seen.push((
-                id,
-                name.map(str::to_string),
-                server.map(str::to_string),
-                status,
-            ));
-            Some(id * 10)
-        })
+        let out = translate_bot_infos(
+            src,
+            |_| false,
+            |id, name, server, status| {
+                seen.push((
+                    id,
+                    name.map(str::to_string),
+                    server.map(str::to_string),
+                    status,
+                ));
+                Some(id * 10)
+            },
+        )
         .expect("changed");
         assert_eq!(
             s(&out),
@@ -308,7 +324,33 @@ mod tests {
                 (7, Some("t".into()), None, 1)
             ]
         );
-        assert!(translate_bot_infos(src, |_, _, _, _| None).is_none());
+        assert!(translate_bot_infos(src, |_| false, |_, _, _, _| None).is_none());
+    }
+
+    #[test]
+    fn hidden_names_read_null_and_nothing_else_changes() {
+        let src = br#"{"a":[{"Id":3, "Name" : "router-3","Server":"x","Status":2},{"Id":null,"Name":"router-9","Server":"","Status":0},{"Id":4,"Name":"music","Server":"y","Status":2}]}"#;
+        let mut names = Vec::new();
+        let out = translate_bot_infos(
+            src,
+            |n| n.starts_with("router-"),
+            |id, name, _, _| {
+                names.push(name.map(str::to_string));
+                Some(id + 1)
+            },
+        )
+        .expect("changed");
+        assert_eq!(
+            s(&out),
+            r#"{"a":[{"Id":4, "Name" : null,"Server":"x","Status":2},{"Id":null,"Name":null,"Server":"","Status":0},{"Id":5,"Name":"music","Server":"y","Status":2}]}"#
+        );
+        // The caller still learns the bot under its real name.
+        assert_eq!(names, vec![Some("router-3".into()), Some("music".into())]);
+        // A string elsewhere with the same text is not a BotInfo Name.
+        let other = br#"{"Name":"router-3","Other":1}"#;
+        assert!(
+            translate_bot_infos(other, |n| n.starts_with("router-"), |_, _, _, _| None).is_none()
+        );
     }
 
     // ---------- bot ids ----------

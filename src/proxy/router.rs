@@ -25,6 +25,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
+use crate::cluster::failover::is_router_template;
 use crate::cluster::stats::UpstreamError;
 use crate::cluster::{Cluster, Node, NodeId, PendingTemplate};
 use crate::config::NodeState;
@@ -146,7 +147,18 @@ impl Router {
             match e {
                 Effect::ReadBack(r) => read_back.push(r.clone()),
                 _ if ctx.status != 204 => {}
-                Effect::ForgetBot(gid) => self.cluster.forget_bot(*gid, node.id),
+                Effect::ForgetBot(gid) => {
+                    let template = self
+                        .cluster
+                        .whereabouts(*gid)
+                        .filter(|w| w.node == node.id)
+                        .and_then(|w| w.snapshot.record.template)
+                        .filter(|t| is_router_template(t));
+                    self.cluster.forget_bot(*gid, node.id);
+                    if let Some(t) = template {
+                        self.exec.remove_router_template(node.clone(), t);
+                    }
+                }
                 Effect::BotSaved { gid, name } => {
                     self.cluster.claim_template_now(name, node.id);
                     claimed = true;

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::cluster::failover::is_router_template;
 use crate::cluster::{Cluster, NodeId, Reported};
 use crate::node::client::NodeResponse;
 use crate::protocol::api_json::{status_from, ApiError, Reason, CONTENT_TYPE_JSON};
@@ -63,17 +64,23 @@ impl Exec {
         let mut out: Option<Vec<u8>> = None;
         if edits.bot_ids {
             // One parse: learn each bot (a cheap read for known ones) and map its id.
-            out = json_edit::translate_bot_infos(body, |lid, name, server, status| {
-                let lid = u32::try_from(lid).ok()?;
-                let status = status_from(status);
-                let reported = Reported {
-                    lid,
-                    name,
-                    server,
-                    status,
-                };
-                cluster.learn(node, reported).map(i64::from)
-            });
+            // A rebuilt temporary bot runs as a router-named template: shown unnamed, as the
+            // temporary bot it was.
+            out = json_edit::translate_bot_infos(
+                body,
+                is_router_template,
+                |lid, name, server, status| {
+                    let lid = u32::try_from(lid).ok()?;
+                    let status = status_from(status);
+                    let reported = Reported {
+                        lid,
+                        name,
+                        server,
+                        status,
+                    };
+                    cluster.learn(node, reported).map(i64::from)
+                },
+            );
         }
         if edits.openapi {
             let cur = out.as_deref().unwrap_or(body);

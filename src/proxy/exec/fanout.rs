@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 
+use crate::cluster::failover::is_router_template;
 use crate::cluster::health::apply_list;
 use crate::cluster::Cluster;
 use crate::node::api::read_bot_list;
@@ -205,9 +206,19 @@ async fn collect_list(
                             Some(lid) => Some(cluster.gid_of(node.id, lid)?),
                             None => None,
                         };
+                        let name = match b.name {
+                            // A rebuilt temporary bot runs as the router's template: shown
+                            // as the unnamed bot it is, and such a template not running is
+                            // not shown at all.
+                            Some(n) if is_router_template(&n) => {
+                                id?;
+                                None
+                            }
+                            n => n,
+                        };
                         Some(BotInfo {
                             id,
-                            name: b.name,
+                            name,
                             server: b.server,
                             status: b.status,
                         })

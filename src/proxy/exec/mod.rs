@@ -4,7 +4,8 @@
 //! node's list after a change) and, one module each: answers and answer edits shared with the
 //! proxy path (`answer`), `bot list` / `system info` / broadcast fan-outs (`fanout`),
 //! creates (`create`), split `json merge` execution (`merge`) and setting read-backs
-//! (`readback`). Every node call has a deadline; a node that fails never fails a whole
+//! (`readback`), removing the router's template of a stopped rebuilt bot (`cleanup`). Every
+//! node call has a deadline; a node that fails never fails a whole
 //! fan-out.
 //! Does not own: deciding the plan (`routing`) or the HTTP framing to the client (`proxy`).
 
@@ -18,6 +19,7 @@ use crate::config::RoutingConfig;
 use crate::node::client::NodeClient;
 
 mod answer;
+mod cleanup;
 mod create;
 mod fanout;
 mod merge;

@@ -118,16 +118,15 @@ impl Gather {
 /// Template names failover makes for temporary bots are the router's: a client creating one
 /// could later be mistaken for a moved bot's copy.
 fn reserved_name(name: &str) -> Option<ApiError> {
-    name.starts_with(crate::cluster::failover::RESERVED_PREFIX)
-        .then(|| {
-            ApiError::new(
-                Reason::CommandError,
-                format!(
-                    "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
-                    crate::cluster::failover::RESERVED_PREFIX
-                ),
-            )
-        })
+    crate::cluster::failover::is_router_template(name).then(|| {
+        ApiError::new(
+            Reason::CommandError,
+            format!(
+                "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
+                crate::cluster::failover::RESERVED_PREFIX
+            ),
+        )
+    })
 }
 
 impl Planner<'_> {
