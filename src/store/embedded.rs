@@ -9,11 +9,19 @@
 //! always empty, and a claim only has to look at what this router stored before (a scan of
 //! the bots; a cluster has thousands of bots at most, and claims are rare).
 //!
+//! A failed write (a full disk, an I/O error) leaves redb refusing every later transaction
+//! until the file is opened again; the store then reopens it before its next call, so the
+//! router writes again by itself once the fault is gone (redb is crash-safe: reopening after a
+//! failed commit yields the last committed state).
+//!
 //! redb was chosen over SQLite because it is pure Rust (no C build step in CI), crash-safe
 //! (copy-on-write B-trees, a commit is durable once `commit` returns) and takes an exclusive
 //! lock on the file, so two routers can never write one embedded store.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -50,50 +58,58 @@ pub const FILE_NAME: &str = "ts3ab-lb.redb";
 
 /// A redb-backed [`Store`].
 pub struct EmbeddedStore {
-    db: Database,
+    /// None only between closing a failed database and opening it again.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// A call failed with an I/O error: reopen before the next one.
+    broken: AtomicBool,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in directory `dir`.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         let path = dir.join(FILE_NAME);
-        let open_err = |reason: String| StoreError::Open {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
-            reason,
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_err(format!("cannot create the directory: {e}")))?;
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => open_err(
-                "it is already open in another process (is another router using it?)".into(),
-            ),
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => open_err(format!(
-                "the file is corrupt ({m}); restore it from a backup or move it away"
-            )),
-            other => open_err(other.to_string()),
+            reason: format!("cannot create the directory: {e}"),
         })?;
-        // Create every table up front so reads never meet a missing one.
-        let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
-        {
-            tx.open_table(BOTS).map_err(|e| open_err(e.to_string()))?;
-            tx.open_table(TEMPLATES)
-                .map_err(|e| open_err(e.to_string()))?;
-            tx.open_table(NODES).map_err(|e| open_err(e.to_string()))?;
-            tx.open_table(KEYS).map_err(|e| open_err(e.to_string()))?;
-            tx.open_table(FENCES).map_err(|e| open_err(e.to_string()))?;
-            tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
-            tx.open_table(AUDIT).map_err(|e| open_err(e.to_string()))?;
-            tx.open_table(OPERATIONS)
-                .map_err(|e| open_err(e.to_string()))?;
-            tx.open_table(LEASES).map_err(|e| open_err(e.to_string()))?;
+        let db = open_db(&path)?;
+        Ok(EmbeddedStore {
+            db: RwLock::new(Some(db)),
+            path,
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// The open database.
+    fn db(&self) -> Result<MappedRwLockReadGuard<'_, Database>, StoreError> {
+        RwLockReadGuard::try_map(self.db.read(), Option::as_ref)
+            .map_err(|_| StoreError::Io(format!("{} is not open", self.path.display())))
+    }
+
+    /// Runs one call; after an I/O error the file is closed and opened again first (see the
+    /// module documentation).
+    fn run<T>(&self, call: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if self.broken.load(Ordering::Acquire) {
+            let mut db = self.db.write();
+            // Closed first: the file lock is released only when the old handle is dropped.
+            *db = None;
+            *db = Some(open_db(&self.path).map_err(|e| StoreError::Io(e.to_string()))?);
+            self.broken.store(false, Ordering::Release);
+            log::warn!(
+                "reopened the store at {} after an I/O error",
+                self.path.display()
+            );
         }
-        tx.commit().map_err(|e| open_err(e.to_string()))?;
-        Ok(EmbeddedStore { db, path })
+        let r = call();
+        if matches!(r, Err(StoreError::Io(_))) {
+            self.broken.store(true, Ordering::Release);
+        }
+        r
     }
 
     fn load_sync(&self) -> Result<Snapshot, StoreError> {
-        let tx = self.db.begin_read().map_err(io)?;
+        let tx = self.db()?.begin_read().map_err(io)?;
         let mut snap = Snapshot::default();
         for item in tx.open_table(BOTS).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
@@ -145,7 +161,7 @@ impl EmbeddedStore {
     }
 
     fn apply_sync(&self, ops: &[Op]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
+        let tx = self.db()?.begin_write().map_err(io)?;
         {
             let mut bots = tx.open_table(BOTS).map_err(io)?;
             let mut templates = tx.open_table(TEMPLATES).map_err(io)?;
@@ -238,7 +254,7 @@ impl EmbeddedStore {
     }
 
     fn reserve_ids_sync(&self, count: u32) -> Result<u32, StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
+        let tx = self.db()?.begin_write().map_err(io)?;
         let first = {
             let mut meta = tx.open_table(META).map_err(io)?;
             let first = meta
@@ -268,7 +284,7 @@ impl EmbeddedStore {
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
-        let tx = self.db.begin_write().map_err(io)?;
+        let tx = self.db()?.begin_write().map_err(io)?;
         {
             let mut leases = tx.open_table(LEASES).map_err(io)?;
             let current: Option<Lease> = match leases.get(name).map_err(io)? {
@@ -293,7 +309,7 @@ impl EmbeddedStore {
     }
 
     fn release_lease_sync(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
+        let tx = self.db()?.begin_write().map_err(io)?;
         {
             let mut leases = tx.open_table(LEASES).map_err(io)?;
             let held = match leases.get(name).map_err(io)? {
@@ -309,7 +325,7 @@ impl EmbeddedStore {
 
     fn claim_bot_sync(&self, bot: &BotRecord) -> Result<Claim<BotRecord>, StoreError> {
         let holder = {
-            let tx = self.db.begin_read().map_err(io)?;
+            let tx = self.db()?.begin_read().map_err(io)?;
             let bots = tx.open_table(BOTS).map_err(io)?;
             let mut holder = None;
             for item in bots.iter().map_err(io)? {
@@ -333,7 +349,7 @@ impl EmbeddedStore {
 
     fn claim_template_sync(&self, t: &TemplateRecord) -> Result<Claim<TemplateRecord>, StoreError> {
         let current: Option<TemplateRecord> = {
-            let tx = self.db.begin_read().map_err(io)?;
+            let tx = self.db()?.begin_read().map_err(io)?;
             let templates = tx.open_table(TEMPLATES).map_err(io)?;
             let got = templates.get(t.name.as_str()).map_err(io)?;
             match got {
@@ -353,7 +369,7 @@ impl EmbeddedStore {
     }
 
     fn clear_sync(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
+        let tx = self.db()?.begin_write().map_err(io)?;
         // Deleting a table and opening it again is the cheapest way to empty it in redb.
         tx.delete_table(BOTS).map_err(io)?;
         tx.delete_table(TEMPLATES).map_err(io)?;
@@ -388,15 +404,15 @@ fn same_instance(a: &BotRecord, b: &BotRecord) -> bool {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
-        self.load_sync()
+        self.run(|| self.load_sync())
     }
 
     async fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
-        self.apply_sync(ops)
+        self.run(|| self.apply_sync(ops))
     }
 
     async fn reserve_ids(&self, count: u32) -> Result<u32, StoreError> {
-        self.reserve_ids_sync(count)
+        self.run(|| self.reserve_ids_sync(count))
     }
 
     async fn acquire_lease(
@@ -405,22 +421,22 @@ impl Store for EmbeddedStore {
         holder: &str,
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        self.acquire_lease_sync(name, holder, ttl)
+        self.run(|| self.acquire_lease_sync(name, holder, ttl))
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        self.release_lease_sync(name, holder)
+        self.run(|| self.release_lease_sync(name, holder))
     }
 
     async fn claim_bot(&self, bot: &BotRecord) -> Result<Claim<BotRecord>, StoreError> {
-        self.claim_bot_sync(bot)
+        self.run(|| self.claim_bot_sync(bot))
     }
 
     async fn claim_template(
         &self,
         t: &TemplateRecord,
     ) -> Result<Claim<TemplateRecord>, StoreError> {
-        self.claim_template_sync(t)
+        self.run(|| self.claim_template_sync(t))
     }
 
     async fn changes(&self) -> Result<Vec<Change>, StoreError> {
@@ -433,8 +449,53 @@ impl Store for EmbeddedStore {
     }
 
     async fn clear(&self) -> Result<(), StoreError> {
-        self.clear_sync()
+        self.run(|| self.clear_sync())
     }
+}
+
+/// Opens (or creates) the database file with every table, naming the file in every error.
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let open_err = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason,
+    };
+    let damaged = |m: String| {
+        open_err(format!(
+            "the file is damaged ({m}); restore it from a backup (a copy of the file taken while \
+             the router was stopped, or `ts3ab-lb store copy` from a MongoDB or another copy) or \
+             move it away to start empty"
+        ))
+    };
+    let db = Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            open_err("it is already open in another process (is another router using it?)".into())
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => damaged(m),
+        // redb reads a header it cannot make sense of as invalid data.
+        redb::DatabaseError::Storage(redb::StorageError::Io(e))
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            damaged(e.to_string())
+        }
+        other => open_err(other.to_string()),
+    })?;
+    // Create every table up front so reads never meet a missing one.
+    let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
+    {
+        tx.open_table(BOTS).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(TEMPLATES)
+            .map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(NODES).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(KEYS).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(FENCES).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(AUDIT).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(OPERATIONS)
+            .map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(LEASES).map_err(|e| open_err(e.to_string()))?;
+    }
+    tx.commit().map_err(|e| open_err(e.to_string()))?;
+    Ok(db)
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -586,7 +647,7 @@ mod tests {
     fn corrupt_record_names_itself() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = EmbeddedStore::open(dir.path()).expect("open");
-        let tx = s.db.begin_write().expect("tx");
+        let tx = s.db().expect("db").begin_write().expect("tx");
         {
             let mut t = tx.open_table(BOTS).expect("table");
             t.insert(9, b"{not json".as_slice()).expect("insert");
