@@ -1050,3 +1050,64 @@ fn harness_moves_off_a_taken_port_and_shows_other_failures() {
         "{msg}"
     );
 }
+
+/// A client address that failed to authenticate 20 times within a minute is held back with
+/// 429 in TS3AudioBot's shape and `Retry-After`, even with a right key then; another address
+/// is not, and anonymous requests from the held-back one still pass.
+#[test]
+fn failed_authentications_are_limited_per_client_address() {
+    let node = fake_node(0);
+    let router = Router::start(&[&node], RouterOpts::default());
+    for i in 0..20 {
+        let r = router.get_as((ADMIN.0, "wrong-secret"), "/api/bot/list");
+        assert_eq!(r.status, 401, "attempt {i}: {}", r.text());
+    }
+    let held = router.get("/api/bot/list");
+    assert_eq!(held.status, 429, "{}", held.text());
+    let j = held.json();
+    assert_eq!(j["ErrorName"], "Unauthorized", "{j}");
+    assert!(
+        j["ErrorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("20 within 60 s")),
+        "{j}"
+    );
+    let wait: u64 = held
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=61).contains(&wait), "{wait}");
+    // Another loopback address is another client.
+    let other = from_address([127, 0, 0, 2], router.addr, &basic(ADMIN));
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    // No credentials, nothing to guess: the anonymous allow-list still answers.
+    let anonymous = router.request("GET", b"/api/bot/list", &[]);
+    assert_ne!(anonymous.status, 429, "{}", anonymous.text());
+}
+
+/// One GET of `/api/bot/list` with `auth`, sent from local address `from`; the raw answer.
+fn from_address(from: [u8; 4], to: std::net::SocketAddr, auth: &str) -> String {
+    use std::io::{Read, Write};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stream = rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind(std::net::SocketAddr::from((from, 0))).expect("bind");
+        s.connect(to).await.expect("connect")
+    });
+    let mut stream = stream.into_std().expect("std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /api/bot/list HTTP/1.1\r\nHost: ts3ab\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}

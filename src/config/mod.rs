@@ -239,6 +239,11 @@ pub struct RoutingConfig {
     pub max_commands: usize,
     /// How long a cluster-wide `bot/list` may be reused while nothing changed.
     pub list_cache: Duration,
+    /// Failed authentications from one client address within `auth_failure_window` after
+    /// which its further attempts get 429 until the window has passed (0: no limit).
+    pub auth_failure_limit: usize,
+    /// The window of `auth_failure_limit`.
+    pub auth_failure_window: Duration,
 }
 
 /// Node polling and liveness.
@@ -481,6 +486,8 @@ struct RawRouting {
     max_target_bytes: usize,
     max_commands: usize,
     list_cache_ms: u64,
+    auth_failure_limit: usize,
+    auth_failure_window_s: u64,
 }
 
 impl Default for RawRouting {
@@ -494,6 +501,8 @@ impl Default for RawRouting {
             max_target_bytes: DEFAULT_MAX_TARGET,
             max_commands: 64,
             list_cache_ms: 250,
+            auth_failure_limit: 20,
+            auth_failure_window_s: 60,
         }
     }
 }
@@ -989,6 +998,17 @@ fn validate_routing(r: RawRouting) -> Result<RoutingConfig, ConfigError> {
             n => n,
         },
         list_cache: Duration::from_millis(r.list_cache_ms),
+        auth_failure_limit: r.auth_failure_limit,
+        auth_failure_window: match r.auth_failure_window_s {
+            // A day at most: the window is also how long an address is remembered.
+            1..=86_400 => Duration::from_secs(r.auth_failure_window_s),
+            _ => {
+                return Err(invalid(
+                    "routing.auth_failure_window_s",
+                    "must be between 1 and 86400 seconds",
+                ))
+            }
+        },
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Owns: the Pingora `ProxyHttp` hooks ([`router`]), router keys and callers ([`keys`]), what a
 //! caller may run ([`policy`]), request → plan over the cluster view ([`routing`]) and the
-//! plans the router answers itself ([`exec`]), and what it counts per request ([`stats`]).
+//! plans the router answers itself ([`exec`]), what it counts per request ([`stats`]), and the failed-authentication limit
+//! ([`throttle`]).
 //! Does not own: the cluster view and its background work (`cluster`), node I/O (`node`).
 
 pub mod exec;
@@ -11,5 +12,6 @@ pub mod policy;
 pub mod router;
 pub mod routing;
 pub mod stats;
+pub mod throttle;
 
 pub use router::Router;

@@ -42,6 +42,7 @@ use crate::proxy::keys::Keys;
 use crate::proxy::policy;
 use crate::proxy::routing::{self, Edits, Effect, Plan};
 use crate::proxy::stats::{Kind, ProxyStats};
+use crate::proxy::throttle::AuthThrottle;
 use crate::store::WRITE_DEADLINE;
 
 /// The router service.
@@ -54,6 +55,8 @@ pub struct Router {
     turn: AtomicUsize,
     /// None: metrics are off (`admin.metrics: false`), nothing is recorded.
     stats: Option<Arc<ProxyStats>>,
+    /// Failed authentications per client address.
+    throttle: AuthThrottle,
 }
 
 /// Per-request state (Pingora's `CTX`), named apart from the planner's `PlanCtx`.
@@ -108,7 +111,9 @@ impl Router {
             .iter()
             .map(|p| AllowPattern::parse(p))
             .collect::<Result<Vec<_>, _>>()?;
+        let throttle = AuthThrottle::new(cfg.auth_failure_limit, cfg.auth_failure_window);
         Ok(Router {
+            throttle,
             cluster,
             keys,
             allow,
@@ -201,10 +206,12 @@ struct Incoming {
     /// The `Authorization` value; several headers are joined by ", " as ASP.NET does (which
     /// never parses).
     authorization: Option<Vec<u8>>,
+    /// The client's address (for the failed-authentication limit).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Incoming {
-    fn read(req: &RequestHeader) -> Incoming {
+    fn read(req: &RequestHeader, peer: Option<std::net::IpAddr>) -> Incoming {
         let mut values = req.headers.get_all("authorization").iter();
         let authorization = values.next().map(|first| {
             let mut joined = first.as_bytes().to_vec();
@@ -219,6 +226,7 @@ impl Incoming {
             declared_body: header_str(req, "content-length")
                 .and_then(|v| v.trim().parse::<u64>().ok()),
             authorization,
+            peer,
         }
     }
 }
@@ -265,6 +273,10 @@ impl Router {
             self.pick_any(ctx)?;
             return Ok(Flow::Proxy);
         };
+        if req.authorization.is_some() {
+            // An address that failed too often is not even checked: its guesses tell nothing.
+            self.throttle.check(req.peer, Instant::now())?;
+        }
         let caller = self
             .keys
             .authenticate(req.authorization.as_deref())
@@ -272,6 +284,7 @@ impl Router {
                 if let Some(stats) = &self.stats {
                     stats.record_auth_failure();
                 }
+                self.throttle.record_failure(req.peer, Instant::now());
                 ApiError::unauthorized(&e.to_string())
             })?;
         let parsed = command::parse(&target[base..]);
@@ -563,7 +576,12 @@ impl ProxyHttp for Router {
             preflight(session).await?;
             return Ok(true);
         }
-        let incoming = Incoming::read(req);
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            // An IPv4 client on a dual-stack listener is the same client as on an IPv4 one.
+            .map(|a| a.ip().to_canonical());
+        let incoming = Incoming::read(session.req_header(), peer);
         match self.route(incoming, ctx).await {
             Ok(Flow::Proxy) => {
                 ctx.own += ctx.elapsed();
