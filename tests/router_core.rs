@@ -1111,3 +1111,40 @@ fn from_address(from: [u8; 4], to: std::net::SocketAddr, auth: &str) -> String {
     let _ = stream.read_to_string(&mut out);
     out
 }
+
+/// Request headers over 32 KiB in all are refused as Kestrel (so a TS3AudioBot node) refuses
+/// them: 431, no body; just under the limit passes.
+#[test]
+fn request_headers_over_32_kib_get_431() {
+    let node = fake_node(0);
+    let router = Router::start(&[&node], RouterOpts::default());
+    let auth = basic(ADMIN);
+    // Names and values count: the harness's Host and Connection headers, ours and the pad.
+    let fixed = "host".len()
+        + "ts3ab".len()
+        + "connection".len()
+        + "close".len()
+        + "authorization".len()
+        + auth.len()
+        + "x-pad".len();
+    let under = "a".repeat(32 * 1024 - fixed);
+    let r = router.request(
+        "GET",
+        b"/api/bot/list",
+        &[("Authorization", &auth), ("X-Pad", &under)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let over = "a".repeat(32 * 1024 - fixed + 1);
+    let r = router.request(
+        "GET",
+        b"/api/bot/list",
+        &[("Authorization", &auth), ("X-Pad", &over)],
+    );
+    assert_eq!(r.status, 431, "{}", r.text());
+    assert!(r.body.is_empty());
+    assert!(
+        client_targets(&node).is_empty(),
+        "nothing reached the node: {:?}",
+        client_targets(&node)
+    );
+}

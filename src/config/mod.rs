@@ -26,6 +26,8 @@ pub const DEFAULT_CAPACITY: u32 = 300;
 pub const DEFAULT_MAX_BODY: usize = 3_000_000;
 /// Kestrel's default request-line limit (~8 KiB): longer targets never reach a node either.
 pub const DEFAULT_MAX_TARGET: usize = 8192;
+/// Kestrel's `MaxRequestHeadersTotalSize` (32 KiB): what a TS3AudioBot node accepts.
+pub const DEFAULT_MAX_HEADERS: usize = 32 * 1024;
 /// The one command TS3AudioBot's own WebInterface sends without credentials (an `<img>` tag).
 pub const DEFAULT_ANONYMOUS_ALLOW: &str = "bot/use/<id>/(/data/song/cover/get)";
 
@@ -235,6 +237,9 @@ pub struct RoutingConfig {
     pub max_body_bytes: usize,
     /// Longest request target accepted.
     pub max_target_bytes: usize,
+    /// Most request header bytes (names and values) accepted: Kestrel's default, so the
+    /// router refuses exactly what a node would (431).
+    pub max_header_bytes: usize,
     /// Most commands in one request (TS3AudioBot's `web.api.command_complexity`).
     pub max_commands: usize,
     /// How long a cluster-wide `bot/list` may be reused while nothing changed.
@@ -484,6 +489,7 @@ struct RawRouting {
     fanout_timeout_ms: u64,
     max_body_bytes: usize,
     max_target_bytes: usize,
+    max_header_bytes: usize,
     max_commands: usize,
     list_cache_ms: u64,
     auth_failure_limit: usize,
@@ -499,6 +505,7 @@ impl Default for RawRouting {
             fanout_timeout_ms: 3000,
             max_body_bytes: DEFAULT_MAX_BODY,
             max_target_bytes: DEFAULT_MAX_TARGET,
+            max_header_bytes: DEFAULT_MAX_HEADERS,
             max_commands: 64,
             list_cache_ms: 250,
             auth_failure_limit: 20,
@@ -993,6 +1000,15 @@ fn validate_routing(r: RawRouting) -> Result<RoutingConfig, ConfigError> {
         fanout_timeout: ms("routing.fanout_timeout_ms", r.fanout_timeout_ms)?,
         max_body_bytes: r.max_body_bytes,
         max_target_bytes: r.max_target_bytes.max(16),
+        max_header_bytes: match r.max_header_bytes {
+            0..1024 => {
+                return Err(invalid(
+                    "routing.max_header_bytes",
+                    "must be at least 1024 (clients send a few hundred bytes of headers)",
+                ))
+            }
+            n => n,
+        },
         max_commands: match r.max_commands {
             0 => return Err(invalid("routing.max_commands", "must be at least 1")),
             n => n,

@@ -505,6 +505,15 @@ async fn respond(
     Ok(())
 }
 
+/// Kestrel's answer to request headers over its limit: 431 with no body, connection closed.
+async fn headers_too_large(session: &mut Session) -> pingora::Result<()> {
+    let mut h = ResponseHeader::build(431, Some(2))?;
+    h.insert_header("Content-Length", "0")?;
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(h), true).await?;
+    Ok(())
+}
+
 async fn respond_error(session: &mut Session, e: &ApiError) -> pingora::Result<()> {
     respond(
         session,
@@ -567,6 +576,16 @@ impl ProxyHttp for Router {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         let req = session.req_header();
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if header_bytes > self.cfg.max_header_bytes {
+            ctx.own = ctx.elapsed();
+            headers_too_large(session).await?;
+            return Ok(true);
+        }
         if req.method == http::Method::OPTIONS
             && req.headers.contains_key("origin")
             && req.headers.contains_key("access-control-request-method")
