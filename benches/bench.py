@@ -232,8 +232,10 @@ def start_router(work, name, nodes, threads=1, work_stealing=False, interval_ms=
         f"health: {{interval_ms: {interval_ms}}}",
     ]
     admin_port = free_port()
-    if not any(l.startswith("admin:") for l in (extra or [])):
-        lines.append(f'admin: {{listen: "127.0.0.1:{admin_port}", metrics: {str(metrics).lower()}}}')
+    # Candidate builds (`binary`) may predate `admin.metrics`: they get no admin settings.
+    if binary is None and not any(l.startswith("admin:") for l in (extra or [])):
+        off = "" if metrics else ", metrics: false"
+        lines.append(f'admin: {{listen: "127.0.0.1:{admin_port}"{off}}}')
     if routing:
         lines.append("routing: {" + ", ".join(f"{k}: {v}" for k, v in routing.items()) + "}")
     lines += extra or []

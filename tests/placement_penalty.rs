@@ -47,14 +47,23 @@ fn counts(nodes: &[FakeNode]) -> Vec<usize> {
     nodes.iter().map(|n| n.bots().len()).collect()
 }
 
-fn penalty_router(nodes: &[FakeNode], agents: &[&FakeAgent], capacities: Vec<u32>) -> Router {
+/// A router placing by penalty. `agent_ms` is its agent interval: figures go stale after
+/// three of them, so a test that needs them fresh throughout gives a loaded machine room.
+fn penalty_router(
+    nodes: &[FakeNode],
+    agents: &[&FakeAgent],
+    capacities: Vec<u32>,
+    agent_ms: u64,
+) -> Router {
     Router::start(
         &nodes.iter().collect::<Vec<_>>(),
         RouterOpts {
             capacities,
             admin: true,
             agents: agents.iter().map(|a| Some(a.yaml())).collect(),
-            extra_yaml: "placement: { strategy: penalty, agent_interval_ms: 200 }\n".into(),
+            extra_yaml: format!(
+                "placement: {{ strategy: penalty, agent_interval_ms: {agent_ms} }}\n"
+            ),
             ..RouterOpts::default()
         },
     )
@@ -78,7 +87,7 @@ fn a_loaded_node_gets_fewer_bots_and_no_node_goes_over_capacity() {
         FakeAgent::start(Some(hot())),
         FakeAgent::start(Some(idle())),
     );
-    let router = penalty_router(&nodes, &[&loaded, &calm], vec![4, 4]);
+    let router = penalty_router(&nodes, &[&loaded, &calm], vec![4, 4], 2000);
     wait_for_fresh_agents(&router);
 
     let shown = admin_nodes(&router);
@@ -132,7 +141,7 @@ fn stale_or_missing_agent_data_falls_back_to_bot_counts() {
         FakeAgent::start(Some(hot())),
         FakeAgent::start(Some(idle())),
     );
-    let router = penalty_router(&nodes, &[&loaded, &calm], vec![10, 10]);
+    let router = penalty_router(&nodes, &[&loaded, &calm], vec![10, 10], 200);
     wait_for_fresh_agents(&router);
     for i in 0..2 {
         assert_eq!(create(&router, &format!("a{i}")).status, 200);

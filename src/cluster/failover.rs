@@ -269,10 +269,10 @@ impl Failover {
         stats.started.inc();
         let r = self.rebuild_claimed(dead, bot, restore).await;
         match r {
-            // Ok(false): the bot changed meanwhile, nothing was left to do; the work is over
-            // all the same (started = completed + failed + in flight).
-            Ok(_) => stats.completed.inc(),
-            Err(_) => stats.failed.inc(),
+            Ok(true) => stats.completed.inc(),
+            // Ok(false): the bot changed meanwhile and the copy was undone; not done, so
+            // counted with the failures (started = completed + failed + in flight).
+            Ok(false) | Err(_) => stats.failed.inc(),
         }
         r
     }
@@ -295,14 +295,15 @@ impl Failover {
         let reservation = match holder {
             Some(n) => self.placer.reserve_on(n),
             // Back where it was: the node is up and the bot's template (if any) is there.
-            None if restore => self
-                .placer
-                .reserve_on(
-                    self.cluster
-                        .node(dead.id)
-                        .ok_or_else(|| MoveError::NoRoom("its node is gone".into()))?,
-                )
-                .or_else(|_| self.placer.reserve(&[dead.id])),
+            // Elsewhere when it has no room: not a refusal, the bot is placed all the same.
+            None if restore => match self.placer.try_reserve_on(
+                self.cluster
+                    .node(dead.id)
+                    .ok_or_else(|| MoveError::NoRoom("its node is gone".into()))?,
+            ) {
+                Some(r) => Ok(r),
+                None => self.placer.reserve(&[dead.id]),
+            },
             None => self.placer.reserve(&[dead.id]),
         }
         .map_err(|e| MoveError::NoRoom(e.message))?;
@@ -565,10 +566,25 @@ impl Rebuilder {
     }
 }
 
-/// Whether a template name is one the router made (a temporary bot rebuilt elsewhere runs as
-/// such a template). Clients never see these names: a node would show the bot as unnamed.
+/// Whether a template name is one the router made for a rebuilt temporary bot:
+/// `ts3ab-lb-<its cluster id>` exactly ([`template_name`]). Clients never see these names: a
+/// node would show the bot as unnamed. Other names with the prefix (a template saved before
+/// the prefix was reserved, or made on a node by hand) are not the router's.
 pub fn is_router_template(name: &str) -> bool {
-    name.starts_with(RESERVED_PREFIX)
+    router_template_bot(name).is_some()
+}
+
+/// The cluster id in a router-made template name (see [`is_router_template`]).
+pub fn router_template_bot(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix(RESERVED_PREFIX)?;
+    // Exactly the decimal `template_name` writes: no sign, no leading zero.
+    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The template a bot runs from after a rebuild: its own, or `ts3ab-lb-<id>` for a temporary
@@ -678,7 +694,25 @@ pub fn settings_for(bot: &BotSnapshot) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::store::{BotRecord, Identity, TemplateRecord};
+
+    #[test]
+    fn only_names_failover_makes_are_router_templates() {
+        assert_eq!(router_template_bot("ts3ab-lb-0"), Some(0));
+        assert_eq!(router_template_bot("ts3ab-lb-4711"), Some(4711));
+        for other in [
+            "ts3ab-lb-music",
+            "ts3ab-lb-",
+            "ts3ab-lb-07",
+            "ts3ab-lb-+7",
+            "ts3ab-lb-7x",
+            "ts3ab-lb-99999999999",
+            "music",
+        ] {
+            assert!(!is_router_template(other), "{other}");
+        }
+    }
 
     fn record(template: Option<&str>) -> BotRecord {
         BotRecord {

@@ -122,10 +122,9 @@ pub(crate) fn agent_of_record(
     }
 }
 
-/// The agent a live node has, as config (None: none, or its URL no longer resolves).
+/// The agent a live node has, as configured (its host is not resolved again).
 pub(crate) fn current_agent(node: &Node) -> Option<AgentConfig> {
-    let a = node.agent()?;
-    AgentConfig::parse(a.url(), a.token().map(str::to_string)).ok()
+    node.agent_config()
 }
 
 impl Cluster {
@@ -227,7 +226,7 @@ impl Cluster {
         }
         node.capacity.store(c.capacity, Ordering::Release);
         node.set_state(c.state);
-        node.set_agent(c.agent_endpoint());
+        node.set_agent(c.agent.clone());
         self.nodes_changed();
         log::info!("node {name} edited");
         Ok(node)

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use crate::cluster::agents::AgentReading;
 use crate::cluster::load::NodeLoad;
 use crate::cluster::stats::NodeStats;
-use crate::config::{NodeConfig, NodeState};
+use crate::config::{AgentConfig, NodeConfig, NodeState};
 use crate::node::agent::AgentEndpoint;
 use crate::node::endpoint::Endpoint;
 
@@ -93,6 +93,9 @@ pub struct Node {
     pub stats: NodeStats,
     /// The node's agent, if it has one (replaced whole on an edit).
     agent: ArcSwapOption<AgentEndpoint>,
+    /// The agent as configured (URL, resolved target, token), kept so that an edit of
+    /// something else carries it over as it is, without resolving its host again.
+    agent_config: ArcSwapOption<AgentConfig>,
     /// The agent's latest good reading (kept when a later read fails: its age tells).
     agent_reading: ArcSwapOption<AgentReading>,
     /// Why the latest read of the agent failed; None after a success.
@@ -128,6 +131,7 @@ impl Node {
             last_poll: Mutex::new(PollOutcome::default()),
             stats: NodeStats::default(),
             agent: ArcSwapOption::new(c.agent_endpoint().map(Arc::new)),
+            agent_config: ArcSwapOption::new(c.agent.clone().map(Arc::new)),
             agent_reading: ArcSwapOption::empty(),
             agent_error: Mutex::new(None),
         }
@@ -138,9 +142,18 @@ impl Node {
         self.agent.load_full()
     }
 
+    /// The agent as configured, if the node has one.
+    pub fn agent_config(&self) -> Option<AgentConfig> {
+        self.agent_config.load_full().map(|a| (*a).clone())
+    }
+
     /// Replaces the agent (or removes it). A different agent's figures start from nothing:
     /// until it answers, placement goes by bot counts.
-    pub fn set_agent(&self, agent: Option<AgentEndpoint>) {
+    pub fn set_agent(&self, config: Option<AgentConfig>) {
+        let agent = config
+            .as_ref()
+            .map(|a| AgentEndpoint::new(&self.name, &a.url, a.target.clone(), a.token.as_deref()));
+        self.agent_config.store(config.map(Arc::new));
         if self.agent.load().as_deref() == agent.as_ref() {
             return;
         }

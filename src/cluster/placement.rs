@@ -272,7 +272,8 @@ impl Placer {
     }
 
     /// Reserves a slot on a given node (a template must run where it lives); fails when the
-    /// node is down or full, so a node's capacity holds for template bots too.
+    /// node is down or full, so a node's capacity holds for template bots too. A failure is
+    /// counted as a refusal: use [`Placer::try_reserve_on`] where another node may follow.
     pub fn reserve_on(&self, node: Arc<Node>) -> Result<Reservation, ApiError> {
         if !node.is_healthy() || node.removed.load(Ordering::Acquire) {
             self.stats.record_refusal(Refusal::Full);
@@ -282,16 +283,30 @@ impl Placer {
             )));
         }
         let capacity = node.capacity.load(Ordering::Acquire);
-        if !node.load.try_reserve(capacity) {
-            self.stats.record_refusal(Refusal::Full);
-            return Err(ApiError::unavailable(format!(
-                "node {} holds this template and already runs as many bots as its capacity \
-                 ({capacity}) allows; stop a bot there or raise its capacity",
-                node.name
-            )));
+        match self.try_reserve_on(node.clone()) {
+            Some(r) => Ok(r),
+            None => {
+                self.stats.record_refusal(Refusal::Full);
+                Err(ApiError::unavailable(format!(
+                    "node {} holds this template and already runs as many bots as its capacity \
+                     ({capacity}) allows; stop a bot there or raise its capacity",
+                    node.name
+                )))
+            }
+        }
+    }
+
+    /// [`Placer::reserve_on`] without counting a refusal: None when the node is down,
+    /// removed or full (the caller tries elsewhere or gives up on its own terms).
+    pub fn try_reserve_on(&self, node: Arc<Node>) -> Option<Reservation> {
+        if !node.is_healthy() || node.removed.load(Ordering::Acquire) {
+            return None;
+        }
+        if !node.load.try_reserve(node.capacity.load(Ordering::Acquire)) {
+            return None;
         }
         node.stats.placements.inc();
-        Ok(Reservation { node })
+        Some(Reservation { node })
     }
 }
 

@@ -648,7 +648,7 @@ impl Cluster {
                 }
                 n.capacity.store(c.capacity, Ordering::Release);
                 n.set_state(c.state);
-                n.set_agent(agent);
+                n.set_agent(c.agent.clone());
                 if changed {
                     self.nodes_changed();
                     log::info!("node {name} was edited by another router");

@@ -29,11 +29,12 @@ impl Counter {
 /// failed is what is in flight.
 #[derive(Debug, Default)]
 pub struct Outcomes {
-    /// Work begun (the bot was claimed and a node reserved for it).
+    /// Work begun (the bot was claimed for it).
     pub started: Counter,
     /// Work done: the bot runs on its new node and the change is recorded.
     pub completed: Counter,
-    /// Work given up this time (it may be tried again later).
+    /// Work given up this time (no room, a node failing, the bot changed meanwhile); it may
+    /// be tried again later.
     pub failed: Counter,
 }
 

@@ -203,7 +203,13 @@ fn outcomes(prefix: &str, what: &str, o: &Outcomes) -> [MetricFamily; 3] {
             format!("Completed (running on the new node, recorded): {what}."),
             &o.completed,
         ),
-        one("failed", format!("Given up this time: {what}."), &o.failed),
+        one(
+            "failed",
+            format!(
+                "Given up this time (no room, a node failing, the bot changed meanwhile): {what}."
+            ),
+            &o.failed,
+        ),
     ]
 }
 

@@ -128,7 +128,12 @@ impl AgentSummary {
         s.process_cpu_ratio = ratio(s.process_cpu_ratio);
         s.load1 = s.load1.filter(|x| x.is_finite() && *x >= 0.0);
         if let Some(v) = &mut s.version {
-            v.truncate(64);
+            // At most 64 bytes, cut on a character boundary (a cut inside one panics).
+            let cut = (0..=v.len().min(64))
+                .rev()
+                .find(|i| v.is_char_boundary(*i))
+                .unwrap_or(0);
+            v.truncate(cut);
         }
         Ok(s)
     }
@@ -163,6 +168,17 @@ pub async fn read_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_version_is_cut_on_a_character_boundary() {
+        // 2 + 21 × 3 = 65 bytes: byte 64 falls inside the last euro sign.
+        let version = format!("ab{}", "€".repeat(21));
+        let body = serde_json::json!({ "version": version }).to_string();
+        let s = AgentSummary::parse(body.as_bytes()).expect("summary");
+        let v = s.version.expect("version");
+        assert!(v.len() <= 64, "{}", v.len());
+        assert!(version.starts_with(&v));
+    }
 
     #[test]
     fn summaries_are_read_leniently() {

@@ -25,7 +25,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
-use crate::cluster::failover::is_router_template;
+use crate::cluster::failover::router_template_bot;
 use crate::cluster::stats::UpstreamError;
 use crate::cluster::{Cluster, Node, NodeId, PendingTemplate};
 use crate::config::NodeState;
@@ -88,6 +88,9 @@ pub struct RequestCtx {
     kind: Kind,
     /// The router's own time so far: deciding, and editing the answer.
     own: Duration,
+    /// The last try could not connect (already counted as a connect error): until a
+    /// connection is made, a final failure is not counted again.
+    connect_failed: bool,
 }
 
 impl RequestCtx {
@@ -158,7 +161,8 @@ impl Router {
                         .whereabouts(*gid)
                         .filter(|w| w.node == node.id)
                         .and_then(|w| w.snapshot.record.template)
-                        .filter(|t| is_router_template(t));
+                        // Only the template failover made for this very bot.
+                        .filter(|t| router_template_bot(t) == Some(*gid));
                     self.cluster.forget_bot(*gid, node.id);
                     if let Some(t) = template {
                         self.exec.remove_router_template(node.clone(), t);
@@ -663,6 +667,8 @@ impl ProxyHttp for Router {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        // Called once connected: a later failure is the node's answer failing.
+        ctx.connect_failed = false;
         if let Some(t) = &ctx.target {
             upstream.set_raw_path(t)?;
         }
@@ -767,6 +773,7 @@ impl ProxyHttp for Router {
     ) -> Box<Error> {
         if let Some(node) = &ctx.node {
             node.stats.record_upstream_error(UpstreamError::Connect);
+            ctx.connect_failed = true;
             ctx.tried.push(node.id);
             // Nothing was sent: an unpinned request may go to another node.
             if ctx.movable && ctx.tried.len() < 3 && self.pick_any(ctx).is_ok() {
@@ -801,7 +808,14 @@ impl ProxyHttp for Router {
             | ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError
-            | ErrorType::TLSHandshakeFailure => ApiError::unavailable(format!(
+            | ErrorType::ConnectProxyFailure
+            | ErrorType::BindError
+            | ErrorType::SocketError
+            | ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::TLSWantX509Lookup
+            | ErrorType::InvalidCert
+            | ErrorType::HandshakeError => ApiError::unavailable(format!(
                 "{subject}node {node} is not reachable: {}",
                 e.etype().as_str()
             )),
@@ -828,16 +842,12 @@ impl ProxyHttp for Router {
                 ),
             ),
         };
-        // Connect failures were counted as they happened (`fail_to_connect`).
+        // Connect failures were counted as they happened (`fail_to_connect`); only what
+        // went wrong with the node's side of an established exchange counts here (not the
+        // client's side, nor the router's own errors).
         let failed = match e.etype() {
-            _ if e.esource() == &pingora::ErrorSource::Downstream => None,
+            _ if ctx.connect_failed || e.esource() != &pingora::ErrorSource::Upstream => None,
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => Some(UpstreamError::Timeout),
-            ErrorType::HTTPStatus(_)
-            | ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::TLSHandshakeFailure => None,
             _ => Some(UpstreamError::Failed),
         };
         if let (Some(node), Some(failed)) = (&ctx.node, failed) {

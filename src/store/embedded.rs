@@ -56,7 +56,9 @@ struct Lease {
 /// The file name inside the configured directory.
 pub const FILE_NAME: &str = "ts3ab-lb.redb";
 
-/// A redb-backed [`Store`].
+/// A redb-backed [`Store`]. Its calls are made one at a time (by the store worker, or by
+/// `store copy`), which is what lets [`EmbeddedStore::run`] close and reopen the file
+/// between two calls: no transaction outlives the call that made it.
 pub struct EmbeddedStore {
     /// None only between closing a failed database and opening it again.
     db: RwLock<Option<Database>>,

@@ -210,7 +210,8 @@ impl Operations {
             old_stopped = self.stop_fenced(from, gid).await.is_ok();
             let _slot = match reservation {
                 Some(r) => Some(r),
-                None => reserve_target(&self.placer, to).ok(),
+                // A slot if there is one; the copy runs there already either way.
+                None => self.placer.try_reserve_on(to.clone()),
             };
             self.rebuilder
                 .rebuild_on(&self.cluster, gid, from.id, to, &name, &settings)

@@ -12,6 +12,11 @@ use crate::cluster::Node;
 use crate::node::api::delete_template_target;
 use crate::proxy::exec::Exec;
 
+/// How often removing the template is tried.
+const DELETE_TRIES: u32 = 3;
+/// The pause after the first failed try (then twice that, ...).
+const DELETE_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Exec {
     /// Forgets the router's template `name` and deletes it on `node`, in the background (the
     /// client's answer does not wait). A failed delete is logged; the template is never
@@ -22,25 +27,28 @@ impl Exec {
         let deadline = self.cfg.request_timeout;
         tokio::spawn(async move {
             let target = delete_template_target(&name);
-            match client
-                .get(&node.endpoint(), target.as_bytes(), deadline)
-                .await
-            {
-                Ok(r) if r.status < 300 => {
-                    log::info!(
-                        "node {}: removed template {name} of a stopped bot",
+            // A node that blinks should not keep the file (and its identity key): a few
+            // tries, seconds apart.
+            for attempt in 1..=DELETE_TRIES {
+                match client
+                    .get(&node.endpoint(), target.as_bytes(), deadline)
+                    .await
+                {
+                    Ok(r) if r.status < 300 => {
+                        log::info!("node {}: removed template {name} of a stopped bot", node.name);
+                        return;
+                    }
+                    Ok(r) => log::warn!(
+                        "node {}: removing template {name} of a stopped bot answered HTTP {} (try {attempt} of {DELETE_TRIES})",
+                        node.name,
+                        r.status
+                    ),
+                    Err(e) => log::warn!(
+                        "node {}: template {name} of a stopped bot not removed (try {attempt} of {DELETE_TRIES}): {e}",
                         node.name
-                    )
+                    ),
                 }
-                Ok(r) => log::warn!(
-                    "node {}: removing template {name} of a stopped bot answered HTTP {}",
-                    node.name,
-                    r.status
-                ),
-                Err(e) => log::warn!(
-                    "node {}: template {name} of a stopped bot not removed: {e}",
-                    node.name
-                ),
+                tokio::time::sleep(DELETE_PAUSE * attempt).await;
             }
         });
     }
