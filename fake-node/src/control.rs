@@ -1,6 +1,7 @@
 //! The test controls over HTTP (`/__fake/...`), for a node running as its own process.
 //!
-//! Owns: `latency/<ms>`, `fault/<none|500|hang|close>`, `requests`, `clear`, `restart` (like
+//! Owns: `latency/<ms>`, `fault/<none|500|hang|close|invalid-json|wrong-types|huge|huge-undeclared|not-http|reset|wrong-server>`
+//! (`huge` is 64 MiB), `requests`, `clear`, `restart` (like
 //! [`crate::FakeNode::restart`]: new `starttime`, `run = true` templates from id 0) and
 //! `state` (name, `starttime`, bots, templates), answered as small JSON documents. These paths are outside `/api`, are never
 //! recorded, and ignore auth and faults.
@@ -15,6 +16,8 @@ use crate::exec::Answer;
 use crate::{Fault, Shared};
 
 const PREFIX: &[u8] = b"/__fake/";
+/// The size of the `huge` faults over HTTP: far over any router's answer limit.
+const HUGE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whether a target is a control path.
 pub fn is_control(target: &[u8]) -> bool {
@@ -54,10 +57,19 @@ pub fn handle(shared: &Shared, target: &[u8]) -> Answer {
                 "500" => Some(Fault::Status500),
                 "hang" => Some(Fault::Hang),
                 "close" => Some(Fault::Close),
+                "invalid-json" => Some(Fault::InvalidJson),
+                "wrong-types" => Some(Fault::WrongTypes),
+                "huge" | "huge-undeclared" => Some(Fault::Huge {
+                    bytes: HUGE_BYTES,
+                    declared: f == "huge",
+                }),
+                "not-http" => Some(Fault::NotHttp),
+                "reset" => Some(Fault::ResetMidAnswer),
+                "wrong-server" => Some(Fault::WrongServer),
                 _ => {
                     return json_answer(
                         400,
-                        &json!({ "error": "fault is one of none, 500, hang, close" }),
+                        &json!({ "error": "fault is one of none, 500, hang, close, invalid-json, wrong-types, huge, huge-undeclared, not-http, reset, wrong-server" }),
                     )
                 }
             };

@@ -1,6 +1,6 @@
 //! The HTTP/1.1 server: accepting, reading requests byte for byte, answering like Kestrel
 //! with TS3AudioBot's middleware in front (CORS, `/api`, static files), and the fault,
-//! latency, service-time and concurrency knobs.
+//! latency, service-time and concurrency knobs (the garbage faults' bytes are `faults`').
 //!
 //! Owns: the request line (parsed by hand so every byte 0x21..=0x7E and >= 0x80 reaches the
 //! parser unchanged), headers (httparse), Content-Length and chunked bodies (read, counted,
@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::exec::{render, Answer, Caller, Effect, Exec, Fail, Reason};
-use crate::{control, Fault, Shared};
+use crate::{control, faults, Fault, Shared};
 
 /// Kestrel's request line limit; longer lines get 414.
 const MAX_REQUEST_LINE: usize = 8192;
@@ -301,6 +301,17 @@ async fn serve(shared: &Arc<Shared>, sock: &mut TcpStream) {
                     while matches!(conn.sock.read(&mut scratch).await, Ok(n) if n > 0) {}
                     return;
                 }
+                Some(
+                    f @ (Fault::InvalidJson
+                    | Fault::WrongTypes
+                    | Fault::Huge { .. }
+                    | Fault::NotHttp
+                    | Fault::ResetMidAnswer
+                    | Fault::WrongServer),
+                ) => match faults::write(conn.sock, f, req.keep_alive).await {
+                    Some(true) => continue,
+                    _ => return,
+                },
                 Some(Fault::Status500) => {
                     let fail =
                         Fail::other(500, "Object reference not set to an instance of an object.");

@@ -15,6 +15,7 @@ mod commands;
 mod control;
 mod corecmds;
 mod exec;
+mod faults;
 mod http;
 mod parser;
 mod player;
@@ -51,7 +52,12 @@ pub enum AnonymousRights {
     None,
 }
 
-/// A failure to inject into every non-control request.
+/// A failure to inject into every non-control request (or only some, see
+/// [`FakeNode::set_fault_on`]).
+///
+/// The first three are a TS3AudioBot that fails; the others are a node that answers garbage
+/// (the bytes are in `faults`): what a broken build, a proxy in between, another server on
+/// the port or a crash mid-write would send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// A TS3AudioBot-shaped 500 (ErrorCode 0, "Unknown").
@@ -60,6 +66,29 @@ pub enum Fault {
     Hang,
     /// Close the connection without answering.
     Close,
+    /// 200 with TS3AudioBot's `application/json` content type and a body that is not JSON.
+    InvalidJson,
+    /// 200 with valid JSON of the wrong shape for every command: one object (not the array
+    /// `bot/list` gives) shaped like a BotInfo with the wrong types (`"Id":"seven"`,
+    /// `"Status":true`).
+    WrongTypes,
+    /// 200 `application/json` with a body of `bytes` bytes (a JSON array of zeros), written
+    /// in pieces from one small buffer so the node never holds it; with a Content-Length when
+    /// `declared`, else close-delimited (`Connection: close`, no length, no chunking).
+    Huge {
+        /// Body size.
+        bytes: u64,
+        /// Whether the head announces it.
+        declared: bool,
+    },
+    /// Bytes that are not HTTP at all (an SSH server's banner), then close.
+    NotHttp,
+    /// A 200 head with a Content-Length and part of the body, then a reset (SO_LINGER 0,
+    /// close): a node that crashed mid-write.
+    ResetMidAnswer,
+    /// A valid HTTP 200 `text/html` page from another server (nginx's default welcome page),
+    /// as when the node's port is taken by a web server.
+    WrongServer,
 }
 
 /// How to start a node.
@@ -169,8 +198,10 @@ pub(crate) struct Shared {
     state: Mutex<NodeState>,
     records: Mutex<VecDeque<Recorded>>,
     latency_ns: AtomicU64,
-    /// 0 none, 1 Status500, 2 Hang, 3 Close.
+    /// The fault's code (see `Shared::set_fault`); 0 = none.
     fault: AtomicU8,
+    /// `Fault::Huge`'s size (its `declared` flag is in the code).
+    huge_bytes: AtomicU64,
     /// When set, the fault applies only to request targets containing these bytes.
     fault_only: Mutex<Option<Vec<u8>>>,
     conns: AtomicUsize,
@@ -188,10 +219,21 @@ impl Shared {
     }
 
     fn fault(&self) -> Option<Fault> {
+        let huge = |declared| Fault::Huge {
+            bytes: self.huge_bytes.load(Ordering::Relaxed),
+            declared,
+        };
         match self.fault.load(Ordering::Relaxed) {
             1 => Some(Fault::Status500),
             2 => Some(Fault::Hang),
             3 => Some(Fault::Close),
+            4 => Some(Fault::InvalidJson),
+            5 => Some(Fault::WrongTypes),
+            6 => Some(huge(true)),
+            7 => Some(huge(false)),
+            8 => Some(Fault::NotHttp),
+            9 => Some(Fault::ResetMidAnswer),
+            10 => Some(Fault::WrongServer),
             _ => None,
         }
     }
@@ -211,12 +253,27 @@ impl Shared {
         }
     }
 
+    /// Two atomics rather than a lock: every request reads the fault (benchmarks too). A
+    /// reader racing a change from one `Huge` size to another may see the old size once.
     fn set_fault(&self, f: Option<Fault>) {
         let v = match f {
             None => 0,
             Some(Fault::Status500) => 1,
             Some(Fault::Hang) => 2,
             Some(Fault::Close) => 3,
+            Some(Fault::InvalidJson) => 4,
+            Some(Fault::WrongTypes) => 5,
+            Some(Fault::Huge { bytes, declared }) => {
+                self.huge_bytes.store(bytes, Ordering::Relaxed);
+                if declared {
+                    6
+                } else {
+                    7
+                }
+            }
+            Some(Fault::NotHttp) => 8,
+            Some(Fault::ResetMidAnswer) => 9,
+            Some(Fault::WrongServer) => 10,
         };
         self.fault.store(v, Ordering::Relaxed);
     }
@@ -458,6 +515,7 @@ impl FakeNode {
             records: Mutex::new(VecDeque::new()),
             latency_ns: AtomicU64::new(0),
             fault: AtomicU8::new(0),
+            huge_bytes: AtomicU64::new(0),
             fault_only: Mutex::new(None),
             conns: AtomicUsize::new(0),
             listening: Mutex::new(None),

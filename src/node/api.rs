@@ -47,7 +47,7 @@ pub enum ReadError {
         body: String,
     },
     /// The answer is not a bot list.
-    #[error("node {node} sent a bot/list that is not a BotInfo array: {reason}")]
+    #[error("node {node} answered bot/list with {reason}")]
     Format {
         /// Node name.
         node: String,
@@ -78,13 +78,22 @@ struct RawBotInfo {
     status: Option<i64>,
 }
 
-/// Parses a node's `bot/list` answer (local ids).
+/// Parses a node's `bot/list` answer (local ids). The error says what the body is instead,
+/// in words (it ends up in the admin API's `last_error`).
 pub fn parse_bot_list(body: &[u8]) -> Result<Vec<BotInfo>, String> {
-    let raw: Vec<RawBotInfo> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    // Checked first so the words say which it is: serde reports the first mismatch it meets,
+    // which for broken JSON that starts like an object is a type error.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err(format!("a body that is not JSON ({e})"));
+    }
+    let raw: Vec<RawBotInfo> =
+        serde_json::from_slice(body).map_err(|e| format!("JSON that is not a bot list ({e})"))?;
     raw.into_iter()
         .map(|b| {
             let id = match b.id {
-                Some(i) => Some(u32::try_from(i).map_err(|_| format!("bot id {i} out of range"))?),
+                Some(i) => Some(u32::try_from(i).map_err(|_| {
+                    format!("JSON that is not a bot list (bot id {i} out of range)")
+                })?),
                 None => None,
             };
             Ok(BotInfo {
@@ -109,6 +118,21 @@ pub async fn read_bot_list(
             node: node.name.to_string(),
             status: resp.status,
             body: String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned(),
+        });
+    }
+    // TS3AudioBot answers its API in JSON; another type is another server on the port (a web
+    // server's page, a login portal). No type at all is let through to the parser.
+    if let Some(ct) = resp.content_type.as_deref().filter(|ct| {
+        !ct.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    }) {
+        return Err(ReadError::Format {
+            node: node.name.to_string(),
+            reason: format!(
+                "Content-Type {ct}, not TS3AudioBot's JSON: another server on its port? ({})",
+                resp.snippet().chars().take(80).collect::<String>()
+            ),
         });
     }
     parse_bot_list(&resp.body).map_err(|reason| ReadError::Format {
@@ -290,6 +314,14 @@ mod tests {
         assert_eq!(l[1].id, None);
         assert_eq!(l[2].server, None);
         assert!(parse_bot_list(br#"{"ErrorCode":11}"#).is_err());
+        // The words say which kind of garbage it is.
+        let why = |b: &[u8]| parse_bot_list(b).err().unwrap_or_default();
+        assert!(why(br#"{"Id":0,"Name":"half" oops"#).starts_with("a body that is not JSON"));
+        assert!(why(b"").starts_with("a body that is not JSON"));
+        assert!(why(br#"{"Id":"seven","Status":true}"#).starts_with("JSON that is not a bot list"));
+        assert!(
+            why(br#"[{"Id":"seven","Status":true}]"#).starts_with("JSON that is not a bot list")
+        );
         assert!(parse_bot_list(br#"[{"Id":-1,"Name":null,"Server":null,"Status":1}]"#).is_err());
     }
 

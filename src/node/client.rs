@@ -48,7 +48,7 @@ pub enum NodeError {
         after: Duration,
     },
     /// The answer was too large.
-    #[error("node {node} sent more than {MAX_RESPONSE} bytes")]
+    #[error("node {node} sent an answer larger than {MAX_RESPONSE} bytes")]
     TooLarge {
         /// Node name.
         node: String,
@@ -82,6 +82,32 @@ impl NodeResponse {
     /// The start of the body, for messages.
     pub fn snippet(&self) -> String {
         String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned()
+    }
+}
+
+/// The gist of a failed exchange in words an operator or client can act on, when Pingora's
+/// error type or text shows it (None: its own words are as good).
+pub fn exchange_gist(e: &pingora::Error) -> Option<&'static str> {
+    let lower = e.to_string().to_ascii_lowercase();
+    match e.etype() {
+        // The first bytes did not parse as a status line and headers: another protocol on
+        // the node's port (SSH, TLS, a database...).
+        pingora::ErrorType::InvalidHTTPHeader => Some("not an HTTP answer"),
+        _ if lower.contains("reset by peer") || lower.contains("connection reset") => {
+            Some("connection reset mid-answer")
+        }
+        _ if lower.contains("premature") || lower.contains("closed") => {
+            Some("connection closed mid-answer")
+        }
+        _ => None,
+    }
+}
+
+/// [`exchange_gist`], then Pingora's own text (which names the step and the cause).
+fn exchange_words(e: &pingora::Error) -> String {
+    match exchange_gist(e) {
+        Some(w) => format!("{w} ({e})"),
+        None => e.to_string(),
     }
 }
 
@@ -139,7 +165,7 @@ impl NodeClient {
         let name = || node.name.to_string();
         let exchange_err = |e: Box<pingora::Error>| NodeError::Exchange {
             node: name(),
-            reason: e.to_string(),
+            reason: exchange_words(&e),
         };
         let peer = Self::peer(node, self.connect_timeout.min(deadline), deadline);
         let (mut session, _reused) =
@@ -178,6 +204,15 @@ impl NodeClient {
                 })
             }
         };
+        // A declared size over the limit is refused before any of it is read.
+        let declared = session
+            .response_header()
+            .and_then(|h| h.headers.get(http::header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_RESPONSE as u64) {
+            return Err(NodeError::TooLarge { node: name() });
+        }
         let mut body = BytesMut::new();
         while let Some(chunk) = session.read_response_body().await.map_err(exchange_err)? {
             if body.len() + chunk.len() > MAX_RESPONSE {

@@ -4,7 +4,8 @@
 //! objects ([`rewrite_bot_ids`], [`visit_bot_infos`], [`translate_bot_infos`]), splitting and
 //! joining `json/merge` result arrays ([`array_items`], [`join_array`]), rewriting the
 //! `servers` list of the `json/api` OpenAPI document ([`rewrite_openapi_servers`]) and
-//! redacting TeamSpeak secrets from settings answers ([`redact_secrets`], [`redact_scalar`]).
+//! redacting TeamSpeak secrets from settings answers ([`redact_secrets`], [`redact_scalar`]),
+//! and telling an answer that cannot hold translatable BotInfos apart ([`malformed_bot_infos`]).
 //! Every edit replaces only a value's byte span (see `json_scan` for why).
 //!
 //! Does not own: scanning JSON (`json_scan`), applying replacements (`splice`), deciding
@@ -117,6 +118,38 @@ pub fn translate_bot_infos(
         }
     });
     finish(src, splice)
+}
+
+/// Why `src` cannot be an answer whose BotInfos the router translates: it is not JSON, or a
+/// BotInfo in it has the wrong types (TS3AudioBot's Id is an integer or null, Status an
+/// integer, Name and Server strings or null). `None`: it can be. Such an object is skipped
+/// by [`translate_bot_infos`], so without this check its Id (a node's local id, or
+/// nonsense) would reach a client untranslated.
+pub fn malformed_bot_infos(src: &[u8]) -> Option<String> {
+    let root = match parse(src) {
+        Ok(r) => r,
+        Err(_) => return Some("the body is not JSON".into()),
+    };
+    let mut why = None;
+    walk(&root, &mut |n| {
+        if why.is_some() || !is_bot_info(n) {
+            return;
+        }
+        let is_null = |v: &Node| matches!(v, Node::Null(_));
+        let int_or_null = |k: &str| {
+            n.get(k)
+                .is_some_and(|v| is_null(v) || int_value(src, v).is_some())
+        };
+        let text_or_null = |k: &str| {
+            n.get(k)
+                .is_some_and(|v| is_null(v) || string_value(src, v).is_some())
+        };
+        let status_ok = n.get("Status").is_some_and(|v| int_value(src, v).is_some());
+        if !(int_or_null("Id") && status_ok && text_or_null("Name") && text_or_null("Server")) {
+            why = Some("a BotInfo in it has the wrong types".to_string());
+        }
+    });
+    why
 }
 
 /// Element spans of a top-level JSON array (None if the document is not an array). Used to split json/merge results.
@@ -293,6 +326,35 @@ mod tests {
 
     fn s(b: &[u8]) -> &str {
         std::str::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn malformed_bot_infos_are_told_apart_from_other_json() {
+        for ok in [
+            &br#"{"Id":3,"Name":null,"Server":"s","Status":2}"#[..],
+            br#"[{"Id":null,"Name":"t","Server":"","Status":0}]"#,
+            br#"{"Value":"not a BotInfo"}"#,
+            br#"[null,{"Id":"x","Name":1}]"#,
+        ] {
+            assert_eq!(
+                malformed_bot_infos(ok),
+                None,
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        assert_eq!(
+            malformed_bot_infos(br#"{"Id":0,"Name":"half" oops"#).as_deref(),
+            Some("the body is not JSON")
+        );
+        for bad in [
+            &br#"{"Id":"seven","Name":null,"Server":"","Status":true}"#[..],
+            br#"[{"Id":1,"Name":null,"Server":"","Status":2},{"Id":2,"Name":null,"Server":"","Status":"up"}]"#,
+            br#"{"Id":1.5,"Name":null,"Server":"","Status":2}"#,
+            br#"{"Id":1,"Name":7,"Server":"","Status":2}"#,
+        ] {
+            assert!(malformed_bot_infos(bad).is_some(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

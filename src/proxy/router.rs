@@ -30,14 +30,14 @@ use crate::cluster::stats::UpstreamError;
 use crate::cluster::{Cluster, Node, NodeId, PendingTemplate};
 use crate::config::NodeState;
 use crate::config::RoutingConfig;
-use crate::node::client::{NodeClient, MAX_RESPONSE};
+use crate::node::client::{exchange_gist, NodeClient, MAX_RESPONSE};
 use crate::node::endpoint::Endpoint;
 use crate::protocol::api_json::{
     ApiError, Reason, CACHE_CONTROL_NAME, CACHE_CONTROL_VALUE, CONTENT_TYPE_JSON,
 };
 use crate::protocol::command::{self, Parsed};
 use crate::protocol::pattern::AllowPattern;
-use crate::proxy::exec::{Answer, Exec};
+use crate::proxy::exec::{withheld, Answer, Exec};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
 use crate::proxy::routing::{self, Edits, Effect, Plan};
@@ -91,6 +91,9 @@ pub struct RequestCtx {
     /// The last try could not connect (already counted as a connect error): until a
     /// connection is made, a final failure is not counted again.
     connect_failed: bool,
+    /// The error sent instead of a node answer that had to be edited or checked and turned
+    /// out to be garbage (set just before the hook that found it fails the request).
+    withheld: Option<ApiError>,
 }
 
 impl RequestCtx {
@@ -98,7 +101,33 @@ impl RequestCtx {
     fn elapsed(&self) -> Duration {
         self.started.map(|t| t.elapsed()).unwrap_or_default()
     }
+
+    /// "bot 3 on " (what the request was for), or nothing, for error messages.
+    fn subject(&self) -> String {
+        if self.why.is_empty() {
+            String::new()
+        } else {
+            format!("{} on ", self.why)
+        }
+    }
+
+    /// Withholds the node's answer: `why` says what is wrong with it. The returned error
+    /// fails the request, and `fail_to_proxy` sends the TS3AudioBot error instead.
+    fn withhold(&mut self, why: &str) -> Box<Error> {
+        let node = self
+            .node
+            .as_ref()
+            .map(|n| n.name.to_string())
+            .unwrap_or_default();
+        self.withheld = Some(withheld(&self.subject(), &node, why));
+        self.edits = Edits::default();
+        self.buf = Vec::new();
+        Error::explain(WITHHELD, why.to_string())
+    }
 }
+
+/// The error a hook fails a request with when the node's answer is withheld.
+const WITHHELD: ErrorType = ErrorType::Custom("node answer withheld");
 
 impl Router {
     /// Builds the router.
@@ -545,6 +574,10 @@ fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+fn header_str_resp<'a>(resp: &'a ResponseHeader, name: &str) -> Option<&'a str> {
+    resp.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 /// The ASP.NET CORS middleware's answer to a preflight (any origin, method and header).
 async fn preflight(session: &mut Session) -> pingora::Result<()> {
     let req = session.req_header();
@@ -717,7 +750,27 @@ impl ProxyHttp for Router {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(CONTENT_TYPE_JSON));
-        if ctx.edits.any() && ctx.status == 200 && json {
+        if ctx.edits.any() && ctx.status == 200 {
+            // An answer that must be edited or checked and that the head already shows cannot
+            // be is refused here, while the client can still get a real error status.
+            if !json {
+                let ct = upstream
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                let why = match ct {
+                    Some(ct) => format!("Content-Type {ct}, not TS3AudioBot's JSON"),
+                    None => "no Content-Type, not TS3AudioBot's JSON".to_string(),
+                };
+                return Err(ctx.withhold(&why));
+            }
+            let declared = header_str_resp(upstream, "content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > MAX_RESPONSE as u64) {
+                return Err(ctx.withhold(&format!(
+                    "an answer larger than {MAX_RESPONSE} bytes, too large to edit"
+                )));
+            }
             upstream.remove_header("content-length");
             upstream.insert_header("Transfer-Encoding", "chunked")?;
         } else {
@@ -740,22 +793,24 @@ impl ProxyHttp for Router {
             ctx.buf.extend_from_slice(&b);
         }
         if ctx.buf.len() > MAX_RESPONSE {
-            // Too large to edit: send it on as it is, unless it had to be checked for secrets.
-            let withheld = ctx.edits.redact || ctx.edits.redact_scalar;
-            ctx.edits = Edits::default();
-            let buf = std::mem::take(&mut ctx.buf);
-            *body = Some(Bytes::from(if withheld {
-                crate::proxy::exec::redaction_failed()
-            } else {
-                buf
-            }));
-            return Ok(None);
+            // Too large to edit, and never sent on unedited: its BotInfo ids would be the
+            // node's local ones (a client using one reaches another bot) and its secrets
+            // unredacted. Failing here also stops reading a body that may never end.
+            return Err(ctx.withhold(&format!(
+                "an answer larger than {MAX_RESPONSE} bytes, too large to edit"
+            )));
         }
         if end_of_stream {
             let editing = ctx.started.map(|_| Instant::now());
             let buf = std::mem::take(&mut ctx.buf);
-            let node = ctx.node.as_ref().map(|n| n.id);
-            let edited = node.and_then(|id| Exec::edit(&self.cluster, id, &buf, &ctx.edits));
+            let edited = match &ctx.node {
+                Some(n) => Exec::edit(&self.cluster, n.id, &buf, &ctx.edits),
+                None => Ok(None),
+            };
+            let edited = match edited {
+                Ok(e) => e,
+                Err(why) => return Err(ctx.withhold(&why)),
+            };
             *body = Some(Bytes::from(edited.unwrap_or(buf)));
             if let Some(t) = editing {
                 ctx.own += t.elapsed();
@@ -794,58 +849,68 @@ impl ProxyHttp for Router {
             .as_ref()
             .map(|n| n.name.to_string())
             .unwrap_or_default();
-        let subject = if ctx.why.is_empty() {
-            String::new()
-        } else {
-            format!("{} on ", ctx.why)
-        };
-        let api = match e.etype() {
-            ErrorType::HTTPStatus(413) => body_too_large(self.cfg.max_body_bytes),
-            ErrorType::HTTPStatus(code) => {
-                ApiError::with_status(*code, Reason::InternalError, e.to_string())
-            }
-            ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::ConnectProxyFailure
-            | ErrorType::BindError
-            | ErrorType::SocketError
-            | ErrorType::TLSHandshakeFailure
-            | ErrorType::TLSHandshakeTimedout
-            | ErrorType::TLSWantX509Lookup
-            | ErrorType::InvalidCert
-            | ErrorType::HandshakeError => ApiError::unavailable(format!(
-                "{subject}node {node} is not reachable: {}",
-                e.etype().as_str()
-            )),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => ApiError::with_status(
-                504,
-                Reason::InternalError,
-                format!(
-                    "{subject}node {node} did not answer within {:?}",
-                    self.cfg.request_timeout
-                ),
-            ),
-            _ if e.esource() == &pingora::ErrorSource::Downstream => {
-                return FailToProxy {
-                    error_code: 0,
-                    can_reuse_downstream: false,
+        let subject = ctx.subject();
+        // The client already has the head of a streamed answer (and maybe part of its body):
+        // anything written now would be taken for the rest of the node's body (it would even
+        // fill up a declared Content-Length), so the connection is only closed and the client
+        // sees a cut answer, as it would from the node. An answer being edited was buffered
+        // whole (chunked, nothing of its body sent): the error can still be its body.
+        let streamed_partly =
+            session.response_written().is_some() && !ctx.edits.any() && ctx.withheld.is_none();
+        // An answer withheld as garbage is the node's failure however the hook ended it.
+        let garbage = ctx.withheld.is_some();
+        let api = match ctx.withheld.take() {
+            // The hook that found the answer garbage said why.
+            Some(w) => w,
+            None => match e.etype() {
+                ErrorType::HTTPStatus(413) => body_too_large(self.cfg.max_body_bytes),
+                ErrorType::HTTPStatus(code) => {
+                    ApiError::with_status(*code, Reason::InternalError, e.to_string())
                 }
-            }
-            _ => ApiError::with_status(
-                502,
-                Reason::InternalError,
-                format!(
-                    "{subject}node {node} failed while answering: {}",
+                ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError
+                | ErrorType::ConnectProxyFailure
+                | ErrorType::BindError
+                | ErrorType::SocketError
+                | ErrorType::TLSHandshakeFailure
+                | ErrorType::TLSHandshakeTimedout
+                | ErrorType::TLSWantX509Lookup
+                | ErrorType::InvalidCert
+                | ErrorType::HandshakeError => ApiError::unavailable(format!(
+                    "{subject}node {node} is not reachable: {}",
                     e.etype().as_str()
+                )),
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => ApiError::with_status(
+                    504,
+                    Reason::InternalError,
+                    format!(
+                        "{subject}node {node} did not answer within {:?}",
+                        self.cfg.request_timeout
+                    ),
                 ),
-            ),
+                _ if e.esource() == &pingora::ErrorSource::Downstream => {
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    }
+                }
+                _ => ApiError::with_status(
+                    502,
+                    Reason::InternalError,
+                    format!(
+                        "{subject}node {node} failed while answering: {}",
+                        exchange_gist(e).unwrap_or_else(|| e.etype().as_str())
+                    ),
+                ),
+            },
         };
         // Connect failures were counted as they happened (`fail_to_connect`); only what
         // went wrong with the node's side of an established exchange counts here (not the
         // client's side, nor the router's own errors).
         let failed = match e.etype() {
+            _ if garbage => Some(UpstreamError::Failed),
             _ if ctx.connect_failed || e.esource() != &pingora::ErrorSource::Upstream => None,
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => Some(UpstreamError::Timeout),
             _ => Some(UpstreamError::Failed),
@@ -856,8 +921,10 @@ impl ProxyHttp for Router {
         // The node may be gone: re-read its list so liveness and counts catch up now.
         ctx.poke = ctx.node.is_some();
         let code = api.status;
-        // The response may already have started; then there is nothing more to say.
-        let _ = respond_error(session, &api).await;
+        if !streamed_partly {
+            // A head already sent stays as it was; the error is then the body.
+            let _ = respond_error(session, &api).await;
+        }
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,

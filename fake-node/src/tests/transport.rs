@@ -351,3 +351,140 @@ async fn works_from_inside_a_runtime() {
     n.revive().unwrap();
     drop(n);
 }
+
+/// Sends one request on a fresh connection and reads everything until the node closes it
+/// (or resets it: then the error), bounded by a read timeout.
+fn raw_exchange(n: &FakeNode, request: &[u8]) -> (Vec<u8>, Option<std::io::ErrorKind>) {
+    let mut s = TcpStream::connect(n.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(k) => out.extend_from_slice(&buf[..k]),
+            Err(e) => return (out, Some(e.kind())),
+        }
+    }
+}
+
+const GET_LIST: &[u8] = b"GET /api/bot/list HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn invalid_json_fault() {
+    let n = node();
+    n.set_fault(Some(Fault::InvalidJson));
+    let r = get(&n, "/api/bot/list");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert!(
+        serde_json::from_slice::<Value>(&r.body).is_err(),
+        "not JSON"
+    );
+    assert!(r.body.starts_with(b"{\"Id\":0"), "looks like JSON at first");
+}
+
+#[test]
+fn wrong_types_fault() {
+    let n = node();
+    n.set_fault(Some(Fault::WrongTypes));
+    let r = get(&n, "/api/bot/list");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"Id": "seven", "Name": null, "Server": "", "Status": true}),
+        "an object where a list belongs, with the wrong types"
+    );
+}
+
+#[test]
+fn huge_fault_with_and_without_a_length() {
+    let n = node();
+    let bytes = 3 * 1024 * 1024 + 7;
+    n.set_fault(Some(Fault::Huge {
+        bytes,
+        declared: true,
+    }));
+    let r = get(&n, "/api/bot/list");
+    assert_eq!((r.status, r.body.len() as u64), (200, bytes));
+    let zeros = r.json();
+    assert!(zeros.as_array().is_some_and(|a| a.iter().all(|v| v == 0)));
+    // Keep-alive holds after a declared huge answer.
+    let s = TcpStream::connect(n.addr()).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut rd = BufReader::new(s);
+    for _ in 0..2 {
+        w.write_all(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_resp(&mut rd, false).body.len() as u64, bytes);
+    }
+    n.set_fault(Some(Fault::Huge {
+        bytes: 1001,
+        declared: false,
+    }));
+    let (out, err) = raw_exchange(&n, b"GET /api/bot/list HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(err, None, "ends with a close");
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
+    assert!(head.contains("Connection: close"), "{head}");
+    assert_eq!(body.len(), 1001);
+    assert!(serde_json::from_str::<Value>(body).is_ok());
+    for size in [2, 3, 4, 5] {
+        n.set_fault(Some(Fault::Huge {
+            bytes: size,
+            declared: true,
+        }));
+        let r = get(&n, "/api/bot/list");
+        assert_eq!(r.body.len() as u64, size);
+        assert!(r.json().is_array(), "{size}");
+    }
+}
+
+#[test]
+fn not_http_fault() {
+    let n = node();
+    n.set_fault(Some(Fault::NotHttp));
+    let (out, err) = raw_exchange(&n, GET_LIST);
+    assert_eq!(
+        (out.as_slice(), err),
+        (&b"SSH-2.0-OpenSSH_9.2\r\n"[..], None)
+    );
+}
+
+#[test]
+fn reset_mid_answer_fault() {
+    let n = node();
+    n.set_fault(Some(Fault::ResetMidAnswer));
+    let (out, err) = raw_exchange(&n, GET_LIST);
+    assert_eq!(err, Some(std::io::ErrorKind::ConnectionReset));
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"));
+    assert!(head.contains("Content-Length: 4096"));
+    assert!(
+        !body.is_empty() && body.len() < 4096,
+        "part of the body: {body:?}"
+    );
+}
+
+#[test]
+fn wrong_server_fault_and_faults_aimed_at_one_command() {
+    let n = node();
+    n.set_fault_on(Some(Fault::WrongServer), "bot/list");
+    let r = get(&n, "/api/bot/list");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("text/html"));
+    assert_eq!(r.header("Server"), Some("nginx/1.24.0"));
+    assert!(String::from_utf8_lossy(&r.body).contains("Welcome to nginx!"));
+    assert_eq!(get(&n, "/api/version").json()["Version"], "0.12.0");
+    // Over HTTP too.
+    assert_eq!(get(&n, "/__fake/fault/not-http").status, 200);
+    assert_eq!(raw_exchange(&n, GET_LIST).0, b"SSH-2.0-OpenSSH_9.2\r\n");
+    assert_eq!(get(&n, "/__fake/fault/none").status, 200);
+    assert_eq!(get(&n, "/api/bot/list").json(), json!([]));
+}

@@ -1,8 +1,8 @@
 //! Answers the router writes, and the edits of node answers shared with the proxy path.
 //!
 //! Owns: [`Answer`] (status, content type, body), [`Exec::edit`] (local → cluster ids in
-//! BotInfo, `json api` servers, redaction of secrets) and the body that replaces an answer that
-//! could not be checked for secrets ([`redaction_failed`]).
+//! BotInfo, `json api` servers, redaction of secrets, refusing answers that cannot be edited)
+//! and the error that replaces such a garbage answer ([`withheld`]).
 //! Does not own: which edits apply (`routing`) or the JSON mechanics (`protocol::json_edit`).
 
 use bytes::Bytes;
@@ -55,11 +55,27 @@ impl Answer {
 
 impl Exec {
     /// Edits a node's JSON answer: BotInfo ids (learning bots the router has not seen yet),
-    /// `json api` servers, redaction. None = forward the bytes unchanged.
-    pub fn edit(cluster: &Cluster, node: NodeId, body: &[u8], edits: &Edits) -> Option<Vec<u8>> {
+    /// `json api` servers, redaction. `Ok(None)` = forward the bytes unchanged; `Err(why)`:
+    /// the answer is garbage that must not be forwarded (see [`withheld`]).
+    pub fn edit(
+        cluster: &Cluster,
+        node: NodeId,
+        body: &[u8],
+        edits: &Edits,
+    ) -> Result<Option<Vec<u8>>, String> {
         if (edits.redact || edits.redact_scalar) && json_scan::parse(body).is_err() {
             // Never pass on what could not be checked for secrets.
-            return Some(redaction_failed());
+            return Err(
+                "it is not JSON, so it could not be checked for identities and passwords".into(),
+            );
+        }
+        if edits.bot_ids {
+            // A body the translation cannot read would reach the client with the node's own
+            // local ids (or nonsense) where cluster ids belong: a client acting on such an id
+            // reaches another bot.
+            if let Some(why) = json_edit::malformed_bot_infos(body) {
+                return Err(why);
+            }
         }
         let mut out: Option<Vec<u8>> = None;
         if edits.bot_ids {
@@ -105,15 +121,19 @@ impl Exec {
                 out = Some(n);
             }
         }
-        out
+        Ok(out)
     }
 }
 
-/// The body sent instead of a settings answer that could not be checked for secrets.
-pub fn redaction_failed() -> Vec<u8> {
-    ApiError::new(
+/// The TS3AudioBot error sent instead of node `node`'s answer to `what` (e.g. "bot 3 on",
+/// may be empty) that the router had to edit or check and could not: `why` says what is
+/// wrong with it. A 502, as a gateway answers for an upstream that sent garbage.
+pub fn withheld(what: &str, node: &str, why: &str) -> ApiError {
+    ApiError::with_status(
+        502,
         Reason::InternalError,
-        "The node's answer could not be checked for identities and passwords, so it is withheld.",
+        format!(
+            "{what}node {node} sent an answer the router cannot pass on ({why}); it is withheld"
+        ),
     )
-    .body()
 }

@@ -14,7 +14,8 @@ use crate::node::api::{
 };
 use crate::node::client::NodeResponse;
 use crate::protocol::api_json::{ApiError, BotInfo, Reason};
-use crate::proxy::exec::{Answer, Exec};
+use crate::protocol::json_edit;
+use crate::proxy::exec::{withheld, Answer, Exec};
 use crate::proxy::routing::{CreateKind, CreateNode, CreatePlan};
 use crate::store::{now_ms, WRITE_DEADLINE};
 
@@ -175,46 +176,66 @@ impl Exec {
                 };
                 let mut body = None;
                 if resp.status == 200 {
-                    if let Some(BotInfo {
+                    // TS3AudioBot answers a create with the new bot's BotInfo, always: anything
+                    // else is not passed on as if a bot had been made. Checked before anything
+                    // is recorded.
+                    if let Some(why) = json_edit::malformed_bot_infos(&resp.body) {
+                        return self.garbage_create(node, &why);
+                    }
+                    let Some(BotInfo {
                         id: Some(lid),
                         name,
                         server,
                         status,
                     }) = single_bot_info(&resp.body)
+                    else {
+                        return self.garbage_create(node, "it holds no BotInfo of a running bot");
+                    };
+                    let reported = Reported {
+                        lid,
+                        name: name.as_deref(),
+                        server: server.as_deref(),
+                        status,
+                    };
+                    match self
+                        .cluster
+                        .register_created(node.id, reported, info, fresh, WRITE_DEADLINE)
+                        .await
                     {
-                        let reported = Reported {
-                            lid,
-                            name: name.as_deref(),
-                            server: server.as_deref(),
-                            status,
-                        };
-                        match self
-                            .cluster
-                            .register_created(node.id, reported, info, fresh, WRITE_DEADLINE)
-                            .await
-                        {
-                            Ok(gid) => self.read_identity(node.clone(), lid, gid),
-                            Err((gid, e)) => {
-                                // The client must not hold an id the router may not remember:
-                                // stop the bot again and say so.
-                                log::error!(
-                                    "bot {gid:?} (node {} local {lid}) was created but could not be recorded: {e}; stopping it",
-                                    node.name
-                                );
-                                if let Some(gid) = gid {
-                                    self.cluster.forget_bot(gid, node.id);
-                                }
-                                let undo = disconnect_target(lid);
-                                return self.take_back(node, &undo, "bot", "stopped", &e).await;
+                        Ok(gid) => self.read_identity(node.clone(), lid, gid),
+                        Err((gid, e)) => {
+                            // The client must not hold an id the router may not remember:
+                            // stop the bot again and say so.
+                            log::error!(
+                                "bot {gid:?} (node {} local {lid}) was created but could not be recorded: {e}; stopping it",
+                                node.name
+                            );
+                            if let Some(gid) = gid {
+                                self.cluster.forget_bot(gid, node.id);
                             }
+                            let undo = disconnect_target(lid);
+                            return self.take_back(node, &undo, "bot", "stopped", &e).await;
                         }
                     }
-                    body = Self::edit(&self.cluster, node.id, &resp.body, &plan.edits);
+                    // After the bot is registered, so its local id translates to the id just
+                    // recorded. The body parsed above, so this cannot refuse it.
+                    body = match Self::edit(&self.cluster, node.id, &resp.body, &plan.edits) {
+                        Ok(edited) => edited,
+                        Err(why) => return self.garbage_create(node, &why),
+                    };
                 }
                 drop(reservation);
                 Answer::from_node(resp, body)
             }
         }
+    }
+
+    /// The answer to a create the node answered with garbage: a 502, and the node's list read
+    /// now (it may have made the bot anyway; the poll then adopts it like any bot met first).
+    fn garbage_create(&self, node: &Arc<Node>, why: &str) -> Answer {
+        log::warn!("node {} answered a create with garbage: {why}", node.name);
+        self.poke(node.clone());
+        Answer::error(&withheld("a create on ", &node.name, why))
     }
 
     /// Undoes a create the router could not record (best effort: `undo` on the node) and

@@ -12,7 +12,7 @@ use futures::future::join_all;
 use crate::cluster::NodeId;
 use crate::protocol::api_json::ApiError;
 use crate::protocol::json_edit;
-use crate::proxy::exec::{Answer, Exec};
+use crate::proxy::exec::{withheld, Answer, Exec};
 use crate::proxy::routing::{Element, MergePlan};
 
 /// A split merge's node elements by the node that runs them: each element's index in the merge
@@ -114,7 +114,14 @@ impl Exec {
             .get(&node.endpoint(), &target, self.cfg.request_timeout)
             .await
             .map_err(|e| Answer::error(&ApiError::unavailable(e.to_string())))?;
-        let edited = Self::edit(&self.cluster, node.id, &resp.body, &plan.edits);
+        // Only a success is edited (an error answer carries no BotInfo); one that cannot be
+        // edited is not cut into elements as if it were a result array.
+        let edited = if resp.status == 200 {
+            Self::edit(&self.cluster, node.id, &resp.body, &plan.edits)
+                .map_err(|why| Answer::error(&withheld("", &node.name, &why)))?
+        } else {
+            None
+        };
         let body = edited.unwrap_or_else(|| resp.body.to_vec());
         match (resp.status, json_edit::array_items(&body)) {
             (200, Some(spans)) if spans.len() == items.len() => Ok(items

@@ -25,7 +25,7 @@ mod fanout;
 mod merge;
 mod readback;
 
-pub use answer::{redaction_failed, Answer};
+pub use answer::{withheld, Answer};
 use fanout::ListFanOut;
 
 /// Executes router-made plans.
