@@ -26,8 +26,8 @@ use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::{Backend, LoadBalancer};
 
-use crate::cluster::stats::{PlacementStats, Refusal};
 use crate::cluster::penalty::{penalty, used_fraction};
+use crate::cluster::stats::{PlacementStats, Refusal};
 use crate::cluster::{Cluster, Node, NodeId};
 use crate::config::{PlacementConfig, PlacementStrategy};
 use crate::protocol::api_json::ApiError;
