@@ -141,7 +141,7 @@ impl Planner<'_> {
             return Err(conflict_error(&why));
         }
         let body = splice_range(self, &c.inner, &mut g.rewrites);
-        let piece = self.piece(ctx, leaves, &body);
+        let piece = self.piece(ctx, leaves, &body, c.closed);
         Ok((
             Element::Node {
                 node: g.pin.map(|(n, _)| n),
@@ -154,13 +154,19 @@ impl Planner<'_> {
     /// The argument an element becomes in its node's `json merge`: its (rewritten) command
     /// text wrapped back into the `bot use` / `bot template` context it ran in, or on its own
     /// when it left that context.
-    fn piece(&self, ctx: PlanCtx, leaves: bool, body: &[u8]) -> Vec<u8> {
+    ///
+    /// An element that was not `closed` ran to the end of the request, possibly inside an
+    /// unclosed quote: a `)` printed after it would land in that quoted value (found by
+    /// fuzzing). Such an element is the merge's last, so it is also the last piece of its
+    /// node's merge and needs no closing parentheses: the end of input closes it as it did.
+    fn piece(&self, ctx: PlanCtx, leaves: bool, body: &[u8], closed: bool) -> Vec<u8> {
+        let close: &[u8] = if closed { b"))" } else { b"" };
         let mut piece = Vec::with_capacity(body.len() + 32);
         match (ctx, leaves) {
             (PlanCtx::Bot { lid, .. }, false) => {
                 piece.extend_from_slice(format!("(/bot/use/{lid}/(").as_bytes());
                 piece.extend_from_slice(body);
-                piece.extend_from_slice(b"))");
+                piece.extend_from_slice(close);
             }
             (
                 PlanCtx::Template {
@@ -174,12 +180,14 @@ impl Planner<'_> {
                 piece.extend_from_slice(self.bytes(&(name_start..name_end)));
                 piece.extend_from_slice(b"/(");
                 piece.extend_from_slice(body);
-                piece.extend_from_slice(b"))");
+                piece.extend_from_slice(close);
             }
             _ => {
                 piece.push(b'(');
                 piece.extend_from_slice(body);
-                piece.push(b')');
+                if closed {
+                    piece.push(b')');
+                }
             }
         }
         piece

@@ -408,8 +408,8 @@ impl Planner<'_> {
                 g.pin(self.view, node, format!("bot {gid}"));
                 // Only a changed id is rewritten: the same id keeps the client's bytes.
                 if let (Some(v), true) = (cmd.value(2), lid != gid) {
-                    g.rewrites
-                        .push((v.span.clone(), lid.to_string().into_bytes()));
+                    let with = id_token(self.bytes(&v.span), v.quoted, lid);
+                    g.rewrites.push((v.span.clone(), with));
                 }
                 Some(PlanCtx::Bot { gid, node, lid })
             }
@@ -542,6 +542,25 @@ impl Planner<'_> {
             g.edits.redact_scalar = true;
         }
     }
+}
+
+/// The bytes that replace a `bot use` id token (`token`, as the client sent it): the node-local
+/// id, inside the client's quotes when the token was quoted. A quoted token ends at its closing
+/// quote and text right after it is a new argument, so a bare id would run into that text
+/// (`'0'x` would be read as `5x`; found by fuzzing). A token whose value is an Int32 holds no
+/// quote character but its own, so it was closed exactly when it ends with that quote; an
+/// unclosed one (running to the end of the request) stays unclosed.
+fn id_token(token: &[u8], quoted: bool, lid: u32) -> Vec<u8> {
+    let digits = lid.to_string().into_bytes();
+    let Some((&quote, rest)) = token.split_first().filter(|_| quoted) else {
+        return digits;
+    };
+    let mut out = vec![quote];
+    out.extend_from_slice(&digits);
+    if rest.last() == Some(&quote) {
+        out.push(quote);
+    }
+    out
 }
 
 /// Applies the rewrites that fall inside `range` to that slice of the command text.

@@ -109,7 +109,7 @@ fn unclosed_and_odd_forms_keep_every_other_byte() {
         ("/api/bot/use/0//(/volume//5", "/api/bot/use/5//(/volume//5"),
         ("/api/bot/use/0/(/song/", "/api/bot/use/5/(/song/"),
         ("/api/bot/use/%30/(/song)", "/api/bot/use/5/(/song)"),
-        ("/api/bot/use/'0'/(/song)", "/api/bot/use/5/(/song)"),
+        ("/api/bot/use/'0'/(/song)", "/api/bot/use/'5'/(/song)"),
         (
             "/api/bot/use/1/(/play/\"a b\")",
             "/api/bot/use/0/(/play/\"a b\")",
@@ -195,6 +195,70 @@ fn merge_across_nodes_is_split_in_order() {
             Element::Null,
         ]
     );
+}
+
+/// Found by fuzzing (fuzz/README.md, `command_rewrite`): the last element of a split merge may
+/// run to the end of the request inside an unclosed quote, so a `)` printed after it would
+/// become part of the quoted value (`x)` read as `x))`). Its piece, and the one wrapped back
+/// into a bot context, must end where the element ended.
+#[test]
+fn merge_piece_of_an_element_ending_in_an_open_quote_adds_no_parenthesis() {
+    let t = "/api/json/merge/(/bot/use/0/(/song))/(/bot/use/1/(/play/'x)";
+    let Plan::Merge(m) = plan_of(t) else {
+        panic!("not split")
+    };
+    assert_eq!(
+        m.elements[1],
+        Element::Node {
+            node: Some(NodeId(1)),
+            piece: b"(/bot/use/0/(/play/'x)".to_vec()
+        }
+    );
+    let t = "/api/bot/use/0/(/json/merge/(/bot/use/1/(/song))/(/play/\"a)";
+    let Plan::Merge(m) = plan_of(t) else {
+        panic!("not split")
+    };
+    assert_eq!(
+        m.elements[1],
+        Element::Node {
+            node: Some(NodeId(0)),
+            piece: b"(/bot/use/5/(/play/\"a)".to_vec()
+        }
+    );
+    // Every piece reads back as the client's element.
+    for el in &m.elements {
+        if let Element::Node { piece, .. } = el {
+            let mut merge = b"/json/merge/".to_vec();
+            merge.extend_from_slice(piece);
+            let Parsed::Command(c) = command::parse(&merge) else {
+                panic!("not a command")
+            };
+            assert_eq!(c.args.len(), 3, "{}", String::from_utf8_lossy(piece));
+        }
+    }
+    let Parsed::Command(c) = command::parse(b"/json/merge/(/bot/use/5/(/play/\"a)") else {
+        panic!("not a command")
+    };
+    let inner = c.nested(2).and_then(|b| b.nested(3)).expect("play");
+    assert_eq!(inner.word(1), Some("a)"));
+}
+
+/// Found by fuzzing (fuzz/README.md, `command_rewrite`): a quoted id token ends at its closing
+/// quote, and text right after it is a new argument; written back bare, the new id would run
+/// into that text (`'0'x` read as `5x`). A quoted id stays quoted, an unclosed one unclosed.
+#[test]
+fn quoted_id_token_stays_quoted() {
+    for (t, want) in [
+        ("/api/bot/use/'0'x/(/song)", "/api/bot/use/'5'x/(/song)"),
+        (
+            "/api/bot/use/\"0\"%FF/(/song)",
+            "/api/bot/use/\"5\"%FF/(/song)",
+        ),
+        ("/api/bot/use/'%30'/(/song)", "/api/bot/use/'5'/(/song)"),
+        ("/api/bot/use/'12", "/api/bot/use/'3"),
+    ] {
+        assert_eq!(sent(&proxy(t), t), want, "{t}");
+    }
 }
 
 #[test]
