@@ -62,13 +62,7 @@ impl Scrape {
 }
 
 fn scrape(router: &Router) -> Scrape {
-    let r = raw_request(
-        router.admin_addr.expect("admin listener"),
-        "GET",
-        b"/metrics",
-        &[("Authorization", &basic(ADMIN))],
-        None,
-    );
+    let r = router.admin_request("GET", "/metrics", None);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.header("content-type"),
@@ -86,13 +80,7 @@ fn create(router: &Router) -> u64 {
 /// Which fake node runs cluster bot `gid` (by the router's bot/info answer's node-local id
 /// and each node's bot list is not needed: the admin API says).
 fn node_of(router: &Router, gid: u64) -> String {
-    let r = raw_request(
-        router.admin_addr.expect("admin listener"),
-        "GET",
-        format!("/admin/api/bots/{gid}").as_bytes(),
-        &[("Authorization", &basic(ADMIN))],
-        None,
-    );
+    let r = router.admin_request("GET", &format!("/admin/api/bots/{gid}"), None);
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["node"].as_str().expect("node").to_string()
 }
@@ -305,15 +293,10 @@ fn each_family_counts_what_it_names() {
 
     // A planned move: started and completed once.
     let other = if idx == 0 { "node-1" } else { "node-0" };
-    let mv = raw_request(
-        router.admin_addr.expect("admin listener"),
+    let mv = router.admin_request(
         "POST",
-        format!("/admin/api/bots/{victim}/move").as_bytes(),
-        &[
-            ("Authorization", &basic(ADMIN)),
-            ("Content-Type", "application/json"),
-        ],
-        Some(json!({ "node": other }).to_string().as_bytes()),
+        &format!("/admin/api/bots/{victim}/move"),
+        Some(&json!({ "node": other })),
     );
     assert!(mv.status < 300, "{}", mv.text());
     router.wait_until(20, "the move to complete", |r| {

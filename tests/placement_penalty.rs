@@ -20,17 +20,7 @@ fn idle() -> Value {
 }
 
 fn admin_call(r: &Router, method: &str, path: &str, body: Option<Value>) -> Response {
-    let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
-    raw_request(
-        r.admin_addr.expect("admin listener"),
-        method,
-        path.as_bytes(),
-        &[
-            ("Authorization", &basic(ADMIN)),
-            ("Content-Type", "application/json"),
-        ],
-        body.as_deref(),
-    )
+    r.admin_request(method, path, body.as_ref())
 }
 
 fn admin_nodes(r: &Router) -> Vec<Value> {

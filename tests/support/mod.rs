@@ -370,6 +370,26 @@ impl Router {
         }
     }
 
+    /// A request to the admin listener with the admin key, a JSON body if given.
+    pub fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Response {
+        let body = body.map(|b| serde_json::to_vec(b).expect("json"));
+        raw_request(
+            self.admin_addr.expect("admin listener"),
+            method,
+            path.as_bytes(),
+            &[
+                ("Authorization", &basic(ADMIN)),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_deref(),
+        )
+    }
+
     /// GET with the admin key.
     pub fn get(&self, target: &str) -> Response {
         self.request(
