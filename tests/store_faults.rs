@@ -22,14 +22,14 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new("mount")
+        let out = privileged("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
             .output()
             .expect("run mount");
         assert!(
             out.status.success(),
-            "this test mounts a small tmpfs to fill a real disk and needs root: {}",
+            "this test mounts a small tmpfs to fill a real disk and needs root (or sudo without a password): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Tmpfs { dir }
@@ -54,10 +54,23 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
+        let _ = privileged("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// `program` as root: directly when the tests run as root (as in CI), else through
+/// `sudo -n` (never asking for a password).
+fn privileged(program: &str) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", program]);
+        c
     }
 }
 
