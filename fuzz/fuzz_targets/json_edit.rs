@@ -252,7 +252,7 @@ fuzz_target!(|src: &[u8]| {
     }
 
     let ids = rewrite_bot_ids(src, map);
-    let translated = translate_bot_infos(src, |id, _, _, _| map(id));
+    let translated = translate_bot_infos(src, |_| false, |id, _, _, _| map(id));
     let redacted = redact_secrets(src);
     let scalar = redact_scalar(src);
     let items = array_items(src);
