@@ -115,17 +115,8 @@ fn metrics_need_an_admin_key() {
     );
     assert_eq!(post.status, 405, "{}", post.text());
     // No label carries a key, a bot id, a path or an address.
-    let text = String::from_utf8(
-        raw_request(
-            admin,
-            "GET",
-            b"/metrics",
-            &[("Authorization", &basic(ADMIN))],
-            None,
-        )
-        .body,
-    )
-    .expect("utf-8");
+    let text =
+        String::from_utf8(router.admin_request("GET", "/metrics", None).body).expect("utf-8");
     for secret in [ADMIN.0, ADMIN.1, USER.1, "127.0.0.1", "/api"] {
         assert!(!text.contains(secret), "{secret} in the metrics:\n{text}");
     }

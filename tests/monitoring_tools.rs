@@ -535,14 +535,7 @@ fn router_with_bots() -> (Vec<FakeNode>, Router) {
 
 /// The router's `/metrics` on its admin listener, with the admin key.
 fn router_metrics(router: &Router) -> Response {
-    let admin = router.admin_addr.expect("admin listener");
-    raw_request(
-        admin,
-        "GET",
-        b"/metrics",
-        &[("Authorization", &basic(ADMIN))],
-        None,
-    )
+    router.admin_request("GET", "/metrics", None)
 }
 
 /// `promtool check metrics` finds nothing in the router's `/metrics`, which has the
