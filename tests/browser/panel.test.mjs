@@ -296,10 +296,13 @@ try {
     const q = target.server || String(target.id);
     await page.fill('#bots-q', q);
     await page.press('#bots-q', 'Enter');
-    await page.waitForFunction((id) => {
+    // Wait for the search's answer, not the list before it (which also holds the target):
+    // every row shown matches the query.
+    await page.waitForFunction(([id, q]) => {
       const rows = [...document.querySelectorAll('#bots-body tr[data-bot]')];
-      return rows.length >= 1 && rows.some((r) => r.dataset.bot === String(id));
-    }, target.id, { timeout: WAIT });
+      return rows.length >= 1 && rows.some((r) => r.dataset.bot === String(id))
+        && rows.every((r) => r.textContent.includes(q));
+    }, [target.id, q], { timeout: WAIT });
     const rows = await page.$$eval('#bots-body tr[data-bot]', (rs) => rs.map((r) => r.textContent));
     assert(rows.length < all.length || all.length === 1,
       `searching ${q} still lists all ${rows.length} bots`);
