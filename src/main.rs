@@ -55,6 +55,22 @@ enum StoreAction {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Write a new random secrets key (for `secrets.key_file`) to a new file, mode 0600.
+    NewKey {
+        /// The file to create (an existing one is never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Seal every secret of the configured store with a new key (stop the routers first),
+    /// then point `secrets.key_file` at the new file. Safe to run again if cut short.
+    Rekey {
+        /// The YAML configuration file (its `storage` and current `secrets` key).
+        #[arg(short, long, default_value = "conf/ts3ab-lb.yaml")]
+        config: PathBuf,
+        /// The new key's file (made with `store new-key`).
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +150,30 @@ fn main() -> ExitCode {
                     overwrite,
                 },
         } => ts3ab_lb::server::store_cmd::run(&from, &to, overwrite),
+        Command::Store {
+            action: StoreAction::NewKey { out },
+        } => ts3ab_lb::server::secrets_cmd::new_key(&out).map(|id| {
+            println!("wrote secrets key {id} to {}", out.display());
+        }),
+        Command::Store {
+            action:
+                StoreAction::Rekey {
+                    config,
+                    new_key_file,
+                },
+        } => load(&config).and_then(|c| {
+            let r =
+                ts3ab_lb::server::secrets_cmd::rekey(&c, &new_key_file, &mut |l| eprintln!("{l}"))?;
+            println!(
+                "sealed {} records with key {} (was {}); now set secrets.key_file: {} in {}",
+                r.records,
+                r.new,
+                r.old.as_deref().unwrap_or("plain text"),
+                new_key_file.display(),
+                config.display()
+            );
+            Ok(())
+        }),
         Command::Key {
             action: KeyAction::Create { name, role, config },
         } => load(&config).and_then(|c| {

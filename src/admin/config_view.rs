@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, Role, StorageConfig};
+use crate::config::{Config, Role, SecretsKeySource, StorageConfig};
 
 /// The configuration with secrets redacted.
 pub fn redacted(c: &Config) -> Value {
@@ -41,6 +41,12 @@ pub fn redacted(c: &Config) -> Value {
                 "sync_interval_ms": ms(m.sync_interval),
                 "router_id": m.router_id,
             }),
+        },
+        // Where the key comes from, never the key.
+        "secrets": match &c.secrets {
+            SecretsKeySource::None => Value::Null,
+            SecretsKeySource::File(p) => json!({"key_file": p}),
+            SecretsKeySource::Text { var, .. } => json!({"key_env": var}),
         },
         "server": {
             "threads": c.server.threads,

@@ -79,6 +79,39 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// The admin interface.
     pub admin: AdminConfig,
+    /// The key that seals the store's secrets.
+    pub secrets: SecretsKeySource,
+}
+
+/// Where the key that seals the store's secrets comes from (`secrets:`). Reading the file is
+/// the server's job at start (this module touches no file system).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum SecretsKeySource {
+    /// No key: secrets are stored as they are (the router warns at start).
+    #[default]
+    None,
+    /// `secrets.key_file`: a file holding the key's text.
+    File(String),
+    /// `secrets.key_env`: the key's text, from the named environment variable. Secret.
+    Text {
+        /// The variable's name (for messages).
+        var: String,
+        /// Its value.
+        text: String,
+    },
+}
+
+impl std::fmt::Debug for SecretsKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretsKeySource::None => f.write_str("None"),
+            SecretsKeySource::File(p) => f.debug_tuple("File").field(p).finish(),
+            SecretsKeySource::Text { var, .. } => f
+                .debug_struct("Text")
+                .field("var", var)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// The admin listener (JSON API and panel).
@@ -348,6 +381,15 @@ struct RawConfig {
     failover: RawFailover,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    secrets: Option<RawSecrets>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    key_file: Option<String>,
+    key_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -625,7 +667,36 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         },
         failover: validate_failover(raw.failover)?,
         admin: validate_admin(raw.admin, listen)?,
+        secrets: validate_secrets(raw.secrets, env)?,
     })
+}
+
+fn validate_secrets(
+    raw: Option<RawSecrets>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SecretsKeySource, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(SecretsKeySource::None);
+    };
+    match (raw.key_file, raw.key_env) {
+        (Some(_), Some(_)) => Err(invalid(
+            "secrets.key_file",
+            "give either key_file or key_env, not both",
+        )),
+        (Some(f), None) if f.is_empty() => Err(invalid("secrets.key_file", "must not be empty")),
+        (Some(f), None) => Ok(SecretsKeySource::File(f)),
+        (None, Some(var)) => match env(&var) {
+            Some(text) if !text.trim().is_empty() => Ok(SecretsKeySource::Text { var, text }),
+            _ => Err(invalid(
+                "secrets.key_env",
+                format!("environment variable {var} is not set"),
+            )),
+        },
+        (None, None) => Err(invalid(
+            "secrets.key_file",
+            "give key_file or key_env (make a key with `ts3ab-lb store new-key --out FILE`)",
+        )),
+    }
 }
 
 /// A value that is present but wrong, before it is placed in the file (`field` is the key's
@@ -1109,6 +1180,20 @@ mod tests {
         None
     }
 
+    #[test]
+    fn the_secrets_key_comes_from_a_file_or_the_environment_and_never_shows() {
+        let c = Config::from_yaml("secrets: {key_file: /etc/k}", &no_env).unwrap();
+        assert_eq!(c.secrets, SecretsKeySource::File("/etc/k".into()));
+        let env = |k: &str| (k == "K").then(|| "c2VjcmV0LWtleS10ZXh0".to_string());
+        let c = Config::from_yaml("secrets: {key_env: K}", &env).unwrap();
+        assert!(
+            matches!(&c.secrets, SecretsKeySource::Text { text, .. } if text == "c2VjcmV0LWtleS10ZXh0")
+        );
+        assert!(!format!("{c:?}").contains("c2VjcmV0LWtleS10ZXh0"));
+        let c = Config::from_yaml("{}", &no_env).unwrap();
+        assert_eq!(c.secrets, SecretsKeySource::None);
+    }
+
     fn err(yaml: &str) -> String {
         match Config::from_yaml(yaml, &no_env) {
             Ok(_) => panic!("accepted: {yaml}"),
@@ -1236,6 +1321,11 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert!(err("routing: {anonymous_allow: ['bot/use/<id>/(/song']}")
             .starts_with("routing.anonymous_allow[0]:"));
         assert!(err("storage: {kind: embedded, path: ''}").starts_with("storage.path:"));
+        assert!(err("secrets: {}").starts_with("secrets.key_file:"));
+        assert!(err("secrets: {key_file: ''}").starts_with("secrets.key_file:"));
+        assert!(err("secrets: {key_file: a, key_env: B}").starts_with("secrets.key_file:"));
+        assert!(err("secrets: {key_env: NOPE_NOT_SET}").starts_with("secrets.key_env:"));
+        assert!(err("secrets: {key: x}").contains("unknown field"));
         assert!(err("storage: {kind: mongodb}").starts_with("storage.uri:"));
         assert!(err("storage: {kind: mongodb, uri: 'http://db'}").starts_with("storage.uri:"));
         assert!(

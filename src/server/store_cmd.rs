@@ -134,13 +134,18 @@ impl StoreSpec {
         })?;
         let config = Config::from_yaml(&text, &|k| std::env::var(k).ok())
             .map_err(|e| format!("{arg}: {e}"))?;
-        Ok(match config.storage {
-            StorageConfig::Embedded { path } => StoreSpec::Embedded(path),
+        Ok(StoreSpec::from_config(&config))
+    }
+
+    /// The store a config's `storage` names.
+    pub fn from_config(config: &Config) -> StoreSpec {
+        match &config.storage {
+            StorageConfig::Embedded { path } => StoreSpec::Embedded(path.clone()),
             StorageConfig::Mongodb(m) => StoreSpec::Mongodb {
-                uri: m.uri,
-                database: m.database,
+                uri: m.uri.clone(),
+                database: m.database.clone(),
             },
-        })
+        }
     }
 
     fn describe(&self) -> String {
@@ -152,7 +157,8 @@ impl StoreSpec {
         }
     }
 
-    async fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+    /// Opens it as it is stored (secrets sealed or not, as they are).
+    pub async fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         let id = format!("store-copy-{}", std::process::id());
         Ok(match self {
             StoreSpec::Embedded(p) => Box::new(EmbeddedStore::open(Path::new(p))?),

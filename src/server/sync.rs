@@ -18,10 +18,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::cluster::Cluster;
-use crate::config::{Config, StorageConfig};
+use crate::config::{Config, SecretsKeySource, StorageConfig};
 use crate::proxy::keys::{digest_from_hex, Keys};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongo::MongoStore;
+use crate::store::sealed::{SealedStore, Sealer, SecretsKey};
 use crate::store::{Change, Store, StoreError, StoreHandle};
 
 /// The lease the leading router holds: failover, restores and admin operations run there.
@@ -53,17 +54,39 @@ pub fn router_id(config: &Config) -> String {
     format!("{host}-{}-{:x}", std::process::id(), crate::store::now_ms())
 }
 
-/// Opens the configured store behind its worker.
+/// The configured secrets key (read from its file now), or None.
+pub fn secrets_key(config: &Config) -> Result<Option<SecretsKey>, StoreError> {
+    match &config.secrets {
+        SecretsKeySource::None => Ok(None),
+        SecretsKeySource::File(path) => SecretsKey::from_file(std::path::Path::new(path)).map(Some),
+        SecretsKeySource::Text { var, text } => {
+            SecretsKey::from_text(text, &format!("the secrets key in {var} (secrets.key_env)"))
+                .map(Some)
+        }
+    }
+}
+
+/// Opens the configured store behind its worker, its secrets sealed with the configured key.
 pub fn open_store(config: &Config, router_id: &str) -> Result<StoreHandle, StoreError> {
+    let key = secrets_key(config)?;
+    match &key {
+        Some(k) => log::info!("store secrets are sealed with key {}", k.id()),
+        None => log::warn!(
+            "no secrets key is configured (secrets.key_file): identity keys, passwords and node \
+             tokens are stored in plain text"
+        ),
+    }
+    let sealer = Sealer::new(key);
     match &config.storage {
         StorageConfig::Embedded { path } => {
-            StoreHandle::spawn(Box::new(EmbeddedStore::open(std::path::Path::new(path))?))
+            let inner = EmbeddedStore::open(std::path::Path::new(path))?;
+            StoreHandle::spawn(Box::new(SealedStore::new(Box::new(inner), sealer)))
         }
         StorageConfig::Mongodb(m) => {
             let (uri, database, id) = (m.uri.clone(), m.database.clone(), router_id.to_string());
             StoreHandle::open(move || async move {
                 let store = MongoStore::open(&uri, &database, &id).await?;
-                Ok(Box::new(store) as Box<dyn Store>)
+                Ok(Box::new(SealedStore::new(Box::new(store), sealer)) as Box<dyn Store>)
             })
         }
     }

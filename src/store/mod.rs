@@ -18,6 +18,7 @@
 
 pub mod embedded;
 pub mod mongo;
+pub mod sealed;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,10 @@ pub enum StoreError {
     /// not encodable, failing validation); trying the same write again cannot succeed.
     #[error("the store refused a record: {0}")]
     Refused(String),
+    /// The store's sealed secrets cannot be opened or sealed (no key, a wrong key, a damaged
+    /// value): the router must not start on it.
+    #[error("{0}")]
+    Secrets(String),
 }
 
 impl StoreError {
@@ -89,7 +94,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         // Everything but a refusal is tried again: a full disk, a primary stepping down or
         // an interrupted write may all succeed later, and dropping the write would lose it.
-        !matches!(self, StoreError::Refused(_))
+        !matches!(self, StoreError::Refused(_) | StoreError::Secrets(_))
     }
 }
 
