@@ -120,7 +120,7 @@ fn load(path: &PathBuf) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    ts3ab_lb::server::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { config } => load(&config).map(|c| {

@@ -274,6 +274,37 @@ impl Parser<'_> {
 /// The inverse of [`unescape`]: percent-encodes one argument for a TS3AudioBot path (which
 /// decodes after splitting), so `/`, `(`, `)`, spaces and quotes in values stay inside their
 /// argument. Used for the requests the router writes itself.
+/// A request target as logs may show it: the path up to the command's first argument, at
+/// most three plain words after `/api` (`/api/bot/connect/to/…`, `/api/bot/use/…`), never an
+/// argument. Arguments carry server passwords, identity keys and setting values, and Pingora
+/// puts this summary into its own warnings and errors.
+pub fn log_summary(target: &[u8]) -> String {
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    let mut out = String::new();
+    let mut words = 0;
+    let mut rest = false;
+    for (i, seg) in path.split(|b| *b == b'/').enumerate() {
+        if i == 0 && seg.is_empty() {
+            continue;
+        }
+        let plain = !seg.is_empty() && seg.iter().all(|b| b.is_ascii_lowercase() || *b == b'_');
+        let limit = if out.is_empty() { 1 } else { 3 };
+        if !plain || (out != "/api" && words >= limit) || (out.is_empty() && seg != b"api") {
+            rest = true;
+            break;
+        }
+        out.push('/');
+        out.push_str(std::str::from_utf8(seg).unwrap_or_default());
+        if out != "/api" {
+            words += 1;
+        }
+    }
+    if rest {
+        out.push_str("/…");
+    }
+    out
+}
+
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
@@ -394,6 +425,34 @@ pub fn parse_int32(text: &str) -> Result<i32, bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_summaries_never_hold_an_argument() {
+        let cases: [(&str, &str); 8] = [
+            (
+                "/api/bot/connect/to/localhost/hunter",
+                "/api/bot/connect/to/…",
+            ),
+            ("/api/bot/use/7/(/bot/info)", "/api/bot/use/…"),
+            (
+                "/api/settings/bot/set/music/connect.identity.key/K",
+                "/api/settings/bot/set/…",
+            ),
+            (
+                "/api/settings/set/connect.server_password.pw/pw",
+                "/api/settings/set/…",
+            ),
+            ("/api/json/merge/(/version)", "/api/json/merge/…"),
+            ("/api/bot/list", "/api/bot/list"),
+            ("/api/version?x=secret", "/api/version"),
+            ("/other/secret", "/…"),
+        ];
+        for (target, want) in cases {
+            assert_eq!(log_summary(target.as_bytes()), want, "{target}");
+        }
+        assert_eq!(log_summary(b"/api"), "/api");
+        assert_eq!(log_summary(b""), "");
+    }
 
     #[test]
     fn escape_encodes_every_separator() {

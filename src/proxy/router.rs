@@ -35,7 +35,7 @@ use crate::node::endpoint::Endpoint;
 use crate::protocol::api_json::{
     ApiError, Reason, CACHE_CONTROL_NAME, CACHE_CONTROL_VALUE, CONTENT_TYPE_JSON,
 };
-use crate::protocol::command::{self, Parsed};
+use crate::protocol::command::{self, log_summary, Parsed};
 use crate::protocol::pattern::AllowPattern;
 use crate::proxy::exec::{withheld, Answer, Exec};
 use crate::proxy::keys::Keys;
@@ -929,6 +929,14 @@ impl ProxyHttp for Router {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// What Pingora's own warnings and errors say about a request: never its arguments (they
+    /// carry passwords and identity keys) nor headers (`Authorization`).
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let target = req.uri.path_and_query().map_or("", |p| p.as_str());
+        format!("{} {}", req.method, log_summary(target.as_bytes()))
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

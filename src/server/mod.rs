@@ -7,6 +7,7 @@
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod keys;
+pub mod logging;
 pub mod secrets_cmd;
 pub mod store_cmd;
 pub mod sync;
