@@ -2,10 +2,11 @@
 //!
 //! Owns: the Pingora `ProxyHttp` hooks ([`router`]), router keys and callers ([`keys`]), what a
 //! caller may run ([`policy`]), request → plan over the cluster view ([`routing`]) and the
-//! plans the router answers itself ([`exec`]), what it counts per request ([`stats`]), and the failed-authentication limit
-//! ([`throttle`]).
+//! plans the router answers itself ([`exec`]), what it counts per request ([`stats`]), the failed-authentication limit
+//! ([`throttle`]) and the bounds on client connections ([`connections`]).
 //! Does not own: the cluster view and its background work (`cluster`), node I/O (`node`).
 
+pub mod connections;
 pub mod exec;
 pub mod keys;
 pub mod policy;

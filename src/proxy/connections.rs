@@ -1,0 +1,427 @@
+//! Client connections on the API listener: how many one address may hold, and how long a
+//! client may take to send a request's headers or stay idle.
+//!
+//! Owns: [`Guarded`], the Pingora `ServerApp` the API listener runs (it wraps the proxy),
+//! which refuses a connection beyond `routing.max_connections_per_address` from one address
+//! with a 429 in TS3AudioBot's error shape and hands every other connection to the proxy
+//! inside [`TimedStream`], a stream that drops the connection when a request's headers are not
+//! complete `routing.header_timeout_ms` after their first byte (Pingora's own limit is 60 s
+//! per read, so a client sending a byte a minute holds a connection for ever) or when it sends
+//! nothing for `routing.idle_timeout_ms` between requests.
+//! Does not own: the requests themselves (`router`), or connections to nodes (bounded per
+//! node by `NodeGate`).
+//!
+//! The stream tells a request's headers from the rest by the bytes it passes: the headers run
+//! from the first byte read after a response was written (or the connection opened) to the
+//! first empty line. HTTP/1.1 only: an h2 connection (ALPN) gets the connection bound and
+//! Pingora's own timeouts.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::SslDigest;
+use pingora::protocols::Stream;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, UniqueID, UniqueIDType,
+    ALPN,
+};
+use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::protocol::api_json::{ApiError, Reason};
+
+/// The limits, from `routing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections one client address may hold at once (0: no bound).
+    pub per_address: u32,
+    /// From a request's first byte to the end of its headers.
+    pub header_timeout: Duration,
+    /// Without a byte between two requests (and before the first).
+    pub idle_timeout: Duration,
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+pub struct AddressCounts {
+    open: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One counted connection; uncounted when dropped.
+pub struct Held {
+    counts: Arc<AddressCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl AddressCounts {
+    /// Counts a connection from `ip` unless it already holds `limit` (0: no limit).
+    pub fn take(self: &Arc<Self>, ip: IpAddr, limit: u32) -> Option<Held> {
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_insert(0);
+        if limit > 0 && *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            counts: self.clone(),
+            ip,
+        })
+    }
+
+    /// How many connections `ip` holds.
+    pub fn open(&self, ip: IpAddr) -> u32 {
+        self.open.lock().get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// The API listener's app: the proxy behind the connection limits.
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    limits: ConnectionLimits,
+    counts: Arc<AddressCounts>,
+}
+
+impl<A> Guarded<A> {
+    /// `inner` behind `limits`.
+    pub fn new(inner: A, limits: ConnectionLimits) -> Guarded<A> {
+        Guarded {
+            inner: Arc::new(inner),
+            limits,
+            counts: Arc::default(),
+        }
+    }
+}
+
+/// The answer to a connection over the per-address bound (then the connection is closed).
+fn too_many(limit: u32) -> Vec<u8> {
+    let body = ApiError::with_status(
+        429,
+        Reason::CommandError,
+        format!("This address holds {limit} connections to the router already; close one or wait."),
+    )
+    .body();
+    let mut out = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json; charset=utf-8\r\n\
+         Retry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(|i| i.ip())));
+        let _held = match ip {
+            Some(ip) => match self.counts.take(ip, self.limits.per_address) {
+                Some(h) => Some(h),
+                None => {
+                    let _ = stream.write_all(&too_many(self.limits.per_address)).await;
+                    let _ = stream.flush().await;
+                    Shutdown::shutdown(&mut *stream).await;
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let stream: Stream = if h2 {
+            stream
+        } else {
+            Box::new(TimedStream::new(stream, self.limits))
+        };
+        // The proxy's app keeps a keep-alive connection inside one call and returns it only
+        // when it is done with it; anything it returns is served here again, still counted.
+        let mut next = Some(stream);
+        while let Some(s) = next.take() {
+            next = self.inner.process_new(s, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Where a connection is between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request's first byte.
+    Idle,
+    /// Reading a request's headers; `matched` bytes of `\r\n\r\n` seen last.
+    Headers { matched: u8 },
+    /// Headers read: the body, the node's work, the answer (Pingora's own timeouts apply).
+    Busy,
+}
+
+/// A client stream that ends slow headers and idle connections (see the module doc).
+pub struct TimedStream {
+    inner: Stream,
+    limits: ConnectionLimits,
+    phase: Phase,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl std::fmt::Debug for TimedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimedStream")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl TimedStream {
+    fn new(inner: Stream, limits: ConnectionLimits) -> TimedStream {
+        TimedStream {
+            inner,
+            limits,
+            phase: Phase::Idle,
+            deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+        }
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        let after = match phase {
+            Phase::Idle => self.limits.idle_timeout,
+            Phase::Headers { .. } => self.limits.header_timeout,
+            Phase::Busy => return self.phase = phase,
+        };
+        if !matches!(
+            (self.phase, phase),
+            (Phase::Headers { .. }, Phase::Headers { .. })
+        ) {
+            self.deadline.as_mut().reset(Instant::now() + after);
+        }
+        self.phase = phase;
+    }
+
+    /// Follows the bytes just read through the request's headers.
+    fn saw(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            let matched = match self.phase {
+                Phase::Busy => return,
+                Phase::Idle => 0,
+                Phase::Headers { matched } => matched,
+            };
+            // `\r\n\r\n`, tolerating bare `\n\n` line ends as httparse does.
+            let next = match (matched, b) {
+                (0, b'\r') | (2, b'\r') => matched + 1,
+                (1, b'\n') | (3, b'\n') => matched + 1,
+                (0, b'\n') => 3,
+                (1, b'\r') | (3, b'\r') => 1,
+                _ => 0,
+            };
+            if next == 4 {
+                self.enter(Phase::Busy);
+            } else {
+                self.enter(Phase::Headers { matched: next });
+            }
+        }
+    }
+}
+
+impl AsyncRead for TimedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = buf.filled()[before..].to_vec();
+                this.saw(&new);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.phase != Phase::Busy
+                    && std::future::Future::poll(this.deadline.as_mut(), cx).is_ready()
+                {
+                    let what = if this.phase == Phase::Idle {
+                        "idle"
+                    } else {
+                        "headers not complete"
+                    };
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("client connection {what} in time"),
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TimedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            // An answer is going out: the next byte read starts the next request.
+            this.enter(Phase::Idle);
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.enter(Phase::Idle);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for TimedStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for TimedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for TimedStream {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for TimedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for TimedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for TimedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, d: SocketDigest) {
+        self.inner.set_socket_digest(d)
+    }
+}
+
+#[async_trait]
+impl Peek for TimedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_beyond_the_bound_is_refused_and_a_closed_one_frees_its_place() {
+        let counts = Arc::new(AddressCounts::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let h1 = counts.take(a, 2).unwrap();
+        let _h2 = counts.take(a, 2).unwrap();
+        assert!(counts.take(a, 2).is_none());
+        assert!(
+            counts.take(b, 2).is_some(),
+            "other addresses are not affected"
+        );
+        drop(h1);
+        assert_eq!(counts.open(a), 1);
+        assert!(counts.take(a, 2).is_some());
+        assert!(counts.take(a, 0).is_some(), "0: no bound");
+    }
+
+    #[test]
+    fn the_refusal_is_a_429_in_ts3audiobots_shape() {
+        let r = String::from_utf8(too_many(64)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 429 "));
+        let body = r.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(v["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("64 connections"));
+        assert!(r.contains(&format!("Content-Length: {}\r\n", body.len())));
+    }
+}
