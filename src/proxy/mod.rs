@@ -3,10 +3,11 @@
 //! Owns: the Pingora `ProxyHttp` hooks ([`router`]), router keys and callers ([`keys`]), what a
 //! caller may run ([`policy`]), request → plan over the cluster view ([`routing`]) and the
 //! plans the router answers itself ([`exec`]), what it counts per request ([`stats`]), and the failed-authentication limit
-//! ([`throttle`]).
+//! ([`throttle`]), forwarding to a new process during a graceful upgrade ([`handover`]).
 //! Does not own: the cluster view and its background work (`cluster`), node I/O (`node`).
 
 pub mod exec;
+pub mod handover;
 pub mod keys;
 pub mod policy;
 pub mod router;

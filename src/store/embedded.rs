@@ -53,6 +53,10 @@ struct Lease {
     until_ms: u64,
 }
 
+/// How the reason of an open refused because another process holds the file's lock begins
+/// (a graceful upgrade waits while it says so).
+pub const ALREADY_OPEN: &str = "it is already open in another process";
+
 /// The file name inside the configured directory.
 pub const FILE_NAME: &str = "ts3ab-lb.redb";
 
@@ -470,7 +474,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     };
     let db = Database::create(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => {
-            open_err("it is already open in another process (is another router using it?)".into())
+            open_err(format!("{ALREADY_OPEN} (is another router using it?)"))
         }
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => damaged(m),
         // redb reads a header it cannot make sense of as invalid data.
