@@ -271,9 +271,26 @@ fn upgrade_under_load_loses_no_request_and_no_bot() {
 
     let slow = slow_create_in_flight(router.addr, &[&a, &b]);
     let old_pid = router.pid().expect("pid");
-    let mut old = router.upgrade_begin();
+    // systemd's notify socket, as the unit in conf/ has it (Type=notify, NotifyAccess=all).
+    let notify_path = router.dir_path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let notify_env = notify_path.display().to_string();
+    let mut old = router.upgrade_begin_with_env(&[("NOTIFY_SOCKET", notify_env.as_str())]);
     let new_pid = router.pid().expect("pid");
     assert_ne!(old_pid, new_pid);
+    // systemd must learn the new main process before the old one exits (or it would take
+    // the old one's exit for the service's end).
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("a notify message from the new process");
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(first, format!("MAINPID={new_pid}"));
+    assert!(
+        old.child.try_wait().ok().flatten().is_none(),
+        "the old process exited before the new one named itself to systemd"
+    );
     // Pingora's old process keeps accepting 5 s, then the grace period (2 s) and the runtime
     // shutdown (1 s); the store hand-over happens within that.
     let took = old.wait_exit(Duration::from_secs(20));
@@ -292,6 +309,11 @@ fn upgrade_under_load_loses_no_request_and_no_bot() {
         t.join().expect("load thread");
     }
     let slow = slow.join().expect("slow create");
+    let n = notify.recv(&mut buf).expect("READY from the new process");
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        format!("MAINPID={new_pid}\nREADY=1")
+    );
 
     let t = tally.lock().expect("tally");
     assert!(

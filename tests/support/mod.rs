@@ -725,6 +725,11 @@ impl Router {
         std::fs::write(&self.config, text.replacen(from, to, 1)).expect("write config");
     }
 
+    /// The router's temporary directory (config, data, sockets).
+    pub fn dir_path(&self) -> PathBuf {
+        self.dir.as_ref().map(|d| d.path().to_path_buf()).expect("dir")
+    }
+
     /// The hand-over socket's path (`server.upgrade_sock` + `.handover`).
     pub fn handover_socket(&self) -> PathBuf {
         let dir = self.dir.as_ref().map(|d| d.path()).expect("dir");
@@ -735,6 +740,12 @@ impl Router {
     /// then (once it listens on the hand-over socket) SIGQUIT to the old one. The new process
     /// becomes this router's process; the old one is returned (it exits by itself).
     pub fn upgrade_begin(&mut self) -> OldProcess {
+        self.upgrade_begin_with_env(&[])
+    }
+
+    /// Like [`Router::upgrade_begin`], with more environment for the new process (e.g.
+    /// `NOTIFY_SOCKET`).
+    pub fn upgrade_begin_with_env(&mut self, env: &[(&str, &str)]) -> OldProcess {
         let old = self.child.take().expect("router runs");
         let old_reader = self.stderr_reader.take();
         let inode = |p: &std::path::Path| {
@@ -746,6 +757,7 @@ impl Router {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
             .args(["serve", "--upgrade", "--config"])
             .arg(&self.config)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
