@@ -284,7 +284,9 @@ fn upgrade_under_load_loses_no_request_and_no_bot() {
     // systemd must learn the new main process before the old one exits (or it would take
     // the old one's exit for the service's end).
     let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).expect("a notify message from the new process");
+    let n = notify
+        .recv(&mut buf)
+        .expect("a notify message from the new process");
     let first = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert_eq!(first, format!("MAINPID={new_pid}"));
     assert!(

@@ -680,4 +680,26 @@ mod tests {
         assert!(snap.bots.iter().all(|b| b.id != 5));
         assert_eq!(snap.id_high_water, 100);
     }
+
+    /// The graceful upgrade's hand-over: what was submitted before `close` is written, the
+    /// file's lock is free once it returns (another handle opens it), later calls fail.
+    #[tokio::test]
+    async fn close_writes_the_queue_and_releases_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
+            .expect("spawn");
+        for i in 0..50 {
+            h.submit(vec![Op::PutBot(bot(i))]);
+        }
+        h.close(Duration::from_secs(5)).await.expect("close");
+        let next = EmbeddedStore::open(dir.path()).expect("the lock is free after close");
+        assert_eq!(next.load_sync().expect("load").bots.len(), 50);
+        assert!(matches!(
+            h.flush(Duration::from_secs(1)).await,
+            Err(crate::store::StoreError::Closed)
+        ));
+        h.close(Duration::from_secs(1))
+            .await
+            .expect("closing twice");
+    }
 }

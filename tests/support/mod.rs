@@ -727,7 +727,10 @@ impl Router {
 
     /// The router's temporary directory (config, data, sockets).
     pub fn dir_path(&self) -> PathBuf {
-        self.dir.as_ref().map(|d| d.path().to_path_buf()).expect("dir")
+        self.dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .expect("dir")
     }
 
     /// The hand-over socket's path (`server.upgrade_sock` + `.handover`).
