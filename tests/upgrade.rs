@@ -250,8 +250,25 @@ fn slow_nodes() -> (FakeNode, FakeNode) {
 /// no id twice, the new process serving alone at the end.
 #[test]
 fn upgrade_under_load_loses_no_request_and_no_bot() {
+    upgrade_under_load(RouterOpts::default());
+}
+
+/// The same on MongoDB: nothing is handed over (two routers share the database for a few
+/// seconds), and still no request fails, no bot is lost, no id is handed out twice.
+#[test]
+fn mongodb_upgrade_under_load_loses_no_request_and_no_bot() {
+    let (uri, db) = (mongo::uri(), mongo::database("upgrade"));
+    upgrade_under_load(RouterOpts {
+        storage: Some(format!(
+            "{{ kind: mongodb, uri: \"{uri}\", database: \"{db}\", sync_interval_ms: 200 }}"
+        )),
+        ..RouterOpts::default()
+    });
+}
+
+fn upgrade_under_load(opts: RouterOpts) {
     let (a, b) = slow_nodes();
-    let mut router = Router::start(&[&a, &b], RouterOpts::default());
+    let mut router = Router::start(&[&a, &b], opts);
     // A grace period as in production (5 s there): the requests the old process forwards
     // as it stops listening finish within it.
     router.edit_config("grace_period_seconds: 0", "grace_period_seconds: 2");

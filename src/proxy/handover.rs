@@ -27,6 +27,9 @@ pub struct Handover {
     socket: PathBuf,
     /// Set once this process sent its listening sockets away: from then on it forwards.
     forwarding: AtomicBool,
+    /// Set once the sockets were sent (with or without forwarding): answers close their
+    /// connection, so that no keep-alive connection is left idle when the listener stops.
+    closing: AtomicBool,
     /// Requests this process answers itself, still running.
     own: AtomicUsize,
     /// Woken whenever `own` drops to zero.
@@ -51,6 +54,7 @@ impl Handover {
         Arc::new(Handover {
             socket,
             forwarding: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             own: AtomicUsize::new(0),
             idle: Notify::new(),
         })
@@ -80,7 +84,19 @@ impl Handover {
 
     /// Throws the switch: every request admitted from now on is forwarded.
     pub fn start_forwarding(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         self.forwarding.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers from now on close their connection (the client reconnects, to whichever
+    /// process listens then).
+    pub fn stop_keepalive(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether answers close their connection.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Whether the switch is thrown.

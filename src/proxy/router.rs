@@ -645,7 +645,12 @@ impl ProxyHttp for Router {
     ) -> pingora::Result<bool> {
         if let Some(h) = &self.handover {
             match h.admit() {
-                Some(own) => ctx.own_request = Some(own),
+                Some(own) => {
+                    if h.closing() {
+                        session.set_keepalive(None);
+                    }
+                    ctx.own_request = Some(own);
+                }
                 None => {
                     // Handing over: the new process decides everything (limits, auth, plan).
                     // The client's next request opens a new connection, which the new

@@ -213,6 +213,8 @@ impl HandoverWatch {
     }
 
     async fn hand_over(&self) {
+        // Keep-alive clients reconnect after their next answer, to whichever process listens.
+        self.handover.stop_keepalive();
         if self.store.shared() {
             // A shared store needs no hand-over: both processes are routers on it for a
             // few seconds, as several routers always are.
