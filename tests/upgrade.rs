@@ -431,6 +431,10 @@ fn sigterm_finishes_in_flight_refuses_new_and_exits_in_time() {
         std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
     });
     let exited = signalled.elapsed();
+    assert!(
+        exited < Duration::from_secs(7),
+        "exited {exited:?} after SIGTERM, over the bound"
+    );
     eprintln!("refused after {refused:?}, exited after {exited:?}");
     router.spawn();
     let r = router.get(&pinned(slow_id));

@@ -97,9 +97,16 @@ pub fn serve(config: Config, launch: Launch) -> Result<(), StartError> {
 /// released it), so that the old process can forward to this one while it finishes.
 /// Connections that arrive meanwhile wait in the listening socket's queue.
 pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
-    let handover_socket = Arc::new(upgrade::HandoverSocket::bind(&Handover::socket_for(
-        &config.server.upgrade_sock,
-    ))?);
+    let handover_socket =
+        match upgrade::HandoverSocket::bind(&Handover::socket_for(&config.server.upgrade_sock)) {
+            Ok(s) => Some(Arc::new(s)),
+            // Only upgrades need it: a router that cannot make it still serves.
+            Err(e) if !launch.upgrade => {
+                log::error!("{e}; graceful upgrades to a new process will not work");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
     let handover = Handover::new(Handover::socket_for(&config.server.upgrade_sock));
     let opt = pingora::server::configuration::Opt {
         upgrade: launch.upgrade,
@@ -177,14 +184,18 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
     .with_handover(handover.clone());
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
     proxy.add_tcp(&config.listen.to_string());
-    proxy.add_uds(
-        &handover_socket.path().display().to_string(),
-        Some(std::fs::Permissions::from_mode(0o600)),
-    );
-    server.add_service(upgrade::WithHandoverSocket::new(
-        proxy,
-        handover_socket.clone(),
-    ));
+    match &handover_socket {
+        Some(socket) => {
+            proxy.add_uds(
+                &socket.path().display().to_string(),
+                Some(std::fs::Permissions::from_mode(0o600)),
+            );
+            server.add_service(upgrade::WithHandoverSocket::new(proxy, socket.clone()));
+        }
+        None => {
+            server.add_service(proxy);
+        }
+    }
     server.add_service(background_service(
         "hand-over",
         upgrade::HandoverWatch::new(

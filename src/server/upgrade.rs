@@ -186,7 +186,8 @@ impl<S: Service> Service for WithHandoverSocket<S> {
 pub struct HandoverWatch {
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
     handover: Arc<Handover>,
-    socket: Arc<HandoverSocket>,
+    /// None: it could not be made; nothing is forwarded.
+    socket: Option<Arc<HandoverSocket>>,
     cluster: Arc<Cluster>,
     store: StoreHandle,
     drain_limit: Duration,
@@ -197,7 +198,7 @@ impl HandoverWatch {
     pub fn new(
         phases: broadcast::Receiver<ExecutionPhase>,
         handover: Arc<Handover>,
-        socket: Arc<HandoverSocket>,
+        socket: Option<Arc<HandoverSocket>>,
         cluster: Arc<Cluster>,
         store: StoreHandle,
         config: &Config,
@@ -221,12 +222,16 @@ impl HandoverWatch {
             log::info!("graceful upgrade: the sockets were sent; this process keeps answering until it stops (the store is shared)");
             return;
         }
-        if !self.socket.taken_over() {
+        let Some(socket) = &self.socket else {
+            log::error!("graceful upgrade: this process has no hand-over socket; it keeps answering until it stops");
+            return;
+        };
+        if !socket.taken_over() {
             // Nobody took the sockets (no new process, or it died): forwarding would fail
             // every request, and this process still holds the store.
             log::error!(
                 "graceful upgrade: no new process listens on {}; this process keeps answering until it stops",
-                self.socket.path.display()
+                socket.path.display()
             );
             return;
         }
@@ -349,5 +354,58 @@ pub struct ReadyNotice;
 impl BackgroundService for ReadyNotice {
     async fn start(&self, _shutdown: ShutdownWatch) {
         sd_notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn config(dir: &Path) -> Config {
+        let yaml = format!(
+            "listen: \"127.0.0.1:1\"\nkeys:\n  - {{ name: ops, secret: \"ops-secret-1\", role: admin }}\nnodes:\n  - {{ name: n, url: \"http://127.0.0.1:1001\" }}\nstorage: {{ kind: embedded, path: \"{}\" }}\nserver: {{ grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 0 }}\n",
+            dir.display()
+        );
+        Config::from_yaml(&yaml, &|_| None).expect("config")
+    }
+
+    #[test]
+    fn an_upgrade_waits_for_the_lock_and_opens_once_it_is_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = config(dir.path());
+        let held = EmbeddedStore::open(dir.path()).expect("open");
+        let started = Instant::now();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let opened = open_store_waiting(&c, "r", true);
+        release.join().expect("thread");
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_normal_start_does_not_wait_and_an_upgrade_gives_up_clearly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = config(dir.path());
+        let _held = EmbeddedStore::open(dir.path()).expect("open");
+        let started = Instant::now();
+        let err = open_store_waiting(&c, "r", false).err().expect("locked");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            err.to_string()
+                .contains(crate::store::embedded::ALREADY_OPEN),
+            "{err}"
+        );
+        // 5 s (Pingora) + 0 + 0 + 5 s.
+        assert_eq!(lock_wait(&c.server), Duration::from_secs(10));
+        let err = open_store_waiting(&c, "r", true)
+            .err()
+            .expect("still locked");
+        assert!(started.elapsed() >= Duration::from_secs(10));
+        assert!(matches!(err, UpgradeError::LockTimeout { .. }), "{err}");
+        assert!(err.to_string().contains("still locked after"), "{err}");
     }
 }
