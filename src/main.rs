@@ -90,6 +90,10 @@ enum Command {
         /// The YAML configuration file.
         #[arg(short, long, default_value = "conf/ts3ab-lb.yaml")]
         config: PathBuf,
+        /// Take over from the running router (graceful upgrade): start this, then send the
+        /// old process SIGQUIT; its listening sockets and store are handed over.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file and exit (1 with a message naming the bad key).
     CheckConfig {
@@ -132,9 +136,9 @@ fn main() -> ExitCode {
                 c.listen
             );
         }),
-        Command::Serve { config } => load(&config).and_then(|c| {
-            let server = ts3ab_lb::server::build(c).map_err(|e| e.to_string())?;
-            server.run_forever()
+        Command::Serve { config, upgrade } => load(&config).and_then(|c| {
+            ts3ab_lb::server::serve(c, ts3ab_lb::server::Launch { upgrade })
+                .map_err(|e| e.to_string())
         }),
         #[cfg(feature = "demo")]
         Command::Demo {

@@ -441,7 +441,12 @@ async fn api(shared: &Arc<Shared>, req: &Request, text: &[u8]) -> (Answer, Vec<E
     };
     // Latency models the network: it delays every /api answer, errors included.
     let latency = Duration::from_nanos(shared.latency_ns.load(Ordering::Relaxed));
-    if !latency.is_zero() {
+    let applies = shared
+        .latency_only
+        .lock()
+        .as_ref()
+        .is_none_or(|only| text.windows(only.len()).any(|w| w == only.as_slice()));
+    if !latency.is_zero() && applies {
         tokio::time::sleep(latency).await;
     }
     (answer, effects)

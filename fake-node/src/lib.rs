@@ -198,6 +198,8 @@ pub(crate) struct Shared {
     state: Mutex<NodeState>,
     records: Mutex<VecDeque<Recorded>>,
     latency_ns: AtomicU64,
+    /// When set, the latency applies only to command texts containing these bytes.
+    latency_only: Mutex<Option<Vec<u8>>>,
     /// The fault's code (see `Shared::set_fault`); 0 = none.
     fault: AtomicU8,
     /// `Fault::Huge`'s size (its `declared` flag is in the code).
@@ -514,6 +516,7 @@ impl FakeNode {
             state: Mutex::new(state),
             records: Mutex::new(VecDeque::new()),
             latency_ns: AtomicU64::new(0),
+            latency_only: Mutex::new(None),
             fault: AtomicU8::new(0),
             huge_bytes: AtomicU64::new(0),
             fault_only: Mutex::new(None),
@@ -541,6 +544,17 @@ impl FakeNode {
 
     /// Extra delay before each `/api` answer.
     pub fn set_latency(&self, d: Duration) {
+        *self.shared.latency_only.lock() = None;
+        self.shared.latency_ns.store(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Like [`FakeNode::set_latency`], but only for `/api` requests whose command text
+    /// contains `only` (e.g. `"bot/connect"`): a slow create while polls stay fast.
+    pub fn set_latency_on(&self, d: Duration, only: &str) {
+        *self.shared.latency_only.lock() = Some(only.as_bytes().to_vec());
         self.shared.latency_ns.store(
             u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,

@@ -38,6 +38,7 @@ use crate::protocol::api_json::{
 use crate::protocol::command::{self, log_summary, Parsed};
 use crate::protocol::pattern::AllowPattern;
 use crate::proxy::exec::{withheld, Answer, Exec};
+use crate::proxy::handover::{self, Handover, OwnRequest};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
 use crate::proxy::routing::{self, Edits, Effect, Plan};
@@ -57,6 +58,8 @@ pub struct Router {
     stats: Option<Arc<ProxyStats>>,
     /// Failed authentications per client address.
     throttle: AuthThrottle,
+    /// The graceful-upgrade switch (None: this router never hands over, e.g. the demo).
+    handover: Option<Arc<Handover>>,
 }
 
 /// Per-request state (Pingora's `CTX`), named apart from the planner's `PlanCtx`.
@@ -94,6 +97,10 @@ pub struct RequestCtx {
     /// The error sent instead of a node answer that had to be edited or checked and turned
     /// out to be garbage (set just before the hook that found it fails the request).
     withheld: Option<ApiError>,
+    /// This process is handing over: the request goes unchanged to the new process.
+    forward: bool,
+    /// Counts this request as one this process answers itself (a hand-over waits for it).
+    own_request: Option<OwnRequest>,
 }
 
 impl RequestCtx {
@@ -126,6 +133,10 @@ impl RequestCtx {
     }
 }
 
+/// The least a forwarded request waits for the new process's answer: it may first wait for
+/// the store's lock and load it, and poll every node once.
+const HANDOVER_ANSWER_WAIT: Duration = Duration::from_secs(30);
+
 /// The error a hook fails a request with when the node's answer is withheld.
 const WITHHELD: ErrorType = ErrorType::Custom("node answer withheld");
 
@@ -153,11 +164,31 @@ impl Router {
             exec,
             turn: AtomicUsize::new(0),
             stats,
+            handover: None,
         })
+    }
+
+    /// The router with a graceful-upgrade switch: once thrown, requests are forwarded to the
+    /// new process over the hand-over socket.
+    pub fn with_handover(mut self, handover: Arc<Handover>) -> Router {
+        self.handover = Some(handover);
+        self
     }
 
     fn next_turn(&self) -> usize {
         self.turn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The new process's hand-over socket as a peer: it may take a while to answer (it opens
+    /// and loads the store first), so its read deadline is generous.
+    fn handover_peer(&self, h: &Handover) -> pingora::Result<HttpPeer> {
+        let path = h.socket().to_string_lossy();
+        let mut peer = HttpPeer::new_uds(&path, false, String::new())?;
+        peer.options.connection_timeout = Some(self.cfg.connect_timeout);
+        let wait = (self.cfg.request_timeout * 2).max(HANDOVER_ANSWER_WAIT);
+        peer.options.read_timeout = Some(wait);
+        peer.options.write_timeout = Some(wait);
+        Ok(peer)
     }
 
     fn pick_any(&self, ctx: &mut RequestCtx) -> Result<(), ApiError> {
@@ -612,6 +643,25 @@ impl ProxyHttp for Router {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        if let Some(h) = &self.handover {
+            match h.admit() {
+                Some(own) => {
+                    if h.closing() {
+                        session.set_keepalive(None);
+                    }
+                    ctx.own_request = Some(own);
+                }
+                None => {
+                    // Handing over: the new process decides everything (limits, auth, plan).
+                    // The client's next request opens a new connection, which the new
+                    // process accepts once this one stops listening.
+                    ctx.forward = true;
+                    ctx.kind = Kind::Any;
+                    session.set_keepalive(None);
+                    return Ok(false);
+                }
+            }
+        }
         let req = session.req_header();
         let header_bytes: usize = req
             .headers
@@ -632,11 +682,18 @@ impl ProxyHttp for Router {
             preflight(session).await?;
             return Ok(true);
         }
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            // An IPv4 client on a dual-stack listener is the same client as on an IPv4 one.
-            .map(|a| a.ip().to_canonical());
+        let peer = match session.client_addr() {
+            // The only unix listener is the hand-over socket: the old process names the
+            // client it forwards for.
+            Some(a) if a.as_unix().is_some() => handover::forwarded_client(header_str(
+                session.req_header(),
+                handover::CLIENT_HEADER,
+            )),
+            a => a
+                .and_then(|a| a.as_inet())
+                // An IPv4 client on a dual-stack listener is the same client as on an IPv4 one.
+                .map(|a| a.ip().to_canonical()),
+        };
         let incoming = Incoming::read(session.req_header(), peer);
         match self.route(incoming, ctx).await {
             Ok(Flow::Proxy) => {
@@ -681,6 +738,11 @@ impl ProxyHttp for Router {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
+        if ctx.forward {
+            if let Some(h) = &self.handover {
+                return Ok(Box::new(self.handover_peer(h)?));
+            }
+        }
         let endpoint = match &ctx.node {
             Some(n) => n.endpoint(),
             None => return Error::e_explain(ErrorType::HTTPStatus(503), "no node chosen"),
@@ -696,10 +758,25 @@ impl ProxyHttp for Router {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        upstream.remove_header(handover::CLIENT_HEADER);
+        if ctx.forward {
+            // Unchanged (the client's own Authorization included), with the client's address.
+            // `Connection` is hop-by-hop: the client's `close` must not end the pooled
+            // connection to the new process.
+            upstream.remove_header("connection");
+            if let Some(ip) = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_canonical())
+            {
+                upstream.insert_header(handover::CLIENT_HEADER, ip.to_string())?;
+            }
+            return Ok(());
+        }
         // Called once connected: a later failure is the node's answer failing.
         ctx.connect_failed = false;
         if let Some(t) = &ctx.target {
@@ -735,6 +812,9 @@ impl ProxyHttp for Router {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         ctx.status = upstream.status.as_u16();
+        if ctx.forward {
+            return Ok(());
+        }
         if (200..300).contains(&ctx.status) && !ctx.effects.is_empty() {
             self.apply_effects(ctx).await;
         }
@@ -862,6 +942,19 @@ impl ProxyHttp for Router {
         let api = match ctx.withheld.take() {
             // The hook that found the answer garbage said why.
             Some(w) => w,
+            None if ctx.forward => {
+                if session.response_written().is_some() {
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
+                }
+                log::error!("a request forwarded to the new process failed: {e}");
+                ApiError::unavailable(format!(
+                    "the router is being upgraded and its new process did not answer ({}); try again",
+                    e.etype().as_str()
+                ))
+            }
             None => match e.etype() {
                 ErrorType::HTTPStatus(413) => body_too_large(self.cfg.max_body_bytes),
                 ErrorType::HTTPStatus(code) => {

@@ -11,7 +11,9 @@ pub mod logging;
 pub mod secrets_cmd;
 pub mod store_cmd;
 pub mod sync;
+pub mod upgrade;
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,10 +35,11 @@ use crate::config::{Config, KeyConfig};
 use crate::metrics::Metrics;
 use crate::node::client::NodeClient;
 use crate::proxy::exec::Exec;
+use crate::proxy::handover::Handover;
 use crate::proxy::keys::{digest_from_hex, Keys};
 use crate::proxy::stats::ProxyStats;
 use crate::proxy::Router;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreHandle};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +50,81 @@ pub enum StartError {
     /// Something else in the set-up.
     #[error("{0}")]
     Setup(String),
+    /// The graceful upgrade's hand-over failed.
+    #[error(transparent)]
+    Upgrade(#[from] upgrade::UpgradeError),
+}
+
+/// How this process starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// Take the listening sockets (and the store) over from a running process
+    /// (`serve --upgrade`; the old process gets SIGQUIT).
+    pub upgrade: bool,
+}
+
+/// A built server and what must be closed after it ran.
+pub struct Built {
+    /// The Pingora server, ready to run.
+    pub server: Server,
+    /// The store (flushed and closed once the server stopped).
+    pub store: StoreHandle,
 }
 
 /// Builds a ready-to-run Pingora server from a validated config.
 pub fn build(config: Config) -> Result<Server, StartError> {
+    build_with(config, Launch::default()).map(|b| b.server)
+}
+
+/// Runs the router until it is stopped: SIGTERM (in-flight requests finish within
+/// `server.grace_period_seconds`, the listeners close at once), SIGQUIT (graceful upgrade to a
+/// process started with `--upgrade`), SIGINT (at once). The store is flushed and closed
+/// before this returns.
+pub fn serve(config: Config, launch: Launch) -> Result<(), StartError> {
+    let Built { server, store } = build_with(config, launch)?;
+    server.run(pingora::server::RunArgs::default());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Setup(format!("cannot close the store: {e}")))?
+        .block_on(store.close(crate::store::WRITE_DEADLINE))?;
+    log::info!("store flushed and closed; exiting");
+    Ok(())
+}
+
+/// Builds a ready-to-run Pingora server from a validated config, as `launch` says.
+///
+/// Order: the hand-over socket, Pingora's bootstrap (with `--upgrade` it waits for the old
+/// process's listening sockets), only then the store (with `--upgrade`, once the old process
+/// released it), so that the old process can forward to this one while it finishes.
+/// Connections that arrive meanwhile wait in the listening socket's queue.
+pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
+    let handover_socket =
+        match upgrade::HandoverSocket::bind(&Handover::socket_for(&config.server.upgrade_sock)) {
+            Ok(s) => Some(Arc::new(s)),
+            // Only upgrades need it: a router that cannot make it still serves.
+            Err(e) if !launch.upgrade => {
+                log::error!("{e}; graceful upgrades to a new process will not work");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let handover = Handover::new(Handover::socket_for(&config.server.upgrade_sock));
+    let opt = pingora::server::configuration::Opt {
+        upgrade: launch.upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, pingora_conf(&config));
+    let phases = server.watch_execution_phase();
+    server.bootstrap();
+    if launch.upgrade {
+        // systemd follows this process from now on (the old one exits within seconds).
+        upgrade::sd_notify(&format!("MAINPID={}", std::process::id()));
+        log::info!("graceful upgrade: listening sockets received from the old process");
+    }
+
     let router_id = sync::router_id(&config);
-    let store = sync::open_store(&config, &router_id)?;
+    let store = upgrade::open_store_waiting(&config, &router_id, launch.upgrade)?;
     let mut snapshot = futures::executor::block_on(store.load())?;
 
     let keys = load_keys(&config, &snapshot);
@@ -74,9 +146,6 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         cluster.bot_count(),
         cluster.nodes().len()
     );
-
-    let mut server = Server::new_with_opt_and_conf(None, pingora_conf(&config));
-    server.bootstrap();
 
     let poller = background_service("node poller", node_poller(&cluster, &config)?);
     let placer = Arc::new(Placer::new(poller.task()));
@@ -113,9 +182,34 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         exec,
         config.admin.metrics.then_some(proxy_stats),
     )
-    .map_err(StartError::Setup)?;
+    .map_err(StartError::Setup)?
+    .with_handover(handover.clone());
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
     proxy.add_tcp(&config.listen.to_string());
+    match &handover_socket {
+        Some(socket) => {
+            proxy.add_uds(
+                &socket.path().display().to_string(),
+                Some(std::fs::Permissions::from_mode(0o600)),
+            );
+            server.add_service(upgrade::WithHandoverSocket::new(proxy, socket.clone()));
+        }
+        None => {
+            server.add_service(proxy);
+        }
+    }
+    server.add_service(background_service(
+        "hand-over",
+        upgrade::HandoverWatch::new(
+            phases,
+            handover,
+            handover_socket,
+            cluster.clone(),
+            store.clone(),
+            &config,
+        ),
+    ));
+    server.add_service(background_service("ready", upgrade::ReadyNotice));
     server.add_service(poller);
     server.add_service(failover);
     // Always running (it does nothing for nodes without an agent): agents can be added at
@@ -141,7 +235,6 @@ pub fn build(config: Config) -> Result<Server, StartError> {
             ),
         ));
     }
-    server.add_service(proxy);
     let operations = Operations::new(
         cluster.clone(),
         placer.clone(),
@@ -169,7 +262,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         );
         server.add_service(admin_service(addr, state));
     }
-    Ok(server)
+    Ok(Built { server, store })
 }
 
 /// The key table: the config file's keys, then those added at run time (stored as digests);

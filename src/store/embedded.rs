@@ -53,6 +53,10 @@ struct Lease {
     until_ms: u64,
 }
 
+/// How the reason of an open refused because another process holds the file's lock begins
+/// (a graceful upgrade waits while it says so).
+pub const ALREADY_OPEN: &str = "it is already open in another process";
+
 /// The file name inside the configured directory.
 pub const FILE_NAME: &str = "ts3ab-lb.redb";
 
@@ -470,7 +474,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     };
     let db = Database::create(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => {
-            open_err("it is already open in another process (is another router using it?)".into())
+            open_err(format!("{ALREADY_OPEN} (is another router using it?)"))
         }
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => damaged(m),
         // redb reads a header it cannot make sense of as invalid data.
@@ -675,5 +679,27 @@ mod tests {
         assert_eq!(snap.bots.len(), 99);
         assert!(snap.bots.iter().all(|b| b.id != 5));
         assert_eq!(snap.id_high_water, 100);
+    }
+
+    /// The graceful upgrade's hand-over: what was submitted before `close` is written, the
+    /// file's lock is free once it returns (another handle opens it), later calls fail.
+    #[tokio::test]
+    async fn close_writes_the_queue_and_releases_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = StoreHandle::spawn(Box::new(EmbeddedStore::open(dir.path()).expect("open")))
+            .expect("spawn");
+        for i in 0..50 {
+            h.submit(vec![Op::PutBot(bot(i))]);
+        }
+        h.close(Duration::from_secs(5)).await.expect("close");
+        let next = EmbeddedStore::open(dir.path()).expect("the lock is free after close");
+        assert_eq!(next.load_sync().expect("load").bots.len(), 50);
+        assert!(matches!(
+            h.flush(Duration::from_secs(1)).await,
+            Err(crate::store::StoreError::Closed)
+        ));
+        h.close(Duration::from_secs(1))
+            .await
+            .expect("closing twice");
     }
 }

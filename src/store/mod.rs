@@ -661,6 +661,9 @@ enum Request {
         reply: Reply<Option<String>>,
     },
     ReleaseSeat(String, Option<Reply<()>>),
+    /// Write what is queued, then stop the worker and drop the store (releasing the embedded
+    /// store's file lock); answered once it is dropped.
+    Close(Reply<()>),
 }
 
 /// The router's handle to the store worker. Cheap to clone.
@@ -670,6 +673,8 @@ pub struct StoreHandle {
     available: Arc<AtomicBool>,
     shared: bool,
     stats: Arc<StoreStats>,
+    /// Set by [`StoreHandle::close`]: later writes are dropped quietly.
+    closed: Arc<AtomicBool>,
 }
 
 /// How many queued requests one commit may absorb.
@@ -719,13 +724,18 @@ impl StoreHandle {
                         }
                     };
                     let _ = opened_tx.send(Ok(store.shared()));
-                    Worker {
+                    let closed = Worker {
                         store,
                         available: worker_available,
                         stats: worker_stats,
                     }
                     .run(rx)
                     .await;
+                    // The worker (and with it the store) is dropped by now: whoever waits
+                    // for the close may open the file.
+                    if let Some(reply) = closed {
+                        let _ = reply.send(Ok(()));
+                    }
                 });
             })
             .map_err(|e| StoreError::Io(format!("cannot start the store thread: {e}")))?;
@@ -735,6 +745,7 @@ impl StoreHandle {
             available,
             shared,
             stats,
+            closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -766,7 +777,12 @@ impl StoreHandle {
             return;
         }
         if self.send(Request::Apply(ops, None)).is_err() {
-            log::error!("store worker has stopped; a write was dropped");
+            if self.tx.is_closed() && self.closed.load(Ordering::Relaxed) {
+                // Closed on purpose (a hand-over or the exit): the process no longer acts.
+                log::debug!("store closed; a write was dropped");
+            } else {
+                log::error!("store worker has stopped; a write was dropped");
+            }
         }
     }
 
@@ -881,6 +897,22 @@ impl StoreHandle {
         }
     }
 
+    /// Writes everything submitted so far, then stops the worker and drops the store (the
+    /// embedded store's file lock is free once this returns `Ok`). Every later call fails with
+    /// [`StoreError::Closed`]; closing again is `Ok` at once. Used when the process hands its
+    /// work to another one (graceful upgrade) and before it exits.
+    pub async fn close(&self, timeout: Duration) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::Relaxed);
+        if self.tx.is_closed() {
+            return Ok(());
+        }
+        match self.ask(Request::Close, timeout).await {
+            // The worker was already gone (closed by an earlier call).
+            Err(StoreError::Closed) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Whether other routers may share the store.
     pub fn shared(&self) -> bool {
         self.shared
@@ -917,7 +949,9 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) {
+    /// Serves requests until every handle is gone or a `Close` arrives; returns the closer's
+    /// reply (sent by the caller once the store is dropped with `self`).
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) -> Option<Reply<()>> {
         while let Some(first) = rx.recv().await {
             self.stats.queued.dec();
             let mut ops = Vec::new();
@@ -929,6 +963,12 @@ impl Worker {
                     Request::Apply(batch, reply) => {
                         ops.extend(batch);
                         waiters.extend(reply);
+                    }
+                    Request::Close(reply) => {
+                        // Everything submitted before the close is written first.
+                        self.commit(&mut ops, &mut waiters).await;
+                        rx.close();
+                        return Some(reply);
                     }
                     other => {
                         // Flush what is queued first, so every request sees every write
@@ -947,6 +987,7 @@ impl Worker {
             }
             self.commit(&mut ops, &mut waiters).await;
         }
+        None
     }
 
     /// Writes `ops` and answers `waiters`. A failed batch is written again (with a growing
@@ -1127,8 +1168,8 @@ impl Worker {
                     let _ = reply.send(r);
                 }
             }
-            // Writes never get here: `run` batches them.
-            Request::Apply(..) => {}
+            // Writes and closes never get here: `run` handles them.
+            Request::Apply(..) | Request::Close(_) => {}
         }
     }
 

@@ -643,3 +643,149 @@ pub fn wait_for_requests(node: &FakeNode, secs: u64, what: &str, wanted: &[Strin
 pub fn identity_read(lid: u32) -> String {
     format!("/api/bot/use/{lid}/(/settings/get/connect.identity)")
 }
+
+/// A router process that was replaced by a graceful upgrade ([`Router::upgrade_begin`]);
+/// killed when dropped, if it still runs.
+pub struct OldProcess {
+    /// The old process.
+    pub child: Child,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OldProcess {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until it exited, at most `limit`; returns how long that took (None: still
+    /// running after `limit`).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for OldProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(t) = self.reader.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Echoes a child's stderr into `sink` (and the test's stderr) until it closes.
+fn read_stderr(child: &mut Child, sink: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
+    let pipe = child.stderr.take().expect("stderr pipe");
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            let mut s = sink.lock().expect("stderr lock");
+            s.push_str(&line);
+            s.push('\n');
+            if s.len() > 2 * STDERR_KEEP {
+                let cut = s.len() - STDERR_KEEP;
+                let cut = (cut..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+                s.drain(..cut);
+            }
+        }
+    })
+}
+
+impl Router {
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends the running process a signal (`"TERM"`, `"QUIT"`, ...).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("router runs");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// Replaces `from` by `to` in the config file (once; it must be there).
+    pub fn edit_config(&mut self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        assert!(text.contains(from), "the config has no {from}");
+        std::fs::write(&self.config, text.replacen(from, to, 1)).expect("write config");
+    }
+
+    /// The router's temporary directory (config, data, sockets).
+    pub fn dir_path(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .expect("dir")
+    }
+
+    /// The hand-over socket's path (`server.upgrade_sock` + `.handover`).
+    pub fn handover_socket(&self) -> PathBuf {
+        let dir = self.dir.as_ref().map(|d| d.path()).expect("dir");
+        dir.join("upgrade.sock.handover")
+    }
+
+    /// Starts a graceful upgrade: a new process with `serve --upgrade` on the same config,
+    /// then (once it listens on the hand-over socket) SIGQUIT to the old one. The new process
+    /// becomes this router's process; the old one is returned (it exits by itself).
+    pub fn upgrade_begin(&mut self) -> OldProcess {
+        self.upgrade_begin_with_env(&[])
+    }
+
+    /// Like [`Router::upgrade_begin`], with more environment for the new process (e.g.
+    /// `NOTIFY_SOCKET`).
+    pub fn upgrade_begin_with_env(&mut self, env: &[(&str, &str)]) -> OldProcess {
+        let old = self.child.take().expect("router runs");
+        let old_reader = self.stderr_reader.take();
+        let inode = |p: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).map(|m| m.ino()).ok()
+        };
+        let socket = self.handover_socket();
+        let before = inode(&socket);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
+            .args(["serve", "--upgrade", "--config"])
+            .arg(&self.config)
+            .envs(env.iter().copied())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("new router starts");
+        self.stderr_reader = Some(read_stderr(&mut child, self.stderr.clone()));
+        self.child = Some(child);
+        let old = OldProcess {
+            child: old,
+            reader: old_reader,
+        };
+        // The new process binds its hand-over socket just before it waits for the sockets;
+        // Pingora's old process retries sending them for a few seconds.
+        wait_for(10, "the new process's hand-over socket", || {
+            inode(&socket).is_some() && inode(&socket) != before
+        });
+        let ok = Command::new("kill")
+            .arg("-QUIT")
+            .arg(old.pid().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -QUIT {} failed", old.pid());
+        old
+    }
+}
