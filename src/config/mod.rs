@@ -282,6 +282,15 @@ pub struct RoutingConfig {
     pub auth_failure_limit: usize,
     /// The window of `auth_failure_limit`.
     pub auth_failure_window: Duration,
+    /// Connections one client address may hold at once on the API listener (0: no bound).
+    pub max_connections_per_address: u32,
+    /// From a request's first byte to the end of its headers.
+    pub header_timeout: Duration,
+    /// How long a client connection may stay silent between requests.
+    pub idle_timeout: Duration,
+    /// Requests the router sends one node at once on clients' behalf (so connections to it);
+    /// more wait for a place up to `connect_timeout`, then get 503 (0: no bound).
+    pub max_node_connections: u32,
 }
 
 /// Node polling and liveness.
@@ -536,6 +545,10 @@ struct RawRouting {
     list_cache_ms: u64,
     auth_failure_limit: usize,
     auth_failure_window_s: u64,
+    max_connections_per_address: u32,
+    header_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    max_node_connections: u32,
 }
 
 impl Default for RawRouting {
@@ -552,6 +565,12 @@ impl Default for RawRouting {
             list_cache_ms: 250,
             auth_failure_limit: 20,
             auth_failure_window_s: 60,
+            max_connections_per_address: 512,
+            // Kestrel's RequestHeadersTimeout, what a TS3AudioBot node allows.
+            header_timeout_ms: 30_000,
+            // Pingora's own keep-alive timeout.
+            idle_timeout_ms: 60_000,
+            max_node_connections: 512,
         }
     }
 }
@@ -1096,6 +1115,26 @@ fn validate_routing(r: RawRouting) -> Result<RoutingConfig, ConfigError> {
                 ))
             }
         },
+        max_connections_per_address: r.max_connections_per_address,
+        header_timeout: match r.header_timeout_ms {
+            100..=600_000 => Duration::from_millis(r.header_timeout_ms),
+            _ => {
+                return Err(invalid(
+                    "routing.header_timeout_ms",
+                    "must be between 100 and 600000",
+                ))
+            }
+        },
+        idle_timeout: match r.idle_timeout_ms {
+            100..=3_600_000 => Duration::from_millis(r.idle_timeout_ms),
+            _ => {
+                return Err(invalid(
+                    "routing.idle_timeout_ms",
+                    "must be between 100 and 3600000",
+                ))
+            }
+        },
+        max_node_connections: r.max_node_connections,
     })
 }
 
@@ -1322,6 +1361,8 @@ server: { threads: 1, grace_period_seconds: 0 }
             .starts_with("routing.anonymous_allow[0]:"));
         assert!(err("storage: {kind: embedded, path: ''}").starts_with("storage.path:"));
         assert!(err("secrets: {}").starts_with("secrets.key_file:"));
+        assert!(err("routing: {header_timeout_ms: 5}").starts_with("routing.header_timeout_ms:"));
+        assert!(err("routing: {idle_timeout_ms: 0}").starts_with("routing.idle_timeout_ms:"));
         assert!(err("secrets: {key_file: ''}").starts_with("secrets.key_file:"));
         assert!(err("secrets: {key_file: a, key_env: B}").starts_with("secrets.key_file:"));
         assert!(err("secrets: {key_env: NOPE_NOT_SET}").starts_with("secrets.key_env:"));

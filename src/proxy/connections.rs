@@ -8,8 +8,11 @@
 //! complete `routing.header_timeout_ms` after their first byte (Pingora's own limit is 60 s
 //! per read, so a client sending a byte a minute holds a connection for ever) or when it sends
 //! nothing for `routing.idle_timeout_ms` between requests.
-//! Does not own: the requests themselves (`router`), or connections to nodes (bounded per
-//! node by `NodeGate`).
+//! Also [`NodeGate`]: how many requests the router sends one node at once on clients' behalf
+//! (`routing.max_node_connections`), so no number of clients makes it open unbounded
+//! connections to a node: a request beyond it waits for a place up to the connect timeout,
+//! then gets 503 with `Retry-After`.
+//! Does not own: the requests themselves (`router`).
 //!
 //! The stream tells a request's headers from the rest by the bytes it passes: the headers run
 //! from the first byte read after a response was written (or the connection opened) to the
@@ -36,8 +39,10 @@ use pingora::protocols::{
 use pingora::protocols::{SocketDigest, TimingDigest};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::cluster::NodeId;
 use crate::protocol::api_json::{ApiError, Reason};
 
 /// The limits, from `routing`.
@@ -171,6 +176,52 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+/// Places for requests to each node (see the module doc).
+pub struct NodeGate {
+    limit: u32,
+    gates: Mutex<HashMap<NodeId, Arc<Semaphore>>>,
+}
+
+impl NodeGate {
+    /// `limit` requests per node at once (0: no bound).
+    pub fn new(limit: u32) -> NodeGate {
+        NodeGate {
+            limit,
+            gates: Mutex::default(),
+        }
+    }
+
+    /// A place for one request to `node` (None: no bound), waiting up to `wait`; a 503 in
+    /// TS3AudioBot's shape when none came free.
+    pub async fn enter(
+        &self,
+        node: NodeId,
+        name: &str,
+        wait: Duration,
+    ) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+        if self.limit == 0 {
+            return Ok(None);
+        }
+        let gate = self
+            .gates
+            .lock()
+            .entry(node)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limit as usize)))
+            .clone();
+        if let Ok(p) = gate.clone().try_acquire_owned() {
+            return Ok(Some(p));
+        }
+        match tokio::time::timeout(wait, gate.acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Some(p)),
+            _ => Err(ApiError::unavailable(format!(
+                "node {name} has {} requests from the router in flight; try again",
+                self.limit
+            ))
+            .with_retry_after(1)),
+        }
     }
 }
 
@@ -410,6 +461,30 @@ mod tests {
         assert_eq!(counts.open(a), 1);
         assert!(counts.take(a, 2).is_some());
         assert!(counts.take(a, 0).is_some(), "0: no bound");
+    }
+
+    #[tokio::test]
+    async fn a_node_takes_at_most_its_bound_and_a_freed_place_goes_to_a_waiter() {
+        let gate = NodeGate::new(2);
+        let wait = Duration::from_millis(50);
+        let a = gate.enter(NodeId(1), "n1", wait).await.unwrap();
+        let _b = gate.enter(NodeId(1), "n1", wait).await.unwrap();
+        let e = gate.enter(NodeId(1), "n1", wait).await.unwrap_err();
+        assert_eq!(e.status, 503);
+        assert!(
+            e.message.contains("node n1 has 2 requests"),
+            "{}",
+            e.message
+        );
+        assert!(gate.enter(NodeId(2), "n2", wait).await.unwrap().is_some());
+        let waiter = gate.enter(NodeId(1), "n1", Duration::from_secs(5));
+        drop(a);
+        assert!(waiter.await.unwrap().is_some());
+        assert!(NodeGate::new(0)
+            .enter(NodeId(1), "n1", wait)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[test]

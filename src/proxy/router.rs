@@ -37,6 +37,7 @@ use crate::protocol::api_json::{
 };
 use crate::protocol::command::{self, log_summary, Parsed};
 use crate::protocol::pattern::AllowPattern;
+use crate::proxy::connections::NodeGate;
 use crate::proxy::exec::{withheld, Answer, Exec};
 use crate::proxy::handover::{self, Handover, OwnRequest};
 use crate::proxy::keys::Keys;
@@ -60,6 +61,8 @@ pub struct Router {
     throttle: AuthThrottle,
     /// The graceful-upgrade switch (None: this router never hands over, e.g. the demo).
     handover: Option<Arc<Handover>>,
+    /// Places for requests to each node.
+    gate: NodeGate,
 }
 
 /// Per-request state (Pingora's `CTX`), named apart from the planner's `PlanCtx`.
@@ -101,6 +104,8 @@ pub struct RequestCtx {
     forward: bool,
     /// Counts this request as one this process answers itself (a hand-over waits for it).
     own_request: Option<OwnRequest>,
+    /// Its place among the requests to its node (`NodeGate`), held until it ends.
+    node_place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl RequestCtx {
@@ -155,6 +160,7 @@ impl Router {
             .map(|p| AllowPattern::parse(p))
             .collect::<Result<Vec<_>, _>>()?;
         let throttle = AuthThrottle::new(cfg.auth_failure_limit, cfg.auth_failure_window);
+        let cfg_gate = cfg.max_node_connections;
         Ok(Router {
             throttle,
             cluster,
@@ -165,6 +171,7 @@ impl Router {
             turn: AtomicUsize::new(0),
             stats,
             handover: None,
+            gate: NodeGate::new(cfg_gate),
         })
     }
 
@@ -697,7 +704,21 @@ impl ProxyHttp for Router {
         let incoming = Incoming::read(session.req_header(), peer);
         match self.route(incoming, ctx).await {
             Ok(Flow::Proxy) => {
+                // The router's own time ends here: a wait for a place is the node's.
                 ctx.own += ctx.elapsed();
+                if let Some(node) = ctx.node.clone() {
+                    match self
+                        .gate
+                        .enter(node.id, &node.name, self.cfg.connect_timeout)
+                        .await
+                    {
+                        Ok(place) => ctx.node_place = place,
+                        Err(e) => {
+                            respond_error(session, &e).await?;
+                            return Ok(true);
+                        }
+                    }
+                }
                 Ok(false)
             }
             Ok(Flow::Answer(a)) => {

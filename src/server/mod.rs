@@ -34,6 +34,7 @@ use crate::cluster::Cluster;
 use crate::config::{Config, KeyConfig};
 use crate::metrics::Metrics;
 use crate::node::client::NodeClient;
+use crate::proxy::connections::{ConnectionLimits, Guarded};
 use crate::proxy::exec::Exec;
 use crate::proxy::handover::Handover;
 use crate::proxy::keys::{digest_from_hex, Keys};
@@ -184,7 +185,18 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
     )
     .map_err(StartError::Setup)?
     .with_handover(handover.clone());
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, router);
+    let limits = ConnectionLimits {
+        per_address: config.routing.max_connections_per_address,
+        header_timeout: config.routing.header_timeout,
+        idle_timeout: config.routing.idle_timeout,
+    };
+    let mut proxy = Service::new(
+        "API".into(),
+        Guarded::new(
+            pingora::proxy::http_proxy(&server.configuration, router),
+            limits,
+        ),
+    );
     proxy.add_tcp(&config.listen.to_string());
     match &handover_socket {
         Some(socket) => {

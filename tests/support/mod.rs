@@ -91,6 +91,8 @@ pub struct RouterOpts {
     pub admin_yaml: String,
     /// Per node (in order), its `agent:` value (a YAML flow mapping), if it has one.
     pub agents: Vec<Option<String>>,
+    /// More keys of the `routing:` flow mapping (e.g. `max_connections_per_address: 3`).
+    pub routing_yaml: String,
 }
 
 impl Default for RouterOpts {
@@ -104,6 +106,7 @@ impl Default for RouterOpts {
             storage: None,
             admin_yaml: String::new(),
             agents: Vec::new(),
+            routing_yaml: String::new(),
         }
     }
 }
@@ -191,10 +194,15 @@ impl Router {
             .clone()
             .unwrap_or_else(|| format!("{{ kind: embedded, path: \"{}\" }}", self.data.display()));
         yaml.push_str(&format!(
-            "storage: {storage}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: 2000, failures_to_down: 2 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000 }}\n{}",
+            "storage: {storage}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: 2000, failures_to_down: 2 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000{} }}\n{}",
             dir.join("pid").display(),
             dir.join("upgrade.sock").display(),
             opts.poll_ms,
+            if opts.routing_yaml.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", opts.routing_yaml)
+            },
             opts.extra_yaml
         ));
         self.admin_addr = opts
