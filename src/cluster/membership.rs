@@ -204,6 +204,13 @@ impl Cluster {
             edit.state.unwrap_or_else(|| node.state()),
         )?
         .with_agent(agent);
+        // The node's TLS settings (checked when it was configured) stay with it; a URL moved
+        // to http:// has none.
+        let c = if c.target.tls {
+            c.with_tls(old.trust.clone())
+        } else {
+            c
+        };
         self.check_unique(&c, Some(node.id))?;
         // Stored for every node: a config-file node's record holds its run-time changes and
         // wins over the file at the next start.

@@ -813,6 +813,10 @@ fn node_definitions(
                     if c.auth.is_none() {
                         c.auth = defs[i].0.auth.clone();
                     }
+                    // TLS settings are the file's alone (records do not hold them).
+                    if c.target.tls {
+                        c.tls = defs[i].0.tls.clone();
+                    }
                     defs[i].0 = c;
                 }
                 (Ok(_), Some(_)) => log::info!(

@@ -226,6 +226,10 @@ pub async fn check_node(
 
 /// The gist of a connect failure (Pingora's error text repeats its context chain).
 fn connect_words(reason: &str) -> String {
+    // A refused TLS handshake is already in words (`client::connect_reason`).
+    if reason.starts_with("TLS: ") {
+        return reason.to_string();
+    }
     let r = reason.to_ascii_lowercase();
     for (needle, words) in [
         ("connection refused", "connection refused"),
