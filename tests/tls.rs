@@ -670,6 +670,76 @@ fn a_node_without_its_ca_file_is_refused_not_trusted() {
 }
 
 #[test]
+fn the_admin_api_adds_https_nodes_with_the_same_checks_and_keeps_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new("admin ca");
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let junk = write(dir.path(), "junk.pem", "not a certificate");
+    let plain = fake_node(0);
+    let good = fake_node(1);
+    let wrong = fake_node(2);
+    let good_front = Terminator::start(&ca.leaf(&["127.0.0.1"], 1, false), good.addr());
+    let wrong_front = Terminator::start(&ca.leaf(&["other.example"], 2, false), wrong.addr());
+    let mut router = Router::start(
+        &[&plain],
+        RouterOpts {
+            admin: true,
+            ..RouterOpts::default()
+        },
+    );
+    let add = |r: &Router, name: &str, url: String, ca: &str| {
+        r.admin_request(
+            "POST",
+            "/admin/api/nodes",
+            Some(&serde_json::json!({
+                "name": name, "url": url, "auth": node_token(1), "ca_file": ca,
+            })),
+        )
+    };
+    // The config file's rules: a CA file that is not PEM is refused, the field named.
+    let r = add(&router, "n-junk", good_front.url(), &junk);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["field"], "ca_file", "{}", r.text());
+    // A node whose certificate is not for its name is refused before it is saved, in words.
+    let r = add(&router, "n-wrong", wrong_front.url(), &ca_file);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.text().contains("not valid for the host name"),
+        "{}",
+        r.text()
+    );
+    assert!(targets(&wrong).is_empty());
+    // A good one is added, verified against its CA file, and shows it.
+    let r = add(&router, "n-good", good_front.url(), &ca_file);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["ca_file"], ca_file.as_str());
+    let healthy = |r: &Router| {
+        r.admin_request("GET", "/admin/api/nodes/n-good", None)
+            .json()["healthy"]
+            == true
+    };
+    router.wait_until(10, "n-good up", healthy);
+    // After a restart it is still verified against the same CA (the record keeps `ca_file`).
+    router.stop();
+    router.spawn();
+    router.wait_until(10, "n-good up after a restart", healthy);
+    let v = router
+        .admin_request("GET", "/admin/api/nodes/n-good", None)
+        .json();
+    assert_eq!(v["ca_file"], ca_file.as_str(), "{v}");
+    // Setting the CA back to the system roots is checked like an add, and refused.
+    let r = router.admin_request(
+        "PATCH",
+        "/admin/api/nodes/n-good",
+        Some(&serde_json::json!({ "ca_file": null })),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("does not trust"), "{}", r.text());
+    assert_eq!(good_front.plain.load(Ordering::SeqCst), 0);
+    assert_eq!(wrong_front.plain.load(Ordering::SeqCst), 0);
+}
+
+#[test]
 fn certs_dir_holds_no_private_key() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("certs");
     let mut stack = vec![dir.clone()];
