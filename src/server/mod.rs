@@ -185,9 +185,8 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         server.add_service(admin_service(addr, state, admin_cert.as_ref())?);
         served.extend(admin_cert);
     }
-    if !served.is_empty() {
-        server.add_service(background_service("tls renewal", tls::Renewal::new(served)));
-    }
+    // Also without TLS listeners: SIGHUP then does nothing instead of ending the process.
+    server.add_service(background_service("tls renewal", tls::Renewal::new(served)));
     Ok(server)
 }
 

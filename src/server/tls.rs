@@ -168,7 +168,8 @@ fn describe(pair: &CertifiedKey, path: &str) -> String {
 }
 
 /// Renewal of every TLS listener's pair: a look at the files every [`CHECK_EVERY`], and a
-/// forced re-read on SIGHUP (what a certbot deploy hook sends).
+/// forced re-read on SIGHUP (what a certbot deploy hook sends). Runs without TLS listeners
+/// too, so that SIGHUP means the same everywhere and never ends the process (its default).
 pub struct Renewal {
     certs: Vec<Arc<ServedCert>>,
 }
@@ -208,7 +209,11 @@ impl BackgroundService for Renewal {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = hangup => {
-                    log::info!("SIGHUP: reading the TLS certificates again");
+                    if self.certs.is_empty() {
+                        log::info!("SIGHUP: no TLS listener, nothing to read again");
+                    } else {
+                        log::info!("SIGHUP: reading the TLS certificates again");
+                    }
                     self.refresh_all(true);
                 }
                 _ = tick.tick() => self.refresh_all(false),
