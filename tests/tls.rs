@@ -418,6 +418,9 @@ fn api_and_admin_listeners_serve_https_with_h1_and_h2() {
     );
 }
 
+/// One request's result: the leaf certificate served, or why it failed.
+type Outcome = Result<Vec<u8>, String>;
+
 #[test]
 fn a_renewed_certificate_is_served_without_a_failed_request() {
     let dir = tempfile::tempdir().expect("dir");
@@ -443,7 +446,7 @@ fn a_renewed_certificate_is_served_without_a_failed_request() {
 
     // A client keeps making requests, each on a new connection (a new handshake).
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<Result<Vec<u8>, String>>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let worker = {
         let (stop, seen, cfg, addr) = (stop.clone(), seen.clone(), cfg.clone(), router.addr);
         std::thread::spawn(move || {
