@@ -722,6 +722,17 @@ fn the_admin_api_adds_https_nodes_with_the_same_checks_and_keeps_them() {
             == true
     };
     router.wait_until(10, "n-good up", healthy);
+    // Another CA, which did not sign its certificate, is refused when set, although
+    // connections verified under the old one are still pooled (they are not reused for it).
+    let stranger = write(dir.path(), "stranger.pem", &Ca::new("stranger").pem);
+    let r = router.admin_request(
+        "PATCH",
+        "/admin/api/nodes/n-good",
+        Some(&serde_json::json!({ "ca_file": stranger })),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("does not trust"), "{}", r.text());
+    assert!(healthy(&router), "the refused edit changed nothing");
     // After a restart it is still verified against the same CA (the record keeps `ca_file`).
     router.stop();
     router.spawn();

@@ -1476,7 +1476,7 @@ server: { threads: 1, grace_period_seconds: 0 }
         .expect("valid");
         assert_eq!(c.tls.as_ref().map(|t| t.cert.as_str()), Some("c.pem"));
         assert!(c.admin.tls.is_some());
-        assert_eq!(c.nodes[0].tls.ca.as_ref().map(|c| c.0.len()), Some(1));
+        assert_eq!(c.nodes[0].tls.ca.as_ref().map(|c| c.certs.len()), Some(1));
         assert_eq!(c.nodes[0].endpoint().tls_name(), "node.test");
         assert_eq!(load(base).expect("plain").tls, None);
 

@@ -153,7 +153,10 @@ impl NodeClient {
         if node.tls {
             peer.options.verify_cert = true;
             peer.options.verify_hostname = true;
-            peer.options.ca = node.trust.ca.as_ref().map(|c| c.0.clone());
+            if let Some(ca) = &node.trust.ca {
+                peer.options.ca = Some(ca.certs.clone());
+                peer.group_key = ca.pool_key;
+            }
         }
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout);

@@ -19,15 +19,22 @@ use rustls_pki_types::pem::PemObject;
 /// The certificate authorities one node's certificate must chain to (instead of the system
 /// roots), as Pingora's per-peer `ca` wants them.
 #[derive(Clone)]
-pub struct CaCerts(pub Arc<CaType>);
+pub struct CaCerts {
+    /// The certificates.
+    pub certs: Arc<CaType>,
+    /// A digest of them: Pingora's connection pool does not tell peers apart by their CA, so
+    /// this goes in the peer's `group_key` (a connection verified against an old CA file is
+    /// never handed out after the node's CA changed).
+    pub pool_key: u64,
+}
 
 impl PartialEq for CaCerts {
     fn eq(&self, other: &Self) -> bool {
-        self.0.len() == other.0.len()
+        self.certs.len() == other.certs.len()
             && self
-                .0
+                .certs
                 .iter()
-                .zip(other.0.iter())
+                .zip(other.certs.iter())
                 .all(|(a, b)| a.borrow_raw_cert() == b.borrow_raw_cert())
     }
 }
@@ -36,7 +43,7 @@ impl Eq for CaCerts {}
 
 impl std::fmt::Debug for CaCerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CaCerts({} certificates)", self.0.len())
+        write!(f, "CaCerts({} certificates)", self.certs.len())
     }
 }
 
@@ -100,11 +107,17 @@ pub fn ca_from_pem(pem: &[u8]) -> Result<CaCerts, String> {
     if certs.is_empty() {
         return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
     }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&certs, &mut hasher);
+    let pool_key = std::hash::Hasher::finish(&hasher);
     let wrapped: Vec<WrappedX509> = certs
         .into_iter()
         .map(|raw| WrappedX509::new(raw, parse_x509))
         .collect();
-    Ok(CaCerts(Arc::from(wrapped.into_boxed_slice())))
+    Ok(CaCerts {
+        certs: Arc::from(wrapped.into_boxed_slice()),
+        pool_key,
+    })
 }
 
 /// A failed TLS handshake with a node in words (`None`: the error is not about TLS).
@@ -176,7 +189,7 @@ mod tests {
             .self_signed(&key)
             .expect("cert");
         let got = ca_from_pem(ca.pem().as_bytes()).expect("ca");
-        assert_eq!(got.0.len(), 1);
+        assert_eq!(got.certs.len(), 1);
         assert_eq!(got, ca_from_pem(ca.pem().as_bytes()).expect("again"));
     }
 }
