@@ -193,7 +193,16 @@ fn https_get(
 /// `curl` over HTTPS with the admin key: (HTTP version, status, body).
 fn curl(ca_file: &str, proto: &str, url: &str) -> (String, u16, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", proto, "--cacert", ca_file, "-H"])
+        .args([
+            "-sS",
+            "--globoff",
+            "--max-time",
+            "10",
+            proto,
+            "--cacert",
+            ca_file,
+            "-H",
+        ])
         .arg(format!("Authorization: {}", basic(ADMIN)))
         .args(["-w", "\n%{http_version} %{http_code}", url])
         .output()
@@ -394,6 +403,25 @@ fn api_and_admin_listeners_serve_https_with_h1_and_h2() {
     assert!(body.starts_with('['), "{body}");
     let (v, code, _) = curl(&ca_file, "--http1.1", &url);
     assert_eq!((v.as_str(), code), ("1.1", 200));
+    // A create and a proxied request over h2 (the node is still spoken to in HTTP/1.1).
+    let base = format!("https://{}", router.addr);
+    let (v, code, body) = curl(
+        &ca_file,
+        "--http2",
+        &format!("{base}/api/bot/connect/to/ts.example"),
+    );
+    assert_eq!((v.as_str(), code), ("2", 200), "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["Id"]
+        .as_u64()
+        .expect("id");
+    let info = format!("{base}/api/bot/use/{id}/(/bot/info)");
+    let (v, code, body) = curl(&ca_file, "--http2", &info);
+    assert_eq!((v.as_str(), code), ("2", 200), "{body}");
+    assert!(
+        client_targets(&node).iter().any(|t| t.contains("bot/info")),
+        "{:?}",
+        targets(&node)
+    );
     let nodes = admin_url(&router, "/admin/api/nodes");
     let (v, code, body) = curl(&own_cert, "--http2", &nodes);
     assert_eq!((v.as_str(), code), ("2", 200), "{body}");
