@@ -175,6 +175,10 @@ pub async fn check_node(
     timeout: Duration,
 ) -> Result<String, String> {
     let words = |e: NodeError| match e {
+        // A refused certificate is not a missing TS3AudioBot: no hint about that.
+        NodeError::Connect { reason, .. } if reason.starts_with("TLS: ") => {
+            format!("cannot connect to {}: {reason}", node.url)
+        }
         NodeError::Connect { reason, .. } => format!(
             "cannot connect to {}: {}; is TS3AudioBot running there and its web API enabled?",
             node.url,
@@ -226,10 +230,6 @@ pub async fn check_node(
 
 /// The gist of a connect failure (Pingora's error text repeats its context chain).
 fn connect_words(reason: &str) -> String {
-    // A refused TLS handshake is already in words (`client::connect_reason`).
-    if reason.starts_with("TLS: ") {
-        return reason.to_string();
-    }
     let r = reason.to_ascii_lowercase();
     for (needle, words) in [
         ("connection refused", "connection refused"),
