@@ -107,10 +107,7 @@ fn client(ca_pem: &str, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-fn tls_stream(
-    addr: SocketAddr,
-    cfg: &Arc<rustls::ClientConfig>,
-) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+fn tls_stream(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> Result<Tls, String> {
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
@@ -151,21 +148,36 @@ fn https_get(
     cfg: &Arc<rustls::ClientConfig>,
     target: &str,
 ) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
-    let mut tls = tls_stream(addr, cfg)?;
+    let tls = tls_stream(addr, cfg)?;
     let leaf = tls
         .conn
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
         .ok_or("no certificate")?;
+    let mut r = BufReader::new(tls);
+    let (status, body) = request_on(&mut r, addr, target, true)?;
+    Ok((status, body, leaf))
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// One HTTP/1.1 GET with the admin key on an open TLS connection (`close`: the last one).
+fn request_on(
+    r: &mut BufReader<Tls>,
+    addr: SocketAddr,
+    target: &str,
+    close: bool,
+) -> Result<(u16, Vec<u8>), String> {
+    let connection = if close { "close" } else { "keep-alive" };
     let req = format!(
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\nConnection: {connection}\r\n\r\n",
         basic(ADMIN)
     );
+    let tls = r.get_mut();
     tls.write_all(req.as_bytes())
         .and_then(|()| tls.flush())
         .map_err(|e| format!("write: {e}"))?;
-    let mut r = BufReader::new(tls);
     let mut line = String::new();
     r.read_line(&mut line).map_err(|e| format!("status: {e}"))?;
     let status = line
@@ -187,7 +199,7 @@ fn https_get(
     let n = len.ok_or("no content-length")?;
     let mut body = vec![0; n];
     r.read_exact(&mut body).map_err(|e| format!("body: {e}"))?;
-    Ok((status, body, leaf))
+    Ok((status, body))
 }
 
 /// `curl` over HTTPS with the admin key: (HTTP version, status, body).
@@ -498,6 +510,14 @@ fn a_renewed_certificate_is_served_without_a_failed_request() {
             .any(|r| r.as_deref().ok() == Some(der))
     };
     wait_for(20, "requests before the renewal", || count() >= 20);
+    // And one connection opened before the renewal, kept open across it.
+    let mut kept = BufReader::new(tls_stream(router.addr, &cfg).expect("kept connection"));
+    assert_eq!(
+        request_on(&mut kept, router.addr, "/api/bot/list", false)
+            .expect("kept")
+            .0,
+        200
+    );
 
     // Renewal 1: the files rewritten in place, the key first. Until the certificate follows
     // the pair does not match: the router says so and keeps serving the old one.
@@ -542,6 +562,20 @@ fn a_renewed_certificate_is_served_without_a_failed_request() {
     });
     stop.store(true, Ordering::SeqCst);
     worker.join().expect("client thread");
+    // The connection from before both renewals still works, with its first certificate.
+    assert_eq!(
+        request_on(&mut kept, router.addr, "/api/bot/list", true)
+            .expect("kept after")
+            .0,
+        200
+    );
+    let old = kept
+        .get_ref()
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
+    assert_eq!(old.as_deref(), Some(first.der.as_slice()));
 
     let seen = seen.lock().expect("seen");
     let failures: Vec<&String> = seen.iter().filter_map(|r| r.as_ref().err()).collect();
