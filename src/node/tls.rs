@@ -110,14 +110,22 @@ pub fn ca_from_pem(pem: &[u8]) -> Result<CaCerts, String> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&certs, &mut hasher);
     let pool_key = std::hash::Hasher::finish(&hasher);
-    let wrapped: Vec<WrappedX509> = certs
+    let wrapped = certs
         .into_iter()
-        .map(|raw| WrappedX509::new(raw, parse_x509))
-        .collect();
+        .map(wrap)
+        .collect::<Option<Vec<WrappedX509>>>()
+        .ok_or("holds a certificate Pingora cannot parse")?;
     Ok(CaCerts {
         certs: Arc::from(wrapped.into_boxed_slice()),
         pool_key,
     })
+}
+
+/// Pingora's wrapper around a DER certificate. Its parser panics on what it cannot read (a
+/// certificate webpki accepted but x509-parser does not): caught here, so a strange file is
+/// an error at configuration and never a panic later.
+pub fn wrap(der: Vec<u8>) -> Option<WrappedX509> {
+    std::panic::catch_unwind(move || WrappedX509::new(der, parse_x509)).ok()
 }
 
 /// A failed TLS handshake with a node in words (`None`: the error is not about TLS).

@@ -152,17 +152,14 @@ impl ResolvesServerCert for ServedCert {
 /// A pair for the log: the leaf's serial and expiry.
 fn describe(pair: &CertifiedKey, path: &str) -> String {
     match pair.cert.first() {
-        Some(leaf) => {
-            let x = pingora::utils::tls::WrappedX509::new(
-                leaf.to_vec(),
-                pingora::utils::tls::parse_x509,
-            );
-            format!(
+        Some(leaf) => match crate::node::tls::wrap(leaf.to_vec()) {
+            Some(x) => format!(
                 "{path} (serial {}, valid until {})",
                 x.borrow_cert().raw_serial_as_string(),
                 x.not_after()
-            )
-        }
+            ),
+            None => path.to_string(),
+        },
         None => path.to_string(),
     }
 }
