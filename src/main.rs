@@ -74,7 +74,27 @@ enum StoreAction {
 }
 
 #[derive(Subcommand)]
+enum CertAction {
+    /// Write a self-signed certificate and key (cert.pem, key.pem 0600) for trying HTTPS
+    /// locally; use a real certificate (Let's Encrypt) in production.
+    SelfSigned {
+        /// A host name or IP address it is valid for (repeat for more; the first is the
+        /// common name).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// The directory to write into (created 0700 if missing; existing files are kept).
+        #[arg(long, default_value = "tls")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// TLS certificates.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
     /// Manage the store.
     Store {
         #[command(subcommand)]
@@ -146,6 +166,13 @@ fn main() -> ExitCode {
             admin,
             data,
         } => ts3ab_lb::server::demo::run(&listen, &admin, &data),
+        Command::Cert {
+            action: CertAction::SelfSigned { hosts, out },
+        } => ts3ab_lb::server::cert::self_signed(&hosts, &out).map(|w| {
+            println!("certificate: {}", w.cert.display());
+            println!("private key: {} (mode 0600)", w.key.display());
+            println!("set `tls: {{ cert: {}, key: {} }}` (or `admin.tls`) and trust the certificate in your client", w.cert.display(), w.key.display());
+        }),
         Command::Store {
             action:
                 StoreAction::Copy {

@@ -173,6 +173,8 @@ fn node(name: &str) -> NodeRecord {
             url: format!("http://{name}:58915"),
             token: Some("agent-token".into()),
         })),
+        ca_file: None,
+        tls_host: None,
     }
 }
 

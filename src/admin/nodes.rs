@@ -80,6 +80,8 @@ pub fn node_json(state: &AdminState, n: &Node) -> Value {
         "latency_ms": poll.latency_ms,
         "source": match n.source { NodeSource::Config => "config", NodeSource::Admin => "admin" },
         "has_auth": n.endpoint().credentials.is_some(),
+        "ca_file": n.endpoint().trust.ca_file.clone(),
+        "tls_host": n.endpoint().trust.tls_host.clone(),
         "agent": agent_json(state, n, now),
         // Shown under either strategy, so an operator can see what `penalty` would do.
         "penalty": rounded(penalty_score(n, now, stale_after)),
@@ -127,6 +129,8 @@ struct NewNode {
     capacity: Option<u32>,
     state: Option<String>,
     agent: Option<NewAgent>,
+    ca_file: Option<String>,
+    tls_host: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +158,8 @@ pub async fn add(state: &AdminState, body: &[u8]) -> Result<Value, AdminError> {
         n.agent
             .map(|a| AgentConfig::parse(&a.url, a.token))
             .transpose()?,
-    );
+    )
+    .with_tls_files(n.ca_file, n.tls_host, &|p| std::fs::read(p))?;
     if state.cluster.node_by_name(&cfg.name).is_some() {
         return Err(AdminError::Conflict(format!(
             "a node named `{}` exists already",
@@ -206,6 +211,11 @@ struct Patch {
     // `agent: null` removes the agent; a missing `agent` keeps it.
     #[serde(default, deserialize_with = "some")]
     agent: Option<Option<PatchAgent>>,
+    // `null` goes back to the system roots / the URL's host; missing keeps the current one.
+    #[serde(default, deserialize_with = "some")]
+    ca_file: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    tls_host: Option<Option<String>>,
 }
 
 #[derive(Deserialize)]
@@ -230,7 +240,7 @@ where
 pub async fn edit(state: &AdminState, name: &str, body: &[u8]) -> Result<Value, AdminError> {
     let p: Patch = crate::admin::http::json_body(body)?;
     let node = get(state, name)?;
-    let edit = NodeEdit {
+    let mut edit = NodeEdit {
         url: p.url,
         auth: p.auth,
         capacity: p.capacity,
@@ -241,14 +251,28 @@ pub async fn edit(state: &AdminState, name: &str, body: &[u8]) -> Result<Value, 
                 token: a.token,
             })
         }),
+        tls: None,
     };
     let agent_changes = edit.agent.is_some();
-    let endpoint_changes = edit.url.is_some() || edit.auth.is_some();
+    let tls_changes = p.ca_file.is_some() || p.tls_host.is_some();
+    let endpoint_changes = edit.url.is_some() || edit.auth.is_some() || tls_changes;
     if endpoint_changes {
         let old = node.endpoint();
         let url = edit.url.clone().unwrap_or_else(|| old.url.clone());
         let auth = edit.auth.clone().unwrap_or_else(|| old.credentials.clone());
         let probe = NodeConfig::parse(name, &url, auth, 1, NodeState::Ready)?;
+        // The node is checked with the TLS settings it will have (the current ones unless
+        // the edit sets them).
+        let probe = if probe.target.tls || tls_changes {
+            let ca_file = p.ca_file.unwrap_or_else(|| old.trust.ca_file.clone());
+            let tls_host = p.tls_host.unwrap_or_else(|| old.trust.tls_host.clone());
+            probe.with_tls_files(ca_file, tls_host, &|p| std::fs::read(p))?
+        } else {
+            probe
+        };
+        if tls_changes && probe.target.tls {
+            edit.tls = Some(probe.tls.clone());
+        }
         check_node(
             &state.client,
             &probe.endpoint(),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::cluster::node::{Node, NodeId, NodeSource};
 use crate::cluster::view::{Cluster, Holdings};
 use crate::config::{AgentConfig, FieldError, NodeConfig, NodeState};
+use crate::node::tls::NodeTls;
 use crate::store::{AgentRecord, NodeRecord, Op, StoreError};
 
 /// Why a node-table change was refused.
@@ -74,6 +75,8 @@ pub struct NodeEdit {
     pub state: Option<NodeState>,
     /// A new agent (`Some(None)` removes it).
     pub agent: Option<Option<AgentEdit>>,
+    /// New TLS settings (checked and read: [`NodeConfig::with_tls_files`]).
+    pub tls: Option<NodeTls>,
 }
 
 /// A node's agent as an edit sets it.
@@ -98,6 +101,27 @@ fn record(c: &NodeConfig, source: NodeSource) -> NodeRecord {
             url: a.url.clone(),
             token: a.token.clone(),
         })),
+        ca_file: c.tls.ca_file.clone(),
+        tls_host: c.tls.tls_host.clone(),
+    }
+}
+
+/// `c` (parsed from `rec`) with the TLS settings `rec` stores, its CA file read again; a
+/// record without any keeps `current` (the config file's, or the live node's) for a
+/// config-file node, whose `ca_file` then stays the file's like its token.
+pub(crate) fn tls_of_record(
+    rec: &NodeRecord,
+    c: NodeConfig,
+    current: Option<&NodeTls>,
+) -> Result<NodeConfig, FieldError> {
+    if !c.target.tls {
+        return Ok(c);
+    }
+    match (rec.ca_file.is_none() && rec.tls_host.is_none(), current) {
+        (true, Some(cur)) if rec.from_config => Ok(c.with_tls(cur.clone())),
+        _ => c.with_tls_files(rec.ca_file.clone(), rec.tls_host.clone(), &|p| {
+            std::fs::read(p)
+        }),
     }
 }
 
@@ -178,6 +202,7 @@ impl Cluster {
             .ok_or_else(|| NodeChangeError::NotFound(name.to_string()))?;
         let old = node.endpoint();
         let auth_changed = edit.auth.is_some();
+        let tls_changed = edit.tls.is_some();
         let auth = match edit.auth {
             Some(a) => a,
             None => old.credentials.clone(),
@@ -204,6 +229,13 @@ impl Cluster {
             edit.state.unwrap_or_else(|| node.state()),
         )?
         .with_agent(agent);
+        // The node's TLS settings (checked when it was configured, or by the edit) stay
+        // with it; a URL moved to http:// has none.
+        let c = if c.target.tls {
+            c.with_tls(edit.tls.unwrap_or_else(|| old.trust.clone()))
+        } else {
+            c
+        };
         self.check_unique(&c, Some(node.id))?;
         // Stored for every node: a config-file node's record holds its run-time changes and
         // wins over the file at the next start.
@@ -218,6 +250,12 @@ impl Cluster {
             if let Some(Some(a)) = &mut rec.agent {
                 a.token = None;
             }
+        }
+        if node.source == NodeSource::Config && !tls_changed {
+            // The file's `ca_file` stays the file's too (a changed file is read at the next
+            // start).
+            rec.ca_file = None;
+            rec.tls_host = None;
         }
         self.store.commit(vec![Op::PutNode(rec)], timeout).await?;
         let endpoint = c.endpoint();

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::membership::{agent_of_record, current_agent};
+use crate::cluster::membership::{agent_of_record, current_agent, tls_of_record};
 use crate::cluster::node::{Node, NodeId, NodeSource};
 use crate::cluster::tables::{Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
@@ -626,8 +626,10 @@ impl Cluster {
             (a, _) => a.clone(),
         };
         let current = existing.as_deref().and_then(current_agent);
+        let current_tls = existing.as_deref().map(|n| n.endpoint().trust.clone());
         let parsed = NodeConfig::parse(name, &rec.url, auth, rec.capacity, rec.effective_state())
-            .and_then(|c| Ok(c.with_agent(agent_of_record(rec, current.as_ref())?)));
+            .and_then(|c| Ok(c.with_agent(agent_of_record(rec, current.as_ref())?)))
+            .and_then(|c| tls_of_record(rec, c, current_tls.as_ref()));
         let c = match parsed {
             Ok(c) => c,
             Err(e) => {
@@ -757,6 +759,8 @@ mod tests {
             state: crate::store::NodeState::Ready,
             from_config: false,
             agent: None,
+            ca_file: None,
+            tls_host: None,
         };
         let bot = |id: u32, lid: u32, addr: &str| BotRecord {
             id,

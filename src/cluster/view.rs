@@ -805,13 +805,18 @@ fn node_definitions(
         )
         .and_then(|c| {
             let agent = crate::cluster::membership::agent_of_record(rec, file_agent)?;
-            Ok(c.with_agent(agent))
+            let file_tls = at.map(|i| &defs[i].0.tls);
+            crate::cluster::membership::tls_of_record(rec, c.with_agent(agent), file_tls)
         });
         match (parsed, at) {
                 (Ok(mut c), Some(i)) if rec.from_config => {
                     // No stored token: the file's (see `edit_node`).
                     if c.auth.is_none() {
                         c.auth = defs[i].0.auth.clone();
+                    }
+                    // TLS settings are the file's, unless changed at run time.
+                    if rec.ca_file.is_none() && rec.tls_host.is_none() {
+                        c.tls = defs[i].0.tls.clone();
                     }
                     defs[i].0 = c;
                 }

@@ -2,16 +2,23 @@
 //!
 //! Owns: turning YAML text (plus an environment lookup for secrets) into a validated [`Config`],
 //! with error messages that name the key at fault. It is a pure function of its inputs: no file
-//! system, no network, no global environment access, so every rule is unit-tested.
+//! system, no network, no global environment access, so every rule is unit-tested. The one
+//! exception are the TLS files the config names (`tls`, `admin.tls`, `nodes[].ca_file`),
+//! checked at load through an injected reader ([`Config::from_yaml_with`]; [`Config::from_yaml`]
+//! reads the disk) so that a bad file is refused at start with its key named.
 //! Does not own: reading the file (`main`), or applying the settings (`server`).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod tls;
+
 use crate::node::agent::AgentEndpoint;
 use crate::node::endpoint::{parse_node_url, Endpoint, NodeTarget};
+use crate::node::tls::NodeTls;
 use crate::protocol::pattern::AllowPattern;
+pub use tls::{ReadFile, TlsFiles};
 
 use serde::Deserialize;
 
@@ -79,6 +86,8 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// The admin interface.
     pub admin: AdminConfig,
+    /// HTTPS on the API listener (`tls: {cert, key}`); None: plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// The key that seals the store's secrets.
     pub secrets: SecretsKeySource,
 }
@@ -124,6 +133,8 @@ pub struct AdminConfig {
     /// Whether requests are recorded for `GET /metrics` (on by default; off only to measure
     /// what recording costs).
     pub metrics: bool,
+    /// HTTPS on the admin listener (`admin.tls: {cert, key}`); None: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// One API key.
@@ -154,6 +165,8 @@ pub struct NodeConfig {
     pub state: NodeState,
     /// The node's agent, if it runs one (load figures for placement and the panel).
     pub agent: Option<AgentConfig>,
+    /// For an `https://` node: how its certificate is verified (`ca_file`, `tls_host`).
+    pub tls: NodeTls,
 }
 
 /// A node's agent (`ts3ab-lb-agent`): where its `/summary` is and the bearer token it wants.
@@ -390,6 +403,7 @@ struct RawConfig {
     failover: RawFailover,
     #[serde(default)]
     admin: RawAdmin,
+    tls: Option<RawTls>,
     #[serde(default)]
     secrets: Option<RawSecrets>,
 }
@@ -401,6 +415,27 @@ struct RawSecrets {
     key_env: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+}
+
+fn tls_files(
+    raw: Option<RawTls>,
+    at: &str,
+    read: ReadFile<'_>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let files = TlsFiles {
+        cert: raw.cert,
+        key: raw.key,
+    };
+    tls::load_pair(&files, read).map_err(|e| e.at(at))?;
+    Ok(Some(files))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
@@ -410,6 +445,7 @@ struct RawAdmin {
     session_ttl_s: u64,
     #[serde(default = "default_true")]
     metrics: bool,
+    tls: Option<RawTls>,
 }
 
 impl Default for RawAdmin {
@@ -418,6 +454,7 @@ impl Default for RawAdmin {
             listen: default_admin_listen(),
             session_ttl_s: default_session_ttl(),
             metrics: true,
+            tls: None,
         }
     }
 }
@@ -464,6 +501,8 @@ struct RawNode {
     draining: bool,
     state: Option<NodeState>,
     agent: Option<RawAgent>,
+    ca_file: Option<String>,
+    tls_host: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -643,17 +682,30 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::from_yaml_with(text, env, &|p| std::fs::read(p))
+    }
+
+    /// [`Config::from_yaml`] with the TLS files read through `read`.
+    pub fn from_yaml_with(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        read: ReadFile<'_>,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = if text.trim().is_empty() {
             serde_yaml::from_str("{}")
         } else {
             serde_yaml::from_str(text)
         }
         .map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        validate(raw, env)
+        validate(raw, env, read)
     }
 }
 
-fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+fn validate(
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    read: ReadFile<'_>,
+) -> Result<Config, ConfigError> {
     let listen: SocketAddr = raw.listen.parse().map_err(|_| {
         invalid(
             "listen",
@@ -674,7 +726,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     Ok(Config {
         listen,
         keys: validate_keys(raw.keys, env)?,
-        nodes: validate_nodes(raw.nodes, raw.placement.default_capacity, env)?,
+        nodes: validate_nodes(raw.nodes, raw.placement.default_capacity, env, read)?,
         storage: validate_storage(raw.storage, env)?,
         server: validate_server(raw.server)?,
         routing: validate_routing(raw.routing)?,
@@ -685,7 +737,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             agent_interval: Duration::from_millis(raw.placement.agent_interval_ms),
         },
         failover: validate_failover(raw.failover)?,
-        admin: validate_admin(raw.admin, listen)?,
+        admin: validate_admin(raw.admin, listen, read)?,
+        tls: tls_files(raw.tls, "tls", read)?,
         secrets: validate_secrets(raw.secrets, env)?,
     })
 }
@@ -817,7 +870,35 @@ impl NodeConfig {
             capacity,
             state,
             agent: None,
+            tls: NodeTls::default(),
         })
+    }
+
+    /// The same node with its TLS settings checked and read (the same rules for the config
+    /// file, stored nodes and the admin API): only for an `https://` URL, a `tls_host` that
+    /// is a name or an address, a `ca_file` of PEM certificates.
+    pub fn with_tls_files(
+        mut self,
+        ca_file: Option<String>,
+        tls_host: Option<String>,
+        read: ReadFile<'_>,
+    ) -> Result<NodeConfig, FieldError> {
+        if !self.target.tls {
+            if ca_file.is_some() {
+                return Err(field("ca_file", "is only for an https:// url"));
+            }
+            if tls_host.is_some() {
+                return Err(field("tls_host", "is only for an https:// url"));
+            }
+        }
+        self.tls = NodeTls::load(ca_file, tls_host, read).map_err(|(f, m)| field(f, m))?;
+        Ok(self)
+    }
+
+    /// The same node with TLS settings already checked (a live node's, kept on an edit).
+    pub fn with_tls(mut self, tls: NodeTls) -> NodeConfig {
+        self.tls = tls;
+        self
     }
 
     /// The endpoint of the node's agent, if it has one.
@@ -841,6 +922,7 @@ impl NodeConfig {
             self.target.clone(),
             self.auth.as_deref(),
         )
+        .with_tls(self.tls.clone())
     }
 }
 
@@ -903,6 +985,7 @@ fn validate_nodes(
     raw: Vec<RawNode>,
     default_capacity: u32,
     env: &dyn Fn(&str) -> Option<String>,
+    read: ReadFile<'_>,
 ) -> Result<Vec<NodeConfig>, ConfigError> {
     let mut nodes: Vec<NodeConfig> = Vec::with_capacity(raw.len());
     for (i, n) in raw.into_iter().enumerate() {
@@ -945,7 +1028,10 @@ fn validate_nodes(
                 Some(AgentConfig::parse(&a.url, token).map_err(|e| e.at(&at))?)
             }
         };
-        let node = node.with_agent(agent);
+        let node = node
+            .with_agent(agent)
+            .with_tls_files(n.ca_file, n.tls_host, read)
+            .map_err(|e| e.at(&at))?;
         if nodes.iter().any(|o| o.name == node.name) {
             return Err(invalid(
                 format!("{at}.name"),
@@ -1147,7 +1233,11 @@ fn validate_health(h: RawHealth) -> Result<HealthConfig, ConfigError> {
     })
 }
 
-fn validate_admin(a: RawAdmin, api: SocketAddr) -> Result<AdminConfig, ConfigError> {
+fn validate_admin(
+    a: RawAdmin,
+    api: SocketAddr,
+    read: ReadFile<'_>,
+) -> Result<AdminConfig, ConfigError> {
     let listen = match a.listen.as_str() {
         "" | "off" => None,
         s => {
@@ -1170,6 +1260,7 @@ fn validate_admin(a: RawAdmin, api: SocketAddr) -> Result<AdminConfig, ConfigErr
         listen,
         session_ttl: Duration::from_secs(a.session_ttl_s),
         metrics: a.metrics,
+        tls: tls_files(a.tls, "admin.tls", read)?,
     })
 }
 
@@ -1486,5 +1577,75 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert!(e.contains("root"), "{e}");
         let e = err("listen: [1, 2]");
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_load_with_the_key_named() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["router.test".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let other = rcgen::KeyPair::generate().expect("key");
+        let files = std::collections::HashMap::from([
+            ("c.pem", cert.pem()),
+            ("k.pem", key.serialize_pem()),
+            ("other.pem", other.serialize_pem()),
+            ("junk.pem", "not pem".to_string()),
+        ]);
+        let read = |p: &str| {
+            files
+                .get(p)
+                .map(|s| s.clone().into_bytes())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        let load = |yaml: &str| Config::from_yaml_with(yaml, &no_env, &read);
+        let base = "listen: \"127.0.0.1:9000\"\n";
+        let c = load(&format!(
+            "{base}tls: {{ cert: c.pem, key: k.pem }}\nadmin: {{ listen: \"127.0.0.1:9001\", tls: {{ cert: c.pem, key: k.pem }} }}\nnodes:\n  - {{ name: n, url: \"https://127.0.0.1:1\", ca_file: c.pem, tls_host: node.test }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.tls.as_ref().map(|t| t.cert.as_str()), Some("c.pem"));
+        assert!(c.admin.tls.is_some());
+        assert_eq!(c.nodes[0].tls.ca.as_ref().map(|c| c.certs.len()), Some(1));
+        assert_eq!(c.nodes[0].endpoint().tls_name(), "node.test");
+        assert_eq!(load(base).expect("plain").tls, None);
+
+        let err = |yaml: String| load(&yaml).expect_err("refused").to_string();
+        let e = err(format!("{base}tls: {{ cert: missing.pem, key: k.pem }}"));
+        assert!(e.starts_with("tls.cert: cannot read `missing.pem`"), "{e}");
+        let e = err(format!("{base}tls: {{ cert: junk.pem, key: k.pem }}"));
+        assert!(
+            e.starts_with("tls.cert: `junk.pem` holds no PEM certificate"),
+            "{e}"
+        );
+        let e = err(format!(
+            "{base}admin: {{ listen: \"127.0.0.1:9001\", tls: {{ cert: c.pem, key: other.pem }} }}"
+        ));
+        assert!(
+            e.starts_with("admin.tls.key: `other.pem` is not the key"),
+            "{e}"
+        );
+        let e = err(format!("{base}tls: {{ cert: c.pem }}"));
+        assert!(e.contains("key"), "{e}");
+        let node = |extra: &str| {
+            format!("{base}nodes:\n  - {{ name: n, url: \"https://127.0.0.1:1\", {extra} }}\n")
+        };
+        let e = err(node("ca_file: junk.pem"));
+        assert!(
+            e.starts_with("nodes[0].ca_file: `junk.pem` holds no PEM"),
+            "{e}"
+        );
+        let e = err(node("ca_file: nope.pem"));
+        assert!(e.starts_with("nodes[0].ca_file: cannot read"), "{e}");
+        let e = err(node("tls_host: \"bad name!\""));
+        assert!(e.starts_with("nodes[0].tls_host:"), "{e}");
+        let e = err(format!(
+            "{base}nodes:\n  - {{ name: n, url: \"http://127.0.0.1:1\", ca_file: c.pem }}\n"
+        ));
+        assert!(
+            e.starts_with("nodes[0].ca_file: is only for an https:// url"),
+            "{e}"
+        );
     }
 }

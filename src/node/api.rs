@@ -175,6 +175,10 @@ pub async fn check_node(
     timeout: Duration,
 ) -> Result<String, String> {
     let words = |e: NodeError| match e {
+        // A refused certificate is not a missing TS3AudioBot: no hint about that.
+        NodeError::Connect { reason, .. } if reason.starts_with("TLS: ") => {
+            format!("cannot connect to {}: {reason}", node.url)
+        }
         NodeError::Connect { reason, .. } => format!(
             "cannot connect to {}: {}; is TS3AudioBot running there and its web API enabled?",
             node.url,

@@ -111,6 +111,25 @@ fn exchange_words(e: &pingora::Error) -> String {
     }
 }
 
+/// Why a connection could not be made: a refused TLS handshake in words (which check
+/// failed, rustls' detail), otherwise Pingora's own text.
+pub fn connect_reason(e: &pingora::Error) -> String {
+    let text = e.to_string();
+    // The type, or the text when a context wrapped it.
+    let tls = matches!(
+        e.etype(),
+        pingora::ErrorType::TLSHandshakeFailure | pingora::ErrorType::InvalidCert
+    ) || text.contains("TLS connect() failed")
+        || text.contains("invalid peer certificate");
+    match tls
+        .then(|| crate::node::tls::refusal_words(&text))
+        .flatten()
+    {
+        Some(words) => words,
+        None => text,
+    }
+}
+
 /// A pooled client for router-made requests.
 pub struct NodeClient {
     connector: Connector,
@@ -128,7 +147,17 @@ impl NodeClient {
 
     /// The peer for a node, with timeouts.
     pub fn peer(node: &Endpoint, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
-        let mut peer = HttpPeer::new(node.addr, node.tls, node.host.clone());
+        // Pingora verifies the chain and the name by default, and skips both for an empty
+        // SNI: the name is never empty (a URL always has a host).
+        let mut peer = HttpPeer::new(node.addr, node.tls, node.tls_name().to_string());
+        if node.tls {
+            peer.options.verify_cert = true;
+            peer.options.verify_hostname = true;
+            if let Some(ca) = &node.trust.ca {
+                peer.options.ca = Some(ca.certs.clone());
+                peer.group_key = ca.pool_key;
+            }
+        }
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout);
         peer.options.read_timeout = Some(read_timeout);
@@ -174,7 +203,7 @@ impl NodeClient {
                 .await
                 .map_err(|e| NodeError::Connect {
                     node: name(),
-                    reason: e.to_string(),
+                    reason: connect_reason(&e),
                 })?;
         let mut req = RequestHeader::build("GET", target, None).map_err(exchange_err)?;
         req.insert_header("Host", node.authority.as_str())

@@ -8,6 +8,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
+use crate::node::tls::NodeTls;
 use crate::protocol::basic_auth::basic_header;
 
 /// Where a node is and how to call it.
@@ -29,6 +30,8 @@ pub struct Endpoint {
     pub credentials: Option<String>,
     /// Its `Authorization` value as sent.
     pub auth_header: Option<String>,
+    /// With `tls`: how its certificate is verified (CA file, name).
+    pub trust: NodeTls,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -55,7 +58,19 @@ impl Endpoint {
             tls: target.tls,
             credentials: auth.map(str::to_string),
             auth_header: auth.map(basic_header),
+            trust: NodeTls::default(),
         }
+    }
+
+    /// The same endpoint with its certificate verified as `trust` says.
+    pub fn with_tls(mut self, trust: NodeTls) -> Endpoint {
+        self.trust = trust;
+        self
+    }
+
+    /// The name the node's certificate must be valid for (also the SNI).
+    pub fn tls_name(&self) -> &str {
+        self.trust.tls_host.as_deref().unwrap_or(&self.host)
     }
 }
 

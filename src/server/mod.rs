@@ -4,6 +4,7 @@
 //! keeps its cluster id across restarts; then the poller and the listener) and translating the
 //! config into Pingora's `ServerConf`. Does not own: any request handling.
 
+pub mod cert;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod keys;
@@ -11,6 +12,7 @@ pub mod logging;
 pub mod secrets_cmd;
 pub mod store_cmd;
 pub mod sync;
+pub mod tls;
 pub mod upgrade;
 
 use std::os::unix::fs::PermissionsExt;
@@ -197,7 +199,16 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
             limits,
         ),
     );
-    proxy.add_tcp(&config.listen.to_string());
+    let mut served = Vec::new();
+    match &config.tls {
+        Some(files) => {
+            let cert = tls::ServedCert::load("tls", files).map_err(StartError::Setup)?;
+            let settings = cert.settings().map_err(StartError::Setup)?;
+            proxy.add_tls_with_settings(&config.listen.to_string(), None, settings);
+            served.push(cert);
+        }
+        None => proxy.add_tcp(&config.listen.to_string()),
+    }
     match &handover_socket {
         Some(socket) => {
             proxy.add_uds(
@@ -272,8 +283,17 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
             &stored_keys,
             stored_audit,
         );
-        server.add_service(admin_service(addr, state));
+        let admin_cert = match &config.admin.tls {
+            Some(files) => {
+                Some(tls::ServedCert::load("admin.tls", files).map_err(StartError::Setup)?)
+            }
+            None => None,
+        };
+        server.add_service(admin_service(addr, state, admin_cert.as_ref())?);
+        served.extend(admin_cert);
     }
+    // Also without TLS listeners: SIGHUP then does nothing instead of ending the process.
+    server.add_service(background_service("tls renewal", tls::Renewal::new(served)));
     Ok(Built { server, store })
 }
 
@@ -355,9 +375,20 @@ fn node_poller(
     Ok(lb)
 }
 
-/// The admin listener's service.
-fn admin_service(addr: std::net::SocketAddr, state: AdminState) -> Service<AdminApp> {
+/// The admin listener's service (HTTPS when it has a certificate).
+fn admin_service(
+    addr: std::net::SocketAddr,
+    state: AdminState,
+    cert: Option<&Arc<tls::ServedCert>>,
+) -> Result<Service<AdminApp>, StartError> {
     let mut admin = Service::new("admin".into(), AdminApp(Arc::new(state)));
-    admin.add_tcp(&addr.to_string());
-    admin
+    match cert {
+        Some(c) => admin.add_tls_with_settings(
+            &addr.to_string(),
+            None,
+            c.settings().map_err(StartError::Setup)?,
+        ),
+        None => admin.add_tcp(&addr.to_string()),
+    }
+    Ok(admin)
 }

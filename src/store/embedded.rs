@@ -572,6 +572,8 @@ mod tests {
                     state: crate::store::NodeState::Drain,
                     from_config: false,
                     agent: None,
+                    ca_file: None,
+                    tls_host: None,
                 }),
                 Op::PutKey(KeyRecord {
                     name: "k".into(),

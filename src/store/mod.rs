@@ -270,6 +270,14 @@ pub struct NodeRecord {
         deserialize_with = "present"
     )]
     pub agent: Option<Option<AgentRecord>>,
+    /// For an `https://` node: the CA file its certificate must chain to (None: the system
+    /// roots, or a config-file node's own `ca_file`). The file is read again at each start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// For an `https://` node: the name its certificate must be valid for, when not the
+    /// URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_host: Option<String>,
 }
 
 /// The node agent (`ts3ab-lb-agent`) the router reads load figures from.
@@ -323,6 +331,8 @@ impl fmt::Debug for NodeRecord {
             .field("state", &self.effective_state())
             .field("from_config", &self.from_config)
             .field("agent", &self.agent)
+            .field("ca_file", &self.ca_file)
+            .field("tls_host", &self.tls_host)
             .finish()
     }
 }
@@ -1270,6 +1280,8 @@ mod tests {
                 url: "http://a:1".into(),
                 token: Some("SECRETAGENT".into()),
             })),
+            ca_file: None,
+            tls_host: None,
         };
         let key = KeyRecord {
             name: "k".into(),

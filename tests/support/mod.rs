@@ -93,6 +93,11 @@ pub struct RouterOpts {
     pub agents: Vec<Option<String>>,
     /// More keys of the `routing:` flow mapping (e.g. `max_connections_per_address: 3`).
     pub routing_yaml: String,
+    /// Per node (in order), a URL instead of the fake node's own (e.g. a TLS terminator in
+    /// front of it).
+    pub node_urls: Vec<Option<String>>,
+    /// Per node (in order), more keys of its flow mapping (e.g. `ca_file: "/x/ca.pem"`).
+    pub node_yaml: Vec<Option<String>>,
 }
 
 impl Default for RouterOpts {
@@ -107,6 +112,8 @@ impl Default for RouterOpts {
             admin_yaml: String::new(),
             agents: Vec::new(),
             routing_yaml: String::new(),
+            node_urls: Vec::new(),
+            node_yaml: Vec::new(),
         }
     }
 }
@@ -177,9 +184,17 @@ impl Router {
                 Some(Some(a)) => format!(", agent: {a}"),
                 _ => String::new(),
             };
+            let more = match opts.node_yaml.get(i) {
+                Some(Some(m)) => format!(", {m}"),
+                _ => String::new(),
+            };
+            let url = match opts.node_urls.get(i) {
+                Some(Some(u)) => u.clone(),
+                _ => n.url(),
+            };
             yaml.push_str(&format!(
-                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {}{agent} }}\n",
-                n.url(),
+                "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {}{agent}{more} }}\n",
+                url,
                 node_token(i),
                 opts.draining.contains(&i)
             ));
@@ -311,6 +326,11 @@ impl Router {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The running process's id, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// What the current (or last) process wrote to stderr (the tail).
