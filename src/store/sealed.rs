@@ -573,6 +573,8 @@ mod tests {
                 url: "http://n1:58915".into(),
                 token: Some("agent-token".into()),
             })),
+            ca_file: None,
+            tls_host: None,
         }
     }
 

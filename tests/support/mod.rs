@@ -730,11 +730,6 @@ fn read_stderr(child: &mut Child, sink: Arc<Mutex<String>>) -> std::thread::Join
 }
 
 impl Router {
-    /// The running process's id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
     /// Sends the running process a signal (`"TERM"`, `"QUIT"`, ...).
     pub fn signal(&self, sig: &str) {
         let pid = self.pid().expect("router runs");
