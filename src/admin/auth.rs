@@ -154,6 +154,7 @@ impl Sessions {
                 Ok(Caller::Key {
                     name,
                     role: Role::Admin,
+                    ..
                 }) => Ok(Admin {
                     name: name.to_string(),
                     csrf: None,
@@ -217,11 +218,13 @@ mod tests {
                 name: "ops".into(),
                 secret: "ops-secret-1".into(),
                 role: Role::Admin,
+                tenancy: Default::default(),
             },
             KeyConfig {
                 name: "alice".into(),
                 secret: "alice-secret".into(),
                 role: Role::User,
+                tenancy: Default::default(),
             },
         ])
     }

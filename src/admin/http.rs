@@ -336,10 +336,14 @@ impl AdminState {
         // (at most five), so guessing secrets costs time.
         tokio::time::sleep(self.sessions.login_delay(req.peer)).await;
         let header = basic_header(&format!("{}:{}", l.name, l.secret));
-        match self.keys.authenticate(Some(header.as_bytes())) {
+        match self
+            .keys
+            .authenticate_from(Some(header.as_bytes()), req.peer)
+        {
             Ok(Caller::Key {
                 name,
                 role: crate::config::Role::Admin,
+                ..
             }) => {
                 let (token, csrf) = self.sessions.open(&name)?;
                 let mut r = Reply::json(
@@ -423,6 +427,7 @@ impl AdminState {
             Endpoint::Operation => Reply::json(200, &self.operations_api().get(first())?),
             Endpoint::Keys => Reply::json(200, &keys::list(self)),
             Endpoint::KeyAdd => Reply::json(201, &keys::create(self, &req.body).await?),
+            Endpoint::KeyEdit => Reply::json(200, &keys::edit(self, first(), &req.body).await?),
             Endpoint::KeyDelete => {
                 keys::revoke(self, first()).await?;
                 Reply::empty()

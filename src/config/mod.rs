@@ -15,6 +15,9 @@ use crate::protocol::pattern::AllowPattern;
 
 use serde::Deserialize;
 
+mod tenancy;
+pub use tenancy::{Cidr, Tenancy};
+
 /// The default listen address: TS3AudioBot's own default API port, so clients change nothing.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:58913";
 /// The admin listener's default: loopback only (like Envoy's and Caddy's admin), one port
@@ -54,7 +57,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-pub use crate::store::{NodeState, Role};
+pub use crate::store::{NodeState, Role, Scope};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -102,6 +105,8 @@ pub struct KeyConfig {
     pub secret: String,
     /// What the key may do.
     pub role: Role,
+    /// Which bots it reaches, how many it may have, where it may be used from.
+    pub tenancy: Tenancy,
 }
 
 /// One TS3AudioBot node.
@@ -395,6 +400,12 @@ struct RawKey {
     secret_env: Option<String>,
     #[serde(default = "default_role")]
     role: Role,
+    #[serde(default)]
+    scope: Scope,
+    #[serde(default)]
+    max_bots: Option<u32>,
+    #[serde(default)]
+    allow_from: Vec<String>,
 }
 
 fn default_role() -> Role {
@@ -664,7 +675,13 @@ impl KeyConfig {
             name: name.to_string(),
             secret,
             role,
+            tenancy: Tenancy::default(),
         })
+    }
+
+    /// The key with a tenancy (checked by [`Tenancy::new`]).
+    pub fn with_tenancy(self, tenancy: Tenancy) -> KeyConfig {
+        KeyConfig { tenancy, ..self }
     }
 }
 
@@ -804,7 +821,12 @@ fn validate_keys(
                 "missing (set `secret` or `secret_env`)",
             )
         })?;
-        keys.push(KeyConfig::new(&k.name, secret, k.role).map_err(|e| e.at(&at))?);
+        let tenancy = Tenancy::new(k.scope, k.max_bots, &k.allow_from).map_err(|e| e.at(&at))?;
+        keys.push(
+            KeyConfig::new(&k.name, secret, k.role)
+                .map_err(|e| e.at(&at))?
+                .with_tenancy(tenancy),
+        );
     }
     Ok(keys)
 }

@@ -94,6 +94,10 @@ pub struct RequestCtx {
     /// The error sent instead of a node answer that had to be edited or checked and turned
     /// out to be garbage (set just before the hook that found it fails the request).
     withheld: Option<ApiError>,
+    /// The caller's key: the owner of templates this request creates.
+    key: Option<Arc<str>>,
+    /// The caller is a key of scope `own`: answers show only its bots and templates.
+    tenant: Option<Arc<str>>,
 }
 
 impl RequestCtx {
@@ -198,13 +202,15 @@ impl Router {
                     }
                 }
                 Effect::BotSaved { gid, name } => {
-                    self.cluster.claim_template_now(name, node.id);
+                    self.cluster
+                        .claim_template_now(name, node.id, ctx.key.as_deref());
                     claimed = true;
                     self.cluster
                         .update_bot(*gid, |r| r.template = Some(name.clone()));
                 }
                 Effect::ClaimTemplate(name) => {
-                    self.cluster.claim_template_now(name, node.id);
+                    self.cluster
+                        .claim_template_now(name, node.id, ctx.key.as_deref());
                     claimed = true;
                 }
                 Effect::DropTemplate(name) => self.cluster.drop_template(name),
@@ -312,7 +318,7 @@ impl Router {
         }
         let caller = self
             .keys
-            .authenticate(req.authorization.as_deref())
+            .authenticate_from(req.authorization.as_deref(), req.peer)
             .map_err(|e| {
                 if let Some(stats) = &self.stats {
                     stats.record_auth_failure();
@@ -330,7 +336,20 @@ impl Router {
             self.pick_any(ctx)?;
             return Ok(Flow::Proxy);
         };
-        let plan = routing::plan(&*self.cluster, &caller, &target, base, root);
+        ctx.key = caller.key_name().cloned();
+        ctx.tenant = caller.tenant().map(Arc::from);
+        let plan = match caller.tenant() {
+            // Another tenant's bots and templates are not in this view at all, so every
+            // request naming one takes the path of a name that never existed.
+            Some(tenant) => {
+                let view = routing::view::TenantView {
+                    cluster: &self.cluster,
+                    tenant,
+                };
+                routing::plan(&view, &caller, &target, base, root)
+            }
+            None => routing::plan(&*self.cluster, &caller, &target, base, root),
+        };
         if let Some(kind) = answered_kind(&plan) {
             // What follows waits on nodes: the router's own part ends here.
             ctx.kind = kind;
@@ -378,11 +397,11 @@ impl Router {
                 ctx.poke = p.poke;
                 return Ok(Flow::Proxy);
             }
-            Plan::FanOutList => self.exec.bot_list().await,
+            Plan::FanOutList => self.exec.bot_list(caller.tenant()).await,
             Plan::SystemInfo => self.exec.system_info().await,
             Plan::Broadcast { target } => self.exec.broadcast(&target).await,
-            Plan::Create(c) => self.exec.create(&c).await,
-            Plan::Merge(m) => self.exec.merge(&m, self.next_turn()).await,
+            Plan::Create(c) => self.exec.create(&c, &caller).await,
+            Plan::Merge(m) => self.exec.merge(&m, self.next_turn(), &caller).await,
         };
         Ok(Flow::Answer(answer))
     }
@@ -804,7 +823,9 @@ impl ProxyHttp for Router {
             let editing = ctx.started.map(|_| Instant::now());
             let buf = std::mem::take(&mut ctx.buf);
             let edited = match &ctx.node {
-                Some(n) => Exec::edit(&self.cluster, n.id, &buf, &ctx.edits),
+                Some(n) => {
+                    Exec::edit_for(&self.cluster, n.id, &buf, &ctx.edits, ctx.tenant.as_deref())
+                }
                 None => Ok(None),
             };
             let edited = match edited {

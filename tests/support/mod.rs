@@ -91,6 +91,8 @@ pub struct RouterOpts {
     pub admin_yaml: String,
     /// Per node (in order), its `agent:` value (a YAML flow mapping), if it has one.
     pub agents: Vec<Option<String>>,
+    /// More `keys:` entries after the admin and user keys (YAML flow mappings).
+    pub keys_yaml: Vec<String>,
 }
 
 impl Default for RouterOpts {
@@ -104,6 +106,7 @@ impl Default for RouterOpts {
             storage: None,
             admin_yaml: String::new(),
             agents: Vec::new(),
+            keys_yaml: Vec::new(),
         }
     }
 }
@@ -168,6 +171,15 @@ impl Router {
             "listen: \"127.0.0.1:{port}\"\nkeys:\n  - {{ name: {}, secret: \"{}\", role: admin }}\n  - {{ name: {}, secret: \"{}\", role: user }}\nnodes:\n",
             ADMIN.0, ADMIN.1, USER.0, USER.1
         );
+        if !opts.keys_yaml.is_empty() {
+            let nodes_at = yaml.len() - "nodes:\n".len();
+            let extra: String = opts
+                .keys_yaml
+                .iter()
+                .map(|k| format!("  - {k}\n"))
+                .collect();
+            yaml.insert_str(nodes_at, &extra);
+        }
         for (i, n) in nodes.iter().enumerate() {
             let cap = opts.capacities.get(i).copied().unwrap_or(300);
             let agent = match opts.agents.get(i) {

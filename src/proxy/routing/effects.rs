@@ -26,6 +26,19 @@ impl Planner<'_> {
         });
         let skip = usize::from(root_write && writes.len() == 1);
         effects.extend(writes.into_iter().skip(skip).map(Effect::ReadBack));
+        // Another tenant's template is never touched by what this request confirms (a
+        // `settings delete` of a name a node does not have still answers 204).
+        effects.retain(|e| {
+            let name = match e {
+                Effect::DropTemplate(n)
+                | Effect::ClaimTemplate(n)
+                | Effect::TemplateSetting { name: n, .. }
+                | Effect::BotSaved { name: n, .. }
+                | Effect::ReadBack(ReadBack::Template { name: n, .. }) => n,
+                _ => return true,
+            };
+            self.view.hidden_template(name).is_none()
+        });
         effects
     }
 

@@ -71,7 +71,17 @@ impl Planner<'_> {
         Some(Plan::Merge(MergePlan {
             elements,
             edits,
-            read_back: g.writes,
+            // Never another tenant's template (see `effects`).
+            read_back: g
+                .writes
+                .into_iter()
+                .filter(|r| match r {
+                    crate::proxy::routing::plan::ReadBack::Template { name, .. } => {
+                        self.view.hidden_template(name).is_none()
+                    }
+                    _ => true,
+                })
+                .collect(),
         }))
     }
 
@@ -127,6 +137,7 @@ impl Planner<'_> {
             }
         }
         self.walk(c, if leaves { PlanCtx::Core } else { ctx }, &mut g);
+        g.settle_hidden(self.view);
         if let Some(e) = g.error {
             return match e.reason {
                 // Errors a node reports per element become null in its merge.

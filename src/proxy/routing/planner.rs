@@ -91,6 +91,10 @@ pub(super) struct Gather {
     /// Every settings write in the tree, to read back if the root's own effect does not
     /// already record it.
     pub(super) writes: Vec<ReadBack>,
+    /// Nodes holding templates the tree names that the caller must not see (another
+    /// tenant's), with the first such name: the request must not reach them.
+    pub(super) avoid: Vec<NodeId>,
+    pub(super) hidden_name: Option<String>,
 }
 
 impl Gather {
@@ -111,6 +115,26 @@ impl Gather {
     pub(super) fn fail(&mut self, e: ApiError) {
         if self.error.is_none() {
             self.error = Some(e);
+        }
+    }
+
+    /// Once the walk is done: a tree naming a hidden template goes to a node that does not
+    /// hold it (where the name is as unknown as any never-used name), unless something else
+    /// pins it to the template's own node; then it is refused as a bot that does not exist.
+    pub(super) fn settle_hidden(&mut self, view: &dyn View) {
+        if self.avoid.is_empty() {
+            return;
+        }
+        match &self.pin {
+            None => match view.node_besides(&self.avoid) {
+                Some(n) => {
+                    let why = format!("template {}", self.hidden_name.as_deref().unwrap_or(""));
+                    self.pin = Some((n, why));
+                }
+                None => self.fail(ApiError::bot_does_not_exist()),
+            },
+            Some((n, _)) if self.avoid.contains(n) => self.fail(ApiError::bot_does_not_exist()),
+            Some(_) => {}
         }
     }
 }
@@ -285,6 +309,7 @@ impl Planner<'_> {
             node,
             kind,
             edits,
+            avoid: Vec::new(),
         };
         match *kind {
             Kind::BotConnectTo { address, password } => Ok(plan(
@@ -300,11 +325,19 @@ impl Planner<'_> {
                     Some(n) => CreateNode::Fixed(n),
                     None => CreateNode::Place,
                 };
-                Ok(plan(node, CreateKind::ConnectTemplate(name)))
+                // Another tenant's template: placed where it is not, so the node answers
+                // as for any template it does not have.
+                let avoid = self.view.hidden_template(&name).into_iter().collect();
+                Ok(CreatePlan {
+                    avoid,
+                    ..plan(node, CreateKind::ConnectTemplate(name))
+                })
             }
             Kind::SettingsCreate { name } => {
                 let name = self.text_of(name).unwrap_or_default();
-                if self.view.template_owner(&name).is_some() {
+                if self.view.template_owner(&name).is_some()
+                    || self.view.hidden_template(&name).is_some()
+                {
                     // Template names are unique in the cluster, whichever node would get it.
                     return Err(ApiError::file_exists());
                 }
@@ -321,6 +354,7 @@ impl Planner<'_> {
     fn generic(&self, cmd: &Command, whole: bool) -> Plan {
         let mut g = Gather::default();
         self.walk(cmd, PlanCtx::Core, &mut g);
+        g.settle_hidden(self.view);
         if let Some(e) = g.error {
             return Plan::Local(e);
         }
@@ -435,11 +469,15 @@ impl Planner<'_> {
         }
     }
 
-    /// Pins the node of a named template, when the cluster knows it.
+    /// Pins the node of a named template, when the cluster knows it; keeps the request off
+    /// the node of a template the caller must not see.
     fn owner_pin(&self, g: &mut Gather, name: Option<&Value>) {
         if let Some(name) = name {
             if let Some(node) = self.view.template_owner(&name.text) {
                 g.pin(self.view, node, format!("template {}", name.text));
+            } else if let Some(node) = self.view.hidden_template(&name.text) {
+                g.avoid.push(node);
+                g.hidden_name.get_or_insert_with(|| name.text.clone());
             }
         }
     }
@@ -508,7 +546,10 @@ impl Planner<'_> {
     /// A template name a command would create (`settings copy` target, `bot save` name): one
     /// the cluster already has, or one reserved for failover, is refused as the node would.
     fn refuse_taken_name(&self, name: Option<&Value>, g: &mut Gather) {
-        if name.is_some_and(|n| self.view.template_owner(&n.text).is_some()) {
+        if name.is_some_and(|n| {
+            self.view.template_owner(&n.text).is_some()
+                || self.view.hidden_template(&n.text).is_some()
+        }) {
             g.fail(ApiError::file_exists());
         }
         if let Some(e) = name.and_then(|n| reserved_name(&n.text)) {
