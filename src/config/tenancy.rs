@@ -192,4 +192,38 @@ mod tests {
         assert!(!t.allows(Some(ip("192.168.0.1"))));
         assert!(!t.allows(None));
     }
+
+    #[test]
+    fn yaml_keys_take_tenancy_and_errors_name_the_key() {
+        let yaml = |keys: &str| {
+            format!(
+                "keys:\n{keys}\nnodes:\n  - {{ name: n, url: \"http://127.0.0.1:1\" }}\nstorage: {{ kind: embedded, path: s }}\n"
+            )
+        };
+        let env = |_: &str| None;
+        let c = crate::config::Config::from_yaml(
+            &yaml("  - { name: t, secret: \"t-secret-1\", scope: own, max_bots: 3, allow_from: [\"10.0.0.0/8\", \"::1\"] }\n  - { name: u, secret: \"u-secret-1\" }"),
+            &env,
+        )
+        .expect("valid");
+        let t = &c.keys[0].tenancy;
+        assert_eq!(t.scope, Scope::Own);
+        assert_eq!(t.max_bots, Some(3));
+        assert_eq!(t.allow_from_text(), vec!["10.0.0.0/8", "::1/128"]);
+        assert_eq!(c.keys[1].tenancy, Tenancy::default());
+        let e = crate::config::Config::from_yaml(
+            &yaml("  - { name: u, secret: \"u-secret-1\" }\n  - { name: t, secret: \"t-secret-1\", allow_from: [\"10.0.0.1/8\"] }"),
+            &env,
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(e.starts_with("keys[1].allow_from:"), "{e}");
+        let e = crate::config::Config::from_yaml(
+            &yaml("  - { name: t, secret: \"t-secret-1\", scope: mine }"),
+            &env,
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(e.contains("scope") || e.contains("mine"), "{e}");
+    }
 }
