@@ -16,8 +16,8 @@ use ts3ab_lb::store::embedded::EmbeddedStore;
 use ts3ab_lb::store::mongo::MongoStore;
 use ts3ab_lb::store::{
     AgentRecord, AuditRecord, BotRecord, Change, Claim, FenceRecord, Identity, KeyRecord,
-    NodeRecord, NodeState, Op, OperationRecord, Role, Scope, Snapshot, Store, StoreError, StoreHandle,
-    TemplateRecord,
+    NodeRecord, NodeState, Op, OperationRecord, Role, Scope, Snapshot, Store, StoreError,
+    StoreHandle, TemplateRecord,
 };
 
 use support::mongo;

@@ -145,6 +145,10 @@ fn assert_templates_hidden(
     let hidden = template_answers(router, other);
     let unknown = template_answers(router, &never);
     for ((target, h), (_, u)) in hidden.iter().zip(&unknown) {
+        assert!(
+            !String::from_utf8_lossy(&h.2).contains("ts3ab-lb-"),
+            "{target}: the nodes' names never show"
+        );
         let u_named = String::from_utf8_lossy(&u.2).replace(&never, other);
         assert_eq!(
             (h.0, &h.1, String::from_utf8_lossy(&h.2).into_owned()),
@@ -216,7 +220,7 @@ fn tenants_see_only_their_own_bots_and_templates_also_after_failover() {
     assert!(
         nodes
             .iter()
-            .any(|n| n.templates().contains(&"bmusic".to_string())),
+            .any(|n| n.templates().iter().any(|t| t.ends_with("-bmusic"))),
         "B's template is still on its node"
     );
     assert_eq!(
@@ -245,7 +249,7 @@ fn tenants_see_only_their_own_bots_and_templates_also_after_failover() {
     // there); owners hold.
     let dead = nodes
         .iter()
-        .position(|n| n.templates().contains(&"bmusic".to_string()))
+        .position(|n| n.templates().iter().any(|t| t.ends_with("-bmusic")))
         .expect("bmusic has a node");
     let gone: Vec<String> = nodes[dead]
         .bots()
@@ -301,7 +305,7 @@ fn tenants_see_only_their_own_bots_and_templates_also_after_failover() {
         nodes
             .iter()
             .enumerate()
-            .all(|(i, n)| i == dead || !n.templates().contains(&"bmusic".to_string()))
+            .all(|(i, n)| i == dead || !n.templates().iter().any(|t| t.ends_with("-bmusic")))
     });
     assert_eq!(
         template_answers(&router, "bmusic"),
@@ -487,4 +491,88 @@ fn admin_api_creates_and_changes_tenant_keys() {
         Some(&json!({"max_bots": 5})),
     );
     assert_eq!(conflict.status, 409, "{}", conflict.text());
+}
+
+#[test]
+fn template_names_are_per_tenant_and_the_nodes_names_never_show() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let router = Router::start(&refs, opts());
+
+    // Both tenants make `music`; the admin has one too.
+    for key in [TA, TB, ADMIN] {
+        let r = router.get_as(key, "/api/settings/create/music");
+        assert_eq!(r.status, 204, "{}: {}", key.0, r.text());
+    }
+    for (key, addr) in [(TA, "a.example.com"), (TB, "b.example.com")] {
+        let r = router.get_as(
+            key,
+            &format!("/api/settings/bot/set/music/connect.address/{addr}"),
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    // Three templates on the nodes, under three names.
+    let on_nodes: Vec<String> = nodes.iter().flat_map(|n| n.templates()).collect();
+    assert_eq!(on_nodes.len(), 3, "{on_nodes:?}");
+    assert_eq!(
+        on_nodes.iter().collect::<BTreeSet<_>>().len(),
+        3,
+        "{on_nodes:?}"
+    );
+    let a_bot = router.get_as(TA, "/api/bot/connect/template/music");
+    assert_eq!(a_bot.status, 200, "{}", a_bot.text());
+    assert_eq!(a_bot.json()["Name"], json!("music"), "{}", a_bot.text());
+    let a_id = a_bot.json()["Id"].as_u64().expect("Id");
+    for (key, addr) in [(TA, "a.example.com"), (TB, "b.example.com")] {
+        let r = router.get_as(key, "/api/settings/bot/get/music/connect.address");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), json!(addr), "{}'s own music", key.0);
+    }
+    let r = router.get_as(TB, "/api/bot/info/template/music");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["Name"], json!("music"));
+    assert_eq!(r.json()["Id"], Value::Null, "B's music is not running");
+    let r = router.get_as(TA, "/api/bot/template/music/(/bot/info)");
+    assert_eq!(r.json()["Id"], json!(a_id), "{}", r.text());
+    let r = router.get_as(TA, &format!("/api/bot/use/{a_id}/(/bot/info)"));
+    assert_eq!(r.json()["Name"], json!("music"), "{}", r.text());
+    // Lists and merges in the tenant's own names; nothing anywhere shows the nodes' names.
+    let (_, names) = listed(&router, TA);
+    assert_eq!(names, BTreeSet::from(["music".to_string()]));
+    let merged = router.get_as(
+        TA,
+        "/api/json/merge/(/bot/list)/(/bot/info/template/music)/(/settings/bot/get/music/connect.address)",
+    );
+    assert_eq!(merged.status, 200, "{}", merged.text());
+    for target in [
+        "/api/bot/list".to_string(),
+        "/api/bot/info/template/nope".to_string(),
+        "/api/bot/connect/template/nope".to_string(),
+        format!("/api/bot/use/{a_id}/(/json/api)"),
+    ] {
+        let r = router.get_as(TA, &target);
+        assert!(!r.text().contains("ts3ab-lb-"), "{target}: {}", r.text());
+    }
+    assert!(!merged.text().contains("ts3ab-lb-"), "{}", merged.text());
+    // A name in the router's space is refused as before, for tenants too.
+    let r = router.get_as(TA, "/api/settings/create/ts3ab-lb-x");
+    assert_eq!(r.status, 422, "{}", r.text());
+    // A tenant deleting its `music` leaves the others' alone.
+    assert_eq!(
+        router
+            .get_as(TA, &format!("/api/bot/use/{a_id}/(/bot/disconnect)"))
+            .status,
+        204
+    );
+    assert_eq!(router.get_as(TA, "/api/settings/delete/music").status, 204);
+    assert_eq!(
+        router
+            .get_as(TB, "/api/settings/bot/get/music/connect.address")
+            .json(),
+        json!("b.example.com")
+    );
+    assert_eq!(router.get("/api/settings/bot/get/music").status, 200);
+    router.wait_until(5, "A's music gone from its node", |_| {
+        nodes.iter().flat_map(|n| n.templates()).count() == 2
+    });
 }

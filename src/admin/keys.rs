@@ -140,6 +140,19 @@ pub async fn create(state: &AdminState, body: &[u8]) -> Result<Value, AdminError
             k.name
         )));
     }
+    let tag = crate::config::tenant_tag(&k.name);
+    if state
+        .keys
+        .list()
+        .iter()
+        .any(|(n, _)| crate::config::tenant_tag(n) == tag)
+    {
+        // Its templates' name space would be another key's (see `tenant_tag`).
+        return Err(AdminError::invalid(
+            "name",
+            "cannot be told apart from another key's name; choose another",
+        ));
+    }
     let scope = k
         .scope
         .as_deref()

@@ -16,7 +16,7 @@ use crate::protocol::pattern::AllowPattern;
 use serde::Deserialize;
 
 mod tenancy;
-pub use tenancy::{Cidr, Tenancy};
+pub use tenancy::{tenant_tag, Cidr, Tenancy};
 
 /// The default listen address: TS3AudioBot's own default API port, so clients change nothing.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:58913";
@@ -799,6 +799,7 @@ fn validate_keys(
 ) -> Result<Vec<KeyConfig>, ConfigError> {
     let mut keys = Vec::with_capacity(raw.len());
     let mut key_names = HashSet::new();
+    let mut tags = HashSet::new();
     for (i, k) in raw.into_iter().enumerate() {
         let at = format!("keys[{i}]");
         check_key_name(&k.name).map_err(|e| e.at(&at))?;
@@ -806,6 +807,16 @@ fn validate_keys(
             return Err(invalid(
                 format!("{at}.name"),
                 format!("`{}` is used by another key", k.name),
+            ));
+        }
+        if !tags.insert(tenant_tag(&k.name)) {
+            // Two names whose template name spaces would be one (see `tenant_tag`).
+            return Err(invalid(
+                format!("{at}.name"),
+                format!(
+                    "`{}` cannot be told apart from another key's name; choose another",
+                    k.name
+                ),
             ));
         }
         let secret = secret_value(

@@ -67,6 +67,15 @@ impl Tenancy {
     }
 }
 
+/// The fixed-length tag of a key's template name space (12 hex digits of the BLAKE2s
+/// digest of its name; see `proxy::routing::view::tenant_prefix`). Keys whose tags are equal
+/// are refused (config file and admin API), so two tenants never share a name space.
+pub fn tenant_tag(key: &str) -> String {
+    use blake2::Digest;
+    let d: [u8; 32] = blake2::Blake2s256::digest(key.as_bytes()).into();
+    d[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// An IP network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {

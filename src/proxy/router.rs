@@ -37,7 +37,7 @@ use crate::protocol::api_json::{
 };
 use crate::protocol::command::{self, Parsed};
 use crate::protocol::pattern::AllowPattern;
-use crate::proxy::exec::{withheld, Answer, Exec};
+use crate::proxy::exec::{strip_names, withheld, Answer, Exec};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
 use crate::proxy::routing::{self, Edits, Effect, Plan};
@@ -98,6 +98,10 @@ pub struct RequestCtx {
     key: Option<Arc<str>>,
     /// The caller is a key of scope `own`: answers show only its bots and templates.
     tenant: Option<Arc<str>>,
+    /// Its template prefix, removed from every JSON answer (error answers too).
+    strip: Option<String>,
+    /// This answer is JSON and has the prefix removed (decided on the response head).
+    stripping: bool,
 }
 
 impl RequestCtx {
@@ -345,7 +349,9 @@ impl Router {
                 let view = routing::view::TenantView {
                     cluster: &self.cluster,
                     tenant,
+                    prefix: routing::view::tenant_prefix(tenant),
                 };
+                ctx.strip = Some(view.prefix.clone());
                 routing::plan(&view, &caller, &target, base, root)
             }
             None => routing::plan(&*self.cluster, &caller, &target, base, root),
@@ -403,7 +409,7 @@ impl Router {
             Plan::Create(c) => self.exec.create(&c, &caller).await,
             Plan::Merge(m) => self.exec.merge(&m, self.next_turn(), &caller).await,
         };
-        Ok(Flow::Answer(answer))
+        Ok(Flow::Answer(answer.for_tenant(ctx.strip.as_deref())))
     }
 }
 
@@ -741,7 +747,7 @@ impl ProxyHttp for Router {
                 upstream.insert_header("Cookie", kept)?;
             }
         }
-        if ctx.edits.any() {
+        if ctx.edits.any() || ctx.strip.is_some() {
             upstream.remove_header("accept-encoding");
         }
         Ok(())
@@ -795,6 +801,12 @@ impl ProxyHttp for Router {
         } else {
             ctx.edits = Edits::default();
         }
+        // A tenant's answers never show the node's names of its templates, errors included.
+        ctx.stripping = ctx.strip.is_some() && json;
+        if ctx.stripping && !ctx.edits.any() {
+            upstream.remove_header("content-length");
+            upstream.insert_header("Transfer-Encoding", "chunked")?;
+        }
         Ok(())
     }
 
@@ -805,7 +817,7 @@ impl ProxyHttp for Router {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
-        if !ctx.edits.any() {
+        if !ctx.edits.any() && !ctx.stripping {
             return Ok(None);
         }
         if let Some(b) = body.take() {
@@ -823,16 +835,22 @@ impl ProxyHttp for Router {
             let editing = ctx.started.map(|_| Instant::now());
             let buf = std::mem::take(&mut ctx.buf);
             let edited = match &ctx.node {
-                Some(n) => {
+                Some(n) if ctx.edits.any() => {
                     Exec::edit_for(&self.cluster, n.id, &buf, &ctx.edits, ctx.tenant.as_deref())
                 }
-                None => Ok(None),
+                _ => Ok(None),
             };
             let edited = match edited {
                 Ok(e) => e,
                 Err(why) => return Err(ctx.withhold(&why)),
             };
-            *body = Some(Bytes::from(edited.unwrap_or(buf)));
+            let mut out = edited.unwrap_or(buf);
+            if let (true, Some(prefix)) = (ctx.stripping, &ctx.strip) {
+                if let Some(s) = strip_names(&out, prefix) {
+                    out = s;
+                }
+            }
+            *body = Some(Bytes::from(out));
             if let Some(t) = editing {
                 ctx.own += t.elapsed();
             }

@@ -151,6 +151,40 @@ impl Exec {
     }
 }
 
+/// `body` without any occurrence of a tenant's template `prefix`, so the tenant sees its
+/// templates by the names it gave them (None when there is none). The prefix is plain
+/// ASCII that JSON never escapes, so every place a node writes the name is found.
+pub fn strip_names(body: &[u8], prefix: &str) -> Option<Vec<u8>> {
+    let p = prefix.as_bytes();
+    if p.is_empty() || !body.windows(p.len()).any(|w| w == p) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(p) {
+            i += p.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+impl Answer {
+    /// The answer as a tenant with template `prefix` sees it (see [`strip_names`]).
+    pub fn for_tenant(self, prefix: Option<&str>) -> Answer {
+        match prefix.and_then(|p| strip_names(&self.body, p)) {
+            Some(b) => Answer {
+                body: b.into(),
+                ..self
+            },
+            None => self,
+        }
+    }
+}
+
 /// The TS3AudioBot error sent instead of node `node`'s answer to `what` (e.g. "bot 3 on",
 /// may be empty) that the router had to edit or check and could not: `why` says what is
 /// wrong with it. A 502, as a gateway answers for an upstream that sent garbage.

@@ -26,7 +26,7 @@ mod merge;
 mod quota;
 mod readback;
 
-pub use answer::{withheld, Answer};
+pub use answer::{strip_names, withheld, Answer};
 use fanout::ListFanOut;
 
 /// Executes router-made plans.

@@ -37,7 +37,7 @@ impl Planner<'_> {
                 | Effect::ReadBack(ReadBack::Template { name: n, .. }) => n,
                 _ => return true,
             };
-            self.view.hidden_template(name).is_none()
+            !self.view.hides_node_template(name)
         });
         effects
     }
@@ -60,18 +60,22 @@ impl Planner<'_> {
             Kind::BotSave { name: Some(n) } => gid
                 .map(|gid| Effect::BotSaved {
                     gid,
-                    name: n.text.clone(),
+                    name: self.tname(&n.text),
                 })
                 .into_iter()
                 .collect(),
-            Kind::SettingsCopy { to: Some(to), .. } => vec![Effect::ClaimTemplate(to.text.clone())],
-            Kind::SettingsDelete { name: Some(n) } => vec![Effect::DropTemplate(n.text.clone())],
+            Kind::SettingsCopy { to: Some(to), .. } => {
+                vec![Effect::ClaimTemplate(self.tname(&to.text))]
+            }
+            Kind::SettingsDelete { name: Some(n) } => {
+                vec![Effect::DropTemplate(self.tname(&n.text))]
+            }
             Kind::SettingsBotSet {
                 name: Some(n),
                 path: Some(p),
                 value,
             } => vec![Effect::TemplateSetting {
-                name: n.text.clone(),
+                name: self.tname(&n.text),
                 path: p.text.clone(),
                 value: self.text_of(value).unwrap_or_default(),
             }],

@@ -77,7 +77,7 @@ impl Planner<'_> {
                 .into_iter()
                 .filter(|r| match r {
                     crate::proxy::routing::plan::ReadBack::Template { name, .. } => {
-                        self.view.hidden_template(name).is_none()
+                        !self.view.hides_node_template(name)
                     }
                     _ => true,
                 })
@@ -188,7 +188,15 @@ impl Planner<'_> {
                 false,
             ) => {
                 piece.extend_from_slice(b"(/bot/template/");
-                piece.extend_from_slice(self.bytes(&(name_start..name_end)));
+                let raw = self.bytes(&(name_start..name_end));
+                // A tenant's template goes by the node's name for it.
+                match self
+                    .view
+                    .node_template(&crate::protocol::command::unescape(raw))
+                {
+                    Some(mapped) => piece.extend_from_slice(mapped.as_bytes()),
+                    None => piece.extend_from_slice(raw),
+                }
                 piece.extend_from_slice(b"/(");
                 piece.extend_from_slice(body);
                 piece.extend_from_slice(close);

@@ -141,16 +141,19 @@ impl Gather {
 
 /// Template names failover makes for temporary bots are the router's: a client creating one
 /// could later be mistaken for a moved bot's copy.
+/// The whole `ts3ab-lb-` prefix is the router's: it also holds the names tenants'
+/// templates have on the nodes.
 fn reserved_name(name: &str) -> Option<ApiError> {
-    crate::cluster::failover::is_router_template(name).then(|| {
-        ApiError::new(
-            Reason::CommandError,
-            format!(
-                "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
-                crate::cluster::failover::RESERVED_PREFIX
-            ),
-        )
-    })
+    name.starts_with(crate::cluster::failover::RESERVED_PREFIX)
+        .then(|| {
+            ApiError::new(
+                Reason::CommandError,
+                format!(
+                    "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
+                    crate::cluster::failover::RESERVED_PREFIX
+                ),
+            )
+        })
 }
 
 impl Planner<'_> {
@@ -160,6 +163,33 @@ impl Planner<'_> {
 
     pub(super) fn text_of(&self, v: Option<&Value>) -> Option<String> {
         v.map(|v| v.text.clone())
+    }
+
+    /// The name the cluster and the nodes know a template by that the client calls
+    /// `client` (a tenant's own name space; the same name for everyone else).
+    pub(super) fn tname(&self, client: &str) -> String {
+        self.view
+            .node_template(client)
+            .unwrap_or_else(|| client.to_string())
+    }
+
+    /// The bytes that replace a template name token for the node, when they differ.
+    pub(super) fn name_token(&self, v: &Value) -> Option<Vec<u8>> {
+        let mapped = self.view.node_template(&v.text)?;
+        Some(quoted_like(
+            self.bytes(&v.span),
+            v.quoted,
+            mapped.as_bytes(),
+        ))
+    }
+
+    /// Queues the rewrite of a template name token to the node's name for it.
+    fn rename(&self, v: Option<&Value>, g: &mut Gather) {
+        if let Some(v) = v {
+            if let Some(with) = self.name_token(v) {
+                g.rewrites.push((v.span.clone(), with));
+            }
+        }
     }
 
     /// `/api` + the given command text range.
@@ -299,7 +329,24 @@ impl Planner<'_> {
     }
 
     pub(super) fn create(&self, cmd: &Command, kind: &Kind<'_>) -> Result<CreatePlan, ApiError> {
-        let target = self.api_target(&cmd.inner);
+        let target = match kind {
+            // A tenant's template: the node's name for it.
+            Kind::BotConnectTemplate { name: Some(v) } | Kind::SettingsCreate { name: Some(v) } => {
+                match self.name_token(v) {
+                    Some(with) => {
+                        let mut t = self.target[..self.base].to_vec();
+                        t.extend(splice_range(
+                            self,
+                            &cmd.inner,
+                            &mut [(v.span.clone(), with)],
+                        ));
+                        t
+                    }
+                    None => self.api_target(&cmd.inner),
+                }
+            }
+            _ => self.api_target(&cmd.inner),
+        };
         let edits = Edits {
             bot_ids: true,
             ..Edits::default()
@@ -330,7 +377,7 @@ impl Planner<'_> {
                 let avoid = self.view.hidden_template(&name).into_iter().collect();
                 Ok(CreatePlan {
                     avoid,
-                    ..plan(node, CreateKind::ConnectTemplate(name))
+                    ..plan(node, CreateKind::ConnectTemplate(self.tname(&name)))
                 })
             }
             Kind::SettingsCreate { name } => {
@@ -344,7 +391,10 @@ impl Planner<'_> {
                 if let Some(e) = reserved_name(&name) {
                     return Err(e);
                 }
-                Ok(plan(CreateNode::Place, CreateKind::SettingsCreate(name)))
+                Ok(plan(
+                    CreateNode::Place,
+                    CreateKind::SettingsCreate(self.tname(&name)),
+                ))
             }
             _ => Err(ApiError::new(Reason::InternalError, "not a create")),
         }
@@ -459,6 +509,7 @@ impl Planner<'_> {
     /// runs in (none for an unknown template).
     fn enter_template(&self, name: Option<&Value>, g: &mut Gather) -> PlanCtx {
         self.owner_pin(g, name);
+        self.rename(name, g);
         match name.and_then(|n| self.view.template_owner(&n.text).map(|o| (o, n))) {
             Some((node, n)) => PlanCtx::Template {
                 node,
@@ -489,29 +540,37 @@ impl Planner<'_> {
         match kind {
             Kind::BotInfoTemplate { name } => {
                 self.owner_pin(g, name);
+                self.rename(name, g);
                 g.edits.bot_ids = true;
             }
             Kind::SettingsBotGet { name, path } => {
                 self.owner_pin(g, name);
+                self.rename(name, g);
                 self.redaction(g, path);
             }
             Kind::SettingsBotSet { name, path, .. } => {
                 self.owner_pin(g, name);
+                self.rename(name, g);
                 if let (Some(n), Some(p)) = (name, path) {
                     g.writes.push(ReadBack::Template {
-                        name: n.text.clone(),
+                        name: self.tname(&n.text),
                         path: p.text.clone(),
                     });
                 }
             }
-            Kind::SettingsDelete { name } => self.owner_pin(g, name),
-            Kind::SettingsBotReload { name } => self.owner_pin(g, name),
+            Kind::SettingsDelete { name } | Kind::SettingsBotReload { name } => {
+                self.owner_pin(g, name);
+                self.rename(name, g);
+            }
             Kind::SettingsCopy { from, to } => {
                 self.owner_pin(g, from);
+                self.rename(from, g);
                 self.refuse_taken_name(to, g);
+                self.rename(to, g);
             }
             Kind::BotSave { name } => {
                 self.refuse_taken_name(name, g);
+                self.rename(name, g);
                 g.poke = true;
             }
             Kind::SettingsGet { path } => self.redaction(g, path),
@@ -567,7 +626,9 @@ impl Planner<'_> {
                 name_end,
                 ..
             } => g.writes.push(ReadBack::Template {
-                name: crate::protocol::command::unescape(self.bytes(&(name_start..name_end))),
+                name: self.tname(&crate::protocol::command::unescape(
+                    self.bytes(&(name_start..name_end)),
+                )),
                 path,
             }),
             PlanCtx::Core => {}
@@ -592,12 +653,17 @@ impl Planner<'_> {
 /// quote character but its own, so it was closed exactly when it ends with that quote; an
 /// unclosed one (running to the end of the request) stays unclosed.
 fn id_token(token: &[u8], quoted: bool, lid: u32) -> Vec<u8> {
-    let digits = lid.to_string().into_bytes();
+    quoted_like(token, quoted, lid.to_string().as_bytes())
+}
+
+/// `with` in place of `token`, inside the token's quotes when it had them (see
+/// [`id_token`]; a tenant's template name has only characters that need no escape).
+fn quoted_like(token: &[u8], quoted: bool, with: &[u8]) -> Vec<u8> {
     let Some((&quote, rest)) = token.split_first().filter(|_| quoted) else {
-        return digits;
+        return with.to_vec();
     };
     let mut out = vec![quote];
-    out.extend_from_slice(&digits);
+    out.extend_from_slice(with);
     if rest.last() == Some(&quote) {
         out.push(quote);
     }
