@@ -575,4 +575,16 @@ fn template_names_are_per_tenant_and_the_nodes_names_never_show() {
     router.wait_until(5, "A's music gone from its node", |_| {
         nodes.iter().flat_map(|n| n.templates()).count() == 2
     });
+
+    // A template in A's name space that the router did not make (put on a node by hand):
+    // nobody's, so A is answered as for a name no node has, by a node that lacks it.
+    let prefix = ts3ab_lb::proxy::routing::view::tenant_prefix(TA.0);
+    nodes[0].add_template(&format!("{prefix}orphan"), &[]);
+    router.wait_until(5, "the router meeting the orphan", |r| {
+        r.bot_list()
+            .iter()
+            .any(|b| b["Name"] == json!(format!("{prefix}orphan")))
+    });
+    assert!(listed(&router, TA).1.is_empty(), "not A's");
+    assert_templates_hidden(&router, "orphan");
 }

@@ -382,6 +382,54 @@ mod tests {
     }
 
     #[test]
+    fn allow_from_and_scope() {
+        let tenancy = Tenancy::new(Scope::Own, Some(2), &["10.0.0.0/8".into()]).expect("ok");
+        let keys = Keys::new(&[
+            KeyConfig {
+                name: "t".into(),
+                secret: "t-secret-1".into(),
+                role: Role::User,
+                tenancy: tenancy.clone(),
+            },
+            KeyConfig {
+                name: "boss".into(),
+                secret: "boss-secret".into(),
+                role: Role::Admin,
+                tenancy,
+            },
+        ]);
+        let t = basic_header("t:t-secret-1");
+        let near: std::net::IpAddr = "10.1.2.3".parse().expect("ip");
+        let far: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let c = keys
+            .authenticate_from(Some(t.as_bytes()), Some(near))
+            .expect("allowed");
+        assert_eq!(c.tenant(), Some("t"));
+        assert_eq!(c.max_bots(), Some(2));
+        // From elsewhere (or from nowhere known) exactly as a wrong secret.
+        assert_eq!(
+            keys.authenticate_from(Some(t.as_bytes()), Some(far)),
+            Err(AuthError::Failed)
+        );
+        assert_eq!(
+            keys.authenticate_from(Some(t.as_bytes()), None),
+            Err(AuthError::Failed)
+        );
+        // An admin key sees everything whatever its scope.
+        let boss = basic_header("boss:boss-secret");
+        let c = keys
+            .authenticate_from(Some(boss.as_bytes()), Some(near))
+            .expect("allowed");
+        assert_eq!(c.tenant(), None);
+        // A changed tenancy applies from the next request.
+        assert!(keys.set_tenancy("t", Tenancy::default()));
+        let c = keys
+            .authenticate_from(Some(t.as_bytes()), Some(far))
+            .expect("anywhere now");
+        assert_eq!(c.tenant(), None);
+    }
+
+    #[test]
     fn secret_prefix_does_not_pass() {
         assert_eq!(
             check(&basic_header("alice:alice-secre")),
@@ -458,16 +506,6 @@ pub(crate) mod test_callers {
             name: Arc::from("a"),
             role: Role::Admin,
             own: false,
-            max_bots: None,
-        }
-    }
-
-    /// A caller with a user key of scope `own` named `t`.
-    pub fn tenant() -> Caller {
-        Caller::Key {
-            name: Arc::from("t"),
-            role: Role::User,
-            own: true,
             max_bots: None,
         }
     }
