@@ -306,10 +306,11 @@ impl AdminState {
     }
 
     fn authorize(&self, req: &Request) -> Result<Admin, AdminError> {
-        let admin = self.sessions.authenticate(
+        let admin = self.sessions.authenticate_from(
             &self.keys,
             req.authorization.as_deref(),
             req.cookie.as_deref(),
+            req.peer,
         )?;
         if is_change(&req.method) {
             if let Some(expected) = &admin.csrf {
