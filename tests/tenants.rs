@@ -52,7 +52,15 @@ fn create(router: &Router, key: (&str, &str), target: &str) -> u64 {
 }
 
 /// What a client can tell apart: status, content type and every body byte.
-fn seen(r: &Response) -> (u16, Option<String>, Vec<u8>) {
+type Seen = (u16, Option<String>, Vec<u8>);
+
+/// A request shape: the target for an id or a name.
+type Shape<T> = Box<dyn Fn(T) -> String>;
+
+/// A request shape naming a template.
+type NameShape = Box<dyn Fn(&str) -> String>;
+
+fn seen(r: &Response) -> Seen {
     (
         r.status,
         r.header("content-type").map(str::to_string),
@@ -77,7 +85,7 @@ fn listed(router: &Router, key: (&str, &str)) -> (BTreeSet<u64>, BTreeSet<String
 /// Every request shape naming a bot: A's answer for B's bot `other` must be the answer for
 /// a never-used id, byte for byte. `own` is one of A's bots (for nesting and merges).
 fn assert_bots_hidden(router: &Router, own: u64, other: u64) {
-    let shapes: Vec<Box<dyn Fn(u64) -> String>> = vec![
+    let shapes: Vec<Shape<u64>> = vec![
         Box::new(|id| format!("/api/bot/use/{id}/(/bot/info)")),
         Box::new(|id| format!("/api/bot/use/{id}/(/song)")),
         Box::new(|id| format!("/api/bot/use/{id}/(/bot/disconnect)")),
@@ -109,7 +117,7 @@ fn assert_bots_hidden(router: &Router, own: u64, other: u64) {
 }
 
 /// What A sees for every template command naming `name`.
-fn template_answers(router: &Router, name: &str) -> Vec<(String, (u16, Option<String>, Vec<u8>))> {
+fn template_answers(router: &Router, name: &str) -> Vec<(String, Seen)> {
     template_shapes()
         .iter()
         .map(|shape| {
@@ -120,7 +128,7 @@ fn template_answers(router: &Router, name: &str) -> Vec<(String, (u16, Option<St
         .collect()
 }
 
-fn template_shapes() -> Vec<Box<dyn Fn(&str) -> String>> {
+fn template_shapes() -> Vec<NameShape> {
     vec![
         Box::new(|n| format!("/api/settings/bot/get/{n}")),
         Box::new(|n| format!("/api/settings/bot/get/{n}/connect.address")),
@@ -140,7 +148,7 @@ fn template_shapes() -> Vec<Box<dyn Fn(&str) -> String>> {
 fn assert_templates_hidden(
     router: &Router,
     other: &str,
-) -> Vec<(String, (u16, Option<String>, Vec<u8>))> {
+) -> Vec<(String, Seen)> {
     let never: String = "z".repeat(other.len());
     let hidden = template_answers(router, other);
     let unknown = template_answers(router, &never);
