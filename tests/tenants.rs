@@ -145,10 +145,7 @@ fn template_shapes() -> Vec<NameShape> {
 /// node has (here another never-used name of the same length, so the node's words differ
 /// only where they repeat the name; the test's end compares the very same name once it is
 /// gone, byte for byte).
-fn assert_templates_hidden(
-    router: &Router,
-    other: &str,
-) -> Vec<(String, Seen)> {
+fn assert_templates_hidden(router: &Router, other: &str) -> Vec<(String, Seen)> {
     let never: String = "z".repeat(other.len());
     let hidden = template_answers(router, other);
     let unknown = template_answers(router, &never);
@@ -544,6 +541,46 @@ fn template_names_are_per_tenant_and_the_nodes_names_never_show() {
     assert_eq!(r.json()["Id"], json!(a_id), "{}", r.text());
     let r = router.get_as(TA, &format!("/api/bot/use/{a_id}/(/bot/info)"));
     assert_eq!(r.json()["Name"], json!("music"), "{}", r.text());
+    // Evacuating A's bot's node moves it, owner and name kept.
+    let bot = router
+        .admin_request("GET", &format!("/admin/api/bots/{a_id}"), None)
+        .json();
+    assert_eq!(bot["owner"], json!(TA.0), "{bot}");
+    let from = bot["node"].as_str().expect("node").to_string();
+    let op = router.admin_request("POST", &format!("/admin/api/nodes/{from}/evacuate"), None);
+    assert_eq!(op.status, 202, "{}", op.text());
+    let op_id = op.json()["id"].as_u64().expect("operation id");
+    router.wait_until(20, "the evacuation", |r| {
+        r.admin_request("GET", &format!("/admin/api/operations/{op_id}"), None)
+            .json()["state"]
+            != json!("running")
+    });
+    let op = router
+        .admin_request("GET", &format!("/admin/api/operations/{op_id}"), None)
+        .json();
+    assert_eq!(op["state"], json!("done"), "{op}");
+    let bot = router
+        .admin_request("GET", &format!("/admin/api/bots/{a_id}"), None)
+        .json();
+    assert_ne!(bot["node"], json!(from), "{bot}");
+    assert_eq!(bot["owner"], json!(TA.0), "{bot}");
+    // Back on the API of the node that took it.
+    assert_eq!(
+        router
+            .admin_request(
+                "PATCH",
+                &format!("/admin/api/nodes/{from}"),
+                Some(&json!({"state": "ready"}))
+            )
+            .status,
+        200
+    );
+    let (ids, _) = listed(&router, TA);
+    assert_eq!(ids, BTreeSet::from([a_id]), "A's list after the evacuation");
+    assert!(listed(&router, TB).0.is_empty(), "B has no bot");
+    let r = router.get_as(TA, &format!("/api/bot/use/{a_id}/(/bot/info)"));
+    assert_eq!(r.json()["Name"], json!("music"), "{}", r.text());
+
     // Lists and merges in the tenant's own names; nothing anywhere shows the nodes' names.
     let (_, names) = listed(&router, TA);
     assert_eq!(names, BTreeSet::from(["music".to_string()]));
