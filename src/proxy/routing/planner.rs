@@ -139,17 +139,16 @@ impl Gather {
     }
 }
 
-/// Template names failover makes for temporary bots are the router's: a client creating one
-/// could later be mistaken for a moved bot's copy.
-/// The whole `ts3ab-lb-` prefix is the router's: it also holds the names tenants'
-/// templates have on the nodes.
+/// Template names starting with `ts3ab-lb-` are the router's: failover names temporary bots'
+/// templates so (a client creating one could later be mistaken for a moved bot's copy), and
+/// tenants' templates have such names on the nodes (a client's could collide with one).
 fn reserved_name(name: &str) -> Option<ApiError> {
     name.starts_with(crate::cluster::failover::RESERVED_PREFIX)
         .then(|| {
             ApiError::new(
                 Reason::CommandError,
                 format!(
-                    "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
+                    "Template names starting with `{}` are reserved for ts3ab-lb.",
                     crate::cluster::failover::RESERVED_PREFIX
                 ),
             )
