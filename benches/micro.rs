@@ -115,6 +115,7 @@ fn route(c: &mut Criterion) {
         name: "bench".into(),
         secret: "bench-secret-123".into(),
         role: Role::User,
+        tenancy: Default::default(),
     }]);
     let header = basic_header("bench:bench-secret-123");
     let allow =

@@ -16,8 +16,8 @@ use ts3ab_lb::store::embedded::EmbeddedStore;
 use ts3ab_lb::store::mongo::MongoStore;
 use ts3ab_lb::store::{
     AgentRecord, AuditRecord, BotRecord, Change, Claim, FenceRecord, Identity, KeyRecord,
-    NodeRecord, NodeState, Op, OperationRecord, Role, Snapshot, Store, StoreError, StoreHandle,
-    TemplateRecord,
+    NodeRecord, NodeState, Op, OperationRecord, Role, Scope, Snapshot, Store, StoreError,
+    StoreHandle, TemplateRecord,
 };
 
 use support::mongo;
@@ -143,6 +143,8 @@ fn bot(id: u32, node: &str, local_id: u32, started: Option<&str>) -> BotRecord {
         }),
         created_ms: 1_700_000_000_000 + u64::from(id),
         node_started: started.map(str::to_string),
+        // The key that made it (tenants see only their own bots).
+        owner: Some(format!("tenant-{id}")),
     }
 }
 
@@ -157,6 +159,7 @@ fn template(name: &str, node: &str, setting: &str) -> TemplateRecord {
         ]
         .into(),
         identity: None,
+        owner: Some("tenant-a".into()),
     }
 }
 
@@ -186,6 +189,9 @@ fn key(name: &str) -> KeyRecord {
         role: Role::Admin,
         created_ms: 5,
         last_used_ms: Some(6),
+        scope: Scope::Own,
+        max_bots: Some(3),
+        allow_from: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
     }
 }
 

@@ -356,6 +356,8 @@ fuzz_target!(|data: &[u8]| {
         let caller = Caller::Key {
             name: Arc::from("k"),
             role,
+            own: false,
+            max_bots: None,
         };
         let p = plan(&v, &caller, &target, 4, &root);
         check_plan(&p, &target, text, &all, &v);

@@ -149,11 +149,24 @@ impl Sessions {
         authorization: Option<&[u8]>,
         cookie: Option<&str>,
     ) -> Result<Admin, AdminError> {
+        self.authenticate_from(keys, authorization, cookie, None)
+    }
+
+    /// [`Self::authenticate`] for a client at `peer`: a key's `allow_from` applies to Basic
+    /// authentication here too (a session was opened by a login that checked it).
+    pub fn authenticate_from(
+        &self,
+        keys: &Keys,
+        authorization: Option<&[u8]>,
+        cookie: Option<&str>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Admin, AdminError> {
         if let Some(h) = authorization {
-            return match keys.authenticate(Some(h)) {
+            return match keys.authenticate_from(Some(h), peer) {
                 Ok(Caller::Key {
                     name,
                     role: Role::Admin,
+                    ..
                 }) => Ok(Admin {
                     name: name.to_string(),
                     csrf: None,
@@ -217,11 +230,13 @@ mod tests {
                 name: "ops".into(),
                 secret: "ops-secret-1".into(),
                 role: Role::Admin,
+                tenancy: Default::default(),
             },
             KeyConfig {
                 name: "alice".into(),
                 secret: "alice-secret".into(),
                 role: Role::User,
+                tenancy: Default::default(),
             },
         ])
     }

@@ -30,6 +30,8 @@ fn bot_json(node: Option<&str>, restoring: bool, healthy: bool, b: &BotSnapshot)
         "created_ms": b.record.created_ms,
         "restoring": restoring,
         "has_identity": b.record.identity.is_some(),
+        // The key that created it (tenants see only their own bots).
+        "owner": b.record.owner,
     })
 }
 

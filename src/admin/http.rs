@@ -306,10 +306,11 @@ impl AdminState {
     }
 
     fn authorize(&self, req: &Request) -> Result<Admin, AdminError> {
-        let admin = self.sessions.authenticate(
+        let admin = self.sessions.authenticate_from(
             &self.keys,
             req.authorization.as_deref(),
             req.cookie.as_deref(),
+            req.peer,
         )?;
         if is_change(&req.method) {
             if let Some(expected) = &admin.csrf {
@@ -336,10 +337,14 @@ impl AdminState {
         // (at most five), so guessing secrets costs time.
         tokio::time::sleep(self.sessions.login_delay(req.peer)).await;
         let header = basic_header(&format!("{}:{}", l.name, l.secret));
-        match self.keys.authenticate(Some(header.as_bytes())) {
+        match self
+            .keys
+            .authenticate_from(Some(header.as_bytes()), req.peer)
+        {
             Ok(Caller::Key {
                 name,
                 role: crate::config::Role::Admin,
+                ..
             }) => {
                 let (token, csrf) = self.sessions.open(&name)?;
                 let mut r = Reply::json(
@@ -423,6 +428,7 @@ impl AdminState {
             Endpoint::Operation => Reply::json(200, &self.operations_api().get(first())?),
             Endpoint::Keys => Reply::json(200, &keys::list(self)),
             Endpoint::KeyAdd => Reply::json(201, &keys::create(self, &req.body).await?),
+            Endpoint::KeyEdit => Reply::json(200, &keys::edit(self, first(), &req.body).await?),
             Endpoint::KeyDelete => {
                 keys::revoke(self, first()).await?;
                 Reply::empty()

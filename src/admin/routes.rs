@@ -49,6 +49,8 @@ pub enum Endpoint {
     KeyAdd,
     /// `DELETE /admin/api/keys/{name}`.
     KeyDelete,
+    /// `PATCH /admin/api/keys/{name}`.
+    KeyEdit,
     /// `GET /admin/api/audit`.
     Audit,
     /// `GET /admin/api/config`.
@@ -108,7 +110,8 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/admin/api/operations", Endpoint::Operations, "Operations, newest first", &[]),
     r("GET", "/admin/api/operations/{id}", Endpoint::Operation, "One operation's progress", &[]),
     r("GET", "/admin/api/keys", Endpoint::Keys, "API keys (names, roles, created, last used; never secrets)", &[]),
-    r("POST", "/admin/api/keys", Endpoint::KeyAdd, "Create a key; its secret is in this answer only", &[("name", "string", true), ("role", "string", true)]),
+    r("POST", "/admin/api/keys", Endpoint::KeyAdd, "Create a key; its secret is in this answer only", &[("name", "string", true), ("role", "string", true), ("scope", "string", false), ("max_bots", "integer", false), ("allow_from", "array", false)]),
+    r("PATCH", "/admin/api/keys/{name}", Endpoint::KeyEdit, "Change a key's scope (all, own), max_bots (null: no limit) or allow_from (CIDR list); applies from the next request", &[("scope", "string", false), ("max_bots", "integer", false), ("allow_from", "array", false)]),
     r("DELETE", "/admin/api/keys/{name}", Endpoint::KeyDelete, "Revoke a key at once", &[]),
     r("GET", "/admin/api/audit", Endpoint::Audit, "The audit trail, newest first (limit, before)", &[]),
     r("GET", "/admin/api/config", Endpoint::Config, "The effective configuration, secrets redacted", &[]),

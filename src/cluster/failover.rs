@@ -731,6 +731,7 @@ mod tests {
             }),
             created_ms: 0,
             node_started: None,
+            owner: None,
         }
     }
 
@@ -749,6 +750,7 @@ mod tests {
                 ]
                 .into(),
                 identity: None,
+                owner: None,
             }),
         };
         let s = settings_for(&bot);

@@ -17,6 +17,7 @@ pub mod load;
 pub mod membership;
 mod moves;
 pub mod node;
+mod owners;
 pub mod penalty;
 pub mod placement;
 mod records;

@@ -186,6 +186,7 @@ impl Cluster {
             };
             let identity = b.record.identity.clone();
             let old_template = b.record.template.clone();
+            let bot_owner = b.record.owner.clone();
             t.fences.entry(from).or_default().push(fence.clone());
             ops.push(Op::PutFence(fence));
             t.unslot(from, lid, gid);
@@ -194,13 +195,18 @@ impl Cluster {
                     ops.push(Op::DeleteTemplate(old));
                 }
             }
-            t.remove_template(template);
+            // The template's owner moves with it (its key still sees it).
+            let owner = t
+                .remove_template(template)
+                .and_then(|tp| tp.record.owner)
+                .or(bot_owner);
             let gen = self.bump();
             let record = TemplateRecord {
                 name: template.to_string(),
                 node: self.node_name(to),
                 settings,
                 identity,
+                owner,
             };
             ops.push(Op::PutTemplate(record.clone()));
             t.add_template(Template {
@@ -357,6 +363,7 @@ impl Cluster {
             let identity = b.record.identity.clone();
             let old_lid = b.record.local_id;
             let old_template = b.record.template.clone();
+            let bot_owner = b.record.owner.clone();
             if let Some(fence) = fence {
                 t.fences.entry(m.from).or_default().push(fence.clone());
                 ops.push(Op::PutFence(fence));
@@ -374,13 +381,18 @@ impl Cluster {
                     ops.push(Op::DeleteTemplate(old));
                 }
             }
-            t.remove_template(&m.template);
+            // The template's owner moves with it (its key still sees it).
+            let owner = t
+                .remove_template(&m.template)
+                .and_then(|tp| tp.record.owner)
+                .or(bot_owner);
             let gen = self.bump();
             let record = TemplateRecord {
                 name: m.template.clone(),
                 node: self.node_name(m.to),
                 settings: m.settings,
                 identity,
+                owner,
             };
             ops.push(Op::PutTemplate(record.clone()));
             t.add_template(Template {

@@ -66,11 +66,13 @@ impl Cluster {
         })
     }
 
-    /// Records that `node` now holds template `name`, and waits until that is durable.
+    /// Records that `node` now holds template `name` (made by key `owner`), and waits until
+    /// that is durable.
     pub async fn claim_template_durably(
         &self,
         name: &str,
         node: NodeId,
+        owner: Option<&str>,
         timeout: Duration,
     ) -> Result<(), StoreError> {
         let mut ops = Vec::new();
@@ -84,13 +86,15 @@ impl Cluster {
             self.claim_template(&mut t, name, node, &mut ops);
             if let Some(tp) = t.templates.get_mut(name) {
                 tp.since = gen;
+                set_owner(tp, owner, &mut ops);
             }
         }
         self.store.commit(ops, timeout).await
     }
 
-    /// Records ownership without waiting (used from synchronous response hooks).
-    pub fn claim_template_now(&self, name: &str, node: NodeId) {
+    /// Records that `node` now holds template `name` (made by key `owner`) without waiting
+    /// (used from synchronous response hooks).
+    pub fn claim_template_now(&self, name: &str, node: NodeId, owner: Option<&str>) {
         let mut ops = Vec::new();
         {
             let mut t = self.tables.write();
@@ -98,6 +102,7 @@ impl Cluster {
             self.claim_template(&mut t, name, node, &mut ops);
             if let Some(tp) = t.templates.get_mut(name) {
                 tp.since = gen;
+                set_owner(tp, owner, &mut ops);
             }
         }
         self.submit(ops);
@@ -153,5 +158,14 @@ impl Cluster {
             }
         }
         self.submit(ops);
+    }
+}
+
+/// Gives a just-claimed template its creator as owner (a template already owned keeps its
+/// owner: a key cannot take over another's template by saving over its name).
+fn set_owner(tp: &mut crate::cluster::tables::Template, owner: Option<&str>, ops: &mut Vec<Op>) {
+    if let (None, Some(o)) = (&tp.record.owner, owner) {
+        tp.record.owner = Some(o.to_string());
+        ops.push(Op::PutTemplate(tp.record.clone()));
     }
 }

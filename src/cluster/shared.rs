@@ -98,6 +98,7 @@ impl Cluster {
             node: self.node_name(node),
             settings: Default::default(),
             identity: None,
+            owner: None,
         };
         Ok(matches!(
             self.store.claim_template(record, timeout).await?,
@@ -774,6 +775,7 @@ mod tests {
             identity: None,
             created_ms: 1,
             node_started: Some("S".into()),
+            owner: None,
         };
         let a = c.apply_changes(&[Change::Node("n1".into(), Some(node_rec.clone()))]);
         assert_eq!(a.nodes, 1);

@@ -81,6 +81,8 @@ pub struct CreateInfo {
     /// When the create was sent (ms since the epoch): on a shared store, a record of the
     /// bot's slot made before then is of a bot the create replaced.
     pub sent_ms: Option<u64>,
+    /// The key that asked for it (the bot's owner).
+    pub owner: Option<String>,
 }
 
 /// The cluster view.
@@ -393,6 +395,10 @@ impl Cluster {
             identity: None,
             created_ms: now_ms(),
             node_started: self.node(node).and_then(|n| n.starttime()),
+            // A template's bot belongs to whoever owns the template, however it started.
+            owner: name
+                .and_then(|n| t.templates.get(n))
+                .and_then(|tp| tp.record.owner.clone()),
         };
         if self.is_shared() {
             self.queue_claim(t, gid);
@@ -446,6 +452,7 @@ impl Cluster {
                     node: self.node_name(node),
                     settings: BTreeMap::new(),
                     identity: None,
+                    owner: None,
                 };
                 ops.push(Op::PutTemplate(record.clone()));
                 t.add_template(Template {
@@ -671,6 +678,11 @@ impl Cluster {
                 }
                 if info.server_password.is_some() {
                     b.record.server_password = info.server_password.clone();
+                }
+                if b.record.owner.is_none() {
+                    // A template's running bot answered to another key's connect keeps
+                    // the owner it has.
+                    b.record.owner = info.owner.clone();
                 }
                 ops.push(Op::PutBot(b.record.clone()));
             }
@@ -1025,6 +1037,7 @@ mod tests {
             address: Some("new.example".into()),
             server_password: Some("pw".into()),
             sent_ms: None,
+            owner: None,
         };
         let gid = rt
             // The create was sent before the poll that adopted the bot (generation `g`).

@@ -22,6 +22,9 @@ pub use tls::{ReadFile, TlsFiles};
 
 use serde::Deserialize;
 
+mod tenancy;
+pub use tenancy::{tenant_tag, Cidr, Tenancy};
+
 /// The default listen address: TS3AudioBot's own default API port, so clients change nothing.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:58913";
 /// The admin listener's default: loopback only (like Envoy's and Caddy's admin), one port
@@ -61,7 +64,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-pub use crate::store::{NodeState, Role};
+pub use crate::store::{NodeState, Role, Scope};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -146,6 +149,8 @@ pub struct KeyConfig {
     pub secret: String,
     /// What the key may do.
     pub role: Role,
+    /// Which bots it reaches, how many it may have, where it may be used from.
+    pub tenancy: Tenancy,
 }
 
 /// One TS3AudioBot node.
@@ -483,6 +488,12 @@ struct RawKey {
     secret_env: Option<String>,
     #[serde(default = "default_role")]
     role: Role,
+    #[serde(default)]
+    scope: Scope,
+    #[serde(default)]
+    max_bots: Option<u32>,
+    #[serde(default)]
+    allow_from: Vec<String>,
 }
 
 fn default_role() -> Role {
@@ -807,7 +818,13 @@ impl KeyConfig {
             name: name.to_string(),
             secret,
             role,
+            tenancy: Tenancy::default(),
         })
+    }
+
+    /// The key with a tenancy (checked by [`Tenancy::new`]).
+    pub fn with_tenancy(self, tenancy: Tenancy) -> KeyConfig {
+        KeyConfig { tenancy, ..self }
     }
 }
 
@@ -954,6 +971,7 @@ fn validate_keys(
 ) -> Result<Vec<KeyConfig>, ConfigError> {
     let mut keys = Vec::with_capacity(raw.len());
     let mut key_names = HashSet::new();
+    let mut tags = HashSet::new();
     for (i, k) in raw.into_iter().enumerate() {
         let at = format!("keys[{i}]");
         check_key_name(&k.name).map_err(|e| e.at(&at))?;
@@ -961,6 +979,16 @@ fn validate_keys(
             return Err(invalid(
                 format!("{at}.name"),
                 format!("`{}` is used by another key", k.name),
+            ));
+        }
+        if !tags.insert(tenant_tag(&k.name)) {
+            // Two names whose template name spaces would be one (see `tenant_tag`).
+            return Err(invalid(
+                format!("{at}.name"),
+                format!(
+                    "`{}` cannot be told apart from another key's name; choose another",
+                    k.name
+                ),
             ));
         }
         let secret = secret_value(
@@ -976,7 +1004,12 @@ fn validate_keys(
                 "missing (set `secret` or `secret_env`)",
             )
         })?;
-        keys.push(KeyConfig::new(&k.name, secret, k.role).map_err(|e| e.at(&at))?);
+        let tenancy = Tenancy::new(k.scope, k.max_bots, &k.allow_from).map_err(|e| e.at(&at))?;
+        keys.push(
+            KeyConfig::new(&k.name, secret, k.role)
+                .map_err(|e| e.at(&at))?
+                .with_tenancy(tenancy),
+        );
     }
     Ok(keys)
 }

@@ -120,6 +120,61 @@ pub fn translate_bot_infos(
     finish(src, splice)
 }
 
+/// Removes from every array (at any depth) the BotInfo objects that `keep(id, name)`
+/// refuses (`id` None for `"Id":null`, an offline template), as if the node had never listed them (a key of scope `own` must not learn that
+/// other bots exist). An array that loses items is rebuilt compactly (`[a,b]`, as
+/// TS3AudioBot writes JSON); every other byte stays. Returns None when nothing was removed.
+pub fn drop_bot_infos(
+    src: &[u8],
+    keep: impl Fn(Option<i64>, Option<&str>) -> bool,
+) -> Option<Vec<u8>> {
+    let root = parse(src).ok()?;
+    without_dropped(src, &root, &keep)
+}
+
+fn without_dropped(
+    src: &[u8],
+    node: &Node,
+    keep: &dyn Fn(Option<i64>, Option<&str>) -> bool,
+) -> Option<Vec<u8>> {
+    match node {
+        Node::Array { items, .. } => {
+            let mut changed = false;
+            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(items.len());
+            for it in items {
+                let dropped = is_bot_info(it) && {
+                    let id = it.get("Id").and_then(|v| int_value(src, v));
+                    let name = it.get("Name").and_then(|v| string_value(src, v));
+                    !keep(id, name.as_deref())
+                };
+                if dropped {
+                    changed = true;
+                    continue;
+                }
+                match without_dropped(src, it, keep) {
+                    Some(b) => {
+                        changed = true;
+                        parts.push(b);
+                    }
+                    None => parts.push(src[it.span()].to_vec()),
+                }
+            }
+            changed.then(|| join_array(parts.iter().map(Vec::as_slice)))
+        }
+        Node::Object { span, members } => {
+            let mut splice = Splice::new();
+            for m in members {
+                if let Some(b) = without_dropped(src, &m.value, keep) {
+                    let r = m.value.span();
+                    splice.replace(r.start - span.start..r.end - span.start, b);
+                }
+            }
+            finish(&src[span.clone()], splice)
+        }
+        _ => None,
+    }
+}
+
 /// Why `src` cannot be an answer whose BotInfos the router translates: it is not JSON, or a
 /// BotInfo in it has the wrong types (TS3AudioBot's Id is an integer or null, Status an
 /// integer, Name and Server strings or null). `None`: it can be. Such an object is skipped
@@ -701,5 +756,34 @@ mod tests {
             let _ = rewrite_bot_ids(&bytes, |i| Some(i + 1));
             let _ = redact_secrets(&bytes);
         }
+    }
+
+    #[test]
+    fn dropping_bot_infos_at_any_depth() {
+        let src = br#"[{"Id":1,"Name":null,"Server":"a","Status":2},{"Id":2,"Name":"m","Server":null,"Status":0},[{"Id":3,"Name":null,"Server":null,"Status":1},5],{"x":[{"Id":2,"Name":null,"Server":null,"Status":1}]},{"Id":null,"Name":"t","Server":null,"Status":0}]"#;
+        let out = drop_bot_infos(src, |id, name| {
+            id.is_none_or(|id| id != 2 && id != 3) && name != Some("u")
+        })
+        .expect("changed");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            r#"[{"Id":1,"Name":null,"Server":"a","Status":2},[5],{"x":[]},{"Id":null,"Name":"t","Server":null,"Status":0}]"#
+        );
+        assert_eq!(drop_bot_infos(src, |_, _| true), None);
+        assert_eq!(
+            drop_bot_infos(
+                br#"[{"Id":null,"Name":"u","Server":null,"Status":0}]"#,
+                |_, n| n != Some("u")
+            ),
+            Some(b"[]".to_vec())
+        );
+        assert_eq!(
+            drop_bot_infos(
+                br#"{"Id":2,"Name":null,"Server":null,"Status":1}"#,
+                |_, _| false
+            ),
+            None,
+            "a single BotInfo is not in an array: the caller decides"
+        );
     }
 }

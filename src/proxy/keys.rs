@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{KeyConfig, Role};
+use crate::config::{KeyConfig, Role, Scope, Tenancy};
 use crate::protocol::basic_auth::{self, AuthError};
 
 /// Who is calling.
@@ -30,6 +30,10 @@ pub enum Caller {
         name: Arc<str>,
         /// Its role.
         role: Role,
+        /// Scope `own` (and not an admin): sees only the bots and templates it created.
+        own: bool,
+        /// How many bots it may have at once.
+        max_bots: Option<u32>,
     },
 }
 
@@ -44,6 +48,33 @@ impl Caller {
             }
         )
     }
+
+    /// The tenant whose bots and templates are all this caller sees (a key of scope `own`
+    /// that is not an admin); None: it sees everything.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Caller::Key {
+                name, own: true, ..
+            } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The key name that becomes the owner of what this caller creates.
+    pub fn key_name(&self) -> Option<&Arc<str>> {
+        match self {
+            Caller::Key { name, .. } => Some(name),
+            Caller::Anonymous => None,
+        }
+    }
+
+    /// The caller's own bot limit.
+    pub fn max_bots(&self) -> Option<u32> {
+        match self {
+            Caller::Key { max_bots, .. } => *max_bots,
+            Caller::Anonymous => None,
+        }
+    }
 }
 
 /// The keys, by name.
@@ -54,9 +85,16 @@ pub struct KeyTable {
     keys: HashMap<String, Entry>,
 }
 
-/// One key: its name (shared with callers), secret digest, role, and when it was last used
-/// (milliseconds since the epoch; kept across table changes).
-type Entry = (Arc<str>, [u8; 32], Role, Arc<AtomicU64>);
+/// One key: its name (shared with callers), secret digest, role, tenancy, and when it was
+/// last used (milliseconds since the epoch; kept across table changes).
+#[derive(Debug, Clone)]
+struct Entry {
+    name: Arc<str>,
+    digest: [u8; 32],
+    role: Role,
+    tenancy: Arc<Tenancy>,
+    used: Arc<AtomicU64>,
+}
 
 /// A fixed-length digest of a secret (BLAKE2s-256), compared in constant time; also what
 /// the store keeps of a key made at run time.
@@ -74,22 +112,36 @@ impl KeyTable {
     }
 
     /// Checks an `Authorization` header value (None when the header is absent), following
-    /// TS3AudioBot's `WebApi.Authenticate` step by step.
+    /// TS3AudioBot's `WebApi.Authenticate` step by step, from any address.
     pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Caller, AuthError> {
+        self.authenticate_from(header, None)
+    }
+
+    /// [`Self::authenticate`] for a client at `peer`: a key with `allow_from` used from
+    /// elsewhere fails exactly as a wrong secret does (after the secret was checked, so the
+    /// time taken does not tell the two apart), and is counted as a failed attempt.
+    pub fn authenticate_from(
+        &self,
+        header: Option<&[u8]>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Caller, AuthError> {
         let Some(header) = header else {
             return Ok(Caller::Anonymous);
         };
         let creds = basic_auth::parse(header)?;
         let uid = String::from_utf8_lossy(creds.uid());
         let secret = creds.secret();
-        let Some((name, expected, role, used)) = self.keys.get(uid.as_ref()) else {
+        let Some(e) = self.keys.get(uid.as_ref()) else {
             return Err(AuthError::UnknownUser);
         };
-        if bool::from(expected.as_slice().ct_eq(digest(secret).as_slice())) {
-            used.store(crate::store::now_ms(), Ordering::Relaxed);
+        let good = bool::from(e.digest.as_slice().ct_eq(digest(secret).as_slice()));
+        if good && e.tenancy.allows(peer) {
+            e.used.store(crate::store::now_ms(), Ordering::Relaxed);
             Ok(Caller::Key {
-                name: name.clone(),
-                role: *role,
+                name: e.name.clone(),
+                role: e.role,
+                own: e.tenancy.scope == Scope::Own && e.role != Role::Admin,
+                max_bots: e.tenancy.max_bots,
             })
         } else {
             Err(AuthError::Failed)
@@ -112,6 +164,16 @@ impl Keys {
         self.0.load().authenticate(header)
     }
 
+    /// Checks an `Authorization` header from client address `peer` (see
+    /// [`KeyTable::authenticate_from`]).
+    pub fn authenticate_from(
+        &self,
+        header: Option<&[u8]>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Caller, AuthError> {
+        self.0.load().authenticate_from(header, peer)
+    }
+
     /// Adds a key, or replaces the one with its name (a new secret or role applies to the
     /// next request).
     pub fn put(&self, key: &KeyConfig) {
@@ -124,20 +186,65 @@ impl Keys {
 
     /// Adds a key known only by its secret's digest (a stored key).
     pub fn put_digest(&self, name: &str, digest: [u8; 32], role: Role) {
+        self.put_digest_with(name, digest, role, Tenancy::default());
+    }
+
+    /// [`Self::put_digest`] with a tenancy. A key replaced under the same name keeps its
+    /// last-used time.
+    pub fn put_digest_with(&self, name: &str, digest: [u8; 32], role: Role, tenancy: Tenancy) {
+        let tenancy = Arc::new(tenancy);
         self.0.rcu(|t| {
             let mut t = KeyTable::clone(t);
+            let used = t.keys.get(name).map(|e| e.used.clone()).unwrap_or_default();
             t.keys.insert(
                 name.to_string(),
-                (Arc::from(name), digest, role, Arc::default()),
+                Entry {
+                    name: Arc::from(name),
+                    digest,
+                    role,
+                    tenancy: tenancy.clone(),
+                    used,
+                },
             );
             t
         });
     }
 
+    /// Changes the tenancy of an existing key (secret and role stay). Returns whether it
+    /// existed.
+    pub fn set_tenancy(&self, name: &str, tenancy: Tenancy) -> bool {
+        let tenancy = Arc::new(tenancy);
+        let mut existed = false;
+        self.0.rcu(|t| {
+            let mut t = KeyTable::clone(t);
+            existed = false;
+            if let Some(e) = t.keys.get_mut(name) {
+                e.tenancy = tenancy.clone();
+                existed = true;
+            }
+            t
+        });
+        existed
+    }
+
+    /// A key's secret digest and role.
+    pub fn digest_and_role(&self, name: &str) -> Option<([u8; 32], Role)> {
+        self.0.load().keys.get(name).map(|e| (e.digest, e.role))
+    }
+
+    /// A key's tenancy.
+    pub fn tenancy(&self, name: &str) -> Option<Tenancy> {
+        self.0
+            .load()
+            .keys
+            .get(name)
+            .map(|e| Tenancy::clone(&e.tenancy))
+    }
+
     /// When key `name` was last used since the router started.
     pub fn last_used_ms(&self, name: &str) -> Option<u64> {
         let t = self.0.load();
-        let v = t.keys.get(name)?.3.load(Ordering::Relaxed);
+        let v = t.keys.get(name)?.used.load(Ordering::Relaxed);
         (v > 0).then_some(v)
     }
 
@@ -164,7 +271,7 @@ impl Keys {
             .load()
             .keys
             .iter()
-            .map(|(n, (_, _, r, _))| (n.clone(), *r))
+            .map(|(n, e)| (n.clone(), e.role))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -191,12 +298,13 @@ pub fn digest_from_hex(s: &str) -> Option<[u8; 32]> {
 }
 
 fn entry(k: &KeyConfig) -> Entry {
-    (
-        Arc::from(k.name.as_str()),
-        digest(k.secret.as_bytes()),
-        k.role,
-        Arc::default(),
-    )
+    Entry {
+        name: Arc::from(k.name.as_str()),
+        digest: digest(k.secret.as_bytes()),
+        role: k.role,
+        tenancy: Arc::new(k.tenancy.clone()),
+        used: Arc::default(),
+    }
 }
 
 #[cfg(test)]
@@ -210,11 +318,13 @@ mod tests {
                 name: "alice".into(),
                 secret: "alice-secret".into(),
                 role: Role::User,
+                tenancy: Tenancy::default(),
             },
             KeyConfig {
                 name: "ops".into(),
                 secret: "ops-secret".into(),
                 role: Role::Admin,
+                tenancy: Tenancy::default(),
             },
         ])
     }
@@ -272,6 +382,54 @@ mod tests {
     }
 
     #[test]
+    fn allow_from_and_scope() {
+        let tenancy = Tenancy::new(Scope::Own, Some(2), &["10.0.0.0/8".into()]).expect("ok");
+        let keys = Keys::new(&[
+            KeyConfig {
+                name: "t".into(),
+                secret: "t-secret-1".into(),
+                role: Role::User,
+                tenancy: tenancy.clone(),
+            },
+            KeyConfig {
+                name: "boss".into(),
+                secret: "boss-secret".into(),
+                role: Role::Admin,
+                tenancy,
+            },
+        ]);
+        let t = basic_header("t:t-secret-1");
+        let near: std::net::IpAddr = "10.1.2.3".parse().expect("ip");
+        let far: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let c = keys
+            .authenticate_from(Some(t.as_bytes()), Some(near))
+            .expect("allowed");
+        assert_eq!(c.tenant(), Some("t"));
+        assert_eq!(c.max_bots(), Some(2));
+        // From elsewhere (or from nowhere known) exactly as a wrong secret.
+        assert_eq!(
+            keys.authenticate_from(Some(t.as_bytes()), Some(far)),
+            Err(AuthError::Failed)
+        );
+        assert_eq!(
+            keys.authenticate_from(Some(t.as_bytes()), None),
+            Err(AuthError::Failed)
+        );
+        // An admin key sees everything whatever its scope.
+        let boss = basic_header("boss:boss-secret");
+        let c = keys
+            .authenticate_from(Some(boss.as_bytes()), Some(near))
+            .expect("allowed");
+        assert_eq!(c.tenant(), None);
+        // A changed tenancy applies from the next request.
+        assert!(keys.set_tenancy("t", Tenancy::default()));
+        let c = keys
+            .authenticate_from(Some(t.as_bytes()), Some(far))
+            .expect("anywhere now");
+        assert_eq!(c.tenant(), None);
+    }
+
+    #[test]
     fn secret_prefix_does_not_pass() {
         assert_eq!(
             check(&basic_header("alice:alice-secre")),
@@ -286,6 +444,7 @@ mod tests {
             name: "alice".into(),
             secret: "alice-secret".into(),
             role: Role::User,
+            tenancy: Tenancy::default(),
         }]);
         let alice = basic_header("alice:alice-secret");
         assert!(keys.authenticate(Some(alice.as_bytes())).is_ok());
@@ -293,6 +452,7 @@ mod tests {
             name: "bob".into(),
             secret: "bob-secret-1".into(),
             role: Role::Admin,
+            tenancy: Tenancy::default(),
         };
         let bob_header = basic_header("bob:bob-secret-1");
         assert_eq!(
@@ -335,6 +495,8 @@ pub(crate) mod test_callers {
         Caller::Key {
             name: Arc::from("u"),
             role: Role::User,
+            own: false,
+            max_bots: None,
         }
     }
 
@@ -343,6 +505,8 @@ pub(crate) mod test_callers {
         Caller::Key {
             name: Arc::from("a"),
             role: Role::Admin,
+            own: false,
+            max_bots: None,
         }
     }
 }

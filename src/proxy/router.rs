@@ -38,7 +38,7 @@ use crate::protocol::api_json::{
 use crate::protocol::command::{self, log_summary, Parsed};
 use crate::protocol::pattern::AllowPattern;
 use crate::proxy::connections::NodeGate;
-use crate::proxy::exec::{withheld, Answer, Exec};
+use crate::proxy::exec::{strip_names, withheld, Answer, Exec};
 use crate::proxy::handover::{self, Handover, OwnRequest};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
@@ -106,6 +106,14 @@ pub struct RequestCtx {
     own_request: Option<OwnRequest>,
     /// Its place among the requests to its node (`NodeGate`), held until it ends.
     node_place: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The caller's key: the owner of templates this request creates.
+    key: Option<Arc<str>>,
+    /// The caller is a key of scope `own`: answers show only its bots and templates.
+    tenant: Option<Arc<str>>,
+    /// Its template prefix, removed from every JSON answer (error answers too).
+    strip: Option<String>,
+    /// This answer is JSON and has the prefix removed (decided on the response head).
+    stripping: bool,
 }
 
 impl RequestCtx {
@@ -236,13 +244,15 @@ impl Router {
                     }
                 }
                 Effect::BotSaved { gid, name } => {
-                    self.cluster.claim_template_now(name, node.id);
+                    self.cluster
+                        .claim_template_now(name, node.id, ctx.key.as_deref());
                     claimed = true;
                     self.cluster
                         .update_bot(*gid, |r| r.template = Some(name.clone()));
                 }
                 Effect::ClaimTemplate(name) => {
-                    self.cluster.claim_template_now(name, node.id);
+                    self.cluster
+                        .claim_template_now(name, node.id, ctx.key.as_deref());
                     claimed = true;
                 }
                 Effect::DropTemplate(name) => self.cluster.drop_template(name),
@@ -350,7 +360,7 @@ impl Router {
         }
         let caller = self
             .keys
-            .authenticate(req.authorization.as_deref())
+            .authenticate_from(req.authorization.as_deref(), req.peer)
             .map_err(|e| {
                 if let Some(stats) = &self.stats {
                     stats.record_auth_failure();
@@ -368,7 +378,22 @@ impl Router {
             self.pick_any(ctx)?;
             return Ok(Flow::Proxy);
         };
-        let plan = routing::plan(&*self.cluster, &caller, &target, base, root);
+        ctx.key = caller.key_name().cloned();
+        ctx.tenant = caller.tenant().map(Arc::from);
+        let plan = match caller.tenant() {
+            // Another tenant's bots and templates are not in this view at all, so every
+            // request naming one takes the path of a name that never existed.
+            Some(tenant) => {
+                let view = routing::view::TenantView {
+                    cluster: &self.cluster,
+                    tenant,
+                    prefix: routing::view::tenant_prefix(tenant),
+                };
+                ctx.strip = Some(view.prefix.clone());
+                routing::plan(&view, &caller, &target, base, root)
+            }
+            None => routing::plan(&*self.cluster, &caller, &target, base, root),
+        };
         if let Some(kind) = answered_kind(&plan) {
             // What follows waits on nodes: the router's own part ends here.
             ctx.kind = kind;
@@ -416,13 +441,13 @@ impl Router {
                 ctx.poke = p.poke;
                 return Ok(Flow::Proxy);
             }
-            Plan::FanOutList => self.exec.bot_list().await,
+            Plan::FanOutList => self.exec.bot_list(caller.tenant()).await,
             Plan::SystemInfo => self.exec.system_info().await,
             Plan::Broadcast { target } => self.exec.broadcast(&target).await,
-            Plan::Create(c) => self.exec.create(&c).await,
-            Plan::Merge(m) => self.exec.merge(&m, self.next_turn()).await,
+            Plan::Create(c) => self.exec.create(&c, &caller).await,
+            Plan::Merge(m) => self.exec.merge(&m, self.next_turn(), &caller).await,
         };
-        Ok(Flow::Answer(answer))
+        Ok(Flow::Answer(answer.for_tenant(ctx.strip.as_deref())))
     }
 }
 
@@ -820,7 +845,7 @@ impl ProxyHttp for Router {
                 upstream.insert_header("Cookie", kept)?;
             }
         }
-        if ctx.edits.any() {
+        if ctx.edits.any() || ctx.strip.is_some() {
             upstream.remove_header("accept-encoding");
         }
         Ok(())
@@ -877,6 +902,12 @@ impl ProxyHttp for Router {
         } else {
             ctx.edits = Edits::default();
         }
+        // A tenant's answers never show the node's names of its templates, errors included.
+        ctx.stripping = ctx.strip.is_some() && json;
+        if ctx.stripping && !ctx.edits.any() {
+            upstream.remove_header("content-length");
+            upstream.insert_header("Transfer-Encoding", "chunked")?;
+        }
         Ok(())
     }
 
@@ -887,7 +918,7 @@ impl ProxyHttp for Router {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
-        if !ctx.edits.any() {
+        if !ctx.edits.any() && !ctx.stripping {
             return Ok(None);
         }
         if let Some(b) = body.take() {
@@ -905,14 +936,22 @@ impl ProxyHttp for Router {
             let editing = ctx.started.map(|_| Instant::now());
             let buf = std::mem::take(&mut ctx.buf);
             let edited = match &ctx.node {
-                Some(n) => Exec::edit(&self.cluster, n.id, &buf, &ctx.edits),
-                None => Ok(None),
+                Some(n) if ctx.edits.any() => {
+                    Exec::edit_for(&self.cluster, n.id, &buf, &ctx.edits, ctx.tenant.as_deref())
+                }
+                _ => Ok(None),
             };
             let edited = match edited {
                 Ok(e) => e,
                 Err(why) => return Err(ctx.withhold(&why)),
             };
-            *body = Some(Bytes::from(edited.unwrap_or(buf)));
+            let mut out = edited.unwrap_or(buf);
+            if let (true, Some(prefix)) = (ctx.stripping, &ctx.strip) {
+                if let Some(s) = strip_names(&out, prefix) {
+                    out = s;
+                }
+            }
+            *body = Some(Bytes::from(out));
             if let Some(t) = editing {
                 ctx.own += t.elapsed();
             }

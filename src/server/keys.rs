@@ -36,6 +36,9 @@ pub fn create_key(config: &Config, name: &str, role: &str) -> Result<String, Str
         role,
         created_ms: now_ms(),
         last_used_ms: None,
+        scope: Default::default(),
+        max_bots: None,
+        allow_from: Vec::new(),
     };
     futures::executor::block_on(store.commit(vec![Op::PutKey(record)], WRITE_DEADLINE))
         .map_err(|e| e.to_string())?;

@@ -310,11 +310,15 @@ fn load_keys(config: &Config, snapshot: &crate::store::Snapshot) -> Arc<Keys> {
             continue;
         }
         match (k.digest.as_deref().and_then(digest_from_hex), &k.secret) {
-            (Some(d), _) => keys.put_digest(&k.name, d, k.role),
+            (Some(d), _) => match crate::config::Tenancy::of_record(k) {
+                Ok(t) => keys.put_digest_with(&k.name, d, k.role, t),
+                Err(e) => log::error!("stored key `{}`: {e}; it is ignored", k.name),
+            },
             (None, Some(secret)) => keys.put(&KeyConfig {
                 name: k.name.clone(),
                 secret: secret.clone(),
                 role: k.role,
+                tenancy: crate::config::Tenancy::of_record(k).unwrap_or_default(),
             }),
             (None, None) => log::error!(
                 "stored key `{}` has no usable digest; it is ignored",

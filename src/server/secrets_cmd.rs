@@ -151,6 +151,7 @@ mod tests {
             }),
             created_ms: 1,
             node_started: None,
+            owner: None,
         }
     }
 

@@ -425,6 +425,7 @@ mod tests {
             identity: None,
             created_ms: 1,
             node_started: None,
+            owner: None,
         };
         let a = Snapshot {
             bots: vec![bot(1, "x"), bot(2, "y")],
@@ -463,6 +464,7 @@ mod tests {
                 identity: None,
                 created_ms: 1,
                 node_started: None,
+                owner: None,
             };
             futures::executor::block_on(src.apply(&[Op::PutBot(bot), Op::RaiseIdHighWater(1024)]))
                 .unwrap();

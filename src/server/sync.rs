@@ -204,12 +204,15 @@ impl StoreSync {
                 continue;
             }
             match rec.as_ref().and_then(|r| {
+                let tenancy = crate::config::Tenancy::of_record(r).ok()?;
                 r.digest
                     .as_deref()
                     .and_then(digest_from_hex)
-                    .map(|d| (d, r.role))
+                    .map(|d| (d, r.role, tenancy))
             }) {
-                Some((digest, role)) => self.keys.put_digest(name, digest, role),
+                Some((digest, role, tenancy)) => {
+                    self.keys.put_digest_with(name, digest, role, tenancy)
+                }
                 // Removed (revoked), or a record this router cannot use: refuse the key.
                 None => {
                     self.keys.remove(name);

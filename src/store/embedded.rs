@@ -545,6 +545,7 @@ mod tests {
             }),
             created_ms: 7,
             node_started: Some("2026-12-01T10:00:00Z".into()),
+            owner: None,
         }
     }
 
@@ -562,6 +563,7 @@ mod tests {
                     node: "node-1".into(),
                     settings: [("connect.name".to_string(), "Bob".to_string())].into(),
                     identity: None,
+                    owner: None,
                 }),
                 Op::PutNode(NodeRecord {
                     name: "n9".into(),
@@ -582,6 +584,9 @@ mod tests {
                     role: Role::Admin,
                     created_ms: 1,
                     last_used_ms: None,
+                    scope: Default::default(),
+                    max_bots: None,
+                    allow_from: Vec::new(),
                 }),
                 Op::RaiseIdHighWater(100),
                 Op::RaiseIdHighWater(50),

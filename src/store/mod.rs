@@ -45,6 +45,17 @@ pub enum Role {
     Admin,
 }
 
+/// Which bots and templates a key reaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every bot and template (subject to its role).
+    #[default]
+    All,
+    /// Only the bots and templates it created; the others look as if they did not exist.
+    Own,
+}
+
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -155,6 +166,11 @@ pub struct BotRecord {
     /// stopped on purpose. None: not known (records older than this field).
     #[serde(default)]
     pub node_started: Option<String>,
+    /// The key (by name) that created it, or whose template it runs: a key of scope `own`
+    /// sees only its own bots. None: made by an admin or unscoped key, or met on a node.
+    /// Carried whole through failover, evacuations and moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl fmt::Debug for BotRecord {
@@ -187,6 +203,9 @@ pub struct TemplateRecord {
     pub settings: BTreeMap<String, String>,
     /// The identity of the bot that last ran it.
     pub identity: Option<Identity>,
+    /// The key (by name) that created it: a key of scope `own` sees only its own templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl fmt::Debug for TemplateRecord {
@@ -356,6 +375,15 @@ pub struct KeyRecord {
     /// When it was last used (kept at a coarse grain, see the admin layer).
     #[serde(default)]
     pub last_used_ms: Option<u64>,
+    /// Which bots and templates it reaches (records older than the field: all).
+    #[serde(default)]
+    pub scope: Scope,
+    /// How many bots it may have at once (None: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bots: Option<u32>,
+    /// The client networks it may be used from, as CIDR text (empty: anywhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<String>,
 }
 
 /// One change made through the admin interface: who, what, when, from where, outcome.
@@ -395,6 +423,9 @@ impl fmt::Debug for KeyRecord {
             .field("name", &self.name)
             .field("secret", &"<redacted>")
             .field("role", &self.role)
+            .field("scope", &self.scope)
+            .field("max_bots", &self.max_bots)
+            .field("allow_from", &self.allow_from)
             .finish()
     }
 }
@@ -1261,12 +1292,14 @@ mod tests {
             identity: Some(id.clone()),
             created_ms: 0,
             node_started: None,
+            owner: None,
         };
         let t = TemplateRecord {
             name: "t".into(),
             node: "n".into(),
             settings: [("connect.identity.key".to_string(), "SECRETKEY".to_string())].into(),
             identity: Some(id),
+            owner: None,
         };
         let node = NodeRecord {
             name: "n".into(),
@@ -1290,6 +1323,9 @@ mod tests {
             role: Role::User,
             created_ms: 0,
             last_used_ms: None,
+            scope: Default::default(),
+            max_bots: None,
+            allow_from: Vec::new(),
         };
         let all = format!("{bot:?}{t:?}{node:?}{key:?}");
         assert!(!all.contains("SECRET"), "{all}");
@@ -1409,6 +1445,7 @@ mod tests {
             identity: None,
             created_ms: 0,
             node_started: None,
+            owner: None,
         };
         let mut new = old.clone();
         new.nickname = Some("y".into());

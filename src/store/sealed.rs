@@ -544,6 +544,7 @@ mod tests {
             }),
             created_ms: 1,
             node_started: None,
+            owner: None,
         }
     }
 
@@ -557,6 +558,7 @@ mod tests {
             node: "n1".into(),
             settings,
             identity: None,
+            owner: None,
         }
     }
 

@@ -253,6 +253,8 @@ try {
     await go('#/keys', '#keys-body tr[data-apikey]');
     await page.fill('#key-name', keyName);
     await page.selectOption('#key-role', 'user');
+    await page.selectOption('#key-scope', 'own');
+    await page.fill('#key-max-bots', '1');
     await page.click('#key-create-submit');
     await page.locator('#key-secret').waitFor({ state: 'visible', timeout: WAIT });
     secret = await page.inputValue('#key-secret-value');
@@ -263,12 +265,33 @@ try {
     await page.locator(`#keys-body tr[data-apikey="${keyName}"]`).waitFor({ timeout: WAIT });
     const listed = await page.textContent('#keys-body');
     assert(!listed.includes(secret), 'the key list shows the secret');
+    const k = (await adminApi('GET', '/keys')).find((x) => x.name === keyName);
+    assert(k && k.scope === 'own' && k.max_bots === 1, `the key as made: ${JSON.stringify(k)}`);
+    const shown = await page.textContent(`#keys-body tr[data-apikey="${keyName}"] .tenancy`);
+    assert(/its own bots/.test(shown) && /at most 1/.test(shown), `the key's row says: ${shown}`);
     await shot('keys');
   });
 
   await run('the new key works on the bot API', async () => {
     const res = await fetch(API_URL + '/api/bot/list', { headers: { Authorization: basic(keyName, secret) } });
     assert(res.status === 200, `GET /api/bot/list with the new key answered ${res.status}: ${await res.text()}`);
+  });
+
+  await run('limit where the key may be used from', async () => {
+    await page.click(`#keys-body tr[data-apikey="${keyName}"] button[data-action="edit"]`);
+    await page.locator('#key-edit-form').waitFor({ state: 'visible', timeout: WAIT });
+    assert(await page.inputValue('#key-edit-max-bots') === '1', 'the edit form does not show max bots 1');
+    await page.fill('#key-edit-max-bots', '');
+    await page.fill('#key-edit-allow-from', '10.0.0.0/8');
+    await page.click('#key-edit-submit');
+    await page.waitForFunction((n) => {
+      const td = document.querySelector(`#keys-body tr[data-apikey="${n}"] .tenancy`);
+      return td && td.textContent.includes('from 10.0.0.0/8');
+    }, keyName, { timeout: WAIT });
+    const k = (await adminApi('GET', '/keys')).find((x) => x.name === keyName);
+    assert(k.max_bots === null && k.allow_from.join() === '10.0.0.0/8', `the key as edited: ${JSON.stringify(k)}`);
+    const res = await fetch(API_URL + '/api/bot/list', { headers: { Authorization: basic(keyName, secret) } });
+    assert(res.status === 401, `GET /api/bot/list from loopback answered ${res.status}`);
   });
 
   await run('revoke the key and see it refused', async () => {

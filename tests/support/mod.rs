@@ -98,6 +98,8 @@ pub struct RouterOpts {
     pub node_urls: Vec<Option<String>>,
     /// Per node (in order), more keys of its flow mapping (e.g. `ca_file: "/x/ca.pem"`).
     pub node_yaml: Vec<Option<String>>,
+    /// More `keys:` entries after the admin and user keys (YAML flow mappings).
+    pub keys_yaml: Vec<String>,
 }
 
 impl Default for RouterOpts {
@@ -114,6 +116,7 @@ impl Default for RouterOpts {
             routing_yaml: String::new(),
             node_urls: Vec::new(),
             node_yaml: Vec::new(),
+            keys_yaml: Vec::new(),
         }
     }
 }
@@ -178,6 +181,15 @@ impl Router {
             "listen: \"127.0.0.1:{port}\"\nkeys:\n  - {{ name: {}, secret: \"{}\", role: admin }}\n  - {{ name: {}, secret: \"{}\", role: user }}\nnodes:\n",
             ADMIN.0, ADMIN.1, USER.0, USER.1
         );
+        if !opts.keys_yaml.is_empty() {
+            let nodes_at = yaml.len() - "nodes:\n".len();
+            let extra: String = opts
+                .keys_yaml
+                .iter()
+                .map(|k| format!("  - {k}\n"))
+                .collect();
+            yaml.insert_str(nodes_at, &extra);
+        }
         for (i, n) in nodes.iter().enumerate() {
             let cap = opts.capacities.get(i).copied().unwrap_or(300);
             let agent = match opts.agents.get(i) {

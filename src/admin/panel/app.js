@@ -23,6 +23,7 @@
     timer: null,
     gen: 0, // bumped on every navigation, so a late answer for an old page is dropped
     nodes: [], // the last node list, for the bots page's selects
+    keys: [], // the last key list, for the key edit form
     ops: new Map(), // operation id -> {box, label, timer}
   };
 
@@ -988,8 +989,16 @@
           field('Role', h('select#key-role', { name: 'role' },
             h('option', { value: 'user' }, 'user (bot API)'),
             h('option', { value: 'admin' }, 'admin (bot API and this panel)'))),
+          ...tenancyFields('key'),
           h('div.actions', h('button.primary#key-create-submit', { type: 'submit' }, 'Create key')),
           h('p.error#key-create-error', { role: 'alert', hidden: true })),
+        h('form.card.form-grid#key-edit-form', { novalidate: true, hidden: true, onsubmit: onEditKey },
+          h('h2#key-edit-title', 'Edit key'),
+          ...tenancyFields('key-edit'),
+          h('div.actions',
+            h('button.primary#key-edit-submit', { type: 'submit' }, 'Save'),
+            h('button#key-edit-cancel', { type: 'button', onclick: closeKeyEdit }, 'Cancel')),
+          h('p.error#key-edit-error', { role: 'alert', hidden: true })),
         h('section.card.secret#key-secret', { hidden: true, 'aria-labelledby': 'key-secret-title' },
           h('h2#key-secret-title', 'New key'),
           h('p', 'This is the only time the secret is shown. Copy it now and keep it safe.'),
@@ -1005,7 +1014,7 @@
         h('h2', 'All keys'),
         h('p.empty#keys-empty', { hidden: true }, 'No keys.'),
         h('div.table-wrap', h('table.rows#keys-table',
-          h('thead', h('tr', ...['Name', 'Role', 'Source', 'Created', 'Last used', 'Actions']
+          h('thead', h('tr', ...['Name', 'Role', 'Reaches', 'Source', 'Created', 'Last used', 'Actions']
             .map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody#keys-body'))),
       );
@@ -1014,20 +1023,96 @@
       const keys = await api('GET', '/keys');
       if (gen !== S.gen) return;
       $('#keys-empty').hidden = keys.length > 0;
+      S.keys = keys;
       syncRows($('#keys-body'), keys, (k) => k.name, buildKeyRow, updateKeyRow);
     },
   };
+
+  // A key's tenancy: which bots it reaches (scope), how many it may have, from where.
+  function tenancyFields(prefix) {
+    return [
+      field('Reaches', h(`select#${prefix}-scope`, { name: 'scope' },
+        h('option', { value: 'all' }, 'all bots and templates'),
+        h('option', { value: 'own' }, 'only the bots and templates it creates'))),
+      field('Max bots', h(`input#${prefix}-max-bots`, { name: 'max_bots', type: 'number', min: 0, step: 1,
+        placeholder: 'no limit' }), 'at once; empty: no limit'),
+      field('Allowed from', h(`input#${prefix}-allow-from`, { name: 'allow_from', autocomplete: 'off',
+        spellcheck: 'false', placeholder: 'anywhere' }), 'CIDR networks, e.g. 10.0.0.0/8 2001:db8::/32'),
+    ];
+  }
+
+  /** The tenancy fields of a form as API fields, or an error text. */
+  function tenancyBody(prefix) {
+    const max = $(`#${prefix}-max-bots`).value.trim();
+    if (max && !/^\d+$/.test(max)) return { error: 'Max bots must be a whole number (or empty for no limit).' };
+    return {
+      scope: $(`#${prefix}-scope`).value,
+      max_bots: max ? Number(max) : null,
+      allow_from: $(`#${prefix}-allow-from`).value.split(/[\s,]+/).filter(Boolean),
+    };
+  }
+
+  function tenancyText(k) {
+    const parts = [k.scope === 'own' ? 'its own bots' : 'all bots'];
+    if (k.max_bots !== null && k.max_bots !== undefined) parts.push(`at most ${k.max_bots}`);
+    if (k.allow_from && k.allow_from.length) parts.push(`from ${k.allow_from.join(', ')}`);
+    return parts.join(' · ');
+  }
+
+  let editingKey = null;
+
+  function openKeyEdit(name) {
+    const k = (S.keys || []).find((x) => x.name === name);
+    if (!k) return;
+    editingKey = name;
+    setText($('#key-edit-title'), `Edit key ${name}`);
+    $('#key-edit-scope').value = k.scope || 'all';
+    $('#key-edit-max-bots').value = k.max_bots === null || k.max_bots === undefined ? '' : String(k.max_bots);
+    $('#key-edit-allow-from').value = (k.allow_from || []).join(' ');
+    showError($('#key-edit-error'), '');
+    $('#key-edit-form').hidden = false;
+    $('#key-edit-scope').focus();
+  }
+
+  function closeKeyEdit() {
+    editingKey = null;
+    $('#key-edit-form').hidden = true;
+  }
+
+  async function onEditKey(ev) {
+    ev.preventDefault();
+    const err = $('#key-edit-error');
+    showError(err, '');
+    const body = tenancyBody('key-edit');
+    if (body.error) {
+      showError(err, body.error);
+      return;
+    }
+    const name = editingKey;
+    await busy($('#key-edit-submit'), async () => {
+      try {
+        await api('PATCH', `/keys/${encodeURIComponent(name)}`, body);
+        flash(`Key ${name} saved.`, 'ok');
+        closeKeyEdit();
+        refreshNow();
+      } catch (e) {
+        showError(err, e.message);
+      }
+    });
+  }
 
   function buildKeyRow(k) {
     const name = k.name;
     return h('tr', { dataset: { apikey: name } },
       h('th.name', { scope: 'row', 'data-label': 'Name' }, name),
       h('td.role', { 'data-label': 'Role' }),
+      h('td.tenancy', { 'data-label': 'Reaches' }),
       h('td.source', { 'data-label': 'Source' }),
       h('td.created', { 'data-label': 'Created' }),
       h('td.used', { 'data-label': 'Last used' }),
       h('td.row-actions', { 'data-label': 'Actions' }, h('div.btns',
-        h('small.hint.from-file', { hidden: true }, 'in the config file: remove it there'),
+        h('small.hint.from-file', { hidden: true }, 'in the config file: change it there'),
+        h('button.small', { type: 'button', dataset: { action: 'edit' }, onclick: () => openKeyEdit(name) }, 'Edit'),
         h('button.small.danger', { type: 'button', dataset: { action: 'revoke' }, onclick: async (ev) => {
           if (!confirm(`Revoke key ${name}? Requests with it will be refused at once.`)) return;
           await busy(ev.currentTarget, async () => {
@@ -1046,11 +1131,14 @@
     setData(tr, 'role', k.role);
     setData(tr, 'source', k.source);
     setText($('.role', tr), k.role);
+    setData(tr, 'scope', k.scope);
+    setText($('.tenancy', tr), tenancyText(k));
     setText($('.source', tr), k.source === 'config' ? 'config file' : 'added here');
     setText($('.created', tr), fmtTime(k.created_ms));
     setText($('.used', tr), k.last_used_ms ? fmtTime(k.last_used_ms) : 'never');
     // A config-file key cannot be deleted here (the API answers 409): say so instead.
     $('button[data-action="revoke"]', tr).hidden = k.source === 'config';
+    $('button[data-action="edit"]', tr).hidden = k.source === 'config';
     $('.from-file', tr).hidden = k.source !== 'config';
   }
 
@@ -1063,9 +1151,15 @@
       showError(err, 'A key needs a name.');
       return;
     }
+    const tenancy = tenancyBody('key');
+    if (tenancy.error) {
+      showError(err, tenancy.error);
+      return;
+    }
+    if (tenancy.max_bots === null) delete tenancy.max_bots;
     await busy($('#key-create-submit'), async () => {
       try {
-        const k = await api('POST', '/keys', { name, role: $('#key-role').value });
+        const k = await api('POST', '/keys', { name, role: $('#key-role').value, ...tenancy });
         ev.target.reset();
         setText($('#key-secret-title'), `New ${k.role} key ${k.name}`);
         $('#key-secret').dataset.apikey = k.name;

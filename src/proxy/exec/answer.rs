@@ -63,6 +63,18 @@ impl Exec {
         body: &[u8],
         edits: &Edits,
     ) -> Result<Option<Vec<u8>>, String> {
+        Self::edit_for(cluster, node, body, edits, None)
+    }
+
+    /// [`Self::edit`] for a key of scope `own` (`tenant`): BotInfos of bots and templates
+    /// that are not its own are removed from lists, as if the node had never had them.
+    pub fn edit_for(
+        cluster: &Cluster,
+        node: NodeId,
+        body: &[u8],
+        edits: &Edits,
+        tenant: Option<&str>,
+    ) -> Result<Option<Vec<u8>>, String> {
         if (edits.redact || edits.redact_scalar) && json_scan::parse(body).is_err() {
             // Never pass on what could not be checked for secrets.
             return Err(
@@ -98,12 +110,26 @@ impl Exec {
                 },
             );
         }
+        if let (true, Some(tenant)) = (edits.bot_ids, tenant) {
+            let cur = out.as_deref().unwrap_or(body);
+            let keep = |id: Option<i64>, name: Option<&str>| match id {
+                // After translation: a cluster id (a bot the router could not map is
+                // nobody's, so it is not shown either).
+                Some(gid) => u32::try_from(gid).is_ok_and(|g| cluster.bot_owned_by(g, tenant)),
+                None => name.is_some_and(|n| cluster.template_owned_by(n, tenant)),
+            };
+            if let Some(n) = json_edit::drop_bot_infos(cur, keep) {
+                out = Some(n);
+            }
+        }
         if edits.openapi {
             let cur = out.as_deref().unwrap_or(body);
             if let Some(n) = json_edit::rewrite_openapi_servers(cur, |lid| {
                 u32::try_from(lid)
                     .ok()
                     .and_then(|l| cluster.gid_of(node, l))
+                    // Another tenant's bot is no server of this tenant's API.
+                    .filter(|&g| tenant.is_none_or(|t| cluster.bot_owned_by(g, t)))
                     .map(i64::from)
             }) {
                 out = Some(n);
@@ -122,6 +148,40 @@ impl Exec {
             }
         }
         Ok(out)
+    }
+}
+
+/// `body` without any occurrence of a tenant's template `prefix`, so the tenant sees its
+/// templates by the names it gave them (None when there is none). The prefix is plain
+/// ASCII that JSON never escapes, so every place a node writes the name is found.
+pub fn strip_names(body: &[u8], prefix: &str) -> Option<Vec<u8>> {
+    let p = prefix.as_bytes();
+    if p.is_empty() || !body.windows(p.len()).any(|w| w == p) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(p) {
+            i += p.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+impl Answer {
+    /// The answer as a tenant with template `prefix` sees it (see [`strip_names`]).
+    pub fn for_tenant(self, prefix: Option<&str>) -> Answer {
+        match prefix.and_then(|p| strip_names(&self.body, p)) {
+            Some(b) => Answer {
+                body: b.into(),
+                ..self
+            },
+            None => self,
+        }
     }
 }
 

@@ -16,12 +16,14 @@ use crate::node::client::NodeResponse;
 use crate::protocol::api_json::{ApiError, BotInfo, Reason};
 use crate::protocol::json_edit;
 use crate::proxy::exec::{withheld, Answer, Exec};
+use crate::proxy::keys::Caller;
 use crate::proxy::routing::{CreateKind, CreateNode, CreatePlan};
 use crate::store::{now_ms, WRITE_DEADLINE};
 
 impl Exec {
-    /// Runs a create: reserve a slot, send, record the new bot or template durably, answer.
-    pub async fn create(&self, plan: &CreatePlan) -> Answer {
+    /// Runs a create for `caller` (the owner of what it makes): reserve a slot, send, record
+    /// the new bot or template durably, answer.
+    pub async fn create(&self, plan: &CreatePlan, caller: &Caller) -> Answer {
         // A bot made while the store is down could not be recorded (and would have to be
         // stopped again): refuse before anything reaches a node.
         if !self.cluster.store_available() {
@@ -29,6 +31,16 @@ impl Exec {
                 "The router's storage is unavailable, so no new bot or template can be recorded. Try again later.",
             ));
         }
+        // A key with a bot limit: one more of its bots is counted from here until the bot
+        // is recorded (a template takes no bot).
+        let _quota = match (caller.key_name(), caller.max_bots(), &plan.kind) {
+            (_, _, CreateKind::SettingsCreate(_)) | (None, _, _) | (_, None, _) => None,
+            (Some(key), Some(max), _) => match self.quota.seat(&self.cluster, key, max) {
+                Ok(seat) => Some(seat),
+                Err(e) => return Answer::error(&e),
+            },
+        };
+        let owner = caller.key_name().map(|k| k.to_string());
         // Two concurrent creates of one template name must not both reach a node.
         let _claim = match &plan.kind {
             CreateKind::SettingsCreate(name) => match self.cluster.claim_pending(name) {
@@ -37,7 +49,8 @@ impl Exec {
             },
             _ => None,
         };
-        let mut tried = Vec::new();
+        // Never the node of another tenant's template of the same name.
+        let mut tried = plan.avoid.clone();
         loop {
             let reservation: Reservation = match plan.node {
                 CreateNode::Place => match self.placer.reserve(&tried) {
@@ -107,7 +120,11 @@ impl Exec {
                 .get(&node.endpoint(), &plan.target, self.cfg.request_timeout)
                 .await
             {
-                Ok(resp) => return self.created(&node, plan, resp, reservation, sent).await,
+                Ok(resp) => {
+                    return self
+                        .created(&node, plan, resp, reservation, sent, owner.as_deref())
+                        .await
+                }
                 Err(e) if e.not_sent() && plan.node == CreateNode::Place => {
                     log::warn!("{e}; placing the create on another node");
                     tried.push(node.id);
@@ -141,6 +158,7 @@ impl Exec {
         resp: NodeResponse,
         reservation: Reservation,
         (sent, sent_ms): (u64, u64),
+        owner: Option<&str>,
     ) -> Answer {
         match &plan.kind {
             CreateKind::SettingsCreate(name) => {
@@ -150,7 +168,7 @@ impl Exec {
                 if resp.status == 204 {
                     if let Err(e) = self
                         .cluster
-                        .claim_template_durably(name, node.id, WRITE_DEADLINE)
+                        .claim_template_durably(name, node.id, owner, WRITE_DEADLINE)
                         .await
                     {
                         // Unrecorded, the template could be created again on another node:
@@ -172,6 +190,7 @@ impl Exec {
                 };
                 let info = CreateInfo {
                     sent_ms: Some(sent_ms),
+                    owner: owner.map(str::to_string),
                     ..info
                 };
                 let mut body = None;

@@ -26,8 +26,12 @@ pub(super) struct ListFanOut {
     /// Cluster generation when it started; any change makes it stale.
     generation: u64,
     started: Instant,
-    fut: Shared<BoxFuture<'static, Bytes>>,
+    fut: Shared<BoxFuture<'static, Listed>>,
 }
+
+/// A finished fan-out: the answer body, and the bots in it (a tenant's answer is cut from
+/// them).
+type Listed = Arc<(Bytes, Vec<BotInfo>)>;
 
 impl Exec {
     /// `bot list` over every node, ids translated; a failed node shows its known bots as
@@ -36,7 +40,10 @@ impl Exec {
     /// Concurrent callers share one fan-out, and a finished one is reused for
     /// `routing.list_cache` while the cluster tables do not change (panels poll `bot/list`
     /// several times a second; 50 nodes must not see 50 times that).
-    pub async fn bot_list(&self) -> Answer {
+    ///
+    /// `tenant` (a key of scope `own`) sees only its own bots and templates, in the same
+    /// order and shape.
+    pub async fn bot_list(&self, tenant: Option<&str>) -> Answer {
         let fut = {
             let mut slot = self.list.lock();
             let generation = self.cluster.generation();
@@ -53,7 +60,8 @@ impl Exec {
                         self.cfg.fanout_timeout,
                     );
                     let fut = async move {
-                        Bytes::from(bot_list_body(&collect_list(cluster, client, timeout).await))
+                        let infos = collect_list(cluster, client, timeout).await;
+                        Arc::new((Bytes::from(bot_list_body(&infos)), infos))
                     }
                     .boxed()
                     .shared();
@@ -66,7 +74,23 @@ impl Exec {
                 }
             }
         };
-        Answer::json(200, fut.await)
+        let listed = fut.await;
+        let Some(tenant) = tenant else {
+            return Answer::json(200, listed.0.clone());
+        };
+        let own: Vec<BotInfo> = listed
+            .1
+            .iter()
+            .filter(|b| match b.id {
+                Some(gid) => self.cluster.bot_owned_by(gid, tenant),
+                None => b
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| self.cluster.template_owned_by(n, tenant)),
+            })
+            .cloned()
+            .collect();
+        Answer::json(200, bot_list_body(&own))
     }
 
     /// `system info` summed over the nodes that answer: per sample (aligned on the newest),

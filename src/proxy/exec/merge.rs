@@ -13,6 +13,7 @@ use crate::cluster::NodeId;
 use crate::protocol::api_json::ApiError;
 use crate::protocol::json_edit;
 use crate::proxy::exec::{withheld, Answer, Exec};
+use crate::proxy::keys::Caller;
 use crate::proxy::routing::{Element, MergePlan};
 
 /// A split merge's node elements by the node that runs them: each element's index in the merge
@@ -22,15 +23,15 @@ type Groups<'p> = BTreeMap<NodeId, Vec<(usize, &'p [u8])>>;
 impl Exec {
     /// Runs a split `json merge`: one `json merge` per node with that node's elements, the
     /// router's own elements locally, results put back in the original order.
-    pub async fn merge(&self, plan: &MergePlan, turn: usize) -> Answer {
-        let answer = self.merge_parts(plan, turn).await;
+    pub async fn merge(&self, plan: &MergePlan, turn: usize, caller: &Caller) -> Answer {
+        let answer = self.merge_parts(plan, turn, caller).await;
         if answer.status == 200 && !plan.read_back.is_empty() {
             self.read_back(plan.read_back.clone());
         }
         answer
     }
 
-    async fn merge_parts(&self, plan: &MergePlan, turn: usize) -> Answer {
+    async fn merge_parts(&self, plan: &MergePlan, turn: usize, caller: &Caller) -> Answer {
         let groups = match self.group_by_node(plan, turn) {
             Ok(g) => g,
             Err(answer) => return answer,
@@ -38,7 +39,7 @@ impl Exec {
         let mut results: Vec<Option<Vec<u8>>> = vec![None; plan.elements.len()];
         let calls = groups
             .iter()
-            .map(|(node_id, items)| self.node_part(*node_id, items, plan));
+            .map(|(node_id, items)| self.node_part(*node_id, items, plan, caller.tenant()));
         let outcome = join_all(calls).await;
         // Elements may have stopped, saved or renamed bots: re-read those nodes now.
         for node in groups.keys().filter_map(|id| self.cluster.node(*id)) {
@@ -54,7 +55,7 @@ impl Exec {
                 Err(answer) => return answer,
             }
         }
-        self.local_parts(plan, &mut results).await;
+        self.local_parts(plan, &mut results, caller).await;
         let parts: Vec<Vec<u8>> = results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| b"null".to_vec()))
@@ -94,6 +95,7 @@ impl Exec {
         node_id: NodeId,
         items: &[(usize, &[u8])],
         plan: &MergePlan,
+        tenant: Option<&str>,
     ) -> Result<Vec<(usize, Vec<u8>)>, Answer> {
         let Some(node) = self.cluster.node(node_id) else {
             return Err(Answer::error(&ApiError::unavailable("node is gone")));
@@ -117,7 +119,7 @@ impl Exec {
         // Only a success is edited (an error answer carries no BotInfo); one that cannot be
         // edited is not cut into elements as if it were a result array.
         let edited = if resp.status == 200 {
-            Self::edit(&self.cluster, node.id, &resp.body, &plan.edits)
+            Self::edit_for(&self.cluster, node.id, &resp.body, &plan.edits, tenant)
                 .map_err(|why| Answer::error(&withheld("", &node.name, &why)))?
         } else {
             None
@@ -135,7 +137,12 @@ impl Exec {
 
     /// Fills in the elements the router answers itself. The same cluster-wide value is
     /// computed once per request, however often it appears.
-    async fn local_parts(&self, plan: &MergePlan, results: &mut [Option<Vec<u8>>]) {
+    async fn local_parts(
+        &self,
+        plan: &MergePlan,
+        results: &mut [Option<Vec<u8>>],
+        caller: &Caller,
+    ) {
         let mut list: Option<Vec<u8>> = None;
         let mut info: Option<Vec<u8>> = None;
         for (i, el) in plan.elements.iter().enumerate() {
@@ -145,13 +152,15 @@ impl Exec {
                 Element::Literal(json) => json.clone(),
                 Element::FanOutList => match &list {
                     Some(l) => l.clone(),
-                    None => list.insert(self.bot_list().await.body.to_vec()).clone(),
+                    None => list
+                        .insert(self.bot_list(caller.tenant()).await.body.to_vec())
+                        .clone(),
                 },
                 Element::SystemInfo => match &info {
                     Some(v) => v.clone(),
                     None => info.insert(ok_or_null(self.system_info().await)).clone(),
                 },
-                Element::Create(c) => ok_or_null(Box::pin(self.create(c)).await),
+                Element::Create(c) => ok_or_null(Box::pin(self.create(c, caller)).await),
             };
             results[i] = Some(value);
         }

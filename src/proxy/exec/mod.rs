@@ -4,7 +4,7 @@
 //! node's list after a change) and, one module each: answers and answer edits shared with the
 //! proxy path (`answer`), `bot list` / `system info` / broadcast fan-outs (`fanout`),
 //! creates (`create`), split `json merge` execution (`merge`) and setting read-backs
-//! (`readback`), removing the router's template of a stopped rebuilt bot (`cleanup`). Every
+//! (`readback`), `max_bots` per key (`quota`), removing the router's template of a stopped rebuilt bot (`cleanup`). Every
 //! node call has a deadline; a node that fails never fails a whole
 //! fan-out.
 //! Does not own: deciding the plan (`routing`) or the HTTP framing to the client (`proxy`).
@@ -23,9 +23,10 @@ mod cleanup;
 mod create;
 mod fanout;
 mod merge;
+mod quota;
 mod readback;
 
-pub use answer::{withheld, Answer};
+pub use answer::{strip_names, withheld, Answer};
 use fanout::ListFanOut;
 
 /// Executes router-made plans.
@@ -36,6 +37,8 @@ pub struct Exec {
     placer: Arc<Placer>,
     cfg: RoutingConfig,
     health_timeout: Duration,
+    /// Creates in flight per key with a `max_bots`.
+    quota: quota::Quota,
 }
 
 impl Exec {
@@ -54,6 +57,7 @@ impl Exec {
             placer,
             cfg,
             health_timeout,
+            quota: quota::Quota::default(),
         }
     }
 

@@ -26,6 +26,19 @@ impl Planner<'_> {
         });
         let skip = usize::from(root_write && writes.len() == 1);
         effects.extend(writes.into_iter().skip(skip).map(Effect::ReadBack));
+        // Another tenant's template is never touched by what this request confirms (a
+        // `settings delete` of a name a node does not have still answers 204).
+        effects.retain(|e| {
+            let name = match e {
+                Effect::DropTemplate(n)
+                | Effect::ClaimTemplate(n)
+                | Effect::TemplateSetting { name: n, .. }
+                | Effect::BotSaved { name: n, .. }
+                | Effect::ReadBack(ReadBack::Template { name: n, .. }) => n,
+                _ => return true,
+            };
+            !self.view.hides_node_template(name)
+        });
         effects
     }
 
@@ -47,18 +60,22 @@ impl Planner<'_> {
             Kind::BotSave { name: Some(n) } => gid
                 .map(|gid| Effect::BotSaved {
                     gid,
-                    name: n.text.clone(),
+                    name: self.tname(&n.text),
                 })
                 .into_iter()
                 .collect(),
-            Kind::SettingsCopy { to: Some(to), .. } => vec![Effect::ClaimTemplate(to.text.clone())],
-            Kind::SettingsDelete { name: Some(n) } => vec![Effect::DropTemplate(n.text.clone())],
+            Kind::SettingsCopy { to: Some(to), .. } => {
+                vec![Effect::ClaimTemplate(self.tname(&to.text))]
+            }
+            Kind::SettingsDelete { name: Some(n) } => {
+                vec![Effect::DropTemplate(self.tname(&n.text))]
+            }
             Kind::SettingsBotSet {
                 name: Some(n),
                 path: Some(p),
                 value,
             } => vec![Effect::TemplateSetting {
-                name: n.text.clone(),
+                name: self.tname(&n.text),
                 path: p.text.clone(),
                 value: self.text_of(value).unwrap_or_default(),
             }],

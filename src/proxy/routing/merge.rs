@@ -71,7 +71,17 @@ impl Planner<'_> {
         Some(Plan::Merge(MergePlan {
             elements,
             edits,
-            read_back: g.writes,
+            // Never another tenant's template (see `effects`).
+            read_back: g
+                .writes
+                .into_iter()
+                .filter(|r| match r {
+                    crate::proxy::routing::plan::ReadBack::Template { name, .. } => {
+                        !self.view.hides_node_template(name)
+                    }
+                    _ => true,
+                })
+                .collect(),
         }))
     }
 
@@ -127,6 +137,7 @@ impl Planner<'_> {
             }
         }
         self.walk(c, if leaves { PlanCtx::Core } else { ctx }, &mut g);
+        g.settle_hidden(self.view);
         if let Some(e) = g.error {
             return match e.reason {
                 // Errors a node reports per element become null in its merge.
@@ -177,7 +188,15 @@ impl Planner<'_> {
                 false,
             ) => {
                 piece.extend_from_slice(b"(/bot/template/");
-                piece.extend_from_slice(self.bytes(&(name_start..name_end)));
+                let raw = self.bytes(&(name_start..name_end));
+                // A tenant's template goes by the node's name for it.
+                match self
+                    .view
+                    .node_template(&crate::protocol::command::unescape(raw))
+                {
+                    Some(mapped) => piece.extend_from_slice(mapped.as_bytes()),
+                    None => piece.extend_from_slice(raw),
+                }
                 piece.extend_from_slice(b"/(");
                 piece.extend_from_slice(body);
                 piece.extend_from_slice(close);

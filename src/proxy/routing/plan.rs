@@ -171,6 +171,7 @@ impl From<CreateInfoEq> for CreateInfo {
             address: c.address,
             server_password: c.server_password,
             sent_ms: None,
+            owner: None,
         }
     }
 }
@@ -186,6 +187,8 @@ pub struct CreatePlan {
     pub kind: CreateKind,
     /// Edits to the answer (redaction never applies; ids always).
     pub edits: Edits,
+    /// Nodes it must not be placed on (holding another tenant's template of that name).
+    pub avoid: Vec<NodeId>,
 }
 
 /// A split `json merge`.

@@ -91,6 +91,10 @@ pub(super) struct Gather {
     /// Every settings write in the tree, to read back if the root's own effect does not
     /// already record it.
     pub(super) writes: Vec<ReadBack>,
+    /// Nodes holding templates the tree names that the caller must not see (another
+    /// tenant's), with the first such name: the request must not reach them.
+    pub(super) avoid: Vec<NodeId>,
+    pub(super) hidden_name: Option<String>,
 }
 
 impl Gather {
@@ -113,20 +117,42 @@ impl Gather {
             self.error = Some(e);
         }
     }
+
+    /// Once the walk is done: a tree naming a hidden template goes to a node that does not
+    /// hold it (where the name is as unknown as any never-used name), unless something else
+    /// pins it to the template's own node; then it is refused as a bot that does not exist.
+    pub(super) fn settle_hidden(&mut self, view: &dyn View) {
+        if self.avoid.is_empty() {
+            return;
+        }
+        match &self.pin {
+            None => match view.node_besides(&self.avoid) {
+                Some(n) => {
+                    let why = format!("template {}", self.hidden_name.as_deref().unwrap_or(""));
+                    self.pin = Some((n, why));
+                }
+                None => self.fail(ApiError::bot_does_not_exist()),
+            },
+            Some((n, _)) if self.avoid.contains(n) => self.fail(ApiError::bot_does_not_exist()),
+            Some(_) => {}
+        }
+    }
 }
 
-/// Template names failover makes for temporary bots are the router's: a client creating one
-/// could later be mistaken for a moved bot's copy.
+/// Template names starting with `ts3ab-lb-` are the router's: failover names temporary bots'
+/// templates so (a client creating one could later be mistaken for a moved bot's copy), and
+/// tenants' templates have such names on the nodes (a client's could collide with one).
 fn reserved_name(name: &str) -> Option<ApiError> {
-    crate::cluster::failover::is_router_template(name).then(|| {
-        ApiError::new(
-            Reason::CommandError,
-            format!(
-                "Template names starting with `{}` are reserved for ts3ab-lb's failover.",
-                crate::cluster::failover::RESERVED_PREFIX
-            ),
-        )
-    })
+    name.starts_with(crate::cluster::failover::RESERVED_PREFIX)
+        .then(|| {
+            ApiError::new(
+                Reason::CommandError,
+                format!(
+                    "Template names starting with `{}` are reserved for ts3ab-lb.",
+                    crate::cluster::failover::RESERVED_PREFIX
+                ),
+            )
+        })
 }
 
 impl Planner<'_> {
@@ -136,6 +162,33 @@ impl Planner<'_> {
 
     pub(super) fn text_of(&self, v: Option<&Value>) -> Option<String> {
         v.map(|v| v.text.clone())
+    }
+
+    /// The name the cluster and the nodes know a template by that the client calls
+    /// `client` (a tenant's own name space; the same name for everyone else).
+    pub(super) fn tname(&self, client: &str) -> String {
+        self.view
+            .node_template(client)
+            .unwrap_or_else(|| client.to_string())
+    }
+
+    /// The bytes that replace a template name token for the node, when they differ.
+    pub(super) fn name_token(&self, v: &Value) -> Option<Vec<u8>> {
+        let mapped = self.view.node_template(&v.text)?;
+        Some(quoted_like(
+            self.bytes(&v.span),
+            v.quoted,
+            mapped.as_bytes(),
+        ))
+    }
+
+    /// Queues the rewrite of a template name token to the node's name for it.
+    fn rename(&self, v: Option<&Value>, g: &mut Gather) {
+        if let Some(v) = v {
+            if let Some(with) = self.name_token(v) {
+                g.rewrites.push((v.span.clone(), with));
+            }
+        }
     }
 
     /// `/api` + the given command text range.
@@ -275,7 +328,24 @@ impl Planner<'_> {
     }
 
     pub(super) fn create(&self, cmd: &Command, kind: &Kind<'_>) -> Result<CreatePlan, ApiError> {
-        let target = self.api_target(&cmd.inner);
+        let target = match kind {
+            // A tenant's template: the node's name for it.
+            Kind::BotConnectTemplate { name: Some(v) } | Kind::SettingsCreate { name: Some(v) } => {
+                match self.name_token(v) {
+                    Some(with) => {
+                        let mut t = self.target[..self.base].to_vec();
+                        t.extend(splice_range(
+                            self,
+                            &cmd.inner,
+                            &mut [(v.span.clone(), with)],
+                        ));
+                        t
+                    }
+                    None => self.api_target(&cmd.inner),
+                }
+            }
+            _ => self.api_target(&cmd.inner),
+        };
         let edits = Edits {
             bot_ids: true,
             ..Edits::default()
@@ -285,6 +355,7 @@ impl Planner<'_> {
             node,
             kind,
             edits,
+            avoid: Vec::new(),
         };
         match *kind {
             Kind::BotConnectTo { address, password } => Ok(plan(
@@ -300,18 +371,29 @@ impl Planner<'_> {
                     Some(n) => CreateNode::Fixed(n),
                     None => CreateNode::Place,
                 };
-                Ok(plan(node, CreateKind::ConnectTemplate(name)))
+                // Another tenant's template: placed where it is not, so the node answers
+                // as for any template it does not have.
+                let avoid = self.view.hidden_template(&name).into_iter().collect();
+                Ok(CreatePlan {
+                    avoid,
+                    ..plan(node, CreateKind::ConnectTemplate(self.tname(&name)))
+                })
             }
             Kind::SettingsCreate { name } => {
                 let name = self.text_of(name).unwrap_or_default();
-                if self.view.template_owner(&name).is_some() {
+                if self.view.template_owner(&name).is_some()
+                    || self.view.hidden_template(&name).is_some()
+                {
                     // Template names are unique in the cluster, whichever node would get it.
                     return Err(ApiError::file_exists());
                 }
                 if let Some(e) = reserved_name(&name) {
                     return Err(e);
                 }
-                Ok(plan(CreateNode::Place, CreateKind::SettingsCreate(name)))
+                Ok(plan(
+                    CreateNode::Place,
+                    CreateKind::SettingsCreate(self.tname(&name)),
+                ))
             }
             _ => Err(ApiError::new(Reason::InternalError, "not a create")),
         }
@@ -321,6 +403,7 @@ impl Planner<'_> {
     fn generic(&self, cmd: &Command, whole: bool) -> Plan {
         let mut g = Gather::default();
         self.walk(cmd, PlanCtx::Core, &mut g);
+        g.settle_hidden(self.view);
         if let Some(e) = g.error {
             return Plan::Local(e);
         }
@@ -425,6 +508,7 @@ impl Planner<'_> {
     /// runs in (none for an unknown template).
     fn enter_template(&self, name: Option<&Value>, g: &mut Gather) -> PlanCtx {
         self.owner_pin(g, name);
+        self.rename(name, g);
         match name.and_then(|n| self.view.template_owner(&n.text).map(|o| (o, n))) {
             Some((node, n)) => PlanCtx::Template {
                 node,
@@ -435,11 +519,15 @@ impl Planner<'_> {
         }
     }
 
-    /// Pins the node of a named template, when the cluster knows it.
+    /// Pins the node of a named template, when the cluster knows it; keeps the request off
+    /// the node of a template the caller must not see.
     fn owner_pin(&self, g: &mut Gather, name: Option<&Value>) {
         if let Some(name) = name {
             if let Some(node) = self.view.template_owner(&name.text) {
                 g.pin(self.view, node, format!("template {}", name.text));
+            } else if let Some(node) = self.view.hidden_template(&name.text) {
+                g.avoid.push(node);
+                g.hidden_name.get_or_insert_with(|| name.text.clone());
             }
         }
     }
@@ -451,29 +539,37 @@ impl Planner<'_> {
         match kind {
             Kind::BotInfoTemplate { name } => {
                 self.owner_pin(g, name);
+                self.rename(name, g);
                 g.edits.bot_ids = true;
             }
             Kind::SettingsBotGet { name, path } => {
                 self.owner_pin(g, name);
+                self.rename(name, g);
                 self.redaction(g, path);
             }
             Kind::SettingsBotSet { name, path, .. } => {
                 self.owner_pin(g, name);
+                self.rename(name, g);
                 if let (Some(n), Some(p)) = (name, path) {
                     g.writes.push(ReadBack::Template {
-                        name: n.text.clone(),
+                        name: self.tname(&n.text),
                         path: p.text.clone(),
                     });
                 }
             }
-            Kind::SettingsDelete { name } => self.owner_pin(g, name),
-            Kind::SettingsBotReload { name } => self.owner_pin(g, name),
+            Kind::SettingsDelete { name } | Kind::SettingsBotReload { name } => {
+                self.owner_pin(g, name);
+                self.rename(name, g);
+            }
             Kind::SettingsCopy { from, to } => {
                 self.owner_pin(g, from);
+                self.rename(from, g);
                 self.refuse_taken_name(to, g);
+                self.rename(to, g);
             }
             Kind::BotSave { name } => {
                 self.refuse_taken_name(name, g);
+                self.rename(name, g);
                 g.poke = true;
             }
             Kind::SettingsGet { path } => self.redaction(g, path),
@@ -508,7 +604,10 @@ impl Planner<'_> {
     /// A template name a command would create (`settings copy` target, `bot save` name): one
     /// the cluster already has, or one reserved for failover, is refused as the node would.
     fn refuse_taken_name(&self, name: Option<&Value>, g: &mut Gather) {
-        if name.is_some_and(|n| self.view.template_owner(&n.text).is_some()) {
+        if name.is_some_and(|n| {
+            self.view.template_owner(&n.text).is_some()
+                || self.view.hidden_template(&n.text).is_some()
+        }) {
             g.fail(ApiError::file_exists());
         }
         if let Some(e) = name.and_then(|n| reserved_name(&n.text)) {
@@ -526,7 +625,9 @@ impl Planner<'_> {
                 name_end,
                 ..
             } => g.writes.push(ReadBack::Template {
-                name: crate::protocol::command::unescape(self.bytes(&(name_start..name_end))),
+                name: self.tname(&crate::protocol::command::unescape(
+                    self.bytes(&(name_start..name_end)),
+                )),
                 path,
             }),
             PlanCtx::Core => {}
@@ -551,12 +652,17 @@ impl Planner<'_> {
 /// quote character but its own, so it was closed exactly when it ends with that quote; an
 /// unclosed one (running to the end of the request) stays unclosed.
 fn id_token(token: &[u8], quoted: bool, lid: u32) -> Vec<u8> {
-    let digits = lid.to_string().into_bytes();
+    quoted_like(token, quoted, lid.to_string().as_bytes())
+}
+
+/// `with` in place of `token`, inside the token's quotes when it had them (see
+/// [`id_token`]; a tenant's template name has only characters that need no escape).
+fn quoted_like(token: &[u8], quoted: bool, with: &[u8]) -> Vec<u8> {
     let Some((&quote, rest)) = token.split_first().filter(|_| quoted) else {
-        return digits;
+        return with.to_vec();
     };
     let mut out = vec![quote];
-    out.extend_from_slice(&digits);
+    out.extend_from_slice(with);
     if rest.last() == Some(&quote) {
         out.push(quote);
     }

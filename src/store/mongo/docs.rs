@@ -80,6 +80,7 @@ mod tests {
             identity: None,
             created_ms: 0,
             node_started: None,
+            owner: None,
         };
         let ka = slot_key(&a);
         a.node = "a".into();
