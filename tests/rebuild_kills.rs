@@ -63,6 +63,16 @@ fn all_running(nodes: &[&FakeNode]) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// The router's templates for bot `gid` (`ts3ab-lb-<gid>`), as the node indexes holding one.
+/// A half-made copy left on a node that is not the bot's would start the identity a second
+/// time when that node restarts or someone connects it.
+fn copy_templates(nodes: &[&FakeNode], gid: u64) -> Vec<usize> {
+    let name = format!("ts3ab-lb-{gid}");
+    (0..nodes.len())
+        .filter(|i| nodes[*i].templates().contains(&name))
+        .collect()
+}
+
 /// The identity key the router serves for bot `gid`, if it answers.
 fn key_through_router(router: &Router, gid: u64) -> Option<String> {
     let r = router.get(&format!(
@@ -148,6 +158,11 @@ fn failover_killed_at(step: usize) {
     });
     assert_eq!(listed_ids(&router), vec![gid]);
     assert_eq!(key_through_router(&router, gid).as_deref(), Some(key.as_str()));
+    let (at, _) = copies(&refs, &key)[0];
+    assert_ne!(at, home, "the bot stays where failover put it");
+    settles(30, "the copy's template only where it runs", || {
+        copy_templates(&refs, gid) == vec![at]
+    });
 }
 
 /// A bot is evacuated from its live node (an admin operation); the router is killed at `step`.
@@ -179,6 +194,11 @@ fn evacuate_killed_at(step: usize) {
             && all_running(&refs).len() == 1
             && key_through_router(&router, gid).as_deref() == Some(key.as_str())
             && listed_ids(&router) == vec![gid]
+            && copies(&refs, &key)[0].0 != home
+    });
+    let (at, _) = copies(&refs, &key)[0];
+    settles(30, "the copy's template only where it runs", || {
+        copy_templates(&refs, gid) == vec![at]
     });
 }
 

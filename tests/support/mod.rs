@@ -160,15 +160,40 @@ impl Router {
         r
     }
 
+    /// Like [`Router::start`] for nodes given by URL (fake nodes running as processes).
+    pub fn start_urls(urls: &[String], opts: RouterOpts) -> Router {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut r = Router {
+            child: None,
+            stderr: Arc::default(),
+            stderr_reader: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: None,
+            config: dir.path().join("ts3ab-lb.yaml"),
+            data,
+            dir: Some(dir),
+        };
+        r.write_config_urls(urls, &opts);
+        r.spawn();
+        r
+    }
+
     /// Writes the config file (a fresh port each time).
     pub fn write_config(&mut self, nodes: &[&FakeNode], opts: &RouterOpts) {
+        let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+        self.write_config_urls(&urls, opts);
+    }
+
+    /// [`Router::write_config`] for nodes given by URL.
+    pub fn write_config_urls(&mut self, urls: &[String], opts: &RouterOpts) {
         let port = free_port();
         self.addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut yaml = format!(
             "listen: \"127.0.0.1:{port}\"\nkeys:\n  - {{ name: {}, secret: \"{}\", role: admin }}\n  - {{ name: {}, secret: \"{}\", role: user }}\nnodes:\n",
             ADMIN.0, ADMIN.1, USER.0, USER.1
         );
-        for (i, n) in nodes.iter().enumerate() {
+        for (i, url) in urls.iter().enumerate() {
             let cap = opts.capacities.get(i).copied().unwrap_or(300);
             let agent = match opts.agents.get(i) {
                 Some(Some(a)) => format!(", agent: {a}"),
@@ -176,7 +201,7 @@ impl Router {
             };
             yaml.push_str(&format!(
                 "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {}{agent} }}\n",
-                n.url(),
+                url,
                 node_token(i),
                 opts.draining.contains(&i)
             ));
