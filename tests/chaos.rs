@@ -790,6 +790,8 @@ fn chaos() {
             65..=89 | 99 => {
                 sh.router_gen.fetch_add(1, Ordering::SeqCst);
                 router.kill();
+                // Connections the dying router had taken into its backlog are cut too.
+                sh.router_gen.fetch_add(1, Ordering::SeqCst);
                 counts.router_kills += 1;
                 std::thread::sleep(rng.ms(200, 2000));
                 router.spawn();

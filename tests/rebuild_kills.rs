@@ -165,6 +165,46 @@ fn failover_killed_at(step: usize) {
     });
 }
 
+/// Failover of a bot killed after the connect on the target, before the move is recorded;
+/// the old node (which only looked dead: a frozen process) is back, with its copy, before the
+/// restarted router retries. `template`: a client's template bot, else a temporary bot.
+fn failover_killed_after_connect_then_node_returns(template: bool) {
+    let nodes: Vec<FakeNode> = (0..3).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let mut router = Router::start(&refs, opts());
+    let (gid, pattern) = if template {
+        assert_eq!(router.get("/api/settings/create/music").status, 204);
+        assert_eq!(
+            router
+                .get("/api/settings/bot/set/music/connect.address/music.example.com")
+                .status,
+            204
+        );
+        (
+            create(&router, "/api/bot/connect/template/music"),
+            "/api/bot/connect/template/music",
+        )
+    } else {
+        (
+            create(&router, "/api/bot/connect/to/moving.example.com"),
+            STEPS[2].1,
+        )
+    };
+    let key = wait_key(&router, gid);
+    let (home, lid) = copies(&refs, &key)[0];
+    wait_for_requests(&nodes[home], 10, "the identity read", &[identity_read(lid)]);
+    let others: Vec<&FakeNode> = (0..3).filter(|i| *i != home).map(|i| &nodes[i]).collect();
+    kill_while_held(&mut router, &others, pattern, || nodes[home].kill());
+    // Back before the restarted router's failover would move it again.
+    nodes[home].revive().expect("revive");
+    settles(30, "the identity running once, under its id", || {
+        copies(&refs, &key).len() == 1
+            && all_running(&refs).len() == 1
+            && key_through_router(&router, gid).as_deref() == Some(key.as_str())
+            && listed_ids(&router) == vec![gid]
+    });
+}
+
 /// A bot is evacuated from its live node (an admin operation); the router is killed at `step`.
 fn evacuate_killed_at(step: usize) {
     let nodes: Vec<FakeNode> = (0..3).map(fake_node).collect();
@@ -261,6 +301,16 @@ fn failover_router_killed_after_settings_bot_set() {
 #[test]
 fn failover_router_killed_after_the_connect_before_the_move_is_recorded() {
     failover_killed_at(2);
+}
+
+#[test]
+fn failover_killed_after_connect_old_node_returns_temporary_bot() {
+    failover_killed_after_connect_then_node_returns(false);
+}
+
+#[test]
+fn failover_killed_after_connect_old_node_returns_template_bot() {
+    failover_killed_after_connect_then_node_returns(true);
 }
 
 #[test]
