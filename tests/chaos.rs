@@ -120,7 +120,8 @@ impl TsServer {
                 let Ok((n, from)) = got else { continue };
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
                 let mut parts = text.split(' ');
-                let (Some(verb), Some(node), Some(uid)) = (parts.next(), parts.next(), parts.next())
+                let (Some(verb), Some(node), Some(uid)) =
+                    (parts.next(), parts.next(), parts.next())
                 else {
                     continue;
                 };
@@ -454,6 +455,8 @@ struct Shared {
     router_gen: AtomicU64,
     /// Bumped before each node kill or stop (evidence in messages).
     node_gen: AtomicU64,
+    /// When the router last started.
+    router_started: Mutex<Instant>,
     stop: AtomicBool,
     book: Mutex<Book>,
 }
@@ -534,10 +537,12 @@ impl Shared {
                 b.cut += 1;
                 if self.router_gen.load(Ordering::SeqCst) == gen {
                     let nodes = self.node_gen.load(Ordering::SeqCst) != node_gen;
+                    let since_start = self.router_started.lock().expect("start").elapsed();
                     b.violations.push(format!(
-                        "{target}: connection closed after {got} bytes without an answer ({} node killed or stopped meanwhile, {:.1} s)",
+                        "{target}: connection closed after {got} bytes without an answer ({} node killed or stopped meanwhile, {:.1} s, router started {:.1} s before)",
                         if nodes { "a" } else { "no" },
-                        started.elapsed().as_secs_f32()
+                        started.elapsed().as_secs_f32(),
+                        since_start.as_secs_f32()
                     ));
                 }
                 None
@@ -630,9 +635,8 @@ fn client(sh: Arc<Shared>, me: usize, seed: u64) {
                     if let (Some(rec), Some(key)) = (bots.get_mut(&gid), key) {
                         match &rec.key {
                             None => rec.key = Some(key),
-                            Some(k) if *k != key => violations.push(format!(
-                                "bot {gid} answered with identity {key}, was {k}"
-                            )),
+                            Some(k) if *k != key => violations
+                                .push(format!("bot {gid} answered with identity {key}, was {k}")),
                             Some(_) => {}
                         }
                     }
@@ -739,6 +743,7 @@ fn chaos() {
         node_ports: nodes.iter().map(|n| n.port).collect(),
         router_gen: AtomicU64::new(0),
         node_gen: AtomicU64::new(0),
+        router_started: Mutex::new(Instant::now()),
         stop: AtomicBool::new(false),
         book: Mutex::default(),
     });
@@ -795,6 +800,7 @@ fn chaos() {
                 counts.router_kills += 1;
                 std::thread::sleep(rng.ms(200, 2000));
                 router.spawn();
+                *sh.router_started.lock().expect("start") = Instant::now();
                 *sh.addr.lock().expect("addr") = router.addr;
             }
             _ => {}
@@ -858,7 +864,10 @@ fn chaos() {
         }
         for (k, on) in &per_key {
             if on.len() > 1 {
-                out.push(format!("identity {k} runs {} times (nodes {on:?})", on.len()));
+                out.push(format!(
+                    "identity {k} runs {} times (nodes {on:?})",
+                    on.len()
+                ));
             }
         }
         for (gid, key) in &live {
@@ -896,7 +905,10 @@ fn chaos() {
         left = problems(false);
     }
     let settled_in = settle_start.elapsed();
-    let left: Vec<String> = problems(true).into_iter().filter(|p| !p.is_empty()).collect();
+    let left: Vec<String> = problems(true)
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
 
     let b = std::mem::take(&mut *sh.book.lock().expect("book"));
     let t = std::mem::take(&mut *ts.state.lock().expect("ts lock"));
@@ -930,7 +942,10 @@ fn chaos() {
     for v in &violations {
         println!("violation: {v}");
     }
-    assert!(b.ops > 0 && fates(Fate::Live) > 0, "the workload did nothing");
+    assert!(
+        b.ops > 0 && fates(Fate::Live) > 0,
+        "the workload did nothing"
+    );
     assert!(counts.router_kills >= 2);
     assert!(violations.is_empty(), "{} violations", violations.len());
 }

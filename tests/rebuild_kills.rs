@@ -157,7 +157,10 @@ fn failover_killed_at(step: usize) {
         copies(&refs, &key).len() == 1 && all_running(&refs).len() == 1
     });
     assert_eq!(listed_ids(&router), vec![gid]);
-    assert_eq!(key_through_router(&router, gid).as_deref(), Some(key.as_str()));
+    assert_eq!(
+        key_through_router(&router, gid).as_deref(),
+        Some(key.as_str())
+    );
     let (at, _) = copies(&refs, &key)[0];
     assert_ne!(at, home, "the bot stays where failover put it");
     settles(30, "the copy's template only where it runs", || {
@@ -275,7 +278,10 @@ fn create_killed(target: &str, pattern: &str, template: Option<&str>) {
     });
     let key = all_running(&refs)[0].1.clone();
     let gid = listed_ids(&router)[0];
-    assert_eq!(key_through_router(&router, gid).as_deref(), Some(key.as_str()));
+    assert_eq!(
+        key_through_router(&router, gid).as_deref(),
+        Some(key.as_str())
+    );
 }
 
 /// The identity key of a new bot, once the router serves it.

@@ -116,10 +116,7 @@ pub fn handle(shared: &Shared, target: &[u8]) -> Answer {
         }
         ("release", "") => {
             *shared.hold.lock() = None;
-            json_answer(
-                200,
-                &json!({ "held": shared.held.load(Ordering::SeqCst) }),
-            )
+            json_answer(200, &json!({ "held": shared.held.load(Ordering::SeqCst) }))
         }
         ("state", "") => json_answer(200, &shared.state_json()),
         _ => json_answer(404, &json!({ "error": "unknown control", "path": path })),

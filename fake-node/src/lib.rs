@@ -23,9 +23,9 @@ mod playlists;
 mod settings;
 mod state;
 mod store;
-mod tsclient;
 #[cfg(test)]
 mod tests;
+mod tsclient;
 mod value;
 
 use std::collections::VecDeque;

@@ -75,7 +75,10 @@ enum Session {
 /// Runs the client side for the node until `stop` is set (on its own thread).
 pub fn run(shared: Arc<Shared>, server: SocketAddr, timing: TsTiming, stop: Arc<AtomicBool>) {
     let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
-        eprintln!("fake node {}: cannot bind a UDP socket for the TeamSpeak server", shared.name);
+        eprintln!(
+            "fake node {}: cannot bind a UDP socket for the TeamSpeak server",
+            shared.name
+        );
         return;
     };
     let tick = (timing.ping / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
@@ -112,7 +115,9 @@ pub fn run(shared: Arc<Shared>, server: SocketAddr, timing: TsTiming, stop: Arc<
                         attempt: *attempt,
                     };
                 }
-                Session::Joining { sent, attempt } if now.duration_since(*sent) > timing.packet_timeout => {
+                Session::Joining { sent, attempt }
+                    if now.duration_since(*sent) > timing.packet_timeout =>
+                {
                     *s = Session::Waiting {
                         at: now + delay(&timing.on_timeout, *attempt),
                         attempt: *attempt + 1,
@@ -169,7 +174,10 @@ pub fn run(shared: Arc<Shared>, server: SocketAddr, timing: TsTiming, stop: Arc<
                 }
                 _ => {}
             }
-            if sock.set_read_timeout(Some(Duration::from_millis(1))).is_err() {
+            if sock
+                .set_read_timeout(Some(Duration::from_millis(1)))
+                .is_err()
+            {
                 break;
             }
         }

@@ -12,11 +12,9 @@
 use std::time::Duration;
 
 use crate::cluster::{Cluster, Node};
-use crate::node::api::{
-    delete_template_target, disconnect_target, fetch_identity, read_bot_list,
-};
-use crate::protocol::api_json::BotInfo;
+use crate::node::api::{delete_template_target, disconnect_target, fetch_identity, read_bot_list};
 use crate::node::client::NodeClient;
+use crate::protocol::api_json::BotInfo;
 use crate::store::{FenceRecord, WRITE_DEADLINE};
 
 /// Whether a bot a node lists (local id, template name, server) is the copy fence `f`
@@ -186,7 +184,7 @@ pub async fn stop_strays(
             continue;
         }
         log::warn!(
-            "node {}: stopped bot {lid} (`{name}`), a copy of bot {gid} that a rebuild left without recording it; bot {gid} runs on its own node",
+            "node {}: stopped bot {lid} (`{name}`), a second copy of bot {gid} (same identity), which runs on another node",
             node.name
         );
         if cluster.template_owner(name) != Some(node.id) {

@@ -16,8 +16,8 @@ use std::time::Duration;
 use crate::cluster::node::NodeId;
 use crate::cluster::tables::{Bot, Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
-use crate::store::{BotRecord, FenceRecord, Op, StoreError, TemplateRecord};
 use crate::protocol::settings::Identity;
+use crate::store::{BotRecord, FenceRecord, Op, StoreError, TemplateRecord};
 
 /// A bot as failover sees it: its record and its template's, if any.
 #[derive(Debug, Clone)]

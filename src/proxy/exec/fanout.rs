@@ -166,16 +166,17 @@ impl Exec {
     }
 }
 
+/// One node's part of a merged list: its entries, each with the node and whether the node
+/// listed it itself (false: from the router's records), and whether new ids were handed out.
+type NodeList = (Vec<(BotInfo, NodeId, bool)>, bool);
+
 /// Keeps one entry per cluster id. The nodes' lists are read and translated one after the
 /// other, so a bot that moved meanwhile (a failover or a restore recorded between two nodes'
 /// translations) can show up in two of them: in its new node's list and in the records of
 /// its old node (`fallback_list`, `restoring_list`), or in a slot its old node has reused.
 /// The entry a node listed itself wins over one from the records, then the entry of the node
 /// the router now places the bot on, then the first.
-fn one_entry_per_id(
-    cluster: &Cluster,
-    results: Vec<(Vec<(BotInfo, NodeId, bool)>, bool)>,
-) -> Vec<(Vec<BotInfo>, bool)> {
+fn one_entry_per_id(cluster: &Cluster, results: Vec<NodeList>) -> Vec<(Vec<BotInfo>, bool)> {
     let mut best: HashMap<u32, (u8, usize)> = HashMap::new();
     let mut at = 0usize;
     for (infos, _) in &results {
