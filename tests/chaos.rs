@@ -26,6 +26,15 @@
 //! 3 s), so a dead node's clients are gone from the server before their copies start
 //! elsewhere, plus room for a node that is only restarting (40 s → 4 s). The driver's pauses
 //! and downtimes (1-10 s) fall on both sides of it.
+//!
+//! # Known failures (router limits this test reports, not hides)
+//! - A node frozen (SIGSTOP) for longer than the failover window gets its bots moved; when it
+//!   runs again its TeamSpeak clients find their connections timed out and rejoin after
+//!   `reconnect.ontimeout`'s first step (1 s; 100 ms here), before the router's next poll can
+//!   fence them: the server refuses them as clones of the moved copies (logged as violations).
+//!   The router only learns the node is back by polling it.
+//! - Now and then a request gets its connection closed with no byte of an answer while no
+//!   router or node was being killed (cause not found yet).
 
 mod support;
 
@@ -204,6 +213,11 @@ fn chaos_node_process() {
     let Ok(spec) = std::env::var("CHAOS_NODE") else {
         return;
     };
+    // Killed with the test, even while stopped (a stopped process never sees its stdin close).
+    // SAFETY: prctl with an integer signal number; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
     let f: Vec<&str> = spec.split('\t').collect();
     let [name, port, data, ts, token] = f[..] else {
         panic!("bad CHAOS_NODE {spec:?}");

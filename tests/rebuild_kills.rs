@@ -206,6 +206,18 @@ fn failover_killed_after_connect_then_node_returns(template: bool) {
             && key_through_router(&router, gid).as_deref() == Some(key.as_str())
             && listed_ids(&router) == vec![gid]
     });
+    // The copy's template is gone too (a restart of that node must not start it).
+    let name = if template {
+        "music".to_string()
+    } else {
+        format!("ts3ab-lb-{gid}")
+    };
+    settles(30, "the copy's template removed", || {
+        let holders: Vec<usize> = (0..3)
+            .filter(|i| nodes[*i].templates().contains(&name))
+            .collect();
+        holders == if template { vec![home] } else { vec![] }
+    });
 }
 
 /// A bot is evacuated from its live node (an admin operation); the router is killed at `step`.

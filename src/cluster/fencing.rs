@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use crate::cluster::failover::router_template_bot;
 use crate::cluster::{Cluster, Node};
 use crate::node::api::{delete_template_target, disconnect_target, fetch_identity, read_bot_list};
 use crate::node::client::NodeClient;
@@ -187,7 +188,7 @@ pub async fn stop_strays(
             "node {}: stopped bot {lid} (`{name}`), a second copy of bot {gid} (same identity), which runs on another node",
             node.name
         );
-        if cluster.template_owner(name) != Some(node.id) {
+        if router_template_bot(name).is_some() || cluster.template_owner(name) != Some(node.id) {
             let _ = client
                 .get(&endpoint, delete_template_target(name).as_bytes(), timeout)
                 .await;

@@ -267,16 +267,19 @@ impl Cluster {
 
     /// The bot that a copy of template `name` running on `node` would clone: a bot of that
     /// template (or, for the router's `ts3ab-lb-<id>`, that id) which the router places on
-    /// another node that is up, which is not being moved, whose template `node` does not own,
-    /// and whose identity is recorded. Such a copy is left by a rebuild the router started
+    /// another node that is up, which is not being moved, whose template `node` does not own
+    /// (for a client's template), and whose identity is recorded. Such a copy is left by a rebuild the router started
     /// but never recorded (a crash after the `bot connect`) while the bot's own node only
     /// looked dead. Returns the bot's id and identity.
     pub fn stray_owner(&self, node: NodeId, name: &str) -> Option<(u32, Identity)> {
         let t = self.tables.read();
-        if t.templates.get(name).is_some_and(|tp| tp.node == node) {
+        let by_id = crate::cluster::failover::router_template_bot(name);
+        // A client's template recorded on this node is at home here. The router's own
+        // `ts3ab-lb-<id>` belongs wherever bot <id> is (a poll that adopted the copy may have
+        // recorded the template here).
+        if by_id.is_none() && t.templates.get(name).is_some_and(|tp| tp.node == node) {
             return None;
         }
-        let by_id = crate::cluster::failover::router_template_bot(name);
         t.bots
             .iter()
             .filter(|(gid, b)| {
