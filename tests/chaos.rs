@@ -34,7 +34,10 @@
 //!   fence them: the server refuses them as clones of the moved copies (logged as violations).
 //!   The router only learns the node is back by polling it.
 //! - Now and then a request gets its connection closed with no byte of an answer while no
-//!   router or node was being killed (cause not found yet).
+//!   router or node was being killed (cause not found yet; they cluster around node
+//!   restarts, when the router's pooled connections to the old process are dead, and the
+//!   router's `fail_to_proxy` closes without an answer for errors Pingora files under the
+//!   downstream side: the first suspect).
 
 mod support;
 
@@ -423,6 +426,21 @@ fn call(addr: SocketAddr, target: &str, headers: &[(&str, &str)], deadline: Dura
     }
 }
 
+/// The time of day, UTC, as `HH:MM:SS.mmm` (to find a moment in the router's log).
+fn utc_now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600 % 24,
+        s / 60 % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
 /// Whether an error body has TS3AudioBot's shape.
 fn ts3ab_error(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
@@ -553,10 +571,11 @@ impl Shared {
                     let nodes = self.node_gen.load(Ordering::SeqCst) != node_gen;
                     let since_start = self.router_started.lock().expect("start").elapsed();
                     b.violations.push(format!(
-                        "{target}: connection closed after {got} bytes without an answer ({} node killed or stopped meanwhile, {:.1} s, router started {:.1} s before)",
+                        "{target}: connection closed after {got} bytes without an answer ({} node killed or stopped meanwhile, {:.1} s, router started {:.1} s before, at {} UTC)",
                         if nodes { "a" } else { "no" },
                         started.elapsed().as_secs_f32(),
-                        since_start.as_secs_f32()
+                        since_start.as_secs_f32(),
+                        utc_now()
                     ));
                 }
                 None
