@@ -2,7 +2,9 @@
 //!
 //! Owns: `latency/<ms>`, `fault/<none|500|hang|close|invalid-json|wrong-types|huge|huge-undeclared|not-http|reset|wrong-server>`
 //! (`huge` is 64 MiB), `requests`, `clear`, `restart` (like
-//! [`crate::FakeNode::restart`]: new `starttime`, `run = true` templates from id 0) and
+//! [`crate::FakeNode::restart`]: new `starttime`, `run = true` templates from id 0),
+//! `hold/<pattern>` and `release` (like [`crate::FakeNode::hold`]; `release` answers how many
+//! answers were held) and
 //! `state` (name, `starttime`, bots, templates), answered as small JSON documents. These paths are outside `/api`, are never
 //! recorded, and ignore auth and faults.
 //! Does not own: the controls themselves (methods on `Shared` / `FakeNode` in `lib`).
@@ -107,6 +109,14 @@ pub fn handle(shared: &Shared, target: &[u8]) -> Answer {
                 content_type: "",
                 body: Vec::new(),
             }
+        }
+        ("hold", pattern) if !pattern.is_empty() => {
+            *shared.hold.lock() = Some(pattern.as_bytes().to_vec());
+            json_answer(200, &json!({ "hold": pattern }))
+        }
+        ("release", "") => {
+            *shared.hold.lock() = None;
+            json_answer(200, &json!({ "held": shared.held.load(Ordering::SeqCst) }))
         }
         ("state", "") => json_answer(200, &shared.state_json()),
         _ => json_answer(404, &json!({ "error": "unknown control", "path": path })),

@@ -329,6 +329,13 @@ async fn serve(shared: &Arc<Shared>, sock: &mut TcpStream) {
             }
         }
         let (answer, extra, effects) = dispatch(shared, &req, is_control).await;
+        if !is_control && shared.holds(&req.target) {
+            shared.held.fetch_add(1, Ordering::SeqCst);
+            // The command has run; its answer waits for `release` (or a caller that left).
+            while shared.holds(&req.target) && shared.listening.lock().is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let keep = respond(conn.sock, &mut out, &req, &answer, &extra).await;
         if effects.contains(&Effect::Quit) {
             // The answer is out; now the "process" goes away.

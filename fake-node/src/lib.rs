@@ -25,12 +25,13 @@ mod state;
 mod store;
 #[cfg(test)]
 mod tests;
+mod tsclient;
 mod value;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use state::{ConfRef, NodeState, SysInfo};
+pub use tsclient::TsTiming;
 
 /// What anonymous API callers (no `Authorization` header) may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +121,13 @@ pub struct FakeNodeConfig {
     /// without one), before `run = true` templates are started: a name and settings encoded
     /// as for [`FakeNode::add_template`], e.g. `("music", vec![("run", "true")])`.
     pub initial_templates: Vec<(String, Vec<(String, String)>)>,
+    /// The shared "TeamSpeak server" (a registry a test runs) every running bot connects to
+    /// as a TeamSpeak client (see `tsclient`): joins, pings, leaves, reconnects like
+    /// TS3AudioBot. `None`: bots talk to no server.
+    pub ts_server: Option<SocketAddr>,
+    /// TeamSpeak and TS3AudioBot times (ping, timeout, reconnect schedules) are divided by
+    /// this, so tests run in seconds; 1 = real time.
+    pub ts_time_scale: u32,
 }
 
 impl Default for FakeNodeConfig {
@@ -134,6 +143,8 @@ impl Default for FakeNodeConfig {
             max_concurrency: None,
             data_dir: None,
             initial_templates: Vec::new(),
+            ts_server: None,
+            ts_time_scale: 1,
         }
     }
 }
@@ -207,6 +218,11 @@ pub(crate) struct Shared {
     /// When set, the fault applies only to request targets containing these bytes.
     fault_only: Mutex<Option<Vec<u8>>>,
     conns: AtomicUsize,
+    /// When set, the answers to requests whose target contains these bytes are held (the
+    /// command has run) until [`FakeNode::release`].
+    hold: Mutex<Option<Vec<u8>>>,
+    /// Answers held since the node started.
+    held: AtomicUsize,
     listening: Mutex<Option<Listening>>,
     handle: tokio::runtime::Handle,
 }
@@ -237,6 +253,14 @@ impl Shared {
             9 => Some(Fault::ResetMidAnswer),
             10 => Some(Fault::WrongServer),
             _ => None,
+        }
+    }
+
+    /// Whether the answer to `target` is to be held now.
+    fn holds(&self, target: &[u8]) -> bool {
+        match &*self.hold.lock() {
+            Some(h) => target.windows(h.len().max(1)).any(|w| w == h.as_slice()),
+            None => false,
         }
     }
 
@@ -458,6 +482,8 @@ pub struct FakeNode {
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    ts_stop: Arc<AtomicBool>,
+    ts_thread: Option<JoinHandle<()>>,
 }
 
 impl FakeNode {
@@ -521,13 +547,30 @@ impl FakeNode {
             huge_bytes: AtomicU64::new(0),
             fault_only: Mutex::new(None),
             conns: AtomicUsize::new(0),
+            hold: Mutex::new(None),
+            held: AtomicUsize::new(0),
             listening: Mutex::new(None),
             handle,
         });
+        let ts_stop = Arc::new(AtomicBool::new(false));
+        let ts_thread = match cfg.ts_server {
+            Some(server) => {
+                let (shared, stop) = (shared.clone(), ts_stop.clone());
+                let timing = TsTiming::scaled(cfg.ts_time_scale);
+                Some(
+                    std::thread::Builder::new()
+                        .name(format!("fake-node-ts-{}", cfg.name))
+                        .spawn(move || tsclient::run(shared, server, timing, stop))?,
+                )
+            }
+            None => None,
+        };
         let node = FakeNode {
             shared,
             stop: Some(stop_tx),
             thread: Some(thread),
+            ts_stop,
+            ts_thread,
         };
         node.shared.listen_on(listener)?;
         Ok(node)
@@ -571,6 +614,23 @@ impl FakeNode {
     pub fn set_fault_on(&self, f: Option<Fault>, only: &str) {
         *self.shared.fault_only.lock() = Some(only.as_bytes().to_vec());
         self.shared.set_fault(f);
+    }
+
+    /// From now on, the answers to requests whose target contains `pattern` are held: the
+    /// command runs, its answer waits until [`FakeNode::release`] (or the connection or the
+    /// node goes away). A test uses it to stop a caller between two of its steps.
+    pub fn hold(&self, pattern: &str) {
+        *self.shared.hold.lock() = Some(pattern.as_bytes().to_vec());
+    }
+
+    /// Ends [`FakeNode::hold`]: held answers go out, new ones are not held.
+    pub fn release(&self) {
+        *self.shared.hold.lock() = None;
+    }
+
+    /// How many answers have been held since the node started.
+    pub fn held(&self) -> usize {
+        self.shared.held.load(Ordering::SeqCst)
     }
 
     /// Stops listening and drops all connections: connections are refused afterwards.
@@ -653,6 +713,10 @@ impl FakeNode {
 
 impl Drop for FakeNode {
     fn drop(&mut self) {
+        self.ts_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ts_thread.take() {
+            let _ = t.join();
+        }
         if let Some(done) = self.shared.signal_kill() {
             let _ = done.recv_timeout(Duration::from_millis(500));
         }

@@ -14,12 +14,16 @@ const USAGE: &str = "\
 usage: ts3ab-fake-node [--listen 127.0.0.1:0] [--name NAME] [--auth uid:token]
                        [--anonymous all|default|none] [--service-time-ms N] [--max-concurrency N]
                        [--bots N] [--data-dir DIR] [--template NAME[:run]]...
+                       [--ts-server ADDR] [--ts-time-scale N]
   --bots N               start N temporary bots (like bot connect to), ids after the templates'
   --data-dir DIR         keep templates as DIR/bots/<name>/bot.toml: loaded at start (bad files
                          are reported and skipped), `run = true` ones started from id 0, every
                          change written back. Without it templates live in memory only
   --template NAME[:run]  create template NAME (with run = true for :run) unless one of that
-                         name exists already (in the data dir); repeatable";
+                         name exists already (in the data dir); repeatable
+  --ts-server ADDR       every running bot is a client of the TeamSpeak server model at ADDR
+                         (UDP: join, ping, leave; reconnects like TS3AudioBot)
+  --ts-time-scale N      divide TeamSpeak/TS3AudioBot times (timeouts, reconnects) by N";
 
 struct Args {
     cfg: FakeNodeConfig,
@@ -78,6 +82,10 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--bots" => a.bots = value.parse().map_err(|_| bad("number"))?,
             "--data-dir" => a.cfg.data_dir = Some(value.into()),
+            "--ts-server" => a.cfg.ts_server = Some(value.parse().map_err(|_| bad("address"))?),
+            "--ts-time-scale" => {
+                a.cfg.ts_time_scale = value.parse().map_err(|_| bad("number"))?;
+            }
             // The library checks the name (it knows TS3AudioBot's rules) and fails the start.
             "--template" => a.cfg.initial_templates.push(template(&value)?),
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),

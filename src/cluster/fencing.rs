@@ -4,14 +4,18 @@
 //! moved bots the node still runs (`bot disconnect`) and deletes their moved templates there
 //! (`settings delete`, so a restart with `run = true` cannot start them), checks the list
 //! again, and only then forgets the fences durably, so one identity never runs on two nodes
-//! the router can reach.
+//! the router can reach. Also [`stop_strays`]: the copies a rebuild left on a node without
+//! recording them (a router crash after the `bot connect`), when the bot turned out to be
+//! alive where it was, are stopped before the list is reconciled (not adopted as new bots).
 //! Does not own: recording fences (`view`, when a bot moves) or liveness (`health`).
 
 use std::time::Duration;
 
+use crate::cluster::failover::router_template_bot;
 use crate::cluster::{Cluster, Node};
-use crate::node::api::{delete_template_target, disconnect_target, read_bot_list};
+use crate::node::api::{delete_template_target, disconnect_target, fetch_identity, read_bot_list};
 use crate::node::client::NodeClient;
+use crate::protocol::api_json::BotInfo;
 use crate::store::{FenceRecord, WRITE_DEADLINE};
 
 /// Whether a bot a node lists (local id, template name, server) is the copy fence `f`
@@ -136,4 +140,59 @@ pub async fn fence(
         .await
         .map_err(|e| err(e.to_string()))?;
     Ok(true)
+}
+
+/// Stops the stray copies in `listed`, `node`'s list: a running bot of a template whose bot
+/// the router places on another node that is up (`Cluster::stray_owner`), with the same
+/// TeamSpeak identity (read from the copy: a template of the same name made by hand is left
+/// alone). Such a copy was started by a rebuild (failover, a restore) that a router crash
+/// kept from being recorded, while the bot's own node only looked dead (frozen, cut off):
+/// the bot still runs there, so the copy would be the identity's second client. Its template
+/// is deleted too (a restart with `run = true` would start it again). Returns the list
+/// without the copies stopped; one that cannot be stopped stays in it (and is tried again at
+/// the next poll).
+pub async fn stop_strays(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    listed: Vec<BotInfo>,
+    timeout: Duration,
+) -> Vec<BotInfo> {
+    let endpoint = node.endpoint();
+    let mut kept = Vec::with_capacity(listed.len());
+    for b in listed {
+        let (Some(lid), Some(name)) = (b.id, b.name.as_deref()) else {
+            kept.push(b);
+            continue;
+        };
+        let Some((gid, identity)) = cluster.stray_owner(node.id, name) else {
+            kept.push(b);
+            continue;
+        };
+        match fetch_identity(client, &endpoint, lid, timeout).await {
+            Ok(id) if id.key == identity.key => {}
+            _ => {
+                kept.push(b);
+                continue;
+            }
+        }
+        let stopped = client
+            .get(&endpoint, disconnect_target(lid).as_bytes(), timeout)
+            .await
+            .is_ok_and(|r| r.status == 204 || r.status == 200);
+        if !stopped {
+            kept.push(b);
+            continue;
+        }
+        log::warn!(
+            "node {}: stopped bot {lid} (`{name}`), a second copy of bot {gid} (same identity), which runs on another node",
+            node.name
+        );
+        if router_template_bot(name).is_some() || cluster.template_owner(name) != Some(node.id) {
+            let _ = client
+                .get(&endpoint, delete_template_target(name).as_bytes(), timeout)
+                .await;
+        }
+    }
+    kept
 }

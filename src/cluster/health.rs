@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::fencing::{fence, FenceError};
+use crate::cluster::fencing::{fence, stop_strays, FenceError};
 use crate::cluster::node::PollOutcome;
 use crate::cluster::placement::node_of;
 use crate::cluster::{Cluster, Node};
@@ -94,6 +94,8 @@ pub async fn poll_node(
     let started = cluster.generation();
     let endpoint = node.endpoint();
     let listed = read_bot_list(client, &endpoint, timeout).await?;
+    // Copies an unrecorded rebuild left here while their bot lived on are not adopted.
+    let listed = stop_strays(cluster, client, node, listed, timeout).await;
     // Refused (and changes nothing) if an evacuation started meanwhile.
     apply_list(cluster, client, node, &listed, started, timeout, true).await?;
     if node.evacuating.load(Ordering::Acquire) {

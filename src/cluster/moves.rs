@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::cluster::node::NodeId;
 use crate::cluster::tables::{Bot, Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
+use crate::protocol::settings::Identity;
 use crate::store::{BotRecord, FenceRecord, Op, StoreError, TemplateRecord};
 
 /// A bot as failover sees it: its record and its template's, if any.
@@ -268,6 +269,35 @@ impl Cluster {
             .values()
             .find(|b| b.node != except && b.record.template.as_deref() == Some(name))
             .map(|b| b.node)
+    }
+
+    /// The bot that a copy of template `name` running on `node` would clone: a bot of that
+    /// template (or, for the router's `ts3ab-lb-<id>`, that id) which the router places on
+    /// another node that is up, which is not being moved, whose template `node` does not own
+    /// (for a client's template), and whose identity is recorded. Such a copy is left by a rebuild the router started
+    /// but never recorded (a crash after the `bot connect`) while the bot's own node only
+    /// looked dead. Returns the bot's id and identity.
+    pub fn stray_owner(&self, node: NodeId, name: &str) -> Option<(u32, Identity)> {
+        let t = self.tables.read();
+        let by_id = crate::cluster::failover::router_template_bot(name);
+        // A client's template recorded on this node is at home here. The router's own
+        // `ts3ab-lb-<id>` belongs wherever bot <id> is (a poll that adopted the copy may have
+        // recorded the template here).
+        if by_id.is_none() && t.templates.get(name).is_some_and(|tp| tp.node == node) {
+            return None;
+        }
+        t.bots
+            .iter()
+            .filter(|(gid, b)| {
+                by_id.map_or(b.record.template.as_deref() == Some(name), |g| g == **gid)
+            })
+            .find(|(gid, b)| {
+                b.node != node
+                    && !b.restoring
+                    && !t.moving.contains(gid)
+                    && self.node(b.node).is_some_and(|n| n.is_healthy())
+            })
+            .and_then(|(gid, b)| Some((*gid, b.record.identity.clone()?)))
     }
 
     /// The fences of bot `gid` on `node`.

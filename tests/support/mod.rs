@@ -173,8 +173,33 @@ impl Router {
         r
     }
 
+    /// Like [`Router::start`] for nodes given by URL (fake nodes running as processes).
+    pub fn start_urls(urls: &[String], opts: RouterOpts) -> Router {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut r = Router {
+            child: None,
+            stderr: Arc::default(),
+            stderr_reader: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: None,
+            config: dir.path().join("ts3ab-lb.yaml"),
+            data,
+            dir: Some(dir),
+        };
+        r.write_config_urls(urls, &opts);
+        r.spawn();
+        r
+    }
+
     /// Writes the config file (a fresh port each time).
     pub fn write_config(&mut self, nodes: &[&FakeNode], opts: &RouterOpts) {
+        let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+        self.write_config_urls(&urls, opts);
+    }
+
+    /// [`Router::write_config`] for nodes given by URL.
+    pub fn write_config_urls(&mut self, urls: &[String], opts: &RouterOpts) {
         let port = free_port();
         self.addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut yaml = format!(
@@ -190,7 +215,7 @@ impl Router {
                 .collect();
             yaml.insert_str(nodes_at, &extra);
         }
-        for (i, n) in nodes.iter().enumerate() {
+        for (i, n) in urls.iter().enumerate() {
             let cap = opts.capacities.get(i).copied().unwrap_or(300);
             let agent = match opts.agents.get(i) {
                 Some(Some(a)) => format!(", agent: {a}"),
@@ -202,7 +227,7 @@ impl Router {
             };
             let url = match opts.node_urls.get(i) {
                 Some(Some(u)) => u.clone(),
-                _ => n.url(),
+                _ => n.clone(),
             };
             yaml.push_str(&format!(
                 "  - {{ name: node-{i}, url: \"{}\", auth: \"{}\", capacity: {cap}, draining: {}{agent}{more} }}\n",

@@ -5,7 +5,7 @@
 //! command everywhere. A node that fails never fails a whole fan-out; every call has a deadline.
 //! Does not own: reading one node's list (`node::api`) or reconciling it (`cluster`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 
 use crate::cluster::failover::is_router_template;
 use crate::cluster::health::apply_list;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, NodeId};
 use crate::node::api::read_bot_list;
 use crate::node::client::NodeClient;
 use crate::protocol::api_json::{bot_list_body, ApiError, BotInfo};
@@ -190,6 +190,52 @@ impl Exec {
     }
 }
 
+/// One node's part of a merged list: its entries, each with the node and whether the node
+/// listed it itself (false: from the router's records), and whether new ids were handed out.
+type NodeList = (Vec<(BotInfo, NodeId, bool)>, bool);
+
+/// Keeps one entry per cluster id. The nodes' lists are read and translated one after the
+/// other, so a bot that moved meanwhile (a failover or a restore recorded between two nodes'
+/// translations) can show up in two of them: in its new node's list and in the records of
+/// its old node (`fallback_list`, `restoring_list`), or in a slot its old node has reused.
+/// The entry a node listed itself wins over one from the records, then the entry of the node
+/// the router now places the bot on, then the first.
+fn one_entry_per_id(cluster: &Cluster, results: Vec<NodeList>) -> Vec<(Vec<BotInfo>, bool)> {
+    let mut best: HashMap<u32, (u8, usize)> = HashMap::new();
+    let mut at = 0usize;
+    for (infos, _) in &results {
+        for (info, node, live) in infos {
+            if let Some(gid) = info.id {
+                let here = cluster.locate(gid).is_some_and(|(n, _)| n == *node);
+                let rank = u8::from(*live) * 2 + u8::from(here);
+                let e = best.entry(gid).or_insert((rank, at));
+                if rank > e.0 {
+                    *e = (rank, at);
+                }
+            }
+            at += 1;
+        }
+    }
+    let mut at = 0usize;
+    results
+        .into_iter()
+        .map(|(infos, added)| {
+            let kept = infos
+                .into_iter()
+                .filter_map(|(info, _, _)| {
+                    let i = at;
+                    at += 1;
+                    match info.id {
+                        Some(gid) if best.get(&gid).is_some_and(|(_, b)| *b != i) => None,
+                        _ => Some(info),
+                    }
+                })
+                .collect();
+            (kept, added)
+        })
+        .collect()
+}
+
 /// Reads every node's `bot/list` and merges them (see [`Exec::bot_list`]).
 async fn collect_list(
     cluster: Arc<Cluster>,
@@ -223,7 +269,7 @@ async fn collect_list(
                             false
                         }
                     };
-                let infos: Vec<BotInfo> = l
+                let infos: Vec<(BotInfo, NodeId, bool)> = l
                     .into_iter()
                     .filter_map(|b| {
                         let id = match b.id {
@@ -240,22 +286,39 @@ async fn collect_list(
                             }
                             n => n,
                         };
-                        Some(BotInfo {
-                            id,
-                            name,
-                            server: b.server,
-                            status: b.status,
-                        })
+                        Some((
+                            BotInfo {
+                                id,
+                                name,
+                                server: b.server,
+                                status: b.status,
+                            },
+                            true,
+                        ))
                     })
                     // Bots coming back after a restart of the node, as "connecting".
-                    .chain(cluster.restoring_list(node.id))
+                    .chain(
+                        cluster
+                            .restoring_list(node.id)
+                            .into_iter()
+                            .map(|b| (b, false)),
+                    )
+                    .map(|(b, live)| (b, node.id, live))
                     .collect();
                 (infos, new_ids)
             }
-            None => (cluster.fallback_list(node.id), false),
+            None => (
+                cluster
+                    .fallback_list(node.id)
+                    .into_iter()
+                    .map(|b| (b, node.id, false))
+                    .collect(),
+                false,
+            ),
         }
     }))
     .await;
+    let results = one_entry_per_id(cluster, results);
     let mut named = Vec::new();
     let mut offline = Vec::new();
     let mut unnamed = Vec::new();
