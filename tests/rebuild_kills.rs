@@ -245,11 +245,13 @@ fn evacuate_killed_at(step: usize) {
     eprintln!("evacuate: router killed while a node held `{name}`");
 
     settles(30, "the bot running once, under its id", || {
-        copies(&refs, &key).len() == 1
+        // Read once: the copies may change between two reads.
+        let c = copies(&refs, &key);
+        c.len() == 1
+            && c[0].0 != home
             && all_running(&refs).len() == 1
             && key_through_router(&router, gid).as_deref() == Some(key.as_str())
             && listed_ids(&router) == vec![gid]
-            && copies(&refs, &key)[0].0 != home
     });
     let (at, _) = copies(&refs, &key)[0];
     settles(30, "the copy's template only where it runs", || {
