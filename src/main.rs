@@ -147,7 +147,14 @@ fn main() -> ExitCode {
     ts3ab_lb::server::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::CheckConfig { config } => load(&config).map(|c| {
+        Command::CheckConfig { config } => load(&config)
+            .and_then(|c| {
+                // The key file is read at start, not by the (pure) config check: read it too.
+                ts3ab_lb::server::sync::secrets_key(&c)
+                    .map(|_| c)
+                    .map_err(|e| format!("{}: secrets: {e}", config.display()))
+            })
+            .map(|c| {
             println!(
                 "{}: ok ({} nodes, {} keys, listening on {})",
                 config.display(),

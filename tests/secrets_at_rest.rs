@@ -264,16 +264,25 @@ fn mongodb_documents_hold_no_secret() {
     let keys = tempfile::tempdir().expect("tempdir");
     let k = keys.path().join("k");
     new_key(&k);
-    let opts = RouterOpts {
+    // First without a key (every record, bot slot copies included, in plain text), then
+    // started with one: what was written before is sealed at that start.
+    let plain = RouterOpts {
         admin: true,
         storage: Some(format!(
             "{{ kind: mongodb, uri: \"{uri}\", database: \"{db}\", sync_interval_ms: 200 }}"
         )),
-        extra_yaml: format!("secrets: {{ key_file: \"{}\" }}\n", k.display()),
         ..RouterOpts::default()
     };
-    let mut router = Router::start(&[&n0], opts);
+    let mut router = Router::start(&[&n0], plain.clone());
     let secrets = workload(&router, &[&n0], &spare);
+    router.stop();
+    let sealed = RouterOpts {
+        extra_yaml: format!("secrets: {{ key_file: \"{}\" }}\n", k.display()),
+        ..plain
+    };
+    router.write_config(&[&n0], &sealed);
+    router.spawn();
+    assert_eq!(router.bot_list().len(), 2);
     router.stop();
 
     let dump = tokio::runtime::Builder::new_current_thread()

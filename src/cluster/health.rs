@@ -95,7 +95,13 @@ pub async fn poll_node(
     let endpoint = node.endpoint();
     let listed = read_bot_list(client, &endpoint, timeout).await?;
     // Copies an unrecorded rebuild left here while their bot lived on are not adopted.
-    let listed = stop_strays(cluster, client, node, listed, timeout).await;
+    // Only the leader acts on what it concludes about other nodes (with a shared store a
+    // follower's view of who is up may be wrong; it stops nothing).
+    let listed = if cluster.leads() {
+        stop_strays(cluster, client, node, listed, timeout).await
+    } else {
+        listed
+    };
     // Refused (and changes nothing) if an evacuation started meanwhile.
     apply_list(cluster, client, node, &listed, started, timeout, true).await?;
     if node.evacuating.load(Ordering::Acquire) {

@@ -151,8 +151,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             Some(ip) => match self.counts.take(ip, self.limits.per_address) {
                 Some(h) => Some(h),
                 None => {
-                    let _ = stream.write_all(&too_many(self.limits.per_address)).await;
-                    let _ = stream.flush().await;
+                    if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                        // Read what the client sent first (briefly): closing with unread
+                        // bytes resets the connection, and the client might never see the
+                        // answer. An h2 client gets no HTTP/1.1 bytes, only the close.
+                        let mut buf = [0u8; 8192];
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(200),
+                            tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+                        )
+                        .await;
+                        let _ = stream.write_all(&too_many(self.limits.per_address)).await;
+                        let _ = stream.flush().await;
+                    }
                     Shutdown::shutdown(&mut *stream).await;
                     return None;
                 }
@@ -322,14 +333,14 @@ impl AsyncRead for TimedStream {
                 if this.phase != Phase::Busy
                     && std::future::Future::poll(this.deadline.as_mut(), cx).is_ready()
                 {
-                    let what = if this.phase == Phase::Idle {
-                        "idle"
-                    } else {
-                        "headers not complete"
-                    };
+                    if this.phase == Phase::Idle {
+                        // An idle client is simply gone, as Pingora's own keep-alive timeout
+                        // ends it: end of stream, nothing logged.
+                        return Poll::Ready(Ok(()));
+                    }
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        format!("client connection {what} in time"),
+                        "the client did not finish its request headers in time",
                     )));
                 }
                 Poll::Pending

@@ -34,6 +34,9 @@ pub struct Handover {
     own: AtomicUsize,
     /// Woken whenever `own` drops to zero.
     idle: Notify,
+    /// The sockets were sent but no new process took them: this process must not exit as
+    /// if it had been replaced.
+    unclaimed: AtomicBool,
 }
 
 /// Counts one request this process answers itself, until dropped.
@@ -57,6 +60,7 @@ impl Handover {
             closing: AtomicBool::new(false),
             own: AtomicUsize::new(0),
             idle: Notify::new(),
+            unclaimed: AtomicBool::new(false),
         })
     }
 
@@ -97,6 +101,16 @@ impl Handover {
     /// Whether answers close their connection.
     pub fn closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Records that the sockets went out and no new process took them.
+    pub fn mark_unclaimed(&self) {
+        self.unclaimed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether an upgrade started and nobody took over (see [`Handover::mark_unclaimed`]).
+    pub fn unclaimed(&self) -> bool {
+        self.unclaimed.load(Ordering::SeqCst)
     }
 
     /// Whether the switch is thrown.

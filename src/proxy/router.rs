@@ -793,6 +793,19 @@ impl ProxyHttp for Router {
             Some(n) => n.endpoint(),
             None => return Error::e_explain(ErrorType::HTTPStatus(503), "no node chosen"),
         };
+        // A retry on another node (`fail_to_connect`) needs a place there too.
+        if ctx.node_place.is_none() {
+            if let Some(node) = ctx.node.clone() {
+                match self
+                    .gate
+                    .enter(node.id, &node.name, self.cfg.connect_timeout)
+                    .await
+                {
+                    Ok(place) => ctx.node_place = place,
+                    Err(e) => return Error::e_explain(ErrorType::HTTPStatus(503), e.message),
+                }
+            }
+        }
         let peer = NodeClient::peer(
             &endpoint,
             self.cfg.connect_timeout,
@@ -972,6 +985,8 @@ impl ProxyHttp for Router {
             ctx.tried.push(node.id);
             // Nothing was sent: an unpinned request may go to another node.
             if ctx.movable && ctx.tried.len() < 3 && self.pick_any(ctx).is_ok() {
+                // The place was the first node's; `upstream_peer` takes one on the next.
+                ctx.node_place = None;
                 e.set_retry(true);
             }
         }

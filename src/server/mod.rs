@@ -72,6 +72,8 @@ pub struct Built {
     pub server: Server,
     /// The store (flushed and closed once the server stopped).
     pub store: StoreHandle,
+    /// The graceful-upgrade switch (tells `serve` whether an upgrade found no successor).
+    pub handover: Arc<Handover>,
 }
 
 /// Builds a ready-to-run Pingora server from a validated config.
@@ -84,7 +86,11 @@ pub fn build(config: Config) -> Result<Server, StartError> {
 /// process started with `--upgrade`), SIGINT (at once). The store is flushed and closed
 /// before this returns.
 pub fn serve(config: Config, launch: Launch) -> Result<(), StartError> {
-    let Built { server, store } = build_with(config, launch)?;
+    let Built {
+        server,
+        store,
+        handover,
+    } = build_with(config, launch)?;
     server.run(pingora::server::RunArgs::default());
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,6 +98,14 @@ pub fn serve(config: Config, launch: Launch) -> Result<(), StartError> {
         .map_err(|e| StartError::Setup(format!("cannot close the store: {e}")))?
         .block_on(store.close(crate::store::WRITE_DEADLINE))?;
     log::info!("store flushed and closed; exiting");
+    if handover.unclaimed() {
+        // Pingora exits after SIGQUIT whether or not a new process took the sockets: exit
+        // with a failure then, so a service manager (Restart=on-failure) starts it again.
+        return Err(StartError::Setup(
+            "a graceful upgrade sent the listening sockets but no new process took them over"
+                .into(),
+        ));
+    }
     Ok(())
 }
 
@@ -112,7 +126,12 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
             }
             Err(e) => return Err(e.into()),
         };
+    // Checked before this process takes any listening socket: a new process that fails on
+    // its key after taking them over would leave nobody serving.
+    sync::secrets_key(&config)?;
+    sync::log_secrets_key(&config);
     let handover = Handover::new(Handover::socket_for(&config.server.upgrade_sock));
+    let handover_for_serve = handover.clone();
     let opt = pingora::server::configuration::Opt {
         upgrade: launch.upgrade,
         ..Default::default()
@@ -192,13 +211,13 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
         header_timeout: config.routing.header_timeout,
         idle_timeout: config.routing.idle_timeout,
     };
-    let mut proxy = Service::new(
-        "API".into(),
-        Guarded::new(
-            pingora::proxy::http_proxy(&server.configuration, router),
-            limits,
-        ),
-    );
+    let mut app = pingora::proxy::http_proxy(&server.configuration, router);
+    // h2 connections (ALPN on TLS) are not timed by `Guarded`'s stream: Pingora's own h2
+    // idle timeout ends them after the same silence.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.routing.idle_timeout);
+    app.server_options = Some(options);
+    let mut proxy = Service::new("API".into(), Guarded::new(app, limits));
     let mut served = Vec::new();
     match &config.tls {
         Some(files) => {
@@ -294,7 +313,11 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
     }
     // Also without TLS listeners: SIGHUP then does nothing instead of ending the process.
     server.add_service(background_service("tls renewal", tls::Renewal::new(served)));
-    Ok(Built { server, store })
+    Ok(Built {
+        server,
+        store,
+        handover: handover_for_serve,
+    })
 }
 
 /// The key table: the config file's keys, then those added at run time (stored as digests);
@@ -314,12 +337,16 @@ fn load_keys(config: &Config, snapshot: &crate::store::Snapshot) -> Arc<Keys> {
                 Ok(t) => keys.put_digest_with(&k.name, d, k.role, t),
                 Err(e) => log::error!("stored key `{}`: {e}; it is ignored", k.name),
             },
-            (None, Some(secret)) => keys.put(&KeyConfig {
-                name: k.name.clone(),
-                secret: secret.clone(),
-                role: k.role,
-                tenancy: crate::config::Tenancy::of_record(k).unwrap_or_default(),
-            }),
+            // A record older than digests; its tenancy as checked for any other (fail closed).
+            (None, Some(secret)) => match crate::config::Tenancy::of_record(k) {
+                Ok(tenancy) => keys.put(&KeyConfig {
+                    name: k.name.clone(),
+                    secret: secret.clone(),
+                    role: k.role,
+                    tenancy,
+                }),
+                Err(e) => log::error!("stored key `{}`: {e}; it is ignored", k.name),
+            },
             (None, None) => log::error!(
                 "stored key `{}` has no usable digest; it is ignored",
                 k.name

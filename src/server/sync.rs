@@ -66,17 +66,21 @@ pub fn secrets_key(config: &Config) -> Result<Option<SecretsKey>, StoreError> {
     }
 }
 
-/// Opens the configured store behind its worker, its secrets sealed with the configured key.
-pub fn open_store(config: &Config, router_id: &str) -> Result<StoreHandle, StoreError> {
-    let key = secrets_key(config)?;
-    match &key {
-        Some(k) => log::info!("store secrets are sealed with key {}", k.id()),
-        None => log::warn!(
+/// Says once at start how the store's secrets are kept.
+pub fn log_secrets_key(config: &Config) {
+    match secrets_key(config) {
+        Ok(Some(k)) => log::info!("store secrets are sealed with key {}", k.id()),
+        Ok(None) => log::warn!(
             "no secrets key is configured (secrets.key_file): identity keys, passwords and node \
              tokens are stored in plain text"
         ),
+        Err(e) => log::error!("{e}"),
     }
-    let sealer = Sealer::new(key);
+}
+
+/// Opens the configured store behind its worker, its secrets sealed with the configured key.
+pub fn open_store(config: &Config, router_id: &str) -> Result<StoreHandle, StoreError> {
+    let sealer = Sealer::new(secrets_key(config)?);
     match &config.storage {
         StorageConfig::Embedded { path } => {
             let inner = EmbeddedStore::open(std::path::Path::new(path))?;

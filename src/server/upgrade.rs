@@ -223,10 +223,12 @@ impl HandoverWatch {
             return;
         }
         let Some(socket) = &self.socket else {
+            self.handover.mark_unclaimed();
             log::error!("graceful upgrade: this process has no hand-over socket; it keeps answering until it stops");
             return;
         };
         if !socket.taken_over() {
+            self.handover.mark_unclaimed();
             // Nobody took the sockets (no new process, or it died): forwarding would fail
             // every request, and this process still holds the store.
             log::error!(

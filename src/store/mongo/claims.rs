@@ -205,12 +205,23 @@ impl MongoStore {
     ) -> Result<(), StoreError> {
         let mut inserts = Vec::new();
         let mut deletes = Vec::new();
+        let mut updates = Vec::new();
         for (id, rec) in bots {
             let id = i64::from(*id);
             match rec {
                 Some(b) => {
                     let key = slot_key(b);
-                    inserts.push(self.slot_doc(&key, b)?);
+                    let slot = self.slot_doc(&key, b)?;
+                    // A slot this bot already holds gets the record as now written, so the
+                    // copy never keeps what the record no longer holds (a secret sealed with
+                    // a rotated key, or still in plain text).
+                    if let Ok(record) = slot.get_document("record") {
+                        updates.push(doc! {
+                            "q": {"_id": key.as_str(), "bot": id},
+                            "u": {"$set": {"record": record.clone()}},
+                        });
+                    }
+                    inserts.push(slot);
                     deletes.push(doc! {"q": {"bot": id, "_id": {"$ne": key}}, "limit": 0});
                 }
                 None => deletes.push(doc! {"q": {"bot": id}, "limit": 0}),
@@ -225,6 +236,10 @@ impl MongoStore {
         if !inserts.is_empty() {
             // A key held by someone else stays theirs (duplicate key: skipped).
             self.write_command("insert", "documents", BOT_SLOTS, inserts, true)
+                .await?;
+        }
+        if !updates.is_empty() {
+            self.write_command("update", "updates", BOT_SLOTS, updates, false)
                 .await?;
         }
         Ok(())
