@@ -163,22 +163,8 @@ pub async fn create(state: &AdminState, body: &[u8]) -> Result<Value, AdminError
     let secret = random_hex(24)?;
     let d = digest(secret.as_bytes());
     let created_ms = now_ms();
-    let record = KeyRecord {
-        name: k.name.clone(),
-        secret: None,
-        digest: Some(digest_hex(&d)),
-        role,
-        created_ms,
-        last_used_ms: None,
-        scope: tenancy.scope,
-        max_bots: tenancy.max_bots,
-        allow_from: tenancy.allow_from_text(),
-    };
-    state
-        .cluster
-        .store()
-        .commit(vec![Op::PutKey(record)], WRITE_DEADLINE)
-        .await?;
+    let record = key_record(&k.name, &d, role, (created_ms, None), &tenancy);
+    commit_key(state, record).await?;
     let shown = json!({
         "name": k.name,
         "role": role_name(role),
@@ -230,22 +216,9 @@ pub async fn edit(state: &AdminState, name: &str, body: &[u8]) -> Result<Value, 
         return Err(AdminError::NotFound(format!("no key named `{name}`")));
     };
     // The record as `create` wrote it, with the new tenancy.
-    let record = KeyRecord {
-        name: name.to_string(),
-        secret: None,
-        digest: Some(digest_hex(&d)),
-        role,
-        created_ms: meta.created_ms,
-        last_used_ms: state.keys.last_used_ms(name).or(meta.last_used_ms),
-        scope: tenancy.scope,
-        max_bots: tenancy.max_bots,
-        allow_from: tenancy.allow_from_text(),
-    };
-    state
-        .cluster
-        .store()
-        .commit(vec![Op::PutKey(record)], WRITE_DEADLINE)
-        .await?;
+    let used = state.keys.last_used_ms(name).or(meta.last_used_ms);
+    let record = key_record(name, &d, role, (meta.created_ms, used), &tenancy);
+    commit_key(state, record).await?;
     let shown = json!({
         "name": name,
         "role": role_name(role),
@@ -282,5 +255,36 @@ pub async fn revoke(state: &AdminState, name: &str) -> Result<(), AdminError> {
     state.keys.remove(name);
     state.key_book.0.lock().remove(name);
     state.sessions.close_all_of(name);
+    Ok(())
+}
+
+/// A run-time key's record: only the digest of its secret, its role, times and tenancy.
+fn key_record(
+    name: &str,
+    d: &[u8; 32],
+    role: Role,
+    (created_ms, last_used_ms): (u64, Option<u64>),
+    tenancy: &Tenancy,
+) -> KeyRecord {
+    KeyRecord {
+        name: name.to_string(),
+        secret: None,
+        digest: Some(digest_hex(d)),
+        role,
+        created_ms,
+        last_used_ms,
+        scope: tenancy.scope,
+        max_bots: tenancy.max_bots,
+        allow_from: tenancy.allow_from_text(),
+    }
+}
+
+/// Writes a key's record before the answer (the change must survive a restart).
+async fn commit_key(state: &AdminState, record: KeyRecord) -> Result<(), AdminError> {
+    state
+        .cluster
+        .store()
+        .commit(vec![Op::PutKey(record)], WRITE_DEADLINE)
+        .await?;
     Ok(())
 }

@@ -183,6 +183,18 @@ impl Router {
         })
     }
 
+    /// A place for this request among the requests to its node (`NodeGate`), held in `ctx`
+    /// until the request ends.
+    async fn take_place(&self, ctx: &mut RequestCtx) -> Result<(), ApiError> {
+        if let Some(node) = ctx.node.clone() {
+            ctx.node_place = self
+                .gate
+                .enter(node.id, &node.name, self.cfg.connect_timeout)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The router with a graceful-upgrade switch: once thrown, requests are forwarded to the
     /// new process over the hand-over socket.
     pub fn with_handover(mut self, handover: Arc<Handover>) -> Router {
@@ -731,18 +743,9 @@ impl ProxyHttp for Router {
             Ok(Flow::Proxy) => {
                 // The router's own time ends here: a wait for a place is the node's.
                 ctx.own += ctx.elapsed();
-                if let Some(node) = ctx.node.clone() {
-                    match self
-                        .gate
-                        .enter(node.id, &node.name, self.cfg.connect_timeout)
-                        .await
-                    {
-                        Ok(place) => ctx.node_place = place,
-                        Err(e) => {
-                            respond_error(session, &e).await?;
-                            return Ok(true);
-                        }
-                    }
+                if let Err(e) = self.take_place(ctx).await {
+                    respond_error(session, &e).await?;
+                    return Ok(true);
                 }
                 Ok(false)
             }
@@ -795,15 +798,8 @@ impl ProxyHttp for Router {
         };
         // A retry on another node (`fail_to_connect`) needs a place there too.
         if ctx.node_place.is_none() {
-            if let Some(node) = ctx.node.clone() {
-                match self
-                    .gate
-                    .enter(node.id, &node.name, self.cfg.connect_timeout)
-                    .await
-                {
-                    Ok(place) => ctx.node_place = place,
-                    Err(e) => return Error::e_explain(ErrorType::HTTPStatus(503), e.message),
-                }
+            if let Err(e) = self.take_place(ctx).await {
+                return Error::e_explain(ErrorType::HTTPStatus(503), e.message);
             }
         }
         let peer = NodeClient::peer(

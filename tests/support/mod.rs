@@ -156,21 +156,8 @@ pub struct Router {
 impl Router {
     /// Writes a config for `nodes` and starts the router; returns once it answers.
     pub fn start(nodes: &[&FakeNode], opts: RouterOpts) -> Router {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let mut r = Router {
-            child: None,
-            stderr: Arc::default(),
-            stderr_reader: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_addr: None,
-            config: dir.path().join("ts3ab-lb.yaml"),
-            data,
-            dir: Some(dir),
-        };
-        r.write_config(nodes, &opts);
-        r.spawn();
-        r
+        let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+        Router::start_urls(&urls, opts)
     }
 
     /// Like [`Router::start`] for nodes given by URL (fake nodes running as processes).
