@@ -524,16 +524,36 @@ fn check_config_names_the_bad_key() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nodes[0].capacity"));
-    let good = std::process::Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
-        .args([
-            "check-config",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/conf/ts3ab-lb.yaml"),
-        ])
-        .env("TS3AB_ADMIN_SECRET", "a-long-admin-secret")
-        .env("TS3AB_NODE1_TOKEN", "router:abc")
+    // The shipped example, with its secrets key file where the example puts it (here: in the
+    // test's directory, made by `store new-key`; check-config reads the key too).
+    let shipped = include_str!("../conf/ts3ab-lb.yaml");
+    let check = |yaml: &str| {
+        let path = dir.path().join("shipped.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        std::process::Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("TS3AB_ADMIN_SECRET", "a-long-admin-secret")
+            .env("TS3AB_NODE1_TOKEN", "router:abc")
+            .output()
+            .expect("run")
+    };
+    assert!(shipped.contains("/etc/ts3ab-lb/secrets.key"));
+    let key = dir.path().join("secrets.key");
+    let missing = check(&shipped.replace("/etc/ts3ab-lb/secrets.key", &key.display().to_string()));
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "a missing key file fails the check"
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("secrets"));
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
+        .args(["store", "new-key", "--out"])
+        .arg(&key)
         .output()
-        .expect("run");
+        .expect("new-key");
+    assert!(made.status.success());
+    let good = check(&shipped.replace("/etc/ts3ab-lb/secrets.key", &key.display().to_string()));
     assert!(
         good.status.success(),
         "{}",
