@@ -128,7 +128,26 @@ fn slow_headers_and_idle_clients_are_dropped_but_slow_answers_are_not() {
 fn one_address_holds_a_bounded_number_of_connections() {
     let node = fake_node(0);
     let router = Router::start(&[&node], opts("max_connections_per_address: 3"));
-    let held: Vec<TcpStream> = (0..3).map(|_| connect(router.addr)).collect();
+    // Three connections, each answered once (so the router surely holds them) and kept open.
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = connect(router.addr);
+            s.write_all(
+                format!(
+                    "GET /api/version HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+                    basic(USER)
+                )
+                .as_bytes(),
+            )
+            .expect("write");
+            let r = read_response(
+                &mut std::io::BufReader::new(s.try_clone().expect("clone")),
+                false,
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            s
+        })
+        .collect();
     // The router counts a connection once it has accepted it: wait until the fourth is refused.
     let mut refused = None;
     wait_for(5, "the fourth connection refused", || {
