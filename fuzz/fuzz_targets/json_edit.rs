@@ -21,7 +21,7 @@ use std::ops::Range;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use ts3ab_lb::protocol::json_edit::{
-    array_items, join_array, redact_scalar, redact_secrets, rewrite_bot_ids,
+    array_items, drop_bot_infos, join_array, redact_scalar, redact_secrets, rewrite_bot_ids,
     rewrite_openapi_servers, translate_bot_infos,
 };
 use ts3ab_lb::protocol::json_scan::{int_value, parse, Node};
@@ -257,13 +257,41 @@ fuzz_target!(|src: &[u8]| {
     let scalar = redact_scalar(src);
     let items = array_items(src);
     let servers = rewrite_openapi_servers(src, map);
+    // A tenant's view: bots with odd ids (and offline templates) are dropped.
+    let dropped = drop_bot_infos(src, |id, _| id.is_some_and(|i| i % 2 == 0));
 
     let Ok(root) = scanned else {
         assert!(ids.is_none() && translated.is_none() && redacted.is_none() && scalar.is_none());
-        assert!(items.is_none() && servers.is_none());
+        assert!(items.is_none() && servers.is_none() && dropped.is_none());
         return;
     };
     let oracles = theirs.as_ref().ok().filter(|_| !has_duplicate_keys(&root));
+    // What is left after dropping is JSON still, and holds no dropped bot.
+    if let (Some(out), Some(_)) = (&dropped, oracles) {
+        let v: serde_json::Value =
+            serde_json::from_slice(out).expect("drop_bot_infos keeps the answer JSON");
+        fn no_odd(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Array(a) => a.iter().all(|x| {
+                    // A BotInfo as the router reads one: exactly these four members.
+                    let bot_info = x.as_object().is_some_and(|o| {
+                        o.len() == 4
+                            && ["Id", "Name", "Server", "Status"]
+                                .iter()
+                                .all(|k| o.contains_key(*k))
+                    });
+                    let odd = bot_info
+                        && x.get("Id")
+                            .and_then(serde_json::Value::as_i64)
+                            .is_some_and(|i| i % 2 != 0);
+                    !odd && no_odd(x)
+                }),
+                serde_json::Value::Object(o) => o.values().all(no_odd),
+                _ => true,
+            }
+        }
+        assert!(no_odd(&v), "a dropped bot is still there");
+    }
 
     // Ids: exactly the BotInfo Id tokens change.
     for (got, need_status) in [(&ids, false), (&translated, true)] {
