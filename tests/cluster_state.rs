@@ -547,12 +547,7 @@ fn check_config_names_the_bad_key() {
         "a missing key file fails the check"
     );
     assert!(String::from_utf8_lossy(&missing.stderr).contains("secrets"));
-    let made = std::process::Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
-        .args(["store", "new-key", "--out"])
-        .arg(&key)
-        .output()
-        .expect("new-key");
-    assert!(made.status.success());
+    new_secrets_key(&key);
     let good = check(&shipped.replace("/etc/ts3ab-lb/secrets.key", &key.display().to_string()));
     assert!(
         good.status.success(),

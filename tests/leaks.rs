@@ -94,12 +94,7 @@ fn no_secret_in_trace_logs_metrics_or_answers_to_non_admins() {
     let spare = fake_node_with(5, |c| c.auth = Some(SPARE_TOKEN.into()));
     let dir = tempfile::tempdir().expect("tempdir");
     let key_file = dir.path().join("secrets.key");
-    let out = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
-        .args(["store", "new-key", "--out"])
-        .arg(&key_file)
-        .output()
-        .expect("new-key");
-    assert!(out.status.success());
+    new_secrets_key(&key_file);
     let secrets_key = std::fs::read_to_string(&key_file)
         .expect("key")
         .trim()

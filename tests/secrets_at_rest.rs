@@ -16,19 +16,6 @@ use support::*;
 const SERVER_PASSWORD: &str = "server-pw-7f3a9c";
 const AGENT_TOKEN: &str = "agent-token-51be08";
 
-fn new_key(path: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
-        .args(["store", "new-key", "--out"])
-        .arg(path)
-        .output()
-        .expect("run new-key");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs `serve` with `config` and expects it to exit (within 20 s) with an error; its stderr.
 fn refused_start(config: &Path) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
@@ -131,8 +118,8 @@ fn the_embedded_store_file_holds_no_secret_and_a_wrong_key_is_refused() {
     let spare = fake_node_with(1, |c| c.auth = Some(node_token(9)));
     let keys = tempfile::tempdir().expect("tempdir");
     let (k1, k2) = (keys.path().join("k1"), keys.path().join("k2"));
-    new_key(&k1);
-    new_key(&k2);
+    new_secrets_key(&k1);
+    new_secrets_key(&k2);
     let opts = RouterOpts {
         admin: true,
         extra_yaml: format!("secrets: {{ key_file: \"{}\" }}\n", k1.display()),
@@ -263,7 +250,7 @@ fn mongodb_documents_hold_no_secret() {
     let spare = fake_node_with(1, |c| c.auth = Some(node_token(9)));
     let keys = tempfile::tempdir().expect("tempdir");
     let k = keys.path().join("k");
-    new_key(&k);
+    new_secrets_key(&k);
     // First without a key (every record, bot slot copies included, in plain text), then
     // started with one: what was written before is sealed at that start.
     let plain = RouterOpts {

@@ -128,8 +128,7 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
         };
     // Checked before this process takes any listening socket: a new process that fails on
     // its key after taking them over would leave nobody serving.
-    sync::secrets_key(&config)?;
-    sync::log_secrets_key(&config);
+    sync::log_secrets_key(sync::secrets_key(&config)?.as_ref());
     let handover = Handover::new(Handover::socket_for(&config.server.upgrade_sock));
     let handover_for_serve = handover.clone();
     let opt = pingora::server::configuration::Opt {

@@ -66,15 +66,14 @@ pub fn secrets_key(config: &Config) -> Result<Option<SecretsKey>, StoreError> {
     }
 }
 
-/// Says once at start how the store's secrets are kept.
-pub fn log_secrets_key(config: &Config) {
-    match secrets_key(config) {
-        Ok(Some(k)) => log::info!("store secrets are sealed with key {}", k.id()),
-        Ok(None) => log::warn!(
+/// Says once at start how the store's secrets are kept (`key`: the configured one).
+pub fn log_secrets_key(key: Option<&SecretsKey>) {
+    match key {
+        Some(k) => log::info!("store secrets are sealed with key {}", k.id()),
+        None => log::warn!(
             "no secrets key is configured (secrets.key_file): identity keys, passwords and node \
              tokens are stored in plain text"
         ),
-        Err(e) => log::error!("{e}"),
     }
 }
 

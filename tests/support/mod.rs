@@ -293,23 +293,8 @@ impl Router {
             .stderr(Stdio::piped())
             .spawn()
             .expect("router starts");
-        let pipe = child.stderr.take().expect("stderr pipe");
-        let sink = self.stderr.clone();
         // Ends when the process's stderr closes, i.e. when the process is gone.
-        self.stderr_reader = Some(std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("{line}");
-                let mut s = sink.lock().expect("stderr lock");
-                s.push_str(&line);
-                s.push('\n');
-                if s.len() > 2 * STDERR_KEEP {
-                    let cut = s.len() - STDERR_KEEP;
-                    let cut = (cut..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(0);
-                    s.drain(..cut);
-                }
-            }
-        }));
+        self.stderr_reader = Some(read_stderr(&mut child, self.stderr.clone()));
         let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
@@ -835,4 +820,18 @@ impl Router {
         assert!(ok, "kill -QUIT {} failed", old.pid());
         old
     }
+}
+
+/// Makes a secrets key file with `ts3ab-lb store new-key --out path`.
+pub fn new_secrets_key(path: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ts3ab-lb"))
+        .args(["store", "new-key", "--out"])
+        .arg(path)
+        .output()
+        .expect("run new-key");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
