@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 use support::*;
 use ts3ab_fake_node::FakeBot;
@@ -364,4 +365,55 @@ fn a_node_that_answers_but_refuses_is_not_evacuated() {
         "the healthy node runs its own bots and the dead node's"
     );
     assert_eq!(keys(&nodes[sick]), sick_keys, "its bots keep running there");
+}
+
+/// A frozen node that runs again while failover moves its bots: its bots rejoin their
+/// servers at once, so failover starts no further copy once the node answers (it asks the
+/// node all along); the bots not moved yet stay where they run, the ones already moved are
+/// fenced there, and no identity runs twice.
+#[test]
+fn failover_stops_moving_bots_once_their_node_answers_again() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let router = Router::start(
+        &refs,
+        opts("failover: { after_ms: 300, retry_ms: 500, concurrency: 1 }\n"),
+    );
+    for i in 0..12 {
+        create(&router, &format!("/api/bot/connect/to/f{i}.example.com"));
+    }
+    let frozen = &nodes[0];
+    let before: Vec<FakeBot> = frozen.bots();
+    assert!(before.len() >= 5, "{before:?}");
+    let reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
+    wait_for_requests(frozen, 10, "the identity reads", &reads);
+
+    // Frozen: every answer waits. Each rebuild on the other node takes 400 ms at least.
+    nodes[1].set_latency_on(Duration::from_millis(400), "settings/create/");
+    frozen.hold("/api/");
+    router.wait_until(20, "failover's first rebuild", |_| {
+        targets(&nodes[1])
+            .iter()
+            .any(|t| t.starts_with("/api/settings/create/"))
+    });
+    frozen.release();
+
+    let keys = |n: &FakeNode| -> HashSet<String> {
+        n.bots().into_iter().map(|b| b.identity_key).collect()
+    };
+    let original: HashSet<String> = before.iter().map(|b| b.identity_key.clone()).collect();
+    router.wait_until(20, "the end of the failover", |r| {
+        r.stderr_text().contains("failover of node node-0: moved")
+    });
+    // Settled: every identity of the frozen node runs exactly once, and the node is fenced.
+    router.wait_until(20, "each identity running once", |_| {
+        let (a, b) = (keys(&nodes[0]), keys(&nodes[1]));
+        original.iter().all(|k| a.contains(k) != b.contains(k))
+    });
+    let stayed = original.intersection(&keys(&nodes[0])).count();
+    assert!(
+        stayed >= original.len() - 2 && stayed < original.len(),
+        "failover went on after the node answered: {stayed} of {} bots stayed",
+        original.len()
+    );
 }

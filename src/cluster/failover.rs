@@ -25,7 +25,7 @@
 //! is only restarting.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,11 @@ const ESSENTIAL: [&str; 5] = [
 
 /// How often liveness is looked at.
 const TICK: Duration = Duration::from_millis(200);
+/// How long a node about to be failed over, or being failed over, is waited for when asked
+/// whether it answers again (a frozen node answers the moment it runs), and how soon one
+/// that refused is asked again.
+const BACK_WAIT: Duration = Duration::from_secs(1);
+const ASK_AGAIN: Duration = Duration::from_millis(50);
 /// Identity reads per sweep, and how long a failed read waits before it is tried again.
 const IDENTITY_BATCH: usize = 64;
 const IDENTITY_RETRY: Duration = Duration::from_secs(60);
@@ -130,7 +135,16 @@ impl Failover {
         }
     }
 
-    /// Moves every bot the router knows on `node` to other nodes.
+    /// Whether `node` answers its `bot/list` within `within` at all (an error status is an
+    /// answer: only a node the router cannot reach is taken for dead).
+    async fn answers(&self, node: &Node, within: Duration) -> bool {
+        match read_bot_list(self.rebuilder.client(), &node.endpoint(), within).await {
+            Ok(_) => true,
+            Err(e) => !e.unreachable(),
+        }
+    }
+
+    /// Moves every bot the router knows on `node` to other nodes, until it answers again.
     pub async fn evacuate(&self, node: &Arc<Node>) -> Report {
         // The poller leaves the node alone while its bots move (see `fence`).
         node.evacuating.store(true, Ordering::Release);
@@ -148,11 +162,45 @@ impl Failover {
             node.name,
             bots.len()
         );
-        let results: Vec<(u32, Result<bool, MoveError>)> = futures::stream::iter(bots)
-            .map(|b| async move { (b.gid, self.rebuild(node, b, false).await) })
+        // A node that was only frozen may run again at any moment; its bots then rejoin
+        // their servers, so a copy started after that would be the identity's second
+        // client. The node is asked all along, and once it answers no further copy starts
+        // (the copies already started are fenced there as it is back).
+        let back = AtomicBool::new(false);
+        let probe = async {
+            loop {
+                let asked = Instant::now();
+                if self.answers(node, BACK_WAIT).await {
+                    back.store(true, Ordering::Release);
+                    log::warn!(
+                        "failover: node {} answers again; its bots not moved yet stay there",
+                        node.name
+                    );
+                    return;
+                }
+                // A refused connection fails at once: ask again shortly.
+                if let Some(rest) = ASK_AGAIN.checked_sub(asked.elapsed()) {
+                    tokio::time::sleep(rest).await;
+                }
+            }
+        };
+        let back = &back;
+        let moves: Vec<_> = bots
+            .into_iter()
+            .map(|b| async move {
+                if back.load(Ordering::Acquire) {
+                    return (b.gid, Ok(false));
+                }
+                (b.gid, self.rebuild(node, b, false).await)
+            })
+            .collect();
+        let moves = futures::stream::iter(moves)
             .buffer_unordered(self.cfg.concurrency)
-            .collect()
-            .await;
+            .collect::<Vec<(u32, Result<bool, MoveError>)>>();
+        let results = match futures::future::select(Box::pin(moves), Box::pin(probe)).await {
+            futures::future::Either::Left((results, _)) => results,
+            futures::future::Either::Right(((), moves)) => moves.await,
+        };
         let mut report = Report::default();
         for (gid, r) in results {
             match r {
@@ -634,6 +682,10 @@ impl BackgroundService for Failover {
                 let since = *down_since.entry(node.id).or_insert_with(Instant::now);
                 let due = next_try.get(&node.id).is_none_or(|t| Instant::now() >= *t);
                 if since.elapsed() < self.cfg.after || !due || node.load.running() == 0 {
+                    continue;
+                }
+                // The last poll may be a while ago: a node that answers now is not dead.
+                if self.answers(node, BACK_WAIT).await {
                     continue;
                 }
                 let report = self.evacuate(node).await;

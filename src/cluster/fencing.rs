@@ -11,12 +11,17 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::cluster::failover::router_template_bot;
 use crate::cluster::{Cluster, Node};
 use crate::node::api::{delete_template_target, disconnect_target, fetch_identity, read_bot_list};
 use crate::node::client::NodeClient;
 use crate::protocol::api_json::BotInfo;
 use crate::store::{FenceRecord, WRITE_DEADLINE};
+
+/// Copies stopped at once on one node (as many connections to it).
+const STOPS_AT_ONCE: usize = 16;
 
 /// Whether a bot a node lists (local id, template name, server) is the copy fence `f`
 /// names: for a template copy any running bot of that template (a restart gives it a new
@@ -60,6 +65,11 @@ pub async fn fence(
     node: &Node,
     timeout: Duration,
 ) -> Result<bool, FenceError> {
+    if cluster.fences_on(node.id).is_empty() {
+        return Ok(false);
+    }
+    // One fencing at a time per node; whoever waited finds the fences already cleared.
+    let _fencing = node.fencing.lock().await;
     let fences = cluster.fences_on(node.id);
     if fences.is_empty() {
         return Ok(false);
@@ -83,27 +93,41 @@ pub async fn fence(
             })
     };
     let listed = read().await?;
-    for b in &listed {
-        let Some(lid) = b.id else { continue };
-        if fences
-            .iter()
-            .any(|f| names_copy(f, b.id, b.name.as_deref(), b.server.as_deref()))
-        {
+    // Many copies at once: a node that comes back after a freeze has its bots' reconnects
+    // due about a second later (`reconnect.ontimeout`), and each must be stopped before.
+    let (endpoint, err, unreachable) = (&endpoint, &err, &unreachable);
+    let stop = |lid: u32, b: &BotInfo| {
+        let shown = b.name.clone().unwrap_or_else(|| "temporary".into());
+        async move {
             let target = disconnect_target(lid);
-            match client.get(&endpoint, target.as_bytes(), timeout).await {
+            match client.get(endpoint, target.as_bytes(), timeout).await {
                 Ok(r) if r.status == 204 || r.status == 200 => {
                     log::warn!(
-                        "node {}: stopped bot {lid} (`{}`), which runs elsewhere since failover",
-                        node.name,
-                        b.name.as_deref().unwrap_or("temporary")
+                        "node {}: stopped bot {lid} (`{shown}`), which runs elsewhere since failover",
+                        node.name
                     );
+                    Ok(())
                 }
-                Ok(r) => return Err(err(format!("bot disconnect answered HTTP {}", r.status))),
-                Err(e) if e.not_sent() => return Err(unreachable(e.to_string())),
-                Err(e) => return Err(err(e.to_string())),
+                Ok(r) => Err(err(format!("bot disconnect answered HTTP {}", r.status))),
+                Err(e) if e.not_sent() => Err(unreachable(e.to_string())),
+                Err(e) => Err(err(e.to_string())),
             }
         }
-    }
+    };
+    let stops: Vec<_> = listed
+        .iter()
+        .filter(|b| {
+            fences
+                .iter()
+                .any(|f| names_copy(f, b.id, b.name.as_deref(), b.server.as_deref()))
+        })
+        .filter_map(|b| Some(stop(b.id?, b)))
+        .collect();
+    let stopped: Vec<Result<(), FenceError>> = futures::stream::iter(stops)
+        .buffer_unordered(STOPS_AT_ONCE)
+        .collect()
+        .await;
+    stopped.into_iter().collect::<Result<(), _>>()?;
     // Templates that moved: delete them here, so a restart (`run = true`) cannot start them.
     for f in &fences {
         let Some(name) = &f.template else { continue };
@@ -112,7 +136,7 @@ pub async fn fence(
         }
         if listed.iter().any(|b| b.name.as_deref() == Some(name)) {
             let target = delete_template_target(name);
-            match client.get(&endpoint, target.as_bytes(), timeout).await {
+            match client.get(endpoint, target.as_bytes(), timeout).await {
                 Ok(r) if r.status == 204 || r.status == 200 => {}
                 Ok(r) => {
                     return Err(err(format!(

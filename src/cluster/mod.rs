@@ -21,6 +21,7 @@ mod owners;
 pub mod penalty;
 pub mod placement;
 mod records;
+pub mod returns;
 pub mod shared;
 pub mod stats;
 mod tables;

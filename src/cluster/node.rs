@@ -83,6 +83,10 @@ pub struct Node {
     /// The last poll could not reach the node at all (refused, reset, timed out), as opposed
     /// to a node that answers but refuses or fails: only an unreachable node is evacuated.
     pub unreachable: AtomicBool,
+    /// Held while the copies of moved bots on this node are stopped (`fencing::fence`): the
+    /// poller and the return watch may both meet the node as it comes back, and one of them
+    /// is enough.
+    pub fencing: tokio::sync::Mutex<()>,
     /// Taken out of the view: holders of an old `Arc<Node>` must not place bots on it.
     pub removed: AtomicBool,
     /// The node process's `starttime` as last read from `system/info` (None: not read yet).
@@ -126,6 +130,7 @@ impl Node {
             load: NodeLoad::default(),
             evacuating: AtomicBool::new(false),
             unreachable: AtomicBool::new(false),
+            fencing: tokio::sync::Mutex::new(()),
             removed: AtomicBool::new(false),
             starttime: Mutex::new(None),
             last_poll: Mutex::new(PollOutcome::default()),

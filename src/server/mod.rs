@@ -32,6 +32,7 @@ use crate::cluster::agents::AgentPoller;
 use crate::cluster::failover::Failover;
 use crate::cluster::health::{poll_all, NodePoller};
 use crate::cluster::placement::{ClusterDiscovery, LoadOrder, Placer, Scoring};
+use crate::cluster::returns::ReturnWatch;
 use crate::cluster::Cluster;
 use crate::config::{Config, KeyConfig};
 use crate::metrics::Metrics;
@@ -183,6 +184,15 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
             config.routing.request_timeout,
         ),
     );
+    // Fences a node whose bots moved the moment it answers again (before its bots reconnect).
+    let return_watch = background_service(
+        "return watch",
+        ReturnWatch::new(
+            cluster.clone(),
+            config.health.clone(),
+            config.routing.connect_timeout,
+        ),
+    );
     let exec = Exec::new(
         cluster.clone(),
         Arc::new(NodeClient::new(config.routing.connect_timeout)),
@@ -253,6 +263,7 @@ pub fn build_with(config: Config, launch: Launch) -> Result<Built, StartError> {
     server.add_service(background_service("ready", upgrade::ReadyNotice));
     server.add_service(poller);
     server.add_service(failover);
+    server.add_service(return_watch);
     // Always running (it does nothing for nodes without an agent): agents can be added at
     // run time, and the panel shows their figures under either strategy.
     server.add_service(background_service(

@@ -100,6 +100,8 @@ pub struct RouterOpts {
     pub node_yaml: Vec<Option<String>>,
     /// More `keys:` entries after the admin and user keys (YAML flow mappings).
     pub keys_yaml: Vec<String>,
+    /// The poll deadline (`health.timeout_ms`), 2000 unless set.
+    pub poll_timeout_ms: Option<u64>,
 }
 
 impl Default for RouterOpts {
@@ -117,6 +119,7 @@ impl Default for RouterOpts {
             node_urls: Vec::new(),
             node_yaml: Vec::new(),
             keys_yaml: Vec::new(),
+            poll_timeout_ms: None,
         }
     }
 }
@@ -233,10 +236,11 @@ impl Router {
             .clone()
             .unwrap_or_else(|| format!("{{ kind: embedded, path: \"{}\" }}", self.data.display()));
         yaml.push_str(&format!(
-            "storage: {storage}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: 2000, failures_to_down: 2 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000{} }}\n{}",
+            "storage: {storage}\nserver: {{ threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1, pid_file: \"{}\", upgrade_sock: \"{}\" }}\nhealth: {{ interval_ms: {}, timeout_ms: {}, failures_to_down: 2 }}\nrouting: {{ connect_timeout_ms: 500, request_timeout_ms: 5000, fanout_timeout_ms: 1000{} }}\n{}",
             dir.join("pid").display(),
             dir.join("upgrade.sock").display(),
             opts.poll_ms,
+            opts.poll_timeout_ms.unwrap_or(2000),
             if opts.routing_yaml.is_empty() {
                 String::new()
             } else {
