@@ -1083,6 +1083,7 @@ fn a_frozen_node_is_fenced_before_its_bots_reconnect() {
     // request is waiting, so this one wait is a fixed one.
     std::thread::sleep(Duration::from_millis(1000));
     nodes[0].cont();
+    eprintln!("chaos {}: node-0 continued", utc_now());
 
     let fenced = wait_for(Duration::from_secs(10), || {
         nodes[0]

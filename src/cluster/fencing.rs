@@ -65,6 +65,18 @@ pub async fn fence(
     node: &Node,
     timeout: Duration,
 ) -> Result<bool, FenceError> {
+    fence_listed(cluster, client, node, timeout, None).await
+}
+
+/// [`fence`], starting from `listed`, the node's list as just read (one round trip less for
+/// a node that just came back, whose bots are about to reconnect); None: it is read first.
+pub async fn fence_listed(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    timeout: Duration,
+    listed: Option<Vec<BotInfo>>,
+) -> Result<bool, FenceError> {
     if cluster.fences_on(node.id).is_empty() {
         return Ok(false);
     }
@@ -92,7 +104,10 @@ pub async fn fence(
                 ..err(e.to_string())
             })
     };
-    let listed = read().await?;
+    let listed = match listed {
+        Some(l) => l,
+        None => read().await?,
+    };
     // Many copies at once: a node that comes back after a freeze has its bots' reconnects
     // due about a second later (`reconnect.ontimeout`), and each must be stopped before.
     let (endpoint, err, unreachable) = (&endpoint, &err, &unreachable);

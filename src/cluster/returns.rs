@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::cluster::fencing::fence;
+use crate::cluster::fencing::fence_listed;
 use crate::cluster::{Cluster, Node, NodeId};
 use crate::config::HealthConfig;
 use crate::node::api::read_bot_list;
@@ -71,10 +71,11 @@ async fn watch(
     node: &Node,
     cfg: &HealthConfig,
 ) -> Option<Instant> {
-    if let Err(e) = read_bot_list(client, &node.endpoint(), WAIT).await {
-        return (!e.unreachable()).then(|| Instant::now() + cfg.interval);
-    }
-    match fence(cluster, client, node, cfg.timeout).await {
+    let listed = match read_bot_list(client, &node.endpoint(), WAIT).await {
+        Ok(l) => l,
+        Err(e) => return (!e.unreachable()).then(|| Instant::now() + cfg.interval),
+    };
+    match fence_listed(cluster, client, node, cfg.timeout, Some(listed)).await {
         Ok(true) => {
             log::warn!(
                 "node {} answers again: the copies of its moved bots are stopped",

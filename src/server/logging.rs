@@ -22,6 +22,8 @@ pub fn init() {
     for m in CAPPED {
         b.filter_module(m, capped_level(&spec, m));
     }
+    // Failover, fencing and polls are told apart by milliseconds.
+    b.format_timestamp_millis();
     b.init();
 }
 
