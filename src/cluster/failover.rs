@@ -191,7 +191,7 @@ impl Failover {
                 if back.load(Ordering::Acquire) {
                     return (b.gid, Ok(false));
                 }
-                (b.gid, self.rebuild(node, b, false).await)
+                (b.gid, self.rebuild(node, b, false, Some(back)).await)
             })
             .collect();
         let moves = futures::stream::iter(moves)
@@ -265,11 +265,14 @@ impl Failover {
                             .is_some_and(|t| t.elapsed() >= self.cfg.after))
             })
             .collect();
-        let results: Vec<(u32, NodeId, Result<bool, MoveError>)> = futures::stream::iter(due)
-            .map(|(node, b)| async move { (b.gid, node.id, self.rebuild(&node, b, true).await) })
-            .buffer_unordered(self.cfg.concurrency)
-            .collect()
-            .await;
+        let results: Vec<(u32, NodeId, Result<bool, MoveError>)> =
+            futures::stream::iter(due)
+                .map(|(node, b)| async move {
+                    (b.gid, node.id, self.rebuild(&node, b, true, None).await)
+                })
+                .buffer_unordered(self.cfg.concurrency)
+                .collect()
+                .await;
         let mut report = Report::default();
         for (gid, node, r) in results {
             match r {
@@ -305,6 +308,7 @@ impl Failover {
         dead: &Node,
         bot: BotSnapshot,
         restore: bool,
+        back: Option<&AtomicBool>,
     ) -> Result<bool, MoveError> {
         // Several routers: a router that lost the lead mid-evacuation starts no more
         // rebuilds; the new leader takes them from the records.
@@ -315,7 +319,7 @@ impl Failover {
         let _claim = self.cluster.claim_move(bot.gid).ok_or(MoveError::Busy)?;
         let stats = &self.cluster.stats.failovers;
         stats.started.inc();
-        let r = self.rebuild_claimed(dead, bot, restore).await;
+        let r = self.rebuild_claimed(dead, bot, restore, back).await;
         match r {
             Ok(true) => stats.completed.inc(),
             // Ok(false): the bot changed meanwhile and the copy was undone; not done, so
@@ -325,12 +329,14 @@ impl Failover {
         r
     }
 
-    /// [`Failover::rebuild`] once the bot is claimed.
+    /// [`Failover::rebuild`] once the bot is claimed. `back`: set once the node the bot is
+    /// moved from answers again (the copy is then not started and its template removed).
     async fn rebuild_claimed(
         &self,
         dead: &Node,
         bot: BotSnapshot,
         restore: bool,
+        back: Option<&AtomicBool>,
     ) -> Result<bool, MoveError> {
         let name = template_name(&bot);
         // A healthy node that already holds the name holds an earlier attempt's copy (a
@@ -357,10 +363,31 @@ impl Failover {
         .map_err(|e| MoveError::NoRoom(e.message))?;
         let target = reservation.node().clone();
         let settings = settings_for(&bot);
-        let started = self
-            .rebuilder
-            .rebuild_on(&self.cluster, bot.gid, dead.id, &target, &name, &settings)
+        // A template the router recorded there before this rebuild is somebody's own (an
+        // earlier attempt's, or the bot's home); one written now is this rebuild's.
+        let there_before = self.cluster.template_owner(&name) == Some(target.id);
+        self.rebuilder
+            .prepare(&self.cluster, bot.gid, dead.id, &target, &name, &settings)
             .await?;
+        // The last moment to leave the bot where it runs: its node is back, so the bot
+        // reconnects there by itself. The template just written goes again (the poller may
+        // have recorded it on the target meanwhile, which `undo` would respect).
+        if back.is_some_and(|b| b.load(Ordering::Acquire)) {
+            if there_before {
+                self.rebuilder.undo(&target, &name).await;
+            } else if let Err(e) = self
+                .rebuilder
+                .call(&target, &delete_template_target(&name))
+                .await
+            {
+                log::warn!(
+                    "failover: node {}: template `{name}` of a rebuild called off stays: {e}",
+                    target.name
+                );
+            }
+            return Ok(false);
+        }
+        let started = self.rebuilder.start(&target, &name).await?;
         let moved = Move {
             gid: bot.gid,
             from: dead.id,
