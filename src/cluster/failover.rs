@@ -19,6 +19,11 @@
 //! Does not own: liveness (`health`), stopping the copies a returning node still holds
 //! (`fencing`), the choice of node (`placement`) or the tables (`view`).
 //!
+//! A node is asked once more just before its bots move, and all the while they move: once it
+//! answers (it was only frozen, and its bots are about to reconnect there) no further copy is
+//! started, a rebuild whose template is written but not started is called off, and the copies
+//! already started are fenced at once.
+//!
 //! Limits: a node that is alive but unreachable from the router (a partition) keeps running
 //! its copies until it is reachable again and fenced; the TeamSpeak server then refuses one of
 //! the two clients as a clone. `failover.after` is the guard against moving bots of a node that
@@ -34,6 +39,7 @@ use futures::StreamExt;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::cluster::fencing::fence;
 use crate::cluster::placement::Placer;
 use crate::cluster::{BotSnapshot, Cluster, Move, Node, NodeId};
 use crate::config::{FailoverConfig, NodeState};
@@ -60,10 +66,14 @@ const ESSENTIAL: [&str; 5] = [
 
 /// How often liveness is looked at.
 const TICK: Duration = Duration::from_millis(200);
-/// How long a node about to be failed over, or being failed over, is waited for when asked
-/// whether it answers again (a frozen node answers the moment it runs), and how soon one
-/// that refused is asked again.
+/// How long a node about to be failed over is waited for when asked once more whether it
+/// answers (a frozen node answers the moment it runs), and how long failover then leaves a
+/// node alone that did answer.
 const BACK_WAIT: Duration = Duration::from_secs(1);
+/// While its bots move, one request waits on the node this long (then a new one: a frozen
+/// process has its kernel queue new connections, so they are not opened every second), and
+/// a node that refused is asked again after [`ASK_AGAIN`].
+const PROBE_WAIT: Duration = Duration::from_secs(30);
 const ASK_AGAIN: Duration = Duration::from_millis(50);
 /// Identity reads per sweep, and how long a failed read waits before it is tried again.
 const IDENTITY_BATCH: usize = 64;
@@ -96,6 +106,9 @@ pub enum MoveError {
     /// This router lost the lead (several routers on one store): the leader moves it.
     #[error("this router no longer leads the cluster; the leading router moves it")]
     NotLeading,
+    /// Its old node answered again before the copy was started: the bot stays there.
+    #[error("its node answers again; it stays there")]
+    CalledOff,
 }
 
 /// The failover service.
@@ -114,6 +127,8 @@ pub struct Report {
     pub moved: usize,
     /// Bots that could not be moved this time.
     pub failed: usize,
+    /// Bots left where they run because their node answered again meanwhile.
+    pub stayed: usize,
 }
 
 impl Failover {
@@ -170,7 +185,7 @@ impl Failover {
         let probe = async {
             loop {
                 let asked = Instant::now();
-                if self.answers(node, BACK_WAIT).await {
+                if self.answers(node, PROBE_WAIT).await {
                     back.store(true, Ordering::Release);
                     log::warn!(
                         "failover: node {} answers again; its bots not moved yet stay there",
@@ -189,7 +204,7 @@ impl Failover {
             .into_iter()
             .map(|b| async move {
                 if back.load(Ordering::Acquire) {
-                    return (b.gid, Ok(false));
+                    return (b.gid, Err(MoveError::CalledOff));
                 }
                 (b.gid, self.rebuild(node, b, false, Some(back)).await)
             })
@@ -206,6 +221,7 @@ impl Failover {
             match r {
                 Ok(true) => report.moved += 1,
                 Ok(false) => {}
+                Err(MoveError::CalledOff) => report.stayed += 1,
                 Err(e) => {
                     report.failed += 1;
                     log::error!("failover: bot {gid} stays on node {}: {e}", node.name);
@@ -213,17 +229,28 @@ impl Failover {
             }
         }
         log::warn!(
-            "failover of node {}: moved {} bots in {} ms ({} could not be moved{})",
+            "failover of node {}: moved {} bots in {} ms ({} could not be moved{}{})",
             node.name,
             report.moved,
             started.elapsed().as_millis(),
             report.failed,
+            if report.stayed > 0 {
+                format!("; {} stay there: the node answers again", report.stayed)
+            } else {
+                String::new()
+            },
             if report.failed > 0 {
                 format!("; retrying in {:?}", self.cfg.retry)
             } else {
                 String::new()
             }
         );
+        // Copies started while the node came back are fenced now, not at a later tick.
+        if back.load(Ordering::Acquire) {
+            if let Err(e) = fence(&self.cluster, self.rebuilder.client(), node, PROBE_WAIT).await {
+                log::warn!("failover: {e}");
+            }
+        }
         report
     }
 
@@ -322,6 +349,7 @@ impl Failover {
         let r = self.rebuild_claimed(dead, bot, restore, back).await;
         match r {
             Ok(true) => stats.completed.inc(),
+            Err(MoveError::CalledOff) => stats.called_off.inc(),
             // Ok(false): the bot changed meanwhile and the copy was undone; not done, so
             // counted with the failures (started = completed + failed + in flight).
             Ok(false) | Err(_) => stats.failed.inc(),
@@ -363,29 +391,36 @@ impl Failover {
         .map_err(|e| MoveError::NoRoom(e.message))?;
         let target = reservation.node().clone();
         let settings = settings_for(&bot);
-        // A template the router recorded there before this rebuild is somebody's own (an
-        // earlier attempt's, or the bot's home); one written now is this rebuild's.
-        let there_before = self.cluster.template_owner(&name) == Some(target.id);
-        self.rebuilder
+        let created = self
+            .rebuilder
             .prepare(&self.cluster, bot.gid, dead.id, &target, &name, &settings)
             .await?;
         // The last moment to leave the bot where it runs: its node is back, so the bot
-        // reconnects there by itself. The template just written goes again (the poller may
-        // have recorded it on the target meanwhile, which `undo` would respect).
+        // reconnects there by itself. A template this rebuild created goes again (the poller
+        // may have recorded it on the target meanwhile, which `undo` would respect); one that
+        // was there before is undone like any other (untracked copies stopped, a template
+        // the router records kept).
         if back.is_some_and(|b| b.load(Ordering::Acquire)) {
-            if there_before {
+            if !created {
                 self.rebuilder.undo(&target, &name).await;
-            } else if let Err(e) = self
+                return Err(MoveError::CalledOff);
+            }
+            match self
                 .rebuilder
                 .call(&target, &delete_template_target(&name))
                 .await
             {
-                log::warn!(
+                Ok((200 | 204, _)) => {}
+                Ok((status, _)) => log::warn!(
+                    "failover: node {}: template `{name}` of a rebuild called off stays (HTTP {status})",
+                    target.name
+                ),
+                Err(e) => log::warn!(
                     "failover: node {}: template `{name}` of a rebuild called off stays: {e}",
                     target.name
-                );
+                ),
             }
-            return Ok(false);
+            return Err(MoveError::CalledOff);
         }
         let started = self.rebuilder.start(&target, &name).await?;
         let moved = Move {
@@ -518,7 +553,8 @@ impl Rebuilder {
     /// `settings bot set` for every value), without starting it. `from` is the node the bot
     /// is (or was) on: a template of that name the router records there or on `target` is
     /// this bot's own (an earlier attempt's); anybody else's is never overwritten. On a
-    /// failure the half-written template is removed again.
+    /// failure the half-written template is removed again. Returns whether it created the
+    /// template (false: it was there already).
     pub async fn prepare(
         &self,
         cluster: &Cluster,
@@ -527,24 +563,27 @@ impl Rebuilder {
         target: &Node,
         name: &str,
         settings: &BTreeMap<String, String>,
-    ) -> Result<(), MoveError> {
+    ) -> Result<bool, MoveError> {
         let fail = |step: &'static str, reason: String| MoveError::Target {
             node: target.name.to_string(),
             step,
             reason,
         };
         let create = format!("/api/settings/create/{}", escape(name));
-        match self.call(target, &create).await {
-            Ok((204, _)) => {}
+        let created = match self.call(target, &create).await {
+            Ok((204, _)) => true,
             // The name exists there: acceptable only if it is this bot's own earlier copy (the
             // router knows no other owner for it); never overwrite somebody else's template.
             Ok((422, _))
                 if cluster
                     .template_owner(name)
-                    .is_none_or(|o| o == from || o == target.id) => {}
+                    .is_none_or(|o| o == from || o == target.id) =>
+            {
+                false
+            }
             Ok((status, body)) => return Err(fail("settings create", format!("{status} {body}"))),
             Err(e) => return Err(fail("settings create", e)),
-        }
+        };
         for (path, value) in settings {
             let set = format!(
                 "/api/settings/bot/set/{}/{}/{}",
@@ -569,7 +608,7 @@ impl Rebuilder {
                 target.name
             );
         }
-        Ok(())
+        Ok(created)
     }
 
     /// Starts template `name` on `target` (`bot connect template`). On a failure whatever
@@ -713,6 +752,7 @@ impl BackgroundService for Failover {
                 }
                 // The last poll may be a while ago: a node that answers now is not dead.
                 if self.answers(node, BACK_WAIT).await {
+                    next_try.insert(node.id, Instant::now() + BACK_WAIT);
                     continue;
                 }
                 let report = self.evacuate(node).await;

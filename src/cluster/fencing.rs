@@ -1,6 +1,9 @@
 //! Fencing: a node that comes back after failover loses the copies that now run elsewhere.
 //!
-//! Owns: [`fence`], run by the poller before it reconciles a node: it stops the copies of
+//! Owns: [`fence`] (and [`try_fence`], [`fence_listed`]), run by the poller before it
+//! reconciles a node, by the return watch the moment a down node answers again (`returns`)
+//! and by failover when a node answers in the middle of its evacuation, one at a time per
+//! node (`Node::fencing`): it stops the copies of
 //! moved bots the node still runs (`bot disconnect`) and deletes their moved templates there
 //! (`settings delete`, so a restart with `run = true` cannot start them), checks the list
 //! again, and only then forgets the fences durably, so one identity never runs on two nodes
@@ -20,8 +23,20 @@ use crate::node::client::NodeClient;
 use crate::protocol::api_json::BotInfo;
 use crate::store::{FenceRecord, WRITE_DEADLINE};
 
-/// Copies stopped at once on one node (as many connections to it).
+/// Requests sent at once to one node (as many connections to it) while copies are stopped.
 const STOPS_AT_ONCE: usize = 16;
+/// Copies stopped by one `json merge` request (about 40 bytes of target each: a batch stays
+/// well under the 8 KiB request line Kestrel allows).
+const STOPS_PER_REQUEST: usize = 32;
+
+/// One request that stops the bots in `lids` (`json merge` of their `bot disconnect`s).
+fn merged_disconnect_target(lids: impl Iterator<Item = u32>) -> String {
+    let mut t = String::from("/api/json/merge");
+    for lid in lids {
+        t.push_str(&format!("/(/bot/use/{lid}/(/bot/disconnect))"));
+    }
+    t
+}
 
 /// Whether a bot a node lists (local id, template name, server) is the copy fence `f`
 /// names: for a template copy any running bot of that template (a restart gives it a new
@@ -56,32 +71,68 @@ pub struct FenceError {
 }
 
 /// Stops the copies of moved bots that `node` still holds, then forgets those fences (returns
-/// whether there were any). Called by
-/// the poller before it reconciles the node's list, so a node that comes back is used only
-/// once nothing on it runs an identity that now runs elsewhere.
+/// whether there were any). Waits while somebody else fences the node.
 pub async fn fence(
     cluster: &Cluster,
     client: &NodeClient,
     node: &Node,
     timeout: Duration,
 ) -> Result<bool, FenceError> {
-    fence_listed(cluster, client, node, timeout, None).await
+    if cluster.fences_on(node.id).is_empty() {
+        return Ok(false);
+    }
+    let guard = node.fencing.lock().await;
+    fence_locked(cluster, client, node, timeout, None, guard).await
+}
+
+/// [`fence`] for the poller, which must not wait: None while somebody else (the return
+/// watch, failover) fences the node. Pingora awaits every node's poll together, so a poll
+/// held up here would hold up the polls of all nodes.
+pub async fn try_fence(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    timeout: Duration,
+) -> Option<Result<bool, FenceError>> {
+    if cluster.fences_on(node.id).is_empty() {
+        return Some(Ok(false));
+    }
+    let guard = node.fencing.try_lock().ok()?;
+    Some(fence_locked(cluster, client, node, timeout, None, guard).await)
 }
 
 /// [`fence`], starting from `listed`, the node's list as just read (one round trip less for
-/// a node that just came back, whose bots are about to reconnect); None: it is read first.
+/// a node that just came back, whose bots are about to reconnect). If somebody else was
+/// fencing meanwhile the list may be stale, and it is read again.
 pub async fn fence_listed(
     cluster: &Cluster,
     client: &NodeClient,
     node: &Node,
     timeout: Duration,
-    listed: Option<Vec<BotInfo>>,
+    listed: Vec<BotInfo>,
 ) -> Result<bool, FenceError> {
     if cluster.fences_on(node.id).is_empty() {
         return Ok(false);
     }
-    // One fencing at a time per node; whoever waited finds the fences already cleared.
-    let _fencing = node.fencing.lock().await;
+    match node.fencing.try_lock() {
+        Ok(guard) => fence_locked(cluster, client, node, timeout, Some(listed), guard).await,
+        Err(_) => {
+            let guard = node.fencing.lock().await;
+            fence_locked(cluster, client, node, timeout, None, guard).await
+        }
+    }
+}
+
+/// The fencing itself, under the node's lock (`_fencing`): one at a time per node, and
+/// whoever waited finds the fences already cleared.
+async fn fence_locked(
+    cluster: &Cluster,
+    client: &NodeClient,
+    node: &Node,
+    timeout: Duration,
+    listed: Option<Vec<BotInfo>>,
+    _fencing: tokio::sync::MutexGuard<'_, ()>,
+) -> Result<bool, FenceError> {
     let fences = cluster.fences_on(node.id);
     if fences.is_empty() {
         return Ok(false);
@@ -108,9 +159,49 @@ pub async fn fence_listed(
         Some(l) => l,
         None => read().await?,
     };
-    // Many copies at once: a node that comes back after a freeze has its bots' reconnects
-    // due about a second later (`reconnect.ontimeout`), and each must be stopped before.
+    // All copies in as few requests as possible: a node that comes back after a freeze has
+    // its bots' reconnects due about a second later (`reconnect.ontimeout`), and a queue of
+    // requests that waited for it while it was frozen to work through first. So the copies
+    // are stopped in `json merge` batches on the connection just used (each element fails
+    // to `null` on its own; the list read afterwards tells what stopped), and one by one
+    // only what is still listed then.
     let (endpoint, err, unreachable) = (&endpoint, &err, &unreachable);
+    let is_copy = |b: &BotInfo| {
+        b.id.is_some()
+            && fences
+                .iter()
+                .any(|f| names_copy(f, b.id, b.name.as_deref(), b.server.as_deref()))
+    };
+    let copies: Vec<&BotInfo> = listed.iter().filter(|b| is_copy(b)).collect();
+    let batches: Vec<_> = copies
+        .chunks(STOPS_PER_REQUEST)
+        .map(|batch| {
+            let target = merged_disconnect_target(batch.iter().filter_map(|b| b.id));
+            async move {
+                // Whatever it answers, the list read below decides.
+                let _ = client.get(endpoint, target.as_bytes(), timeout).await;
+            }
+        })
+        .collect();
+    futures::stream::iter(batches)
+        .buffer_unordered(STOPS_AT_ONCE)
+        .collect::<Vec<()>>()
+        .await;
+    let still: Vec<BotInfo> = if copies.is_empty() {
+        Vec::new()
+    } else {
+        read().await?.into_iter().filter(|b| is_copy(b)).collect()
+    };
+    for b in &copies {
+        if !still.iter().any(|s| s.id == b.id) {
+            log::warn!(
+                "node {}: stopped bot {} (`{}`), which runs elsewhere since failover",
+                node.name,
+                b.id.unwrap_or_default(),
+                b.name.as_deref().unwrap_or("temporary")
+            );
+        }
+    }
     let stop = |lid: u32, b: &BotInfo| {
         let shown = b.name.clone().unwrap_or_else(|| "temporary".into());
         async move {
@@ -129,15 +220,7 @@ pub async fn fence_listed(
             }
         }
     };
-    let stops: Vec<_> = listed
-        .iter()
-        .filter(|b| {
-            fences
-                .iter()
-                .any(|f| names_copy(f, b.id, b.name.as_deref(), b.server.as_deref()))
-        })
-        .filter_map(|b| Some(stop(b.id?, b)))
-        .collect();
+    let stops: Vec<_> = still.iter().filter_map(|b| Some(stop(b.id?, b))).collect();
     let stopped: Vec<Result<(), FenceError>> = futures::stream::iter(stops)
         .buffer_unordered(STOPS_AT_ONCE)
         .collect()

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::fencing::{fence, stop_strays, FenceError};
+use crate::cluster::fencing::{stop_strays, try_fence, FenceError};
 use crate::cluster::node::PollOutcome;
 use crate::cluster::placement::node_of;
 use crate::cluster::{Cluster, Node};
@@ -38,6 +38,10 @@ pub enum PollError {
     /// Copies of moved bots could not be stopped; the node stays unused.
     #[error(transparent)]
     Fence(#[from] FenceError),
+    /// Somebody else (the return watch, failover) is stopping the copies of moved bots on
+    /// it right now; it is left alone until that is over.
+    #[error("node {0} is being fenced")]
+    Fencing(String),
 }
 
 /// Reconciles the view with a list just read from `node` (by the poller or a `bot/list`
@@ -90,7 +94,10 @@ pub async fn poll_node(
         return Err(PollError::Evacuating(node.name.to_string()));
     }
     // A node that comes back after failover first loses the copies that now run elsewhere.
-    fence(cluster, client, node, timeout).await?;
+    match try_fence(cluster, client, node, timeout).await {
+        Some(done) => done?,
+        None => return Err(PollError::Fencing(node.name.to_string())),
+    };
     let started = cluster.generation();
     let endpoint = node.endpoint();
     let listed = read_bot_list(client, &endpoint, timeout).await?;
@@ -123,7 +130,10 @@ pub async fn poll_and_observe(
     // On a shared store a bot the poll meets first takes an id from a block the sync loop
     // keeps reserved ahead (never waited for here); without one it is learned at a later poll.
     let result = poll_node(cluster, client, node, cfg.timeout).await;
-    if !matches!(result, Err(PollError::Evacuating(_))) {
+    if !matches!(
+        result,
+        Err(PollError::Evacuating(_) | PollError::Fencing(_))
+    ) {
         node.set_last_poll(PollOutcome {
             latency_ms: Some(u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX)),
             error: result.as_ref().err().map(ToString::to_string),
@@ -134,7 +144,7 @@ pub async fn poll_and_observe(
     match &result {
         Ok(()) => node.unreachable.store(false, Ordering::Release),
         Err(PollError::Read(e)) => node.unreachable.store(e.unreachable(), Ordering::Release),
-        Err(PollError::Evacuating(_)) => return result,
+        Err(PollError::Evacuating(_) | PollError::Fencing(_)) => return result,
         // A node whose copies cannot be stopped because it cannot be reached at all is as
         // dead as one whose list cannot be read (a router that restarted, or took the lead,
         // in the middle of a failover meets exactly that).

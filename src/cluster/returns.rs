@@ -1,10 +1,11 @@
 //! Noticing at once that a node whose bots moved away is back.
 //!
 //! Owns: [`ReturnWatch`], a Pingora background service that keeps one request waiting on
-//! every down node that still holds copies of moved bots (fences), so that the moment such a node
-//! answers again it is fenced (`fencing::fence`), without waiting for the next poll. A frozen
-//! node (SIGSTOP, a stalled VM, a long GC pause) answers a request it accepted while frozen as
-//! soon as it runs again; its bots find their TeamSpeak connections timed out and reconnect
+//! every down node that still holds copies of moved bots (fences), so that the moment such a
+//! node answers again it is fenced (`fencing::fence_listed`), without waiting for the next
+//! poll. A frozen process (SIGSTOP, a stall of the process itself) answers a request its
+//! kernel accepted while it was frozen as soon as it runs again (a frozen VM accepts nothing:
+//! it is asked again every tick); its bots find their TeamSpeak connections timed out and reconnect
 //! on `reconnect.ontimeout`'s first step (1 s), so the copies must be stopped within that
 //! second, and the poller (every `health.interval`, with a poll deadline) cannot promise it.
 //! A node that refuses connections (dead, restarting) is asked again every
@@ -75,7 +76,7 @@ async fn watch(
         Ok(l) => l,
         Err(e) => return (!e.unreachable()).then(|| Instant::now() + cfg.interval),
     };
-    match fence_listed(cluster, client, node, cfg.timeout, Some(listed)).await {
+    match fence_listed(cluster, client, node, cfg.timeout, listed).await {
         Ok(true) => {
             log::warn!(
                 "node {} answers again: the copies of its moved bots are stopped",
@@ -85,9 +86,10 @@ async fn watch(
         }
         Ok(false) => None,
         Err(e) => {
-            // The poller reports it too (it cannot count the node as up before fencing).
+            // The poller reports it too (it cannot count the node as up before fencing); a
+            // node that answered but could not be fenced is not asked again every tick.
             log::debug!("{e}");
-            (!e.unreachable).then(|| Instant::now() + cfg.interval)
+            Some(Instant::now() + cfg.interval)
         }
     }
 }
@@ -109,6 +111,11 @@ impl BackgroundService for ReturnWatch {
             }
             // Reap finished watches (their results are in `state`).
             while tasks.try_join_next().is_some() {}
+            // With a shared store the leader watches (its fencing reaches the other routers
+            // through the store); the others still fence at their polls.
+            if !self.cluster.leads() {
+                continue;
+            }
             let now = Instant::now();
             let nodes = self.cluster.nodes();
             for node in nodes.iter().cloned() {
@@ -137,12 +144,19 @@ impl BackgroundService for ReturnWatch {
                     state.clone(),
                 );
                 tasks.spawn(async move {
-                    let again = watch(&cluster, &client, &node, &cfg).await;
-                    let mut s = state.lock();
-                    s.waiting.remove(&node.id);
-                    if let Some(t) = again {
-                        s.next_try.insert(node.id, t);
+                    // Whatever ends the watch (a panic too) lets the node be watched again.
+                    struct Done(Arc<Mutex<Watching>>, NodeId);
+                    impl Drop for Done {
+                        fn drop(&mut self) {
+                            self.0.lock().waiting.remove(&self.1);
+                        }
                     }
+                    let done = Done(state.clone(), node.id);
+                    let again = watch(&cluster, &client, &node, &cfg).await;
+                    if let Some(t) = again {
+                        state.lock().next_try.insert(node.id, t);
+                    }
+                    drop(done);
                 });
             }
         }

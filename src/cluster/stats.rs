@@ -25,8 +25,8 @@ impl Counter {
     }
 }
 
-/// Started, completed and failed: one bot's rebuild or move. Started minus completed minus
-/// failed is what is in flight.
+/// Started, completed, failed and called off: one bot's rebuild or move. Started minus the
+/// other three is what is in flight.
 #[derive(Debug, Default)]
 pub struct Outcomes {
     /// Work begun (the bot was claimed for it).
@@ -36,6 +36,8 @@ pub struct Outcomes {
     /// Work given up this time (no room, a node failing, the bot changed meanwhile); it may
     /// be tried again later.
     pub failed: Counter,
+    /// Work called off because the bot's old node answered again (it stays there).
+    pub called_off: Counter,
 }
 
 /// Why placement refused a bot.

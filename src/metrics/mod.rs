@@ -190,7 +190,7 @@ impl Metrics {
 }
 
 /// The started, completed and failed counters of one kind of work.
-fn outcomes(prefix: &str, what: &str, o: &Outcomes) -> [MetricFamily; 3] {
+fn outcomes(prefix: &str, what: &str, o: &Outcomes) -> [MetricFamily; 4] {
     let one = |suffix: &str, help: String, c: &Count| {
         let mut f = Family::counter(&format!("{prefix}_{suffix}_total"), &help);
         f.push_count(&[], c);
@@ -209,6 +209,13 @@ fn outcomes(prefix: &str, what: &str, o: &Outcomes) -> [MetricFamily; 3] {
                 "Given up this time (no room, a node failing, the bot changed meanwhile): {what}."
             ),
             &o.failed,
+        ),
+        one(
+            "called_off",
+            format!(
+                "Called off because the old node answered again (the bot stays there): {what}."
+            ),
+            &o.called_off,
         ),
     ]
 }
