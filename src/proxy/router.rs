@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
@@ -39,6 +40,7 @@ use crate::protocol::command::{self, log_summary, Parsed};
 use crate::protocol::pattern::AllowPattern;
 use crate::proxy::connections::NodeGate;
 use crate::proxy::exec::{strip_names, withheld, Answer, Exec};
+use crate::proxy::framing::EditedFraming;
 use crate::proxy::handover::{self, Handover, OwnRequest};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
@@ -653,6 +655,19 @@ fn header_str_resp<'a>(resp: &'a ResponseHeader, name: &str) -> Option<&'a str> 
     resp.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The node's answer will be edited: its framing (the edited length, or chunked) is decided
+/// as its head is written (`framing`).
+fn edited_framing(session: &mut Session, upstream: &mut ResponseHeader) -> pingora::Result<()> {
+    match session.downstream_modules_ctx.get_mut::<EditedFraming>() {
+        Some(f) => f.editing(),
+        None => {
+            upstream.remove_header("content-length");
+            upstream.insert_header("Transfer-Encoding", "chunked")?;
+        }
+    }
+    Ok(())
+}
+
 /// The ASP.NET CORS middleware's answer to a preflight (any origin, method and header).
 async fn preflight(session: &mut Session) -> pingora::Result<()> {
     let req = session.req_header();
@@ -673,6 +688,12 @@ async fn preflight(session: &mut Session) -> pingora::Result<()> {
 #[async_trait]
 impl ProxyHttp for Router {
     type CTX = RequestCtx;
+
+    /// Only [`EditedFraming`]: Pingora's default, a disabled compression module, would only
+    /// cost each request its boxed hooks (the router never compresses).
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        modules.add_module(EditedFraming::builder());
+    }
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
@@ -862,7 +883,7 @@ impl ProxyHttp for Router {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
@@ -906,23 +927,21 @@ impl ProxyHttp for Router {
                     "an answer larger than {MAX_RESPONSE} bytes, too large to edit"
                 )));
             }
-            upstream.remove_header("content-length");
-            upstream.insert_header("Transfer-Encoding", "chunked")?;
+            edited_framing(session, upstream)?;
         } else {
             ctx.edits = Edits::default();
         }
         // A tenant's answers never show the node's names of its templates, errors included.
         ctx.stripping = ctx.strip.is_some() && json;
         if ctx.stripping && !ctx.edits.any() {
-            upstream.remove_header("content-length");
-            upstream.insert_header("Transfer-Encoding", "chunked")?;
+            edited_framing(session, upstream)?;
         }
         Ok(())
     }
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -959,6 +978,10 @@ impl ProxyHttp for Router {
                 if let Some(s) = strip_names(&out, prefix) {
                     out = s;
                 }
+            }
+            // Known before the head is written when the body came with it (`framing`).
+            if let Some(f) = session.downstream_modules_ctx.get_mut::<EditedFraming>() {
+                f.edited_length(out.len());
             }
             *body = Some(Bytes::from(out));
             if let Some(t) = editing {
@@ -1005,7 +1028,8 @@ impl ProxyHttp for Router {
         // anything written now would be taken for the rest of the node's body (it would even
         // fill up a declared Content-Length), so the connection is only closed and the client
         // sees a cut answer, as it would from the node. An answer being edited was buffered
-        // whole (chunked, nothing of its body sent): the error can still be its body.
+        // whole (nothing of its body sent; its head either not yet written or sent chunked):
+        // the error can still be its body.
         let streamed_partly =
             session.response_written().is_some() && !ctx.edits.any() && ctx.withheld.is_none();
         // An answer withheld as garbage is the node's failure however the hook ended it.
@@ -1085,6 +1109,10 @@ impl ProxyHttp for Router {
         // The node may be gone: re-read its list so liveness and counts catch up now.
         ctx.poke = ctx.node.is_some();
         let code = api.status;
+        // The error answer is the router's own, framed by its own Content-Length.
+        if let Some(f) = session.downstream_modules_ctx.get_mut::<EditedFraming>() {
+            *f = EditedFraming::default();
+        }
         if !streamed_partly {
             // A head already sent stays as it was; the error is then the body.
             let _ = respond_error(session, &api).await;
