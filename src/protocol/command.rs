@@ -67,7 +67,115 @@ pub struct Value {
     /// Whether the token was quoted.
     pub quoted: bool,
     /// The value after quote processing and percent-decoding, i.e. what the node sees.
-    pub text: String,
+    pub text: Text,
+}
+
+/// Bytes of decoded text a [`Text`] holds without a heap allocation: every command word and
+/// id of a routed request fits (the request path parses each of them on every request).
+const INLINE: usize = 22;
+
+/// An argument's decoded text. Short texts live inline; longer ones (addresses, passwords,
+/// setting values) in a `String`.
+#[derive(Clone)]
+pub struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(String),
+}
+
+impl Text {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only ever filled from a whole `&str` (`from_str`), so the bytes are UTF-8.
+            Repr::Inline { len, buf } => {
+                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+
+    fn from_str(s: &str) -> Text {
+        if s.len() <= INLINE {
+            let mut buf = [0; INLINE];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Text(Repr::Inline {
+                len: s.len() as u8,
+                buf,
+            })
+        } else {
+            Text(Repr::Heap(s.to_string()))
+        }
+    }
+
+    fn from_string(s: String) -> Text {
+        if s.len() <= INLINE {
+            Text::from_str(&s)
+        } else {
+            Text(Repr::Heap(s))
+        }
+    }
+
+    /// [`unescape`] without a `String` for short texts that need no decoding.
+    fn unescaped(raw: &[u8]) -> Text {
+        match std::str::from_utf8(raw) {
+            Ok(s) if !raw.contains(&b'%') => Text::from_str(s),
+            _ => Text::from_string(unescape(raw)),
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, o: &Text) -> bool {
+        self.as_str() == o.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, o: &str) -> bool {
+        self.as_str() == o
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, o: &&str) -> bool {
+        self.as_str() == *o
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, o: &Text) -> bool {
+        *self == o.as_str()
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Command {
@@ -236,7 +344,7 @@ impl Parser<'_> {
         Value {
             span: start..self.i,
             quoted: false,
-            text: unescape(&self.s[start..self.i]),
+            text: Text::unescaped(&self.s[start..self.i]),
         }
     }
 
@@ -266,7 +374,7 @@ impl Parser<'_> {
         Value {
             span: start..self.i,
             quoted: true,
-            text: unescape(&value),
+            text: Text::unescaped(&value),
         }
     }
 }

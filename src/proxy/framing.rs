@@ -1,8 +1,15 @@
-//! The framing of a node answer the router edits (BotInfo ids, redaction, a tenant's names).
+//! The framing of a node answer the router edits (BotInfo ids, redaction, a tenant's names),
+//! and the size bound on request bodies that declare no length.
 //!
-//! Owns: [`EditedFraming`], a Pingora downstream module that decides, as the answer's head is
-//! written, whether it goes out with the edited body's `Content-Length` or chunked. Does not
-//! own: the edits themselves (`exec::answer`) or when an answer needs them (`router`).
+//! Owns: [`EditedFraming`], the router's one Pingora downstream module: it decides, as the
+//! answer's head is written, whether it goes out with the edited body's `Content-Length` or
+//! chunked, and counts a request body as it streams to the node (a chunked body has no
+//! declared size to check up front). Does not own: the edits themselves (`exec::answer`),
+//! when an answer needs them, or the declared-size check (`router`).
+//!
+//! Why the body count is here: Pingora runs every module's body hook on every request anyway
+//! (boxed), so counting here saves the router's own `request_body_filter` hook and the boxed
+//! future it would cost each request.
 //!
 //! Why a module: Pingora runs `response_filter` on the node's head before the body is read, so
 //! the edited length is not known there. But Pingora reads the node's answer in batches (the
@@ -17,21 +24,46 @@
 //! written, and the answer goes out chunked (the head at once, then the body).
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora::http::ResponseHeader;
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module, ModuleBuilder};
 
-/// Per request: whether the answer is being edited, and the edited body's length once known.
+/// Per request: whether the answer is being edited, and the edited body's length once known;
+/// the request body bytes seen so far.
 #[derive(Debug, Default)]
 pub struct EditedFraming {
     edited: bool,
     length: Option<usize>,
+    max_body: usize,
+    body_bytes: usize,
 }
 
 impl EditedFraming {
-    /// The builder to register in `init_downstream_modules`.
-    pub fn builder() -> ModuleBuilder {
-        Box::new(EditedFramingBuilder)
+    /// The builder to register in `init_downstream_modules`; request bodies over `max_body`
+    /// bytes fail with a 413.
+    pub fn builder(max_body: usize) -> ModuleBuilder {
+        Box::new(EditedFramingBuilder { max_body })
+    }
+
+    /// The router's answer replaces the node's (an error): its own framing stands.
+    pub fn reset(&mut self) {
+        self.edited = false;
+        self.length = None;
+    }
+
+    /// Counts a piece of request body; an error once the bound is passed.
+    pub fn count_body(&mut self, body: Option<&Bytes>) -> pingora::Result<()> {
+        if let Some(b) = body {
+            self.body_bytes += b.len();
+            if self.body_bytes > self.max_body {
+                return pingora::Error::e_explain(
+                    pingora::ErrorType::HTTPStatus(413),
+                    "request body too large",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The answer's body will be replaced by an edited one (called on the node's head).
@@ -66,6 +98,14 @@ impl EditedFraming {
 
 #[async_trait]
 impl HttpModule for EditedFraming {
+    async fn request_body_filter(
+        &mut self,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+    ) -> pingora::Result<()> {
+        self.count_body(body.as_ref())
+    }
+
     async fn response_header_filter(
         &mut self,
         resp: &mut ResponseHeader,
@@ -83,11 +123,16 @@ impl HttpModule for EditedFraming {
     }
 }
 
-struct EditedFramingBuilder;
+struct EditedFramingBuilder {
+    max_body: usize,
+}
 
 impl HttpModuleBuilder for EditedFramingBuilder {
     fn init(&self) -> Module {
-        Box::new(EditedFraming::default())
+        Box::new(EditedFraming {
+            max_body: self.max_body,
+            ..EditedFraming::default()
+        })
     }
 }
 
@@ -128,6 +173,21 @@ mod tests {
         f.frame(&mut h).expect("frame");
         assert_eq!(h.headers.get("content-length").unwrap(), "7");
         assert!(h.headers.get("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn request_bodies_are_bounded() {
+        let mut f = EditedFraming {
+            max_body: 10,
+            ..EditedFraming::default()
+        };
+        f.count_body(Some(&Bytes::from_static(b"123456")))
+            .expect("6");
+        f.count_body(None).expect("none");
+        f.count_body(Some(&Bytes::from_static(b"7890")))
+            .expect("10");
+        let e = f.count_body(Some(&Bytes::from_static(b"x"))).unwrap_err();
+        assert_eq!(e.etype(), &pingora::ErrorType::HTTPStatus(413));
     }
 
     #[test]

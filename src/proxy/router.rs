@@ -14,6 +14,7 @@
 //! - `fail_to_connect` / `fail_to_proxy`: retry unpinned requests elsewhere; TS3AudioBot-shaped
 //!   503/504 otherwise, never a hang.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ use crate::proxy::framing::EditedFraming;
 use crate::proxy::handover::{self, Handover, OwnRequest};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
-use crate::proxy::routing::{self, Edits, Effect, Plan};
+use crate::proxy::routing::{self, Edits, Effect, Plan, Why};
 use crate::proxy::stats::{Kind, ProxyStats};
 use crate::proxy::throttle::AuthThrottle;
 use crate::store::WRITE_DEADLINE;
@@ -77,14 +78,13 @@ pub struct RequestCtx {
     movable: bool,
     tried: Vec<NodeId>,
     /// Why this node (for error messages).
-    why: String,
+    why: Why,
     target: Option<Vec<u8>>,
     edits: Edits,
     effects: Vec<Effect>,
     poke: bool,
     status: u16,
     buf: Vec<u8>,
-    body_bytes: usize,
     /// A WebInterface file, not an API call: no credentials go to the node.
     static_file: bool,
     /// Template names this request may create (`settings copy`, `bot save`), held until it
@@ -295,29 +295,33 @@ impl Router {
 
 /// What `request_filter` needs from the request head, copied out so the decision can be made
 /// without holding the session.
-struct Incoming {
-    target: Vec<u8>,
+/// Borrowed from the request head: the decision copies nothing it only reads.
+struct Incoming<'a> {
+    target: &'a [u8],
     declared_body: Option<u64>,
     /// The `Authorization` value; several headers are joined by ", " as ASP.NET does (which
     /// never parses).
-    authorization: Option<Vec<u8>>,
+    authorization: Option<Cow<'a, [u8]>>,
     /// The client's address (for the failed-authentication limit).
     peer: Option<std::net::IpAddr>,
 }
 
-impl Incoming {
-    fn read(req: &RequestHeader, peer: Option<std::net::IpAddr>) -> Incoming {
+impl<'a> Incoming<'a> {
+    fn read(req: &'a RequestHeader, peer: Option<std::net::IpAddr>) -> Incoming<'a> {
         let mut values = req.headers.get_all("authorization").iter();
-        let authorization = values.next().map(|first| {
-            let mut joined = first.as_bytes().to_vec();
-            for more in values {
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(more.as_bytes());
+        let authorization = values.next().map(|first| match values.next() {
+            None => Cow::Borrowed(first.as_bytes()),
+            Some(second) => {
+                let mut joined = first.as_bytes().to_vec();
+                for more in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(more.as_bytes());
+                }
+                Cow::Owned(joined)
             }
-            joined
         });
         Incoming {
-            target: req.raw_path().to_vec(),
+            target: req.raw_path(),
             declared_body: header_str(req, "content-length")
                 .and_then(|v| v.trim().parse::<u64>().ok()),
             authorization,
@@ -336,7 +340,7 @@ enum Flow {
 
 impl Router {
     /// Limits, authentication, rights and the plan. Errors are answered as they are.
-    async fn route(&self, req: Incoming, ctx: &mut RequestCtx) -> Result<Flow, ApiError> {
+    async fn route(&self, req: Incoming<'_>, ctx: &mut RequestCtx) -> Result<Flow, ApiError> {
         let target = req.target;
         if target.len() > self.cfg.max_target_bytes {
             return Err(ApiError::with_status(
@@ -500,7 +504,7 @@ const MAINT_RETRY_AFTER: u32 = 10;
 
 /// The 503 for a plan pinned to no node: the bot is being brought back after its node
 /// restarted (or the node was just removed).
-fn gone(id: NodeId, why: &str) -> ApiError {
+fn gone(id: NodeId, why: &Why) -> ApiError {
     if id == NodeId::NOWHERE {
         ApiError::unavailable(format!(
             "{why} went down with a restart of its node and is being started again; try again in a few seconds"
@@ -689,10 +693,11 @@ async fn preflight(session: &mut Session) -> pingora::Result<()> {
 impl ProxyHttp for Router {
     type CTX = RequestCtx;
 
-    /// Only [`EditedFraming`]: Pingora's default, a disabled compression module, would only
-    /// cost each request its boxed hooks (the router never compresses).
+    /// Only [`EditedFraming`] (edited answers' framing, the bound on chunked request bodies):
+    /// Pingora's default, a disabled compression module, would only cost each request its
+    /// boxed hooks (the router never compresses).
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
-        modules.add_module(EditedFraming::builder());
+        modules.add_module(EditedFraming::builder(self.cfg.max_body_bytes));
     }
 
     fn new_ctx(&self) -> RequestCtx {
@@ -786,23 +791,6 @@ impl ProxyHttp for Router {
         }
     }
 
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<()> {
-        // Chunked bodies have no declared size: count them.
-        if let Some(b) = body {
-            ctx.body_bytes += b.len();
-            if ctx.body_bytes > self.cfg.max_body_bytes {
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
-            }
-        }
-        Ok(())
-    }
-
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -823,13 +811,13 @@ impl ProxyHttp for Router {
                 return Error::e_explain(ErrorType::HTTPStatus(503), e.message);
             }
         }
-        let peer = NodeClient::peer(
+        let peer = NodeClient::proxy_peer(
             &endpoint,
             self.cfg.connect_timeout,
             self.cfg.request_timeout,
         );
         ctx.endpoint = Some(endpoint);
-        Ok(Box::new(peer))
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -861,8 +849,8 @@ impl ProxyHttp for Router {
         // The client's secret never leaves the router; the node gets its own credentials.
         upstream.remove_header("authorization");
         if !ctx.static_file {
-            if let Some(auth) = ctx.endpoint.as_ref().and_then(|e| e.auth_header.as_ref()) {
-                upstream.insert_header("Authorization", auth.as_str())?;
+            if let Some(auth) = ctx.endpoint.as_deref().and_then(NodeClient::proxy_auth) {
+                upstream.insert_header("Authorization", auth.clone())?;
             }
         }
         upstream.remove_header("x-real-ip");
@@ -1111,7 +1099,7 @@ impl ProxyHttp for Router {
         let code = api.status;
         // The error answer is the router's own, framed by its own Content-Length.
         if let Some(f) = session.downstream_modules_ctx.get_mut::<EditedFraming>() {
-            *f = EditedFraming::default();
+            f.reset();
         }
         if !streamed_partly {
             // A head already sent stays as it was; the error is then the body.
