@@ -535,6 +535,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn texts_short_and_long_read_as_what_the_node_sees() {
+        let long = "x".repeat(INLINE + 1);
+        for (raw, want) in [
+            ("", ""),
+            ("use", "use"),
+            ("a%2Fb", "a/b"),
+            ("%C3%A9t%C3%A9", "été"),
+            ("%FF", "%FF"),
+            ("ü", "ü"),
+            (&"y".repeat(INLINE)[..], &"y".repeat(INLINE)[..]),
+            (&long[..], &long[..]),
+        ] {
+            let t = Text::unescaped(raw.as_bytes());
+            assert_eq!(t.as_str(), want, "{raw}");
+            assert_eq!(t.as_str(), unescape(raw.as_bytes()), "{raw}");
+            assert!(t == want && want == t, "{raw}");
+            assert_eq!(t.to_string(), want);
+            assert_eq!(format!("{t:?}"), format!("{want:?}"));
+            assert_eq!(
+                serde_json::to_string(&t).expect("json"),
+                serde_json::to_string(want).expect("json")
+            );
+            assert_eq!(t.clone(), t);
+        }
+        // Short texts are inline, long ones on the heap: both compare by their text.
+        assert!(matches!(Text::unescaped(b"bot").0, Repr::Inline { .. }));
+        assert!(matches!(Text::unescaped(long.as_bytes()).0, Repr::Heap(_)));
+        assert_ne!(Text::unescaped(b"bot"), Text::unescaped(b"bat"));
+        // Invalid UTF-8 without escapes is read as .NET does (replacement characters).
+        assert_eq!(Text::unescaped(b"a\xffb").as_str(), "a\u{fffd}b");
+    }
+
+    #[test]
     fn log_summaries_never_hold_an_argument() {
         let cases: [(&str, &str); 8] = [
             (
@@ -586,7 +619,7 @@ mod tests {
         c.args
             .iter()
             .map(|a| match a {
-                Arg::Value(v) => v.text.clone(),
+                Arg::Value(v) => v.text.to_string(),
                 Arg::Command(c) => format!("({})", words(c).join(" ")),
             })
             .collect()

@@ -48,7 +48,7 @@ pub enum Why {
 impl Why {
     /// Whether there is nothing to say.
     pub fn is_empty(&self) -> bool {
-        matches!(self, Why::Nothing) || matches!(self, Why::Template(n) if n.is_empty())
+        matches!(self, Why::Nothing)
     }
 }
 
