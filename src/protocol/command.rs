@@ -550,7 +550,8 @@ mod tests {
             let t = Text::unescaped(raw.as_bytes());
             assert_eq!(t.as_str(), want, "{raw}");
             assert_eq!(t.as_str(), unescape(raw.as_bytes()), "{raw}");
-            assert!(t == want && want == t, "{raw}");
+            assert_eq!(t, want, "{raw}");
+            assert_eq!(want, t, "{raw}");
             assert_eq!(t.to_string(), want);
             assert_eq!(format!("{t:?}"), format!("{want:?}"));
             assert_eq!(

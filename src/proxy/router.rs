@@ -358,8 +358,8 @@ impl Router {
         {
             return Err(body_too_large(self.cfg.max_body_bytes));
         }
-        let Some(base) = api_text_start(&target) else {
-            if sneaks_into_api(&target) {
+        let Some(base) = api_text_start(target) else {
+            if sneaks_into_api(target) {
                 return Err(ApiError::new(
                     Reason::NotSupported,
                     "The path reaches /api only through dot segments or escapes; send /api/... directly.",
@@ -408,9 +408,9 @@ impl Router {
                     prefix: routing::view::tenant_prefix(tenant),
                 };
                 ctx.strip = Some(view.prefix.clone());
-                routing::plan(&view, &caller, &target, base, root)
+                routing::plan(&view, &caller, target, base, root)
             }
-            None => routing::plan(&*self.cluster, &caller, &target, base, root),
+            None => routing::plan(&*self.cluster, &caller, target, base, root),
         };
         if let Some(kind) = answered_kind(&plan) {
             // What follows waits on nodes: the router's own part ends here.
