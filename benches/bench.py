@@ -232,8 +232,11 @@ def start_router(work, name, nodes, threads=1, work_stealing=False, interval_ms=
         f"health: {{interval_ms: {interval_ms}}}",
     ]
     admin_port = free_port()
-    # Candidate builds (`binary`) may predate `admin.metrics`: they get no admin settings.
-    if binary is None and not any(l.startswith("admin:") for l in (extra or [])):
+    # Candidate builds (`binary`) get the same admin settings (metrics recording on), so an
+    # A/B compares like with like; BENCH_EXTRA_NO_ADMIN=1 leaves them out for builds that
+    # predate `admin.metrics`.
+    bare_extra = binary is not None and os.environ.get("BENCH_EXTRA_NO_ADMIN") == "1"
+    if not bare_extra and not any(l.startswith("admin:") for l in (extra or [])):
         off = "" if metrics else ", metrics: false"
         lines.append(f'admin: {{listen: "127.0.0.1:{admin_port}"{off}}}')
     if routing:

@@ -729,6 +729,49 @@ fn node_answers_pass_through_unchanged() {
     }
 }
 
+/// An answer whose BotInfo ids the router translates (`bot info`, which the WebInterface polls
+/// for every bot) keeps the node's own head (`Server`, its API headers) and carries the edited
+/// body's `Content-Length`, not a chunked body: the node sent it in one write, so the router
+/// edits it whole before writing the head. Only the id differs from the node's bytes.
+#[test]
+fn edited_answers_keep_the_nodes_head_with_a_content_length() {
+    let s = setup();
+    // Ten bots elsewhere first, so this bot's cluster id has more digits than its local id:
+    // an answer framed with the node's own length would be cut short.
+    for i in 0..10 {
+        s.nodes[1].connect_bot(&format!("ts.other{i}"));
+    }
+    s.router
+        .wait_until(10, "the poller to adopt ten bots", |r| {
+            r.bot_list().len() >= 10
+        });
+    let gid = s.bot_on(0, "ts.a");
+    let lid = s.nodes[0].bots()[0].id;
+    assert!(gid.to_string().len() > lid.to_string().len(), "{gid} {lid}");
+    let direct = s.node_direct(0, &format!("/api/bot/use/{lid}/(/bot/info)"));
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    for _ in 0..3 {
+        let via = s.router.get(&format!("/api/bot/use/{gid}/(/bot/info)"));
+        assert_eq!(via.status, 200, "{}", via.text());
+        assert_eq!(
+            via.text(),
+            direct
+                .text()
+                .replace(&format!("\"Id\":{lid},"), &format!("\"Id\":{gid},")),
+            "only the id differs"
+        );
+        assert_eq!(via.header("Transfer-Encoding"), None, "{via:?}");
+        assert_eq!(
+            via.header("Content-Length"),
+            Some(via.body.len().to_string().as_str()),
+            "{via:?}"
+        );
+        assert_eq!(via.header("Server"), Some("Kestrel"), "{via:?}");
+        assert!(via.header("Date").is_some(), "{via:?}");
+        api_headers_ok(&via);
+    }
+}
+
 /// Answers the router makes itself carry TS3AudioBot's headers; CORS preflight works; paths
 /// outside /api reach a node (the WebInterface).
 #[test]

@@ -168,6 +168,44 @@ impl NodeClient {
         peer
     }
 
+    /// The proxy's peer for a node: built once per endpoint (`ProxyParts`), then cloned for
+    /// each request. A plain-HTTP peer gets no SNI: nothing reads it, and an empty one costs
+    /// the clone no allocation.
+    pub fn proxy_peer(
+        node: &Endpoint,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Box<HttpPeer> {
+        let build = || {
+            let mut peer = Self::peer(node, connect_timeout, read_timeout);
+            if !node.tls {
+                peer.sni = String::new();
+            }
+            peer
+        };
+        let (c, r, peer) = node
+            .proxy
+            .peer
+            .get_or_init(|| (connect_timeout, read_timeout, build()));
+        if (*c, *r) == (connect_timeout, read_timeout) {
+            Box::new(peer.clone())
+        } else {
+            Box::new(build())
+        }
+    }
+
+    /// The node's `Authorization` value as a header value, built once per endpoint.
+    pub fn proxy_auth(node: &Endpoint) -> Option<&http::HeaderValue> {
+        node.proxy
+            .auth
+            .get_or_init(|| {
+                node.auth_header
+                    .as_deref()
+                    .and_then(|a| http::HeaderValue::from_str(a).ok())
+            })
+            .as_ref()
+    }
+
     /// Sends `GET <target>` (raw bytes, e.g. `/api/bot/list`) with the node's credentials and
     /// reads the whole answer within `deadline`.
     pub async fn get(

@@ -32,7 +32,40 @@ pub struct Endpoint {
     pub auth_header: Option<String>,
     /// With `tls`: how its certificate is verified (CA file, name).
     pub trust: NodeTls,
+    /// The proxy's peer and `Authorization` value, built once (`NodeClient::proxy_peer`).
+    pub proxy: ProxyParts,
 }
+
+/// What the proxy sends every request to this endpoint with, built on its first request
+/// instead of on every one. An endpoint never changes once in use (a node whose URL,
+/// credentials or TLS settings are edited gets a new endpoint, and with it new parts); a
+/// clone starts empty, so a changed copy never keeps parts built from the original.
+#[derive(Default)]
+pub struct ProxyParts {
+    /// The peer, for the connect and read timeouts it was built with.
+    pub(crate) peer: std::sync::OnceLock<(
+        std::time::Duration,
+        std::time::Duration,
+        pingora::upstreams::peer::HttpPeer,
+    )>,
+    /// `auth_header` as a header value.
+    pub(crate) auth: std::sync::OnceLock<Option<http::HeaderValue>>,
+}
+
+impl Clone for ProxyParts {
+    fn clone(&self) -> Self {
+        ProxyParts::default()
+    }
+}
+
+impl PartialEq for ProxyParts {
+    /// A cache: endpoints are equal by what they say, not by what was built from them.
+    fn eq(&self, _: &ProxyParts) -> bool {
+        true
+    }
+}
+
+impl Eq for ProxyParts {}
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,6 +92,7 @@ impl Endpoint {
             credentials: auth.map(str::to_string),
             auth_header: auth.map(basic_header),
             trust: NodeTls::default(),
+            proxy: ProxyParts::default(),
         }
     }
 

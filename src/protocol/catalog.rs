@@ -154,7 +154,7 @@ pub struct Identified<'a> {
     /// What it is.
     pub kind: Kind<'a>,
     /// Its name as words, e.g. `["settings", "global", "set"]`.
-    pub words: Vec<&'static str>,
+    pub words: &'static [&'static str],
 }
 
 impl Kind<'_> {
@@ -192,10 +192,7 @@ fn nested_at(c: &Command, i: usize) -> bool {
 pub fn identify(c: &Command) -> Identified<'_> {
     let w = |i: usize| c.word(i);
     let v = |i: usize| c.value(i);
-    let id = |kind, words: &[&'static str]| Identified {
-        kind,
-        words: words.to_vec(),
-    };
+    let id = |kind, words: &'static [&'static str]| Identified { kind, words };
     if nested_at(c, 0) {
         return id(Kind::Dynamic, &[]);
     }

@@ -67,7 +67,115 @@ pub struct Value {
     /// Whether the token was quoted.
     pub quoted: bool,
     /// The value after quote processing and percent-decoding, i.e. what the node sees.
-    pub text: String,
+    pub text: Text,
+}
+
+/// Bytes of decoded text a [`Text`] holds without a heap allocation: every command word and
+/// id of a routed request fits (the request path parses each of them on every request).
+const INLINE: usize = 22;
+
+/// An argument's decoded text. Short texts live inline; longer ones (addresses, passwords,
+/// setting values) in a `String`.
+#[derive(Clone)]
+pub struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(String),
+}
+
+impl Text {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only ever filled from a whole `&str` (`from_str`), so the bytes are UTF-8.
+            Repr::Inline { len, buf } => {
+                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+
+    fn from_str(s: &str) -> Text {
+        if s.len() <= INLINE {
+            let mut buf = [0; INLINE];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Text(Repr::Inline {
+                len: s.len() as u8,
+                buf,
+            })
+        } else {
+            Text(Repr::Heap(s.to_string()))
+        }
+    }
+
+    fn from_string(s: String) -> Text {
+        if s.len() <= INLINE {
+            Text::from_str(&s)
+        } else {
+            Text(Repr::Heap(s))
+        }
+    }
+
+    /// [`unescape`] without a `String` for short texts that need no decoding.
+    fn unescaped(raw: &[u8]) -> Text {
+        match std::str::from_utf8(raw) {
+            Ok(s) if !raw.contains(&b'%') => Text::from_str(s),
+            _ => Text::from_string(unescape(raw)),
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, o: &Text) -> bool {
+        self.as_str() == o.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, o: &str) -> bool {
+        self.as_str() == o
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, o: &&str) -> bool {
+        self.as_str() == *o
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, o: &Text) -> bool {
+        *self == o.as_str()
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Command {
@@ -236,7 +344,7 @@ impl Parser<'_> {
         Value {
             span: start..self.i,
             quoted: false,
-            text: unescape(&self.s[start..self.i]),
+            text: Text::unescaped(&self.s[start..self.i]),
         }
     }
 
@@ -266,7 +374,7 @@ impl Parser<'_> {
         Value {
             span: start..self.i,
             quoted: true,
-            text: unescape(&value),
+            text: Text::unescaped(&value),
         }
     }
 }
@@ -427,6 +535,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn texts_short_and_long_read_as_what_the_node_sees() {
+        let long = "x".repeat(INLINE + 1);
+        for (raw, want) in [
+            ("", ""),
+            ("use", "use"),
+            ("a%2Fb", "a/b"),
+            ("%C3%A9t%C3%A9", "été"),
+            ("%FF", "%FF"),
+            ("ü", "ü"),
+            (&"y".repeat(INLINE)[..], &"y".repeat(INLINE)[..]),
+            (&long[..], &long[..]),
+        ] {
+            let t = Text::unescaped(raw.as_bytes());
+            assert_eq!(t.as_str(), want, "{raw}");
+            assert_eq!(t.as_str(), unescape(raw.as_bytes()), "{raw}");
+            assert_eq!(t, want, "{raw}");
+            assert_eq!(want, t, "{raw}");
+            assert_eq!(t.to_string(), want);
+            assert_eq!(format!("{t:?}"), format!("{want:?}"));
+            assert_eq!(
+                serde_json::to_string(&t).expect("json"),
+                serde_json::to_string(want).expect("json")
+            );
+            assert_eq!(t.clone(), t);
+        }
+        // Short texts are inline, long ones on the heap: both compare by their text.
+        assert!(matches!(Text::unescaped(b"bot").0, Repr::Inline { .. }));
+        assert!(matches!(Text::unescaped(long.as_bytes()).0, Repr::Heap(_)));
+        assert_ne!(Text::unescaped(b"bot"), Text::unescaped(b"bat"));
+        // Invalid UTF-8 without escapes is read as .NET does (replacement characters).
+        assert_eq!(Text::unescaped(b"a\xffb").as_str(), "a\u{fffd}b");
+    }
+
+    #[test]
     fn log_summaries_never_hold_an_argument() {
         let cases: [(&str, &str); 8] = [
             (
@@ -478,7 +620,7 @@ mod tests {
         c.args
             .iter()
             .map(|a| match a {
-                Arg::Value(v) => v.text.clone(),
+                Arg::Value(v) => v.text.to_string(),
                 Arg::Command(c) => format!("({})", words(c).join(" ")),
             })
             .collect()

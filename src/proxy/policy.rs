@@ -133,7 +133,7 @@ fn verdict(
         | Kind::Alias { changes: true }
             if !admin =>
         {
-            Some(ApiError::missing_rights(&id.words))
+            Some(ApiError::missing_rights(id.words))
         }
         Kind::SettingsGet { path } | Kind::SettingsBotGet { path, .. } if !admin => {
             let path_at = if matches!(id.kind, Kind::SettingsGet { .. }) {

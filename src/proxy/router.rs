@@ -14,6 +14,7 @@
 //! - `fail_to_connect` / `fail_to_proxy`: retry unpinned requests elsewhere; TS3AudioBot-shaped
 //!   503/504 otherwise, never a hang.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
@@ -39,10 +41,11 @@ use crate::protocol::command::{self, log_summary, Parsed};
 use crate::protocol::pattern::AllowPattern;
 use crate::proxy::connections::NodeGate;
 use crate::proxy::exec::{strip_names, withheld, Answer, Exec};
+use crate::proxy::framing::EditedFraming;
 use crate::proxy::handover::{self, Handover, OwnRequest};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
-use crate::proxy::routing::{self, Edits, Effect, Plan};
+use crate::proxy::routing::{self, Edits, Effect, Plan, Why};
 use crate::proxy::stats::{Kind, ProxyStats};
 use crate::proxy::throttle::AuthThrottle;
 use crate::store::WRITE_DEADLINE;
@@ -75,14 +78,13 @@ pub struct RequestCtx {
     movable: bool,
     tried: Vec<NodeId>,
     /// Why this node (for error messages).
-    why: String,
+    why: Why,
     target: Option<Vec<u8>>,
     edits: Edits,
     effects: Vec<Effect>,
     poke: bool,
     status: u16,
     buf: Vec<u8>,
-    body_bytes: usize,
     /// A WebInterface file, not an API call: no credentials go to the node.
     static_file: bool,
     /// Template names this request may create (`settings copy`, `bot save`), held until it
@@ -293,29 +295,33 @@ impl Router {
 
 /// What `request_filter` needs from the request head, copied out so the decision can be made
 /// without holding the session.
-struct Incoming {
-    target: Vec<u8>,
+/// Borrowed from the request head: the decision copies nothing it only reads.
+struct Incoming<'a> {
+    target: &'a [u8],
     declared_body: Option<u64>,
     /// The `Authorization` value; several headers are joined by ", " as ASP.NET does (which
     /// never parses).
-    authorization: Option<Vec<u8>>,
+    authorization: Option<Cow<'a, [u8]>>,
     /// The client's address (for the failed-authentication limit).
     peer: Option<std::net::IpAddr>,
 }
 
-impl Incoming {
-    fn read(req: &RequestHeader, peer: Option<std::net::IpAddr>) -> Incoming {
+impl<'a> Incoming<'a> {
+    fn read(req: &'a RequestHeader, peer: Option<std::net::IpAddr>) -> Incoming<'a> {
         let mut values = req.headers.get_all("authorization").iter();
-        let authorization = values.next().map(|first| {
-            let mut joined = first.as_bytes().to_vec();
-            for more in values {
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(more.as_bytes());
+        let authorization = values.next().map(|first| match values.next() {
+            None => Cow::Borrowed(first.as_bytes()),
+            Some(second) => {
+                let mut joined = first.as_bytes().to_vec();
+                for more in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(more.as_bytes());
+                }
+                Cow::Owned(joined)
             }
-            joined
         });
         Incoming {
-            target: req.raw_path().to_vec(),
+            target: req.raw_path(),
             declared_body: header_str(req, "content-length")
                 .and_then(|v| v.trim().parse::<u64>().ok()),
             authorization,
@@ -334,7 +340,7 @@ enum Flow {
 
 impl Router {
     /// Limits, authentication, rights and the plan. Errors are answered as they are.
-    async fn route(&self, req: Incoming, ctx: &mut RequestCtx) -> Result<Flow, ApiError> {
+    async fn route(&self, req: Incoming<'_>, ctx: &mut RequestCtx) -> Result<Flow, ApiError> {
         let target = req.target;
         if target.len() > self.cfg.max_target_bytes {
             return Err(ApiError::with_status(
@@ -352,8 +358,8 @@ impl Router {
         {
             return Err(body_too_large(self.cfg.max_body_bytes));
         }
-        let Some(base) = api_text_start(&target) else {
-            if sneaks_into_api(&target) {
+        let Some(base) = api_text_start(target) else {
+            if sneaks_into_api(target) {
                 return Err(ApiError::new(
                     Reason::NotSupported,
                     "The path reaches /api only through dot segments or escapes; send /api/... directly.",
@@ -402,9 +408,9 @@ impl Router {
                     prefix: routing::view::tenant_prefix(tenant),
                 };
                 ctx.strip = Some(view.prefix.clone());
-                routing::plan(&view, &caller, &target, base, root)
+                routing::plan(&view, &caller, target, base, root)
             }
-            None => routing::plan(&*self.cluster, &caller, &target, base, root),
+            None => routing::plan(&*self.cluster, &caller, target, base, root),
         };
         if let Some(kind) = answered_kind(&plan) {
             // What follows waits on nodes: the router's own part ends here.
@@ -498,7 +504,7 @@ const MAINT_RETRY_AFTER: u32 = 10;
 
 /// The 503 for a plan pinned to no node: the bot is being brought back after its node
 /// restarted (or the node was just removed).
-fn gone(id: NodeId, why: &str) -> ApiError {
+fn gone(id: NodeId, why: &Why) -> ApiError {
     if id == NodeId::NOWHERE {
         ApiError::unavailable(format!(
             "{why} went down with a restart of its node and is being started again; try again in a few seconds"
@@ -653,6 +659,19 @@ fn header_str_resp<'a>(resp: &'a ResponseHeader, name: &str) -> Option<&'a str> 
     resp.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The node's answer will be edited: its framing (the edited length, or chunked) is decided
+/// as its head is written (`framing`).
+fn edited_framing(session: &mut Session, upstream: &mut ResponseHeader) -> pingora::Result<()> {
+    match session.downstream_modules_ctx.get_mut::<EditedFraming>() {
+        Some(f) => f.editing(),
+        None => {
+            upstream.remove_header("content-length");
+            upstream.insert_header("Transfer-Encoding", "chunked")?;
+        }
+    }
+    Ok(())
+}
+
 /// The ASP.NET CORS middleware's answer to a preflight (any origin, method and header).
 async fn preflight(session: &mut Session) -> pingora::Result<()> {
     let req = session.req_header();
@@ -673,6 +692,13 @@ async fn preflight(session: &mut Session) -> pingora::Result<()> {
 #[async_trait]
 impl ProxyHttp for Router {
     type CTX = RequestCtx;
+
+    /// Only [`EditedFraming`] (edited answers' framing, the bound on chunked request bodies):
+    /// Pingora's default, a disabled compression module, would only cost each request its
+    /// boxed hooks (the router never compresses).
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        modules.add_module(EditedFraming::builder(self.cfg.max_body_bytes));
+    }
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
@@ -765,23 +791,6 @@ impl ProxyHttp for Router {
         }
     }
 
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<()> {
-        // Chunked bodies have no declared size: count them.
-        if let Some(b) = body {
-            ctx.body_bytes += b.len();
-            if ctx.body_bytes > self.cfg.max_body_bytes {
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
-            }
-        }
-        Ok(())
-    }
-
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -802,13 +811,13 @@ impl ProxyHttp for Router {
                 return Error::e_explain(ErrorType::HTTPStatus(503), e.message);
             }
         }
-        let peer = NodeClient::peer(
+        let peer = NodeClient::proxy_peer(
             &endpoint,
             self.cfg.connect_timeout,
             self.cfg.request_timeout,
         );
         ctx.endpoint = Some(endpoint);
-        Ok(Box::new(peer))
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -840,8 +849,8 @@ impl ProxyHttp for Router {
         // The client's secret never leaves the router; the node gets its own credentials.
         upstream.remove_header("authorization");
         if !ctx.static_file {
-            if let Some(auth) = ctx.endpoint.as_ref().and_then(|e| e.auth_header.as_ref()) {
-                upstream.insert_header("Authorization", auth.as_str())?;
+            if let Some(auth) = ctx.endpoint.as_deref().and_then(NodeClient::proxy_auth) {
+                upstream.insert_header("Authorization", auth.clone())?;
             }
         }
         upstream.remove_header("x-real-ip");
@@ -862,7 +871,7 @@ impl ProxyHttp for Router {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
@@ -906,23 +915,21 @@ impl ProxyHttp for Router {
                     "an answer larger than {MAX_RESPONSE} bytes, too large to edit"
                 )));
             }
-            upstream.remove_header("content-length");
-            upstream.insert_header("Transfer-Encoding", "chunked")?;
+            edited_framing(session, upstream)?;
         } else {
             ctx.edits = Edits::default();
         }
         // A tenant's answers never show the node's names of its templates, errors included.
         ctx.stripping = ctx.strip.is_some() && json;
         if ctx.stripping && !ctx.edits.any() {
-            upstream.remove_header("content-length");
-            upstream.insert_header("Transfer-Encoding", "chunked")?;
+            edited_framing(session, upstream)?;
         }
         Ok(())
     }
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -959,6 +966,10 @@ impl ProxyHttp for Router {
                 if let Some(s) = strip_names(&out, prefix) {
                     out = s;
                 }
+            }
+            // Known before the head is written when the body came with it (`framing`).
+            if let Some(f) = session.downstream_modules_ctx.get_mut::<EditedFraming>() {
+                f.edited_length(out.len());
             }
             *body = Some(Bytes::from(out));
             if let Some(t) = editing {
@@ -1005,7 +1016,8 @@ impl ProxyHttp for Router {
         // anything written now would be taken for the rest of the node's body (it would even
         // fill up a declared Content-Length), so the connection is only closed and the client
         // sees a cut answer, as it would from the node. An answer being edited was buffered
-        // whole (chunked, nothing of its body sent): the error can still be its body.
+        // whole (nothing of its body sent; its head either not yet written or sent chunked):
+        // the error can still be its body.
         let streamed_partly =
             session.response_written().is_some() && !ctx.edits.any() && ctx.withheld.is_none();
         // An answer withheld as garbage is the node's failure however the hook ended it.
@@ -1085,6 +1097,10 @@ impl ProxyHttp for Router {
         // The node may be gone: re-read its list so liveness and counts catch up now.
         ctx.poke = ctx.node.is_some();
         let code = api.status;
+        // The error answer is the router's own, framed by its own Content-Length.
+        if let Some(f) = session.downstream_modules_ctx.get_mut::<EditedFraming>() {
+            f.reset();
+        }
         if !streamed_partly {
             // A head already sent stays as it was; the error is then the body.
             let _ = respond_error(session, &api).await;

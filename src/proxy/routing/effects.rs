@@ -76,7 +76,7 @@ impl Planner<'_> {
                 value,
             } => vec![Effect::TemplateSetting {
                 name: self.tname(&n.text),
-                path: p.text.clone(),
+                path: p.text.to_string(),
                 value: self.text_of(value).unwrap_or_default(),
             }],
             Kind::SettingsSet {
@@ -86,12 +86,12 @@ impl Planner<'_> {
                 Some(gid) => match self.view.bot_template(gid) {
                     Some(name) => vec![Effect::TemplateSetting {
                         name,
-                        path: p.text.clone(),
+                        path: p.text.to_string(),
                         value: self.text_of(value).unwrap_or_default(),
                     }],
                     None => vec![Effect::BotSetting {
                         gid,
-                        path: p.text.clone(),
+                        path: p.text.to_string(),
                         value: self.text_of(value).unwrap_or_default(),
                     }],
                 },
@@ -101,7 +101,7 @@ impl Planner<'_> {
                 .map(|gid| Effect::BotSetting {
                     gid,
                     path: "connect.name".into(),
-                    value: n.text.clone(),
+                    value: n.text.to_string(),
                 })
                 .into_iter()
                 .collect(),

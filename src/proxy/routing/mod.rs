@@ -27,7 +27,7 @@ pub mod view;
 
 pub use plan::{
     CreateInfoEq, CreateKind, CreateNode, CreatePlan, Edits, Effect, Element, MergePlan, Plan,
-    ProxyPlan, ReadBack,
+    ProxyPlan, ReadBack, Why,
 };
 pub use planner::plan;
 pub use view::View;

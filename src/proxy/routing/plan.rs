@@ -30,13 +30,46 @@ pub enum Plan {
     Merge(MergePlan),
 }
 
+/// What pinned a request to its node, for error messages ("bot 7 runs on node ..."): words
+/// are made only when a message needs them, not for every request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Why {
+    /// Nothing pinned it.
+    #[default]
+    Nothing,
+    /// A bot, by cluster id.
+    Bot(u32),
+    /// A named template.
+    Template(String),
+    /// The template whose context a merge element runs in.
+    TheTemplate,
+}
+
+impl Why {
+    /// Whether there is nothing to say.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Why::Nothing)
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Nothing => Ok(()),
+            Why::Bot(gid) => write!(f, "bot {gid}"),
+            Why::Template(name) => write!(f, "template {name}"),
+            Why::TheTemplate => f.write_str("the template"),
+        }
+    }
+}
+
 /// Proxying to one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyPlan {
     /// The node; None = any healthy node.
     pub node: Option<NodeId>,
     /// Why this node (for error messages), e.g. "bot 7".
-    pub why: String,
+    pub why: Why,
     /// The request target to send, when it differs from the client's.
     pub target: Option<Vec<u8>>,
     /// Edits to the answer.

@@ -16,7 +16,7 @@ use crate::protocol::command::{parse_int32, splice, Arg, Command, Value};
 use crate::protocol::settings::is_secret_path;
 use crate::proxy::keys::Caller;
 use crate::proxy::routing::plan::{
-    CreateInfoEq, CreateKind, CreateNode, CreatePlan, Edits, Plan, ProxyPlan, ReadBack,
+    CreateInfoEq, CreateKind, CreateNode, CreatePlan, Edits, Plan, ProxyPlan, ReadBack, Why,
 };
 use crate::proxy::routing::view::View;
 
@@ -79,7 +79,7 @@ pub(super) struct Planner<'a> {
 /// What walking a (sub)tree found.
 #[derive(Default)]
 pub(super) struct Gather {
-    pub(super) pin: Option<(NodeId, String)>,
+    pub(super) pin: Option<(NodeId, Why)>,
     pub(super) conflict: Option<String>,
     /// Replacements, offsets relative to the command text.
     pub(super) rewrites: Vec<(Range<usize>, Vec<u8>)>,
@@ -98,7 +98,7 @@ pub(super) struct Gather {
 }
 
 impl Gather {
-    pub(super) fn pin(&mut self, view: &dyn View, node: NodeId, why: String) {
+    pub(super) fn pin(&mut self, view: &dyn View, node: NodeId, why: Why) {
         match &self.pin {
             None => self.pin = Some((node, why)),
             Some((n, first)) if *n != node && self.conflict.is_none() => {
@@ -128,7 +128,7 @@ impl Gather {
         match &self.pin {
             None => match view.node_besides(&self.avoid) {
                 Some(n) => {
-                    let why = format!("template {}", self.hidden_name.as_deref().unwrap_or(""));
+                    let why = Why::Template(self.hidden_name.clone().unwrap_or_default());
                     self.pin = Some((n, why));
                 }
                 None => self.fail(ApiError::bot_does_not_exist()),
@@ -161,7 +161,7 @@ impl Planner<'_> {
     }
 
     pub(super) fn text_of(&self, v: Option<&Value>) -> Option<String> {
-        v.map(|v| v.text.clone())
+        v.map(|v| v.text.to_string())
     }
 
     /// The name the cluster and the nodes know a template by that the client calls
@@ -430,7 +430,7 @@ impl Planner<'_> {
         };
         let (node, why) = match g.pin {
             Some((n, why)) => (Some(n), why),
-            None => (None, String::new()),
+            None => (None, Why::Nothing),
         };
         Plan::Proxy(ProxyPlan {
             node,
@@ -442,11 +442,11 @@ impl Planner<'_> {
         })
     }
 
-    pub(super) fn ctx_why(&self, ctx: PlanCtx) -> String {
+    pub(super) fn ctx_why(&self, ctx: PlanCtx) -> Why {
         match ctx {
-            PlanCtx::Bot { gid, .. } => format!("bot {gid}"),
-            PlanCtx::Template { .. } => "the template".into(),
-            PlanCtx::Core => String::new(),
+            PlanCtx::Bot { gid, .. } => Why::Bot(gid),
+            PlanCtx::Template { .. } => Why::TheTemplate,
+            PlanCtx::Core => Why::Nothing,
         }
     }
 
@@ -488,7 +488,7 @@ impl Planner<'_> {
     fn enter_bot(&self, cmd: &Command, gid: Option<&Value>, g: &mut Gather) -> Option<PlanCtx> {
         match self.bot_of(gid) {
             Ok(Some((gid, node, lid))) => {
-                g.pin(self.view, node, format!("bot {gid}"));
+                g.pin(self.view, node, Why::Bot(gid));
                 // Only a changed id is rewritten: the same id keeps the client's bytes.
                 if let (Some(v), true) = (cmd.value(2), lid != gid) {
                     let with = id_token(self.bytes(&v.span), v.quoted, lid);
@@ -524,10 +524,10 @@ impl Planner<'_> {
     fn owner_pin(&self, g: &mut Gather, name: Option<&Value>) {
         if let Some(name) = name {
             if let Some(node) = self.view.template_owner(&name.text) {
-                g.pin(self.view, node, format!("template {}", name.text));
+                g.pin(self.view, node, Why::Template(name.text.to_string()));
             } else if let Some(node) = self.view.hidden_template(&name.text) {
                 g.avoid.push(node);
-                g.hidden_name.get_or_insert_with(|| name.text.clone());
+                g.hidden_name.get_or_insert_with(|| name.text.to_string());
             }
         }
     }
@@ -553,7 +553,7 @@ impl Planner<'_> {
                 if let (Some(n), Some(p)) = (name, path) {
                     g.writes.push(ReadBack::Template {
                         name: self.tname(&n.text),
-                        path: p.text.clone(),
+                        path: p.text.to_string(),
                     });
                 }
             }
@@ -652,7 +652,17 @@ impl Planner<'_> {
 /// quote character but its own, so it was closed exactly when it ends with that quote; an
 /// unclosed one (running to the end of the request) stays unclosed.
 fn id_token(token: &[u8], quoted: bool, lid: u32) -> Vec<u8> {
-    quoted_like(token, quoted, lid.to_string().as_bytes())
+    // The digits go straight into the token (no `String` first): every routed request
+    // rewrites one.
+    use std::io::Write;
+    let quote = token.first().copied().filter(|_| quoted);
+    let mut out = Vec::with_capacity(12);
+    out.extend(quote);
+    let _ = write!(out, "{lid}");
+    if quote.is_some() && token.len() > 1 && token.last().copied() == quote {
+        out.extend(quote);
+    }
+    out
 }
 
 /// `with` in place of `token`, inside the token's quotes when it had them (see
