@@ -363,6 +363,26 @@ impl NodeProc {
     }
 }
 
+/// `count` node processes (`node-0`, ...), each with its data dir under `dir`, reporting to
+/// `ts`, started.
+fn start_nodes(count: usize, ts: &TsServer, dir: &std::path::Path) -> Vec<NodeProc> {
+    let mut nodes: Vec<NodeProc> = (0..count)
+        .map(|i| NodeProc {
+            name: format!("node-{i}"),
+            port: free_port(),
+            token: node_token(i),
+            data: dir.join(format!("node-{i}")),
+            ts: ts.addr,
+            child: None,
+            stopped: false,
+        })
+        .collect();
+    for n in &mut nodes {
+        n.spawn();
+    }
+    nodes
+}
+
 impl Drop for NodeProc {
     fn drop(&mut self) {
         self.kill();
@@ -750,20 +770,7 @@ fn chaos() {
     let mut rng = Rng(seed);
     let ts = TsServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut nodes: Vec<NodeProc> = (0..NODES)
-        .map(|i| NodeProc {
-            name: format!("node-{i}"),
-            port: free_port(),
-            token: node_token(i),
-            data: dir.path().join(format!("node-{i}")),
-            ts: ts.addr,
-            child: None,
-            stopped: false,
-        })
-        .collect();
-    for n in &mut nodes {
-        n.spawn();
-    }
+    let mut nodes = start_nodes(NODES, &ts, dir.path());
     let urls: Vec<String> = nodes.iter().map(NodeProc::url).collect();
     let mut router = Router::start_urls(
         &urls,
@@ -1017,20 +1024,7 @@ fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 fn a_frozen_node_is_fenced_before_its_bots_reconnect() {
     let ts = TsServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut nodes: Vec<NodeProc> = (0..2)
-        .map(|i| NodeProc {
-            name: format!("node-{i}"),
-            port: free_port(),
-            token: node_token(i),
-            data: dir.path().join(format!("node-{i}")),
-            ts: ts.addr,
-            child: None,
-            stopped: false,
-        })
-        .collect();
-    for n in &mut nodes {
-        n.spawn();
-    }
+    let mut nodes = start_nodes(2, &ts, dir.path());
     let urls: Vec<String> = nodes.iter().map(NodeProc::url).collect();
     let router = Router::start_urls(
         &urls,
