@@ -247,7 +247,14 @@ impl Failover {
         );
         // Copies started while the node came back are fenced now, not at a later tick.
         if back.load(Ordering::Acquire) {
-            if let Err(e) = fence(&self.cluster, self.rebuilder.client(), node, PROBE_WAIT).await {
+            if let Err(e) = fence(
+                &self.cluster,
+                self.rebuilder.client(),
+                node,
+                self.request_timeout,
+            )
+            .await
+            {
                 log::warn!("failover: {e}");
             }
         }
