@@ -825,21 +825,21 @@ fn chaos() {
             && start.elapsed() > chaos_for * (counts.router_kills as u32 + 1) / 3;
         let pick = if due_router { 99 } else { rng.below(100) };
         match pick {
-            0..=34 if pending.is_none() => {
+            // A node killed (restarted later) or stopped (continued later).
+            0..=64 if pending.is_none() => {
+                let kill = pick <= 34;
                 let i = rng.below(NODES as u64) as usize;
                 sh.node_gen.fetch_add(1, Ordering::SeqCst);
-                nodes[i].kill();
-                eprintln!("chaos {}: node-{i} killed", utc_now());
-                counts.node_kills += 1;
-                pending = Some((Instant::now() + rng.ms(1000, 10_000), i, true));
-            }
-            35..=64 if pending.is_none() => {
-                let i = rng.below(NODES as u64) as usize;
-                sh.node_gen.fetch_add(1, Ordering::SeqCst);
-                nodes[i].stop();
-                eprintln!("chaos {}: node-{i} stopped", utc_now());
-                counts.node_stops += 1;
-                pending = Some((Instant::now() + rng.ms(1000, 10_000), i, false));
+                if kill {
+                    nodes[i].kill();
+                    counts.node_kills += 1;
+                } else {
+                    nodes[i].stop();
+                    counts.node_stops += 1;
+                }
+                let what = if kill { "killed" } else { "stopped" };
+                eprintln!("chaos {}: node-{i} {what}", utc_now());
+                pending = Some((Instant::now() + rng.ms(1000, 10_000), i, kill));
             }
             65..=89 | 99 => {
                 sh.router_gen.fetch_add(1, Ordering::SeqCst);
