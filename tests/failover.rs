@@ -428,3 +428,77 @@ fn failover_stops_moving_bots_once_their_node_answers_again() {
         "the undone rebuild left templates: {left:?}"
     );
 }
+
+/// A node that answers again while one of its bots' copies is inside `bot connect` on
+/// another node (the copy may have joined its server already, and the old copy rejoins a
+/// moment later): that bot moves all the same, and its old copy is stopped while the connect
+/// is still answering, not once it has answered.
+#[test]
+fn a_copy_being_started_when_its_node_answers_again_takes_over_and_the_old_one_stops_at_once() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let router = Router::start(
+        &refs,
+        opts("failover: { after_ms: 300, retry_ms: 500, concurrency: 1 }\n"),
+    );
+    let mut gids: Vec<u64> = (0..8)
+        .map(|i| create(&router, &format!("/api/bot/connect/to/c{i}.example.com")))
+        .collect();
+    gids.sort_unstable();
+    let frozen = &nodes[0];
+    let before: Vec<FakeBot> = frozen.bots();
+    assert!(before.len() >= 3, "{before:?}");
+    let reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
+    wait_for_requests(frozen, 10, "the identity reads", &reads);
+    let original: HashSet<String> = before.iter().map(|b| b.identity_key.clone()).collect();
+    let keys = |n: &FakeNode| -> HashSet<String> {
+        n.bots().into_iter().map(|b| b.identity_key).collect()
+    };
+    let on_other_before = keys(&nodes[1]);
+
+    // The other node starts the first copy, but its answer to the connect waits.
+    nodes[1].hold("/api/bot/connect/template/");
+    frozen.hold("/api/");
+    router.wait_until(20, "the first copy's connect", |_| nodes[1].held() > 0);
+    let moving: Vec<String> = keys(&nodes[1])
+        .difference(&on_other_before)
+        .cloned()
+        .collect();
+    assert_eq!(moving.len(), 1, "one copy is being started: {moving:?}");
+    let moving = moving[0].clone();
+    assert!(original.contains(&moving));
+    frozen.release();
+
+    // The old copy stops while the connect is still held.
+    router.wait_until(10, "the old copy stopped during the connect", |_| {
+        !keys(frozen).contains(&moving)
+    });
+    assert_eq!(nodes[1].held(), 1, "the connect is still held");
+    nodes[1].release();
+    router.wait_until(20, "the end of the failover", |r| {
+        r.stderr_text().contains("failover of node node-0: moved")
+    });
+    // Settled: every identity runs once; only the bot being started moved.
+    router.wait_until(20, "each identity running once", |_| {
+        let (a, b) = (keys(&nodes[0]), keys(&nodes[1]));
+        original.iter().all(|k| a.contains(k) != b.contains(k))
+    });
+    let (a, b) = (keys(&nodes[0]), keys(&nodes[1]));
+    assert!(b.contains(&moving) && !a.contains(&moving));
+    assert_eq!(
+        original.intersection(&a).count(),
+        original.len() - 1,
+        "the bots not started elsewhere stay"
+    );
+    // Under their cluster ids, each once.
+    router.wait_until(20, "the cluster's list", |r| {
+        let mut ids: Vec<u64> = r
+            .get("/api/bot/list")
+            .json()
+            .as_array()
+            .map(|l| l.iter().filter_map(|b| b["Id"].as_u64()).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids == gids
+    });
+}

@@ -22,7 +22,11 @@
 //! A node is asked once more just before its bots move, and all the while they move: once it
 //! answers (it was only frozen, and its bots are about to reconnect there) no further copy is
 //! started, a rebuild whose template is written but not started is called off, and the copies
-//! already started are fenced at once.
+//! already started are fenced at once. A rebuild whose `bot connect` is under way at that
+//! moment cannot be called off (the new copy may have joined its server already): it is
+//! handed over (`Cluster::hand_over`, durable: the bot belongs to the target, its old copy
+//! becomes a fence) and the old copy is stopped while the connect is still answering, so the
+//! old copy never rejoins its server next to the new one.
 //!
 //! Limits: a node that is alive but unreachable from the router (a partition) keeps running
 //! its copies until it is reachable again and fenced; the TeamSpeak server then refuses one of
@@ -41,7 +45,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::cluster::fencing::fence;
 use crate::cluster::placement::Placer;
-use crate::cluster::{BotSnapshot, Cluster, Move, Node, NodeId};
+use crate::cluster::{BotSnapshot, Cluster, HandOver, Move, Node, NodeId};
 use crate::config::{FailoverConfig, NodeState};
 use crate::node::api::{
     delete_template_target, disconnect_target, fetch_identity, read_bot_list, single_bot_info,
@@ -131,6 +135,38 @@ pub struct Report {
     pub stayed: usize,
 }
 
+/// Set once the node being evacuated answers again; rebuilds under way wait on it.
+#[derive(Default)]
+struct Answered {
+    yes: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Answered {
+    fn set(&self) {
+        self.yes.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.yes.load(Ordering::Acquire)
+    }
+
+    /// Returns once [`Answered::set`] was called (at once if it was already).
+    async fn wait(&self) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            // Registered before the flag is read, so a `set` in between is not missed.
+            n.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
 impl Failover {
     /// A failover service with its own node client (its connections stay on its runtime).
     pub fn new(
@@ -181,12 +217,12 @@ impl Failover {
         // their servers, so a copy started after that would be the identity's second
         // client. The node is asked all along, and once it answers no further copy starts
         // (the copies already started are fenced there as it is back).
-        let back = AtomicBool::new(false);
+        let back = Answered::default();
         let probe = async {
             loop {
                 let asked = Instant::now();
                 if self.answers(node, PROBE_WAIT).await {
-                    back.store(true, Ordering::Release);
+                    back.set();
                     log::warn!(
                         "failover: node {} answers again; its bots not moved yet stay there",
                         node.name
@@ -203,7 +239,7 @@ impl Failover {
         let moves: Vec<_> = bots
             .into_iter()
             .map(|b| async move {
-                if back.load(Ordering::Acquire) {
+                if back.is_set() {
                     return (b.gid, Err(MoveError::CalledOff));
                 }
                 (b.gid, self.rebuild(node, b, false, Some(back)).await)
@@ -246,7 +282,7 @@ impl Failover {
             }
         );
         // Copies started while the node came back are fenced now, not at a later tick.
-        if back.load(Ordering::Acquire) {
+        if back.is_set() {
             if let Err(e) = fence(
                 &self.cluster,
                 self.rebuilder.client(),
@@ -342,7 +378,7 @@ impl Failover {
         dead: &Node,
         bot: BotSnapshot,
         restore: bool,
-        back: Option<&AtomicBool>,
+        back: Option<&Answered>,
     ) -> Result<bool, MoveError> {
         // Several routers: a router that lost the lead mid-evacuation starts no more
         // rebuilds; the new leader takes them from the records.
@@ -365,13 +401,14 @@ impl Failover {
     }
 
     /// [`Failover::rebuild`] once the bot is claimed. `back`: set once the node the bot is
-    /// moved from answers again (the copy is then not started and its template removed).
+    /// moved from answers again (a copy not started yet is then not started and its template
+    /// removed; one being started is handed over and its old copy stopped at once).
     async fn rebuild_claimed(
         &self,
         dead: &Node,
         bot: BotSnapshot,
         restore: bool,
-        back: Option<&AtomicBool>,
+        back: Option<&Answered>,
     ) -> Result<bool, MoveError> {
         let name = template_name(&bot);
         // A healthy node that already holds the name holds an earlier attempt's copy (a
@@ -407,7 +444,7 @@ impl Failover {
         // may have recorded it on the target meanwhile, which `undo` would respect); one that
         // was there before is undone like any other (untracked copies stopped, a template
         // the router records kept).
-        if back.is_some_and(|b| b.load(Ordering::Acquire)) {
+        if back.is_some_and(Answered::is_set) {
             if !created {
                 self.rebuilder.undo(&target, &name).await;
                 return Err(MoveError::CalledOff);
@@ -429,17 +466,43 @@ impl Failover {
             }
             return Err(MoveError::CalledOff);
         }
-        let started = self.rebuilder.start(&target, &name).await?;
+        let start = self.rebuilder.start(&target, &name);
+        tokio::pin!(start);
+        let (started, handed) = match back {
+            None => (start.await, false),
+            Some(back) => tokio::select! {
+                biased;
+                r = &mut start => (r, false),
+                // The connect goes on meanwhile: its deadline runs.
+                () = back.wait() => tokio::join!(
+                    &mut start,
+                    self.hand_over_started(dead, &bot, &target, &name, &settings)
+                ),
+            },
+        };
+        let started = match started {
+            Ok(s) => s,
+            Err(e) if handed => {
+                log::error!(
+                    "failover: bot {}: {e}; it waits on node {} and failover's restore brings it back",
+                    bot.gid,
+                    target.name
+                );
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let moved = Move {
             gid: bot.gid,
-            from: dead.id,
+            // A handed-over bot belongs to the target already, as one to be restored there.
+            from: if handed { target.id } else { dead.id },
             to: target.id,
             local_id: started.local_id,
             template: name.clone(),
             settings,
             server: started.server.or_else(|| bot.server.clone()),
         };
-        let recorded = if restore {
+        let recorded = if restore || handed {
             self.cluster.restore_bot(moved, WRITE_DEADLINE).await
         } else {
             self.cluster.move_bot(moved, WRITE_DEADLINE).await
@@ -462,6 +525,55 @@ impl Failover {
                 Ok(true)
             }
         }
+    }
+    /// The node `dead` answered while bot `bot`'s copy on `target` is being started (its
+    /// `bot connect` may have joined the server already): the bot is handed over to the target
+    /// (durably: a router crash from here on restores it there, and fences the old copy) and
+    /// the old copy is stopped now, before it rejoins its server next to the new one. Returns
+    /// whether the bot was handed over (false: it changed meanwhile).
+    async fn hand_over_started(
+        &self,
+        dead: &Node,
+        bot: &BotSnapshot,
+        target: &Node,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> bool {
+        let h = HandOver {
+            gid: bot.gid,
+            from: dead.id,
+            lid: bot.record.local_id,
+            to: target.id,
+            template: name.to_string(),
+            settings: settings.clone(),
+        };
+        match self.cluster.hand_over(h, WRITE_DEADLINE).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            // In the tables already (the fence too); the write is still queued.
+            Err(e) => log::error!(
+                "failover: bot {}: its hand-over is not durable yet: {e}",
+                bot.gid
+            ),
+        }
+        log::warn!(
+            "failover: node {} answers again while bot {} starts on node {}: it moves there, its old copy is stopped",
+            dead.name,
+            bot.gid,
+            target.name
+        );
+        if let Err(e) = fence(
+            &self.cluster,
+            self.rebuilder.client(),
+            dead,
+            self.request_timeout,
+        )
+        .await
+        {
+            // The fence stays: the node is fenced before it is read again.
+            log::warn!("failover: {e}");
+        }
+        true
     }
 
     /// Reads the identity of a few bots that have none recorded (adopted bots).
