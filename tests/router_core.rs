@@ -772,6 +772,77 @@ fn edited_answers_keep_the_nodes_head_with_a_content_length() {
     }
 }
 
+/// Answers without a body keep the node's framing where the router would edit the body:
+/// a HEAD carries no body to edit, so it goes out with neither the node's `Content-Length`
+/// (that of the unedited body, which a GET through the router would not have) nor a
+/// `Transfer-Encoding`; and an answer that follows a `100 Continue` is edited like any other
+/// (the informational head is not the answer's).
+#[test]
+fn head_and_continued_answers_are_framed_right() {
+    let s = setup();
+    for i in 0..10 {
+        s.nodes[1].connect_bot(&format!("ts.other{i}"));
+    }
+    s.router
+        .wait_until(10, "the poller to adopt ten bots", |r| {
+            r.bot_list().len() >= 10
+        });
+    let gid = s.bot_on(0, "ts.a");
+    let lid = s.nodes[0].bots()[0].id;
+    assert_ne!(gid, u64::from(lid));
+    let info = format!("/api/bot/use/{gid}/(/bot/info)");
+
+    let direct = raw_request(
+        s.nodes[0].addr(),
+        "HEAD",
+        format!("/api/bot/use/{lid}/(/bot/info)").as_bytes(),
+        &[("Authorization", &basic_node(0))],
+        None,
+    );
+    assert_eq!(direct.status, 200);
+    assert!(direct.header("Content-Length").is_some(), "{direct:?}");
+    let head = s
+        .router
+        .request("HEAD", info.as_bytes(), &[("Authorization", &basic(ADMIN))]);
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("Transfer-Encoding"), None, "{head:?}");
+    assert_eq!(head.header("Content-Length"), None, "{head:?}");
+    assert!(head.body.is_empty(), "{head:?}");
+    api_headers_ok(&head);
+
+    // A body with `Expect: 100-continue`: the node answers `100 Continue` first.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(s.router.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let req = format!(
+        "GET {info} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+        basic(ADMIN)
+    );
+    stream.write_all(req.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let continued = b"HTTP/1.1 100 Continue\r\n\r\n";
+    assert!(
+        raw.starts_with(continued),
+        "the node's 100 Continue: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    let r = read_response(&mut std::io::BufReader::new(&raw[continued.len()..]), false);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["Id"],
+        gid,
+        "the answer after the 100 is edited: {r:?}"
+    );
+    assert_eq!(
+        r.header("Content-Length"),
+        Some(r.body.len().to_string().as_str()),
+        "{r:?}"
+    );
+}
+
 /// Answers the router makes itself carry TS3AudioBot's headers; CORS preflight works; paths
 /// outside /api reach a node (the WebInterface).
 #[test]

@@ -633,3 +633,33 @@ fn template_names_are_per_tenant_and_the_nodes_names_never_show() {
     assert!(listed(&router, TA).1.is_empty(), "not A's");
     assert_templates_hidden(&router, "orphan");
 }
+
+/// A tenant's answers are edited (the node's names stripped), but one without a body keeps
+/// the node's framing: a 204 gets neither a `Content-Length` nor a `Transfer-Encoding`; a
+/// HEAD shows no `Content-Length` of the node's unedited body; a HEAD of `bot/list` (the
+/// router's own answer) has the length of the tenant's own list.
+#[test]
+fn a_tenants_bodiless_answers_are_framed_right() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let router = Router::start(&nodes.iter().collect::<Vec<_>>(), opts());
+    let own = create(&router, TA, "/api/bot/connect/to/framing.example.com");
+    create(&router, TB, "/api/bot/connect/to/other.example.com");
+    let r = router.get_as(TA, &format!("/api/bot/use/{own}/(/volume/42)"));
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("Transfer-Encoding"), None, "{r:?}");
+    assert_eq!(r.header("Content-Length"), None, "{r:?}");
+    let info = format!("/api/bot/use/{own}/(/bot/info)");
+    let head = router.request("HEAD", info.as_bytes(), &[("Authorization", &basic(TA))]);
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("Transfer-Encoding"), None, "{head:?}");
+    assert_eq!(head.header("Content-Length"), None, "{head:?}");
+    let head = router.request("HEAD", b"/api/bot/list", &[("Authorization", &basic(TA))]);
+    let get = router.get_as(TA, "/api/bot/list");
+    assert_eq!(get.json().as_array().map(Vec::len), Some(1), "{get:?}");
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(get.body.len().to_string().as_str()),
+        "{head:?}"
+    );
+}

@@ -52,6 +52,13 @@ impl EditedFraming {
         self.length = None;
     }
 
+    /// A new attempt at the node (a retry replays the request body from its start): the
+    /// body is counted again from zero, and the answer's framing is decided anew.
+    pub fn new_attempt(&mut self) {
+        self.body_bytes = 0;
+        self.reset();
+    }
+
     /// Counts a piece of request body; an error once the bound is passed.
     pub fn count_body(&mut self, body: Option<&Bytes>) -> pingora::Result<()> {
         if let Some(b) = body {
@@ -77,9 +84,15 @@ impl EditedFraming {
     }
 
     /// The head as it goes to the client: the node's own headers, with the edited body's
-    /// length when it is known and chunked otherwise.
-    pub fn frame(&self, resp: &mut ResponseHeader) -> pingora::Result<()> {
-        if !self.edited {
+    /// length when it is known and chunked otherwise. A head that ends the answer (no body
+    /// follows) keeps the node's framing.
+    pub fn frame(&self, resp: &mut ResponseHeader, end_of_stream: bool) -> pingora::Result<()> {
+        // An informational head (`100 Continue`) goes out before the answer's own and frames
+        // no body.
+        if !self.edited
+            || resp.status.is_informational()
+            || (end_of_stream && self.length.is_none())
+        {
             return Ok(());
         }
         match self.length {
@@ -109,9 +122,9 @@ impl HttpModule for EditedFraming {
     async fn response_header_filter(
         &mut self,
         resp: &mut ResponseHeader,
-        _end_of_stream: bool,
+        end_of_stream: bool,
     ) -> pingora::Result<()> {
-        self.frame(resp)
+        self.frame(resp, end_of_stream)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -152,7 +165,9 @@ mod tests {
     #[test]
     fn unedited_answers_keep_their_framing() {
         let mut h = head(Some("12"));
-        EditedFraming::default().frame(&mut h).expect("frame");
+        EditedFraming::default()
+            .frame(&mut h, false)
+            .expect("frame");
         assert_eq!(h.headers.get("content-length").unwrap(), "12");
         assert!(h.headers.get("transfer-encoding").is_none());
     }
@@ -163,14 +178,14 @@ mod tests {
         f.editing();
         f.edited_length(7);
         let mut h = head(Some("12"));
-        f.frame(&mut h).expect("frame");
+        f.frame(&mut h, false).expect("frame");
         assert_eq!(h.headers.get("content-length").unwrap(), "7");
         assert_eq!(h.headers.get("server").unwrap(), "Kestrel");
         assert!(h.headers.get("transfer-encoding").is_none());
         // A chunked node answer edited whole gets a length too.
         let mut h = head(None);
         h.insert_header("Transfer-Encoding", "chunked").expect("te");
-        f.frame(&mut h).expect("frame");
+        f.frame(&mut h, false).expect("frame");
         assert_eq!(h.headers.get("content-length").unwrap(), "7");
         assert!(h.headers.get("transfer-encoding").is_none());
     }
@@ -191,11 +206,47 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_counts_the_replayed_body_once() {
+        let mut f = EditedFraming {
+            max_body: 10,
+            ..EditedFraming::default()
+        };
+        f.count_body(Some(&Bytes::from_static(b"123456")))
+            .expect("6");
+        f.new_attempt();
+        f.count_body(Some(&Bytes::from_static(b"123456")))
+            .expect("the same 6 again");
+        f.count_body(Some(&Bytes::from_static(b"7890")))
+            .expect("10");
+    }
+
+    #[test]
+    fn an_informational_head_is_not_framed() {
+        let mut f = EditedFraming::default();
+        f.editing();
+        f.edited_length(7);
+        let mut h = ResponseHeader::build(100, None).expect("head");
+        f.frame(&mut h, false).expect("frame");
+        assert!(h.headers.get("content-length").is_none());
+        assert!(h.headers.get("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn a_head_without_a_body_keeps_the_nodes_framing() {
+        let mut f = EditedFraming::default();
+        f.editing();
+        let mut h = head(Some("12"));
+        f.frame(&mut h, true).expect("frame");
+        assert_eq!(h.headers.get("content-length").unwrap(), "12");
+        assert!(h.headers.get("transfer-encoding").is_none());
+    }
+
+    #[test]
     fn an_edit_still_unknown_goes_chunked() {
         let mut f = EditedFraming::default();
         f.editing();
         let mut h = head(Some("12"));
-        f.frame(&mut h).expect("frame");
+        f.frame(&mut h, false).expect("frame");
         assert!(h.headers.get("content-length").is_none());
         assert_eq!(h.headers.get("transfer-encoding").unwrap(), "chunked");
     }

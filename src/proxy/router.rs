@@ -793,9 +793,14 @@ impl ProxyHttp for Router {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
+        // Every attempt sends the request body from its start (a retry replays what was read
+        // so far), so it is counted from its start.
+        if let Some(f) = session.downstream_modules_ctx.get_mut::<EditedFraming>() {
+            f.new_attempt();
+        }
         if ctx.forward {
             if let Some(h) = &self.handover {
                 return Ok(Box::new(self.handover_peer(h)?));
@@ -875,6 +880,11 @@ impl ProxyHttp for Router {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        // An informational head (`100 Continue`) is not the answer: the answer's own head,
+        // which follows, decides how it is edited.
+        if upstream.status.is_informational() {
+            return Ok(());
+        }
         ctx.status = upstream.status.as_u16();
         if ctx.forward {
             return Ok(());
@@ -888,6 +898,18 @@ impl ProxyHttp for Router {
             if let Err(e) = self.cluster.ensure_id_headroom(WRITE_DEADLINE).await {
                 log::error!("could not reserve cluster ids durably: {e}");
             }
+        }
+        // No body follows (HEAD, 204, 304): nothing to edit, and the node's framing stays. But
+        // a HEAD's `Content-Length` is that of the node's unedited body, which the GET it
+        // stands for would not have (other ids, a tenant's shorter list): it goes.
+        let head = session.req_header().method == http::Method::HEAD;
+        if head || matches!(ctx.status, 204 | 304) {
+            if head && (ctx.edits.any() || ctx.strip.is_some()) {
+                upstream.remove_header(&http::header::CONTENT_LENGTH);
+            }
+            ctx.edits = Edits::default();
+            ctx.stripping = false;
+            return Ok(());
         }
         let json = upstream
             .headers
