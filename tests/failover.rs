@@ -502,3 +502,68 @@ fn a_copy_being_started_when_its_node_answers_again_takes_over_and_the_old_one_s
         ids == gids
     });
 }
+
+/// The same, but the connect of the copy being started never answers in time (the router's
+/// request deadline passes) while the copy runs: that copy is the bot, recorded under its
+/// cluster id, not a stranger next to a second start of the same template.
+#[test]
+fn a_handed_over_copy_whose_connect_times_out_is_still_the_bot() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let router = Router::start(
+        &refs,
+        opts("failover: { after_ms: 300, retry_ms: 500, concurrency: 1 }\n"),
+    );
+    let mut gids: Vec<u64> = (0..6)
+        .map(|i| create(&router, &format!("/api/bot/connect/to/d{i}.example.com")))
+        .collect();
+    gids.sort_unstable();
+    let frozen = &nodes[0];
+    let before: Vec<FakeBot> = frozen.bots();
+    assert!(before.len() >= 2, "{before:?}");
+    let reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
+    wait_for_requests(frozen, 10, "the identity reads", &reads);
+    let original: HashSet<String> = before.iter().map(|b| b.identity_key.clone()).collect();
+    let keys =
+        |n: &FakeNode| -> Vec<String> { n.bots().into_iter().map(|b| b.identity_key).collect() };
+    let on_other_before: HashSet<String> = keys(&nodes[1]).into_iter().collect();
+
+    nodes[1].hold("/api/bot/connect/template/");
+    frozen.hold("/api/");
+    router.wait_until(20, "the first copy's connect", |_| nodes[1].held() > 0);
+    frozen.release();
+    // The connect stays held past the router's 5 s request deadline.
+    router.wait_until(20, "the connect's deadline", |r| {
+        r.stderr_text().contains("failover of node node-0: moved")
+    });
+    nodes[1].release();
+    let moving: Vec<String> = keys(&nodes[1])
+        .into_iter()
+        .filter(|k| !on_other_before.contains(k))
+        .collect();
+    assert_eq!(moving.len(), 1, "one copy runs, once: {moving:?}");
+    assert!(original.contains(&moving[0]));
+    // Settled: every identity once, across both nodes; the cluster ids unchanged.
+    router.wait_until(20, "each identity running once", |_| {
+        let (a, b) = (keys(&nodes[0]), keys(&nodes[1]));
+        original
+            .iter()
+            .all(|k| a.iter().chain(&b).filter(|x| *x == k).count() == 1)
+    });
+    router.wait_until(20, "the cluster's list", |r| {
+        let mut ids: Vec<u64> = r
+            .get("/api/bot/list")
+            .json()
+            .as_array()
+            .map(|l| l.iter().filter_map(|b| b["Id"].as_u64()).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids == gids
+    });
+    assert!(
+        !router
+            .stderr_text()
+            .contains("waits there for failover's restore"),
+        "the running copy was taken for a failed start"
+    );
+}

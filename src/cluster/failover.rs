@@ -26,12 +26,16 @@
 //! moment cannot be called off (the new copy may have joined its server already): it is
 //! handed over (`Cluster::hand_over`, durable: the bot belongs to the target, its old copy
 //! becomes a fence) and the old copy is stopped while the connect is still answering, so the
-//! old copy never rejoins its server next to the new one.
+//! old copy never rejoins its server next to the new one. If that connect then fails while
+//! the copy runs all the same (a late answer), the running copy is recorded as the bot; if no
+//! copy runs, the bot waits on the target for failover's restore.
 //!
 //! Limits: a node that is alive but unreachable from the router (a partition) keeps running
 //! its copies until it is reachable again and fenced; the TeamSpeak server then refuses one of
 //! the two clients as a clone. `failover.after` is the guard against moving bots of a node that
-//! is only restarting.
+//! is only restarting. A hand-over whose store write fails still stops the old copy (as a
+//! planned move does): the bot is then safe in memory, but a router crash before the write
+//! lands loses it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,6 +117,18 @@ pub enum MoveError {
     /// Its old node answered again before the copy was started: the bot stays there.
     #[error("its node answers again; it stays there")]
     CalledOff,
+    /// It was handed over to `node` while its copy was being started there (its old node
+    /// answered again meanwhile), and that copy did not start: it waits there for failover's
+    /// restore.
+    #[error(
+        "its copy on node {node} did not start ({reason}); it waits there for failover's restore"
+    )]
+    HandedOver {
+        /// The node it now belongs to.
+        node: String,
+        /// Why the start failed.
+        reason: String,
+    },
 }
 
 /// The failover service.
@@ -258,6 +274,10 @@ impl Failover {
                 Ok(true) => report.moved += 1,
                 Ok(false) => {}
                 Err(MoveError::CalledOff) => report.stayed += 1,
+                Err(e @ MoveError::HandedOver { .. }) => {
+                    report.failed += 1;
+                    log::error!("failover: bot {gid}: {e}");
+                }
                 Err(e) => {
                     report.failed += 1;
                     log::error!("failover: bot {gid} stays on node {}: {e}", node.name);
@@ -482,14 +502,18 @@ impl Failover {
         };
         let started = match started {
             Ok(s) => s,
-            Err(e) if handed => {
-                log::error!(
-                    "failover: bot {}: {e}; it waits on node {} and failover's restore brings it back",
-                    bot.gid,
-                    target.name
-                );
-                return Err(e);
-            }
+            // The connect may have failed late (its deadline) with the copy running all the
+            // same: that copy is the bot (a second connect of the template would start the
+            // identity twice on the node).
+            Err(e) if handed => match self.running_copy(&target, &name).await {
+                Some(s) => s,
+                None => {
+                    return Err(MoveError::HandedOver {
+                        node: target.name.to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+            },
             Err(e) => return Err(e),
         };
         let moved = Move {
@@ -507,6 +531,20 @@ impl Failover {
         } else {
             self.cluster.move_bot(moved, WRITE_DEADLINE).await
         };
+        // A copy started just as the node answered again moved the ordinary way: its old
+        // copy is stopped now, not when the evacuation ends.
+        if !handed && back.is_some_and(Answered::is_set) {
+            if let Err(e) = fence(
+                &self.cluster,
+                self.rebuilder.client(),
+                dead,
+                self.request_timeout,
+            )
+            .await
+            {
+                log::warn!("failover: {e}");
+            }
+        }
         match recorded {
             Ok(true) => Ok(true),
             Ok(false) => {
@@ -526,6 +564,25 @@ impl Failover {
             }
         }
     }
+    /// The running bot of template `name` on `target`, if its list shows one.
+    async fn running_copy(&self, target: &Node, name: &str) -> Option<Started> {
+        let list = read_bot_list(
+            self.rebuilder.client(),
+            &target.endpoint(),
+            self.request_timeout,
+        )
+        .await
+        .ok()?;
+        list.into_iter()
+            .find(|b| b.id.is_some() && b.name.as_deref() == Some(name))
+            .and_then(|b| {
+                Some(Started {
+                    local_id: b.id?,
+                    server: b.server,
+                })
+            })
+    }
+
     /// The node `dead` answered while bot `bot`'s copy on `target` is being started (its
     /// `bot connect` may have joined the server already): the bot is handed over to the target
     /// (durably: a router crash from here on restores it there, and fences the old copy) and

@@ -90,7 +90,8 @@ impl EditedFraming {
         // An informational head (`100 Continue`) goes out before the answer's own and frames
         // no body.
         if !self.edited
-            || resp.status.is_informational()
+            || (resp.status.is_informational()
+                && resp.status != http::StatusCode::SWITCHING_PROTOCOLS)
             || (end_of_stream && self.length.is_none())
         {
             return Ok(());

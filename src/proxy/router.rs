@@ -882,7 +882,9 @@ impl ProxyHttp for Router {
     ) -> pingora::Result<()> {
         // An informational head (`100 Continue`) is not the answer: the answer's own head,
         // which follows, decides how it is edited.
-        if upstream.status.is_informational() {
+        if upstream.status.is_informational()
+            && upstream.status != http::StatusCode::SWITCHING_PROTOCOLS
+        {
             return Ok(());
         }
         ctx.status = upstream.status.as_u16();
@@ -1040,8 +1042,12 @@ impl ProxyHttp for Router {
         // sees a cut answer, as it would from the node. An answer being edited was buffered
         // whole (nothing of its body sent; its head either not yet written or sent chunked):
         // the error can still be its body.
-        let streamed_partly =
-            session.response_written().is_some() && !ctx.edits.any() && ctx.withheld.is_none();
+        // A `100 Continue` passed on is not the answer's head: a real one can still follow.
+        let streamed_partly = session
+            .response_written()
+            .is_some_and(|h| !h.status.is_informational())
+            && !ctx.edits.any()
+            && ctx.withheld.is_none();
         // An answer withheld as garbage is the node's failure however the hook ended it.
         let garbage = ctx.withheld.is_some();
         let api = match ctx.withheld.take() {
