@@ -835,6 +835,17 @@ def ui_demand_per_node():
             "per_tab": per_tab, "per_node": tabs * per_tab, "per_node_worst": tabs * 1.0}
 
 
+def per_node_rates():
+    """Requests per second per node, by kind, in the sizing scenario."""
+    s = UI_SCENARIO
+    tabs = s["bots_per_node"] / s["bots_per_tab"]
+    out = {}
+    for page, share in (("bot page", 1 - s["overview_share"]), ("overview", s["overview_share"])):
+        for k, r in UI_TAB_RATES[page].items():
+            out[k] = out.get(k, 0.0) + tabs * share * r
+    return out
+
+
 def section_twocore(cfg, work, R):
     """Issue 14 point 5: two cores for everything (nothing pinned). The router with
     `server.threads: 2`, nginx with 2 workers, bare Pingora with 2 threads in front of the same fast
@@ -866,11 +877,17 @@ def section_twocore(cfg, work, R):
         if st != 200:
             raise RuntimeError(f"{name}: {path} answered {st}")
     # The request mix: fake TS3AudioBot nodes (real answer shapes; bot/info ids are translated).
-    nodes, bots = cfg["twocore_mix_nodes"], cfg["twocore_mix_bots"]
-    fc = start_fake_cluster(work, "tc-nodes", nodes, bots=bots, cpu=ANY_CPU)
-    lbm = start_router(work, "tc-router2-mix", [(u.replace("http://", ""), 300) for u in fc.urls], threads=2,
-                       cpu=ANY_CPU)
+    # One fake-cluster process; the mix router uses the first `nodes` of them, a second router
+    # all `big` of them, to see how the one fan-out in the mix (`system info`, asked of every
+    # node, not cached) grows with the node count.
+    nodes, bots, big = cfg["twocore_mix_nodes"], cfg["twocore_mix_bots"], cfg["twocore_mix_nodes_big"]
+    fc = start_fake_cluster(work, "tc-nodes", big, bots=bots, cpu=ANY_CPU)
+    lbm = start_router(work, "tc-router2-mix", [(u.replace("http://", ""), 300) for u in fc.urls[:nodes]],
+                       threads=2, cpu=ANY_CPU)
+    lbb = start_router(work, f"tc-router2-mix{big}", [(u.replace("http://", ""), 300) for u in fc.urls],
+                       threads=2, cpu=ANY_CPU)
     ids = router_bots(lbm.port, nodes * bots)
+    router_bots(lbb.port, big * bots)
     mix = ui_mix_paths(ids)
     for kind, _, tpl in UI_MIX:
         path = tpl.format(id=ids[-1])
@@ -879,15 +896,23 @@ def section_twocore(cfg, work, R):
             raise RuntimeError(f"mix {kind}: {path} answered {st} {body[:200]}")
     mix_file = work / "twocore-mix-paths.txt"
     mix_file.write_text("\n".join(p for _, p in mix) + "\n")
-    mix_rate = cfg["twocore_mix_rate"]
+    # Each kind alone (open loop at `kind_rate`): its own CPU per request, for the sizing.
+    kind_files = {}
+    for kind, _, _ in UI_MIX:
+        f = work / f"twocore-kind-{kind.replace(' ', '-')}.txt"
+        f.write_text("\n".join(p for k, p in mix if k == kind) + "\n")
+        kind_files[f"kind {kind}"] = (f, lbm)
+    kind_files[f"kind system info, {big} nodes"] = (kind_files["kind system info"][0], lbb)
+    mix_rate, kind_rate = cfg["twocore_mix_rate"], cfg["twocore_kind_rate"]
 
     def measure(name):
-        if name.startswith("mix"):
-            argv = [str(EX / "loadgen"), "--addr", f"127.0.0.1:{lbm.port}", "--header", f"Authorization: {KEY_HDR}",
-                    "--connections", str(wc), "--duration", str(secs), "--warmup", "0", "--paths-file", str(mix_file)]
+        if name.startswith(("mix", "kind")):
+            f, router = kind_files.get(name, (mix_file, lbm))
+            argv = [str(EX / "loadgen"), "--addr", f"127.0.0.1:{router.port}", "--header", f"Authorization: {KEY_HDR}",
+                    "--connections", str(wc), "--duration", str(secs), "--warmup", "0", "--paths-file", str(f)]
             if name != "mix saturated":
-                argv += ["--rate", str(mix_rate)]
-            text, m = run_measured(argv, secs + 60, {"proxy": [lbm.pid], "upstream": [fc.pid]})
+                argv += ["--rate", str(kind_rate if name.startswith("kind") else mix_rate)]
+            text, m = run_measured(argv, secs + 60, {"proxy": [router.pid], "upstream": [fc.pid]})
             if m["returncode"] != 0:
                 raise RuntimeError(f"loadgen failed: {m['stderr']}")
             j = json.loads(text)
@@ -909,7 +934,7 @@ def section_twocore(cfg, work, R):
         res["proxy_cpu_us_per_request"] = 1e6 * res["cpu_s"]["proxy"] / res["requests"] if res["requests"] else None
         return res
 
-    names = [t[0] for t in targets] + ["mix saturated", "mix fixed"]
+    names = [t[0] for t in targets] + ["mix saturated", "mix fixed"] + list(kind_files)
     log("twocore: warming up")
     for name, p, path, auth, _ in targets:
         subprocess.run(NICE + ["wrk", f"-t{wt}", f"-c{wc}", "-d1s", "-H", f"Authorization: {auth}",
@@ -930,7 +955,7 @@ def section_twocore(cfg, work, R):
         return stats([x[key] / y[key] if x.get(key) and y.get(key) else None for x, y in zip(runs[a], runs[b])])
 
     out = {"rounds": rounds, "seconds": secs, "wrk_threads": wt, "connections": wc, "runs": runs,
-           "mix_nodes": nodes, "mix_bots": bots, "mix_rate": mix_rate,
+           "mix_nodes": nodes, "mix_bots": bots, "mix_rate": mix_rate, "kind_rate": kind_rate, "mix_nodes_big": big,
            "mix_weights": {k: w for k, w, _ in UI_MIX}, "mix_paths": len(mix),
            "rows": {}, "ratios": {}}
     for n in names:
@@ -959,7 +984,30 @@ def section_twocore(cfg, work, R):
                          "nodes_per_core": per_core / demand["per_node"],
                          "nodes_per_core_worst": per_core / demand["per_node_worst"]}
     out["sizing"] = sizing
-    for p in (lb, lbm, bp):
+    # Per kind: CPU per request (open loop), `system info` as a + b × nodes from the two routers;
+    # then the largest N with N × (per node demand × cost at N nodes) ≤ one core.
+    cost = {k: out["rows"][f"kind {k}"]["proxy_cpu_us_per_request"]["median"] for k, _, _ in UI_MIX}
+    c_big = out["rows"][f"kind system info, {big} nodes"]["proxy_cpu_us_per_request"]["median"]
+    if all(cost.values()) and c_big:
+        b = max(0.0, (c_big - cost["system info"]) / (big - nodes))
+        a = cost["system info"] - b * nodes
+        rates = per_node_rates()
+
+        def nodes_per_core(rates):
+            # N × (Σ other kinds' rate × cost + rate(system info) × (a + b × N)) = 1e6 µs per core-second
+            fixed = sum(r * cost[k] for k, r in rates.items() if k != "system info")
+            r_si = rates.get("system info", 0.0)
+            qa, qb = r_si * b, fixed + r_si * a
+            return (-qb + (qb * qb + 4 * qa * 1e6) ** 0.5) / (2 * qa) if qa > 0 else 1e6 / qb
+
+        tabs = ui_demand_per_node()["tabs_per_node"]
+        no_overview = {k: v for k, v in rates.items() if k != "system info"}
+        out["per_kind"] = {"cost_us": cost, "system_info_a_us": a, "system_info_b_us_per_node": b,
+                           "rates_per_node": rates, "nodes_per_core": nodes_per_core(rates),
+                           # every tab on the Overview (1 req/s each): the worst case
+                           "nodes_per_core_worst": nodes_per_core({"system info": tabs}),
+                           "nodes_per_core_without_overview": nodes_per_core(no_overview)}
+    for p in (lb, lbm, lbb, bp):
         PROCS.stop(p, signal.SIGINT)
     PROCS.stop(fc)
     PROCS.stop(ng)
@@ -1757,6 +1805,17 @@ def render_md(R, meta):
                  f"({d['per_bot_page_tab']:.3f} req/s each), {100 * UI_SCENARIO['overview_share']:.0f} % on the "
                  f"Overview ({d['per_overview_tab']:.1f} req/s each): {d['per_node']:.2f} req/s per node; worst case "
                  f"(every tab polling once per second) {d['per_node_worst']:.0f} req/s per node.\n")
+        pk = t.get("per_kind")
+        if pk:
+            si_big = t["rows"][f"kind system info, {t['mix_nodes_big']} nodes"]["proxy_cpu_us_per_request"]["median"]
+            L.append(f"Each kind alone, open loop at {t['kind_rate']:,} req/s (router CPU µs per request): "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in pk["cost_us"].items())
+                     + f"; `system info` over {t['mix_nodes_big']} nodes {si_big:.1f}, so {pk['system_info_a_us']:.1f} + {pk['system_info_b_us_per_node']:.1f} µs × nodes (it asks every "
+                     "node, uncached). Per node in the scenario: "
+                     + ", ".join(f"{k} {v:.2f} req/s" for k, v in pk["rates_per_node"].items())
+                     + f". Nodes per router core (N × per-node CPU at N nodes = 1 core): **{pk['nodes_per_core']:,.0f}**; "
+                     f"without the Overview's `system info` {pk['nodes_per_core_without_overview']:,.0f}; every tab on the "
+                     f"Overview {pk['nodes_per_core_worst']:,.0f}.\n")
         L.append("| from | router CPU µs per request | req/s per router core | nodes per router core | "
                  "nodes per core, worst case |")
         L.append("| --- | --- | --- | --- | --- |")
@@ -1957,6 +2016,7 @@ def main():
         "knobs_rounds": 3 if quick else 6, "knobs_secs": 3 if quick else 5,
         "twocore_rounds": 3 if quick else 6, "twocore_secs": 3 if quick else 5, "twocore_wrk_threads": 2,
         "twocore_conns": 64, "twocore_mix_nodes": 4, "twocore_mix_bots": 25, "twocore_mix_rate": 2000,
+        "twocore_kind_rate": 1000, "twocore_mix_nodes_big": 16,
         "extra_routers": [tuple(x.split("=", 1)) for x in args.extra_router],
     }
     if args.proxy_rounds:
