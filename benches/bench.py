@@ -696,6 +696,11 @@ def section_knobs(cfg, work, R):
     ]
     router_rows = [("router", None), ("router mi eager-commit", MI_EAGER), ("router mi purge-delay -1", MI_PURGE),
                    ("router mi large-pages", MI_LARGE), ("router mi all", MI_ALL)]
+    # --knob-rows: measure only these rows (their baselines and nginx always run).
+    only = cfg.get("knob_rows")
+    if only:
+        bare_rows = [r for r in bare_rows if r[0] == "bare" or r[0] in only]
+        router_rows = [r for r in router_rows if r[0] == "router" or r[0] in only]
     procs = {}
     for name, flags, env, pool in bare_rows:
         procs[name] = start_bare(work, "knobs-" + name.replace(" ", "-"), upstream, pool=pool, flags=flags,
@@ -734,12 +739,23 @@ def section_knobs(cfg, work, R):
            "cpu1": {n: stats([x["cpu1"] for x in runs[n]]) for n in runs},
            "vs_baseline": {}, "vs_nginx": {},
            "anon_huge_kib": {n: anon_huge_kib(procs[n].pid) for n in procs}}
-    for n, _, _, _ in bare_rows[1:]:
-        out["vs_baseline"][n] = {"baseline": "bare", **ratio(n, "bare")}
-    for n, _ in router_rows[1:]:
-        out["vs_baseline"][n] = {"baseline": "router", **ratio(n, "router")}
+    # CPU per request (the proxy's CPU time ÷ requests): steadier than req/s when the VM steals
+    # time or the proxy's core is not quite saturated.
+    def us(x):
+        return 1e4 * x["proxy_cpu"] / x["rps"] if x.get("proxy_cpu") and x["rps"] else None
+
+    out["cpu_us_per_request"] = {n: stats([us(x) for x in runs[n]]) for n in runs}
+    out["cpu_vs_baseline"] = {}
+    out["steal_max"] = {n: max(x["steal"] for x in runs[n]) for n in runs}
+    for rows, base in ((bare_rows, "bare"), (router_rows, "router")):
+        for row in rows[1:]:
+            n = row[0]
+            out["vs_baseline"][n] = {"baseline": base, **ratio(n, base)}
+            out["cpu_vs_baseline"][n] = stats([us(x) / us(y) if us(x) and us(y) else None
+                                               for x, y in zip(runs[n], runs[base])])
     for n in ("bare", "bare all", "router", "router mi all"):
-        out["vs_nginx"][n] = ratio(n, "nginx")
+        if n in runs:
+            out["vs_nginx"][n] = ratio(n, "nginx")
     for p in procs.values():
         PROCS.stop(p, signal.SIGINT)
     PROCS.stop(ng)
@@ -1764,12 +1780,16 @@ def render_md(R, meta):
                  "nginx node on CPU 1, the request of the proxy section. Every row is the same binary as its "
                  "baseline (`bare` or `router`), changed only by the flag or environment its name says "
                  "(see benches/README.md).\n")
-        L.append("| target | req/s | proxy CPU % | CPU1 busy % | ÷ its baseline, per round | AnonHugePages KiB |")
-        L.append("| --- | --- | --- | --- | --- | --- |")
+        L.append("| target | req/s | proxy CPU % | CPU1 busy % | req/s ÷ its baseline | CPU µs per request | "
+                 "CPU per request ÷ its baseline | max steal % | AnonHugePages KiB |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for n in k["rps"]:
             vb = k["vs_baseline"].get(n)
+            cb = k.get("cpu_vs_baseline", {}).get(n)
             L.append(f"| {n} | {fmt_s(k['rps'][n], 0)} | {fmt_s(k['proxy_cpu'][n], 0)} | {fmt_s(k['cpu1'][n], 0)} | "
-                     f"{fmt_s(vb, 3) if vb else '–'} | {k['anon_huge_kib'].get(n, 'n/a')} |")
+                     f"{fmt_s(vb, 3) if vb else '–'} | {fmt_s(k.get('cpu_us_per_request', {}).get(n), 1)} | "
+                     f"{fmt_s(cb, 3) if cb else '–'} | {k.get('steal_max', {}).get(n, 'n/a')} | "
+                     f"{k['anon_huge_kib'].get(n, 'n/a')} |")
         L.append("\n| ratio to nginx (req/s, per round) | median (min–max) |")
         L.append("| --- | --- |")
         for n, v in k["vs_nginx"].items():
@@ -1993,6 +2013,7 @@ def main():
                     help="also measure another ts3ab-lb build in the proxy section (tuning A/B), e.g. jemalloc=/tmp/ts3ab-lb")
     ap.add_argument("--proxy-rounds", type=int, default=None, help="override the proxy section's round count")
     ap.add_argument("--lat-rounds", type=int, default=None, help="override the proxy section's fixed-rate latency round count")
+    ap.add_argument("--knob-rows", default=None, help="knobs: only these comma-separated rows (e.g. 'bare all,router mi all')")
     ap.add_argument("--variants", action="store_true", help="measure the proxy variants (work-stealing runtime) in --quick too")
     args = ap.parse_args()
     quick = args.quick
@@ -2025,6 +2046,8 @@ def main():
         cfg["lat_rounds"] = args.lat_rounds
     if args.variants:
         cfg["proxy_variants"] = True
+    if args.knob_rows:
+        cfg["knob_rows"] = [x.strip() for x in args.knob_rows.split(",") if x.strip()]
     sections = [s for s in args.only.split(",") if s]
     for s in sections:
         if s not in ALL_SECTIONS + OPTIONAL_SECTIONS:
