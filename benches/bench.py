@@ -7,6 +7,9 @@ test is pinned to CPU 0; load generators and upstreams (nginx, fake nodes) to CP
 
 Sections (all by default; pick with --only):
   proxy     proxy overhead: direct / nginx / bare Pingora / ts3ab-lb in front of an nginx fake node
+  twocore   both cores for everything: router threads 2 / nginx 2 workers / bare Pingora 2 threads,
+            req/s per proxy core with every process's CPU; the router at the WebInterface's mix
+  knobs     (only with --only) settings below Pingora's defaults, each A/B against the unchanged build
   fanout    bot/list latency through the router over 1, 4, 16, 64 fake nodes
   scaling   cluster throughput over 1..16 fake nodes with a service time and a concurrency limit
   placement 10,000 creates, 64 concurrent, over nodes of mixed capacity
@@ -33,6 +36,7 @@ import os
 import platform
 import random
 import re
+import resource
 import select
 import shutil
 import signal
@@ -50,6 +54,8 @@ EX = REL / "examples"
 NGINX_DIR = ROOT / "benches" / "nginx"
 
 PROXY_CPU, LOAD_CPU = "0", "1"
+# Not pinned (the `twocore` section: every process may use both cores), still at nice -10.
+ANY_CPU = "any"
 # As root, every benchmark process runs at nice -10, so background jobs on the machine (builds,
 # tests) take less CPU from the measurement; elsewhere `nice` just warns and runs at 0.
 NICE = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
@@ -62,7 +68,9 @@ NODE_HDR = "Basic " + base64.b64encode(NODE_AUTH.encode()).decode()
 KEY = ("bench", "bench-secret-123")
 KEY_HDR = "Basic " + base64.b64encode(f"{KEY[0]}:{KEY[1]}".encode()).decode()
 ADMIN_HDR = "Basic " + base64.b64encode(b"ops:ops-secret-123").decode()
-ALL_SECTIONS = ["proxy", "fanout", "scaling", "placement", "scale", "failover", "restart", "store", "micro"]
+ALL_SECTIONS = ["proxy", "twocore", "fanout", "scaling", "placement", "scale", "failover", "restart", "store", "micro"]
+# Run only when named with --only (not part of a full run).
+OPTIONAL_SECTIONS = ["knobs"]
 
 
 def log(msg):
@@ -87,7 +95,9 @@ class Procs:
         self.live = {}
 
     def start(self, name, argv, cpu=None, log_path=None, stdout_pipe=False, env=None):
-        if cpu is not None:
+        if cpu == ANY_CPU:
+            argv = NICE + list(argv)
+        elif cpu is not None:
             argv = pinned(cpu) + list(argv)
         err = open(log_path, "ab") if log_path else subprocess.DEVNULL
         p = subprocess.Popen(
@@ -105,6 +115,12 @@ class Procs:
         with open(self.pidfile, "a") as f:
             f.write(f"{p.pid} {name}\n")
         return p
+
+    def adopt(self, pid, name):
+        """Records a process this runner did not start itself (an nginx master's workers), so
+        run.sh's cleanup stops it even if the master dies without stopping it."""
+        with open(self.pidfile, "a") as f:
+            f.write(f"{pid} {name}\n")
 
     def stop(self, p, sig=signal.SIGTERM, timeout=5.0):
         if p.pid not in self.live:
@@ -187,14 +203,14 @@ def http_get(port, path, auth=None, timeout=10.0):
 # ---- components --------------------------------------------------------------------------------
 
 
-def start_fake_cluster(work, name, nodes, bots=0, service_ms=0, max_conc=None, workers=1):
+def start_fake_cluster(work, name, nodes, bots=0, service_ms=0, max_conc=None, workers=1, cpu=LOAD_CPU):
     argv = [str(EX / "fake_cluster"), "--nodes", str(nodes), "--bots", str(bots), "--auth", NODE_AUTH,
             "--workers", str(workers)]
     if service_ms:
         argv += ["--service-time-ms", str(service_ms)]
     if max_conc:
         argv += ["--max-concurrency", str(max_conc)]
-    p = PROCS.start(name, argv, cpu=LOAD_CPU, log_path=work / f"{name}.log", stdout_pipe=True)
+    p = PROCS.start(name, argv, cpu=cpu, log_path=work / f"{name}.log", stdout_pipe=True)
     lines = read_lines(p, lambda ls: "ready" in ls, timeout=120)
     p.urls = [l.split()[-1] for l in lines if l.startswith("listening on ")]
     return p
@@ -210,10 +226,10 @@ def start_fake_node(work, name, bots):
 
 
 def start_router(work, name, nodes, threads=1, work_stealing=False, interval_ms=2000, pool=128, binary=None,
-                 routing=None, extra=None, storage=None, metrics=True):
+                 routing=None, extra=None, storage=None, metrics=True, env_extra=None, cpu=PROXY_CPU):
     """`nodes`: list of (addr, capacity). Returns the process with .port and .admin_port (its admin
     listener, on a free port so that several routers can run side by side; `metrics=False` turns
-    request recording off, to price it)."""
+    request recording off, to price it; `env_extra`: more environment, e.g. allocator options)."""
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -243,8 +259,8 @@ def start_router(work, name, nodes, threads=1, work_stealing=False, interval_ms=
         lines.append("routing: {" + ", ".join(f"{k}: {v}" for k, v in routing.items()) + "}")
     lines += extra or []
     (d / "config.yaml").write_text("\n".join(lines) + "\n")
-    env = dict(os.environ, RUST_LOG="info")
-    p = PROCS.start(name, [str(binary or REL / "ts3ab-lb"), "serve", "--config", str(d / "config.yaml")], cpu=PROXY_CPU,
+    env = dict(os.environ, RUST_LOG="info", **(env_extra or {}))
+    p = PROCS.start(name, [str(binary or REL / "ts3ab-lb"), "serve", "--config", str(d / "config.yaml")], cpu=cpu,
                     log_path=d / "router.log", env=env)
     p.stop_signal = signal.SIGINT
     p.port = port
@@ -601,6 +617,418 @@ def section_proxy(cfg, work, R):
     PROCS.stop(ng)
     PROCS.stop(up)
     R["proxy"] = out
+
+
+def start_bare(work, name, upstream, threads=1, work_stealing=False, exe="bare_pingora_mimalloc", pool=128,
+               flags=(), env_extra=None, cpu=PROXY_CPU):
+    """A bare Pingora passthrough (`benches/bare_pingora.rs`); `flags`: its knob flags,
+    `env_extra`: more environment (mimalloc's `MIMALLOC_*` options)."""
+    port = free_port()
+    env = dict(os.environ, **(env_extra or {}))
+    p = PROCS.start(name, [str(EX / exe), f"127.0.0.1:{port}", upstream, str(threads), str(work_stealing).lower(),
+                           str(pool)] + list(flags), cpu=cpu, log_path=work / f"{name}.log", env=env)
+    p.stop_signal = signal.SIGINT
+    p.port = port
+    wait_port(port, p)
+    return p
+
+
+def children(pid):
+    """PIDs of a process's children (an nginx master's workers)."""
+    out = []
+    for t in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            out += [int(x) for x in open(t).read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def group_cpu(pids):
+    """CPU seconds (user + system) of these processes, those that still exist."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += proc_cpu(pid)
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def anon_huge_kib(pid):
+    """Transparent huge pages in use by a process (to see whether a large-page option took)."""
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+# mimalloc options (same binary, environment only; mimalloc v2 reads them at start).
+MI_EAGER = {"MIMALLOC_ARENA_EAGER_COMMIT": "1"}
+MI_PURGE = {"MIMALLOC_PURGE_DELAY": "-1"}
+MI_LARGE = {"MIMALLOC_ALLOW_LARGE_OS_PAGES": "1"}
+MI_ALL = dict(MI_EAGER, **MI_PURGE, **MI_LARGE)
+
+
+def section_knobs(cfg, work, R):
+    """Issue 14 point 4: settings below Pingora's defaults, each an A/B against the unchanged
+    build in the same interleaved rounds (proxy on CPU 0 with one thread, as in `proxy`)."""
+    rounds, secs = cfg["knobs_rounds"], cfg["knobs_secs"]
+    up_port = free_port()
+    up = start_nginx(work, "knobs-upstream", "upstream.conf", {"PORT": up_port, "NODE_AUTH": NODE_HDR}, LOAD_CPU)
+    upstream = f"127.0.0.1:{up_port}"
+    ng = start_nginx(work, "knobs-nginx", "proxy.conf", {"PORT": free_port(), "UPSTREAM_PORT": up_port}, PROXY_CPU)
+    # (row, flags, environment, keep-alive pool): bare Pingora on mimalloc with the no-steal
+    # runtime, as the router ships; "bare" is the unchanged passthrough.
+    bare_rows = [
+        ("bare", [], None, 128),
+        ("bare keepalive-infinite", ["--keepalive-infinite"], None, 128),
+        ("bare sock-buf 1MiB", ["--sock-buf", "1048576"], None, 128),
+        ("bare pool 32", [], None, 32),
+        ("bare peer-timeouts", ["--peer-timeouts"], None, 128),
+        ("bare mi eager-commit", [], MI_EAGER, 128),
+        ("bare mi purge-delay -1", [], MI_PURGE, 128),
+        ("bare mi large-pages", [], MI_LARGE, 128),
+        ("bare all", ["--keepalive-infinite"], MI_ALL, 128),
+    ]
+    router_rows = [("router", None), ("router mi eager-commit", MI_EAGER), ("router mi purge-delay -1", MI_PURGE),
+                   ("router mi large-pages", MI_LARGE), ("router mi all", MI_ALL)]
+    # --knob-rows: measure only these rows (their baselines and nginx always run).
+    only = cfg.get("knob_rows")
+    if only:
+        bare_rows = [r for r in bare_rows if r[0] == "bare" or r[0] in only]
+        router_rows = [r for r in router_rows if r[0] == "router" or r[0] in only]
+    procs = {}
+    for name, flags, env, pool in bare_rows:
+        procs[name] = start_bare(work, "knobs-" + name.replace(" ", "-"), upstream, pool=pool, flags=flags,
+                                 env_extra=env)
+    for name, env in router_rows:
+        procs[name] = start_router(work, "knobs-" + name.replace(" ", "-"), [(upstream, 300)], env_extra=env)
+        if router_bots(procs[name].port, 1) != [0]:
+            raise RuntimeError(f"{name}: the nginx node's bot 5 is not cluster id 0")
+    song_local, song_cluster = "/api/bot/use/5/(/song)", "/api/bot/use/0/(/song)"
+    targets = [("nginx", ng, song_local, NODE_HDR)]
+    targets += [(n, procs[n], song_local, NODE_HDR) for n, _, _, _ in bare_rows]
+    targets += [(n, procs[n], song_cluster, KEY_HDR) for n, _ in router_rows]
+    for name, p, path, auth in targets:
+        st, _ = http_get(p.port, path, auth)
+        if st != 200:
+            raise RuntimeError(f"{name}: {path} answered {st}")
+    log("knobs: warming up")
+    for name, p, path, auth in targets:
+        wrk(p.port, path, auth, 1)
+    runs = {t[0]: [] for t in targets}
+    for r in range(rounds):
+        for name, p, path, auth in (targets if r % 2 == 0 else list(reversed(targets))):
+            res = wrk(p.port, path, auth, secs, pid=p.pid)
+            res["round"] = r
+            runs[name].append(res)
+            if res["non2xx"] or res["socket_errors"]:
+                raise RuntimeError(f"{name}: {res['non2xx']} non-2xx answers, {res['socket_errors']} socket errors")
+        log("knobs round %d: %s" % (r, ", ".join(f"{n} {runs[n][-1]['rps']:.0f}" for n in runs)))
+
+    def ratio(a, b):
+        return stats([x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b])])
+
+    out = {"rounds": rounds, "seconds": secs, "connections": 32, "runs": runs,
+           "rps": {n: stats([x["rps"] for x in runs[n]]) for n in runs},
+           "proxy_cpu": {n: stats([x.get("proxy_cpu") for x in runs[n]]) for n in runs},
+           "cpu1": {n: stats([x["cpu1"] for x in runs[n]]) for n in runs},
+           "vs_baseline": {}, "vs_nginx": {},
+           "anon_huge_kib": {n: anon_huge_kib(procs[n].pid) for n in procs}}
+    # CPU per request (the proxy's CPU time ÷ requests): steadier than req/s when the VM steals
+    # time or the proxy's core is not quite saturated.
+    def us(x):
+        return 1e4 * x["proxy_cpu"] / x["rps"] if x.get("proxy_cpu") and x["rps"] else None
+
+    out["cpu_us_per_request"] = {n: stats([us(x) for x in runs[n]]) for n in runs}
+    out["cpu_vs_baseline"] = {}
+    out["steal_max"] = {n: max(x["steal"] for x in runs[n]) for n in runs}
+    for rows, base in ((bare_rows, "bare"), (router_rows, "router")):
+        for row in rows[1:]:
+            n = row[0]
+            out["vs_baseline"][n] = {"baseline": base, **ratio(n, base)}
+            out["cpu_vs_baseline"][n] = stats([us(x) / us(y) if us(x) and us(y) else None
+                                               for x, y in zip(runs[n], runs[base])])
+    for n in ("bare", "bare all", "router", "router mi all"):
+        if n in runs:
+            out["vs_nginx"][n] = ratio(n, "nginx")
+    for p in procs.values():
+        PROCS.stop(p, signal.SIGINT)
+    PROCS.stop(ng)
+    PROCS.stop(up)
+    R["knobs"] = out
+
+
+def run_measured(argv, timeout, groups):
+    """Runs a load generator (not pinned) to its end and measures, over its run, the CPU seconds
+    of each group of processes (`groups`: name -> list of PIDs), of the load generator itself
+    (from wait4's rusage, children included) and of the whole machine. Returns (stdout, m)."""
+    wait_quiet()
+    c0, t0 = cpu_times(), time.time()
+    g0 = {k: group_cpu(v) for k, v in groups.items()}
+    # The generator's own CPU: the change of this runner's RUSAGE_CHILDREN over the run (no
+    # other child of the runner ends during a measurement: servers run until their section ends).
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.Popen(NICE + argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=_die_with_parent)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise RuntimeError(f"{argv[0]} did not finish in {timeout}s")
+    wall = time.time() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    g1 = {k: group_cpu(v) for k, v in groups.items()}
+    busy = cpu_busy(c0, cpu_times())
+    cpu = {k: g1[k] - g0[k] for k in groups}
+    cpu["generator"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    m = {"wall_s": wall, "cpu_s": cpu, "cores": {k: v / wall for k, v in cpu.items()},
+         "machine_cores": sum(v["busy"] for v in busy.values()) / 100.0,
+         "cpu0": busy.get("cpu0", {}).get("busy"), "cpu1": busy.get("cpu1", {}).get("busy"),
+         "steal": max(v["steal"] for v in busy.values()), "returncode": p.returncode,
+         "stderr": err.decode(errors="replace")[-500:]}
+    return out.decode(errors="replace"), m
+    return out.decode(errors="replace"), m
+
+
+def parse_wrk(text):
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not m:
+        raise RuntimeError(f"wrk gave no rate: {text}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    return {"rps": float(m.group(1)), "requests": int(total.group(1)) if total else 0,
+            "errors": (int(bad.group(1)) if bad else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)}
+
+
+# The WebInterface's polling (Splamy/TS3AudioBot WebInterface/src/ts; BENCHMARKS.md "Two cores"):
+# Overview.vue asks `system/info` every 1 s, ServerTree.vue (a bot's Server tab) the merge of
+# `server/tree` and `whisper/list` every 5 s, Bot.vue's refresh has no timer (on opening the page,
+# then 1, 3 and 6 s after a play/pause/next/previous or the end of a song), Bots.vue asks
+# `bot/list` on opening (and every 1 s only while a bot is connecting). Weights per 20 requests,
+# from the sizing scenario below (per 10 tabs: 9 on a bot's page, 1 on the Overview).
+UI_MIX = [
+    ("server tree", 10, "/api/bot/use/{id}/(/json/merge/(/server/tree)/(/whisper/list))"),
+    ("system info", 6, "/api/system/info"),
+    ("bot refresh", 3, "/api/bot/use/{id}/(/json/merge/(/bot/info)/(/info/%40-1/5)/(/song)/(/repeat)/(/random)/(/volume))"),
+    ("bot list", 1, "/api/bot/list"),
+]
+# Requests per second one open tab causes, by page (the sizing scenario; stated in BENCHMARKS.md):
+# a bot page tab: ServerTree every 5 s, Bot.vue's refresh 4 times per minute (opening or one action
+# or song change a minute, with its 3 echoes), `bot/list` once a minute (navigating back to the
+# list); an Overview tab: `system/info` every 1 s.
+UI_TAB_RATES = {"bot page": {"server tree": 1 / 5, "bot refresh": 4 / 60, "bot list": 1 / 60},
+                "overview": {"system info": 1.0}}
+UI_SCENARIO = {"bots_per_node": 100, "bots_per_tab": 10, "overview_share": 0.1}
+
+
+def ui_mix_paths(ids, n=200, seed=5):
+    rnd = random.Random(seed)
+    kinds = [k for k, w, _ in UI_MIX for _ in range(w)]
+    paths = []
+    while len(paths) < n:
+        rnd.shuffle(kinds)
+        for k in kinds:
+            tpl = next(t for kk, _, t in UI_MIX if kk == k)
+            paths.append((k, tpl.format(id=rnd.choice(ids))))
+    return paths[:n]
+
+
+def ui_demand_per_node():
+    """Requests per second one node's users cause in the sizing scenario, and the worst case."""
+    s = UI_SCENARIO
+    tabs = s["bots_per_node"] / s["bots_per_tab"]
+    bot_tab = sum(UI_TAB_RATES["bot page"].values())
+    over_tab = sum(UI_TAB_RATES["overview"].values())
+    per_tab = (1 - s["overview_share"]) * bot_tab + s["overview_share"] * over_tab
+    return {"tabs_per_node": tabs, "per_bot_page_tab": bot_tab, "per_overview_tab": over_tab,
+            "per_tab": per_tab, "per_node": tabs * per_tab, "per_node_worst": tabs * 1.0}
+
+
+def per_node_rates():
+    """Requests per second per node, by kind, in the sizing scenario."""
+    s = UI_SCENARIO
+    tabs = s["bots_per_node"] / s["bots_per_tab"]
+    out = {}
+    for page, share in (("bot page", 1 - s["overview_share"]), ("overview", s["overview_share"])):
+        for k, r in UI_TAB_RATES[page].items():
+            out[k] = out.get(k, 0.0) + tabs * share * r
+    return out
+
+
+def section_twocore(cfg, work, R):
+    """Issue 14 point 5: two cores for everything (nothing pinned). The router with
+    `server.threads: 2`, nginx with 2 workers, bare Pingora with 2 threads in front of the same fast
+    nginx node; then the router at the WebInterface's request mix over fake nodes."""
+    rounds, secs = cfg["twocore_rounds"], cfg["twocore_secs"]
+    wt, wc = cfg["twocore_wrk_threads"], cfg["twocore_conns"]
+    up_port = free_port()
+    up = start_nginx(work, "tc-upstream", "upstream.conf", {"PORT": up_port, "NODE_AUTH": NODE_HDR}, ANY_CPU)
+    upstream = f"127.0.0.1:{up_port}"
+    ng = start_nginx(work, "tc-nginx2", "proxy2.conf", {"PORT": free_port(), "UPSTREAM_PORT": up_port}, ANY_CPU)
+    end = time.time() + 10
+    while len(children(ng.pid)) < 2:
+        if time.time() > end:
+            raise RuntimeError("nginx with 2 workers: workers did not start")
+        time.sleep(0.1)
+    ng_pids = [ng.pid] + children(ng.pid)
+    for w in ng_pids[1:]:
+        PROCS.adopt(w, "tc-nginx2-worker")
+    bp = start_bare(work, "tc-bare2", upstream, threads=2, cpu=ANY_CPU)
+    lb = start_router(work, "tc-router2", [(upstream, 300)], threads=2, cpu=ANY_CPU)
+    if router_bots(lb.port, 1) != [0]:
+        raise RuntimeError("router should map the nginx node's bot 5 to cluster id 0")
+    song_local, song_cluster = "/api/bot/use/5/(/song)", "/api/bot/use/0/(/song)"
+    # (row, process, path, auth, proxy PIDs)
+    targets = [("direct", up, song_local, NODE_HDR, []), ("nginx", ng, song_local, NODE_HDR, ng_pids),
+               ("bare", bp, song_local, NODE_HDR, [bp.pid]), ("router", lb, song_cluster, KEY_HDR, [lb.pid])]
+    for name, p, path, auth, _ in targets:
+        st, _ = http_get(p.port, path, auth)
+        if st != 200:
+            raise RuntimeError(f"{name}: {path} answered {st}")
+    # The request mix: fake TS3AudioBot nodes (real answer shapes; bot/info ids are translated).
+    # One fake-cluster process; the mix router uses the first `nodes` of them, a second router
+    # all `big` of them, to see how the one fan-out in the mix (`system info`, asked of every
+    # node, not cached) grows with the node count.
+    nodes, bots, big = cfg["twocore_mix_nodes"], cfg["twocore_mix_bots"], cfg["twocore_mix_nodes_big"]
+    fc = start_fake_cluster(work, "tc-nodes", big, bots=bots, cpu=ANY_CPU)
+    lbm = start_router(work, "tc-router2-mix", [(u.replace("http://", ""), 300) for u in fc.urls[:nodes]],
+                       threads=2, cpu=ANY_CPU)
+    lbb = start_router(work, f"tc-router2-mix{big}", [(u.replace("http://", ""), 300) for u in fc.urls],
+                       threads=2, cpu=ANY_CPU)
+    ids = router_bots(lbm.port, nodes * bots)
+    router_bots(lbb.port, big * bots)
+    mix = ui_mix_paths(ids)
+    for kind, _, tpl in UI_MIX:
+        path = tpl.format(id=ids[-1])
+        st, body = http_get(lbm.port, path, KEY_HDR)
+        if st != 200:
+            raise RuntimeError(f"mix {kind}: {path} answered {st} {body[:200]}")
+    mix_file = work / "twocore-mix-paths.txt"
+    mix_file.write_text("\n".join(p for _, p in mix) + "\n")
+    # Each kind alone (open loop at `kind_rate`): its own CPU per request, for the sizing.
+    kind_files = {}
+    for kind, _, _ in UI_MIX:
+        f = work / f"twocore-kind-{kind.replace(' ', '-')}.txt"
+        f.write_text("\n".join(p for k, p in mix if k == kind) + "\n")
+        kind_files[f"kind {kind}"] = (f, lbm)
+    kind_files[f"kind system info, {big} nodes"] = (kind_files["kind system info"][0], lbb)
+    mix_rate, kind_rate = cfg["twocore_mix_rate"], cfg["twocore_kind_rate"]
+
+    def measure(name):
+        if name.startswith(("mix", "kind")):
+            f, router = kind_files.get(name, (mix_file, lbm))
+            argv = [str(EX / "loadgen"), "--addr", f"127.0.0.1:{router.port}", "--header", f"Authorization: {KEY_HDR}",
+                    "--connections", str(wc), "--duration", str(secs), "--warmup", "0", "--paths-file", str(f)]
+            if name != "mix saturated":
+                argv += ["--rate", str(kind_rate if name.startswith("kind") else mix_rate)]
+            text, m = run_measured(argv, secs + 60, {"proxy": [router.pid], "upstream": [fc.pid]})
+            if m["returncode"] != 0:
+                raise RuntimeError(f"loadgen failed: {m['stderr']}")
+            j = json.loads(text)
+            if j["errors"] or j["io_errors"]:
+                raise RuntimeError(f"{name}: errors {j['errors']}, io errors {j['io_errors']}, status {j['status']}")
+            res = {"rps": j["rps"], "requests": j["requests"], "lat_us": j["lat_us"]}
+        else:
+            _, p, path, auth, pids = next(t for t in targets if t[0] == name)
+            argv = ["wrk", f"-t{wt}", f"-c{wc}", f"-d{secs}s", "-H", f"Authorization: {auth}",
+                    f"http://127.0.0.1:{p.port}{path}"]
+            text, m = run_measured(argv, secs + 60, {"proxy": pids, "upstream": [up.pid]})
+            res = parse_wrk(text)
+            if res["errors"]:
+                raise RuntimeError(f"{name}: {res['errors']} non-2xx answers or socket errors")
+        res.update(m)
+        res.pop("stderr", None)
+        pc = res["cores"]["proxy"]
+        res["rps_per_proxy_core"] = res["rps"] / pc if pc > 0.01 else None
+        res["proxy_cpu_us_per_request"] = 1e6 * res["cpu_s"]["proxy"] / res["requests"] if res["requests"] else None
+        return res
+
+    names = [t[0] for t in targets] + ["mix saturated", "mix fixed"] + list(kind_files)
+    log("twocore: warming up")
+    for name, p, path, auth, _ in targets:
+        subprocess.run(NICE + ["wrk", f"-t{wt}", f"-c{wc}", "-d1s", "-H", f"Authorization: {auth}",
+                               f"http://127.0.0.1:{p.port}{path}"], capture_output=True, timeout=60)
+    runs = {n: [] for n in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else list(reversed(names))):
+            res = measure(name)
+            res["round"] = r
+            runs[name].append(res)
+        log("twocore round %d: %s" % (r, ", ".join(
+            f"{n} {runs[n][-1]['rps']:.0f}/s proxy {runs[n][-1]['cores']['proxy']:.2f} cores" for n in names)))
+
+    def st(name, f):
+        return stats([f(x) for x in runs[name]])
+
+    def ratio(a, b, key="rps"):
+        return stats([x[key] / y[key] if x.get(key) and y.get(key) else None for x, y in zip(runs[a], runs[b])])
+
+    out = {"rounds": rounds, "seconds": secs, "wrk_threads": wt, "connections": wc, "runs": runs,
+           "mix_nodes": nodes, "mix_bots": bots, "mix_rate": mix_rate, "kind_rate": kind_rate, "mix_nodes_big": big,
+           "mix_weights": {k: w for k, w, _ in UI_MIX}, "mix_paths": len(mix),
+           "rows": {}, "ratios": {}}
+    for n in names:
+        out["rows"][n] = {
+            "rps": st(n, lambda x: x["rps"]),
+            "proxy_cores": st(n, lambda x: x["cores"]["proxy"]),
+            "generator_cores": st(n, lambda x: x["cores"]["generator"]),
+            "upstream_cores": st(n, lambda x: x["cores"]["upstream"]),
+            "machine_cores": st(n, lambda x: x["machine_cores"]),
+            "rps_per_proxy_core": st(n, lambda x: x["rps_per_proxy_core"]),
+            "proxy_cpu_us_per_request": st(n, lambda x: x["proxy_cpu_us_per_request"]),
+        }
+    for a, b in (("router", "nginx"), ("router", "bare"), ("bare", "nginx")):
+        out["ratios"][f"{a}/{b} req/s"] = ratio(a, b)
+        out["ratios"][f"{a}/{b} req/s per proxy core"] = ratio(a, b, "rps_per_proxy_core")
+    # Sizing: requests per router core at the mix (from the CPU per request at a fixed rate, the
+    # load a router sees in service, and at saturation), and nodes per router core.
+    demand = ui_demand_per_node()
+    out["demand"] = demand
+    sizing = {}
+    for n in ("mix fixed", "mix saturated"):
+        us = out["rows"][n]["proxy_cpu_us_per_request"]["median"]
+        if us:
+            per_core = 1e6 / us
+            sizing[n] = {"cpu_us_per_request": us, "req_per_s_per_core": per_core,
+                         "nodes_per_core": per_core / demand["per_node"],
+                         "nodes_per_core_worst": per_core / demand["per_node_worst"]}
+    out["sizing"] = sizing
+    # Per kind: CPU per request (open loop), `system info` as a + b × nodes from the two routers;
+    # then the largest N with N × (per node demand × cost at N nodes) ≤ one core.
+    cost = {k: out["rows"][f"kind {k}"]["proxy_cpu_us_per_request"]["median"] for k, _, _ in UI_MIX}
+    c_big = out["rows"][f"kind system info, {big} nodes"]["proxy_cpu_us_per_request"]["median"]
+    if all(cost.values()) and c_big:
+        b = max(0.0, (c_big - cost["system info"]) / (big - nodes))
+        a = cost["system info"] - b * nodes
+        rates = per_node_rates()
+
+        def nodes_per_core(rates):
+            # N × (Σ other kinds' rate × cost + rate(system info) × (a + b × N)) = 1e6 µs per core-second
+            fixed = sum(r * cost[k] for k, r in rates.items() if k != "system info")
+            r_si = rates.get("system info", 0.0)
+            qa, qb = r_si * b, fixed + r_si * a
+            return (-qb + (qb * qb + 4 * qa * 1e6) ** 0.5) / (2 * qa) if qa > 0 else 1e6 / qb
+
+        tabs = ui_demand_per_node()["tabs_per_node"]
+        no_overview = {k: v for k, v in rates.items() if k != "system info"}
+        out["per_kind"] = {"cost_us": cost, "system_info_a_us": a, "system_info_b_us_per_node": b,
+                           "rates_per_node": rates, "nodes_per_core": nodes_per_core(rates),
+                           # every tab on the Overview (1 req/s each): the worst case
+                           "nodes_per_core_worst": nodes_per_core({"system info": tabs}),
+                           "nodes_per_core_without_overview": nodes_per_core(no_overview)}
+    for p in (lb, lbm, lbb, bp):
+        PROCS.stop(p, signal.SIGINT)
+    PROCS.stop(fc)
+    PROCS.stop(ng)
+    PROCS.stop(up)
+    R["twocore"] = out
 
 
 def section_fanout(cfg, work, R):
@@ -1345,6 +1773,76 @@ def render_md(R, meta):
                 L.append(f"| {k} | {fmt_s(q['p50'], 3)} | {fmt_s(q['p90'], 3)} | {fmt_s(q['p99'], 3)} | "
                          f"{fmt_s(q['p999'], 3)} |")
         L.append("")
+    k = R.get("knobs")
+    if k:
+        L.append(f"## Below Pingora's defaults (knobs)\n\nwrk -t1 -c32, {k['rounds']} interleaved rounds × "
+                 f"{k['seconds']} s; proxies on CPU 0 with one thread (mimalloc, no-steal runtime), wrk and the "
+                 "nginx node on CPU 1, the request of the proxy section. Every row is the same binary as its "
+                 "baseline (`bare` or `router`), changed only by the flag or environment its name says "
+                 "(see benches/README.md).\n")
+        L.append("| target | req/s | proxy CPU % | CPU1 busy % | req/s ÷ its baseline | CPU µs per request | "
+                 "CPU per request ÷ its baseline | max steal % | AnonHugePages KiB |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for n in k["rps"]:
+            vb = k["vs_baseline"].get(n)
+            cb = k.get("cpu_vs_baseline", {}).get(n)
+            L.append(f"| {n} | {fmt_s(k['rps'][n], 0)} | {fmt_s(k['proxy_cpu'][n], 0)} | {fmt_s(k['cpu1'][n], 0)} | "
+                     f"{fmt_s(vb, 3) if vb else '–'} | {fmt_s(k.get('cpu_us_per_request', {}).get(n), 1)} | "
+                     f"{fmt_s(cb, 3) if cb else '–'} | {k.get('steal_max', {}).get(n, 'n/a')} | "
+                     f"{k['anon_huge_kib'].get(n, 'n/a')} |")
+        L.append("\n| ratio to nginx (req/s, per round) | median (min–max) |")
+        L.append("| --- | --- |")
+        for n, v in k["vs_nginx"].items():
+            L.append(f"| {n}/nginx | {fmt_s(v, 3)} |")
+        L.append("")
+    t = R.get("twocore")
+    if t:
+        L.append(f"## Two cores\n\nNothing pinned: every process may use both cores (all at nice -10). "
+                 f"Router `server.threads: 2`, nginx 2 workers (`proxy2.conf`, reuseport), bare Pingora 2 "
+                 f"threads (mimalloc, no-steal, as the router), in front of the proxy section's nginx node "
+                 f"(1 worker). `wrk -t{t['wrk_threads']} -c{t['connections']}`, {t['rounds']} interleaved rounds × "
+                 f"{t['seconds']} s. CPU in cores = CPU seconds of the process (nginx: master and workers; "
+                 "the generator: from wait4, its threads included) ÷ wall time of the run. The mix rows: the "
+                 f"router over {t['mix_nodes']} fake nodes × {t['mix_bots']} bots, `loadgen` with "
+                 f"{t['connections']} connections over {t['mix_paths']} paths weighted "
+                 + ", ".join(f"{k2} {w}" for k2, w in t["mix_weights"].items()) +
+                 f" (per 20), closed loop (saturated) and open loop at {t['mix_rate']:,} req/s (fixed).\n")
+        L.append("| target | req/s | proxy cores | load generator cores | upstream cores | machine busy (cores of 2) "
+                 "| req/s per proxy core | proxy CPU µs per request |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for n, b in t["rows"].items():
+            L.append(f"| {n} | {fmt_s(b['rps'], 0)} | {fmt_s(b['proxy_cores'], 2)} | {fmt_s(b['generator_cores'], 2)} | "
+                     f"{fmt_s(b['upstream_cores'], 2)} | {fmt_s(b['machine_cores'], 2)} | "
+                     f"{fmt_s(b['rps_per_proxy_core'], 0)} | {fmt_s(b['proxy_cpu_us_per_request'], 1)} |")
+        L.append("\n| ratio (per round) | median (min–max) |")
+        L.append("| --- | --- |")
+        for k2, v in t["ratios"].items():
+            L.append(f"| {k2} | {fmt_s(v, 3)} |")
+        d = t["demand"]
+        L.append(f"\nSizing scenario: {UI_SCENARIO['bots_per_node']} bots per node, one open tab per "
+                 f"{UI_SCENARIO['bots_per_tab']} bots ({d['tabs_per_node']:.0f} tabs per node), "
+                 f"{100 * (1 - UI_SCENARIO['overview_share']):.0f} % of tabs on a bot's page "
+                 f"({d['per_bot_page_tab']:.3f} req/s each), {100 * UI_SCENARIO['overview_share']:.0f} % on the "
+                 f"Overview ({d['per_overview_tab']:.1f} req/s each): {d['per_node']:.2f} req/s per node; worst case "
+                 f"(every tab polling once per second) {d['per_node_worst']:.0f} req/s per node.\n")
+        pk = t.get("per_kind")
+        if pk:
+            si_big = t["rows"][f"kind system info, {t['mix_nodes_big']} nodes"]["proxy_cpu_us_per_request"]["median"]
+            L.append(f"Each kind alone, open loop at {t['kind_rate']:,} req/s (router CPU µs per request): "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in pk["cost_us"].items())
+                     + f"; `system info` over {t['mix_nodes_big']} nodes {si_big:.1f}, so {pk['system_info_a_us']:.1f} + {pk['system_info_b_us_per_node']:.1f} µs × nodes (it asks every "
+                     "node, uncached). Per node in the scenario: "
+                     + ", ".join(f"{k} {v:.2f} req/s" for k, v in pk["rates_per_node"].items())
+                     + f". Nodes per router core (N × per-node CPU at N nodes = 1 core): **{pk['nodes_per_core']:,.0f}**; "
+                     f"without the Overview's `system info` {pk['nodes_per_core_without_overview']:,.0f}; every tab on the "
+                     f"Overview {pk['nodes_per_core_worst']:,.0f}.\n")
+        L.append("| from | router CPU µs per request | req/s per router core | nodes per router core | "
+                 "nodes per core, worst case |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for n, z in t["sizing"].items():
+            L.append(f"| {n} | {z['cpu_us_per_request']:.1f} | {z['req_per_s_per_core']:,.0f} | "
+                     f"{z['nodes_per_core']:,.0f} | {z['nodes_per_core_worst']:,.0f} |")
+        L.append("")
     f = R.get("fanout")
     if f:
         L.append(f"## Fan-out: `bot/list`\n\nOne client, sequential requests, `routing.list_cache_ms: 0`; fake nodes with {f['bots_per_node']} "
@@ -1508,12 +2006,14 @@ def machine_meta(mode):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short rounds (a few minutes in all)")
-    ap.add_argument("--only", default=",".join(ALL_SECTIONS), help="comma-separated sections")
+    ap.add_argument("--only", default=",".join(ALL_SECTIONS),
+                    help="comma-separated sections (also: " + ", ".join(OPTIONAL_SECTIONS) + ")")
     ap.add_argument("--out", default=None, help="result directory (default benches/results/<timestamp>)")
     ap.add_argument("--extra-router", action="append", default=[], metavar="NAME=BINARY",
                     help="also measure another ts3ab-lb build in the proxy section (tuning A/B), e.g. jemalloc=/tmp/ts3ab-lb")
     ap.add_argument("--proxy-rounds", type=int, default=None, help="override the proxy section's round count")
     ap.add_argument("--lat-rounds", type=int, default=None, help="override the proxy section's fixed-rate latency round count")
+    ap.add_argument("--knob-rows", default=None, help="knobs: only these comma-separated rows (e.g. 'bare all,router mi all')")
     ap.add_argument("--variants", action="store_true", help="measure the proxy variants (work-stealing runtime) in --quick too")
     args = ap.parse_args()
     quick = args.quick
@@ -1534,6 +2034,10 @@ def main():
         "store_rounds": 2 if quick else 3, "store_creates": 300 if quick else 1000, "store_sync_ms": 1000,
         "store_sync_samples": 20 if quick else 40,
         "micro_quick": quick,
+        "knobs_rounds": 3 if quick else 6, "knobs_secs": 3 if quick else 5,
+        "twocore_rounds": 3 if quick else 6, "twocore_secs": 3 if quick else 5, "twocore_wrk_threads": 2,
+        "twocore_conns": 64, "twocore_mix_nodes": 4, "twocore_mix_bots": 25, "twocore_mix_rate": 2000,
+        "twocore_kind_rate": 1000, "twocore_mix_nodes_big": 16,
         "extra_routers": [tuple(x.split("=", 1)) for x in args.extra_router],
     }
     if args.proxy_rounds:
@@ -1542,10 +2046,12 @@ def main():
         cfg["lat_rounds"] = args.lat_rounds
     if args.variants:
         cfg["proxy_variants"] = True
+    if args.knob_rows:
+        cfg["knob_rows"] = [x.strip() for x in args.knob_rows.split(",") if x.strip()]
     sections = [s for s in args.only.split(",") if s]
     for s in sections:
-        if s not in ALL_SECTIONS:
-            ap.error(f"unknown section {s}; sections: {', '.join(ALL_SECTIONS)}")
+        if s not in ALL_SECTIONS + OPTIONAL_SECTIONS:
+            ap.error(f"unknown section {s}; sections: {', '.join(ALL_SECTIONS + OPTIONAL_SECTIONS)}")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else ROOT / "benches" / "results" / stamp
     out.mkdir(parents=True, exist_ok=True)
@@ -1573,7 +2079,7 @@ def main():
     meta["sections"] = sections
     R = {"meta": meta}
     log(f"results in {out}; sections {sections}; load {meta['load_before']}")
-    fns = {"proxy": section_proxy, "fanout": section_fanout, "scaling": section_scaling,
+    fns = {"proxy": section_proxy, "twocore": section_twocore, "knobs": section_knobs, "fanout": section_fanout, "scaling": section_scaling,
            "placement": section_placement, "scale": section_scale, "failover": section_failover,
            "restart": section_restart, "store": section_store, "micro": section_micro}
     try:

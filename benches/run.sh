@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite in one command (see benches/README.md and BENCHMARKS.md):
 #
-#   benches/run.sh            # full run, about 25 minutes
+#   benches/run.sh            # full run, about 30 minutes
 #   benches/run.sh --quick    # short rounds, a few minutes
 #   benches/run.sh --only proxy,micro [--quick] [--out DIR] [--skip-build]
 #
