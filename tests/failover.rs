@@ -429,49 +429,89 @@ fn failover_stops_moving_bots_once_their_node_answers_again() {
     );
 }
 
+/// Two nodes and a router that fails over one bot at a time, with `n` bots created through it
+/// (`<prefix><i>.example.com`) and the identities of node-0's bots read. Returns the sorted
+/// cluster ids and node-0's identity keys.
+fn two_nodes_one_rebuild_at_a_time(
+    n: usize,
+    prefix: &str,
+) -> (Vec<FakeNode>, Router, Vec<u64>, HashSet<String>) {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let router = Router::start(
+        &nodes.iter().collect::<Vec<_>>(),
+        opts("failover: { after_ms: 300, retry_ms: 500, concurrency: 1 }\n"),
+    );
+    let mut gids: Vec<u64> = (0..n)
+        .map(|i| {
+            create(
+                &router,
+                &format!("/api/bot/connect/to/{prefix}{i}.example.com"),
+            )
+        })
+        .collect();
+    gids.sort_unstable();
+    let before: Vec<FakeBot> = nodes[0].bots();
+    assert!(before.len() >= 2, "{before:?}");
+    let reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
+    wait_for_requests(&nodes[0], 10, "the identity reads", &reads);
+    let original = before.iter().map(|b| b.identity_key.clone()).collect();
+    (nodes, router, gids, original)
+}
+
+/// Freezes node-0 (every answer held) and holds node-1's answers to `bot connect template`
+/// (the copy runs, its connect has not answered); returns once failover's first copy is
+/// being started there.
+fn freeze_until_the_first_copy_starts(nodes: &[FakeNode], router: &Router) {
+    nodes[1].hold("/api/bot/connect/template/");
+    nodes[0].hold("/api/");
+    router.wait_until(20, "the first copy's connect", |_| nodes[1].held() > 0);
+}
+
+/// Every identity key a node runs (a key twice if it runs twice).
+fn keys(n: &FakeNode) -> Vec<String> {
+    n.bots().into_iter().map(|b| b.identity_key).collect()
+}
+
+/// Waits until the router's `bot/list` shows exactly `gids`, each once.
+fn wait_for_ids(router: &Router, gids: &[u64]) {
+    router.wait_until(20, "the cluster's list", |r| {
+        let mut ids: Vec<u64> = r
+            .get("/api/bot/list")
+            .json()
+            .as_array()
+            .map(|l| l.iter().filter_map(|b| b["Id"].as_u64()).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids == gids
+    });
+}
+
+/// The identity keys node-1 runs that it did not run in `before`.
+fn new_on_other(nodes: &[FakeNode], before: &[String]) -> Vec<String> {
+    keys(&nodes[1])
+        .into_iter()
+        .filter(|k| !before.contains(k))
+        .collect()
+}
+
 /// A node that answers again while one of its bots' copies is inside `bot connect` on
 /// another node (the copy may have joined its server already, and the old copy rejoins a
 /// moment later): that bot moves all the same, and its old copy is stopped while the connect
 /// is still answering, not once it has answered.
 #[test]
 fn a_copy_being_started_when_its_node_answers_again_takes_over_and_the_old_one_stops_at_once() {
-    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
-    let refs: Vec<&FakeNode> = nodes.iter().collect();
-    let router = Router::start(
-        &refs,
-        opts("failover: { after_ms: 300, retry_ms: 500, concurrency: 1 }\n"),
-    );
-    let mut gids: Vec<u64> = (0..8)
-        .map(|i| create(&router, &format!("/api/bot/connect/to/c{i}.example.com")))
-        .collect();
-    gids.sort_unstable();
-    let frozen = &nodes[0];
-    let before: Vec<FakeBot> = frozen.bots();
-    assert!(before.len() >= 3, "{before:?}");
-    let reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
-    wait_for_requests(frozen, 10, "the identity reads", &reads);
-    let original: HashSet<String> = before.iter().map(|b| b.identity_key.clone()).collect();
-    let keys = |n: &FakeNode| -> HashSet<String> {
-        n.bots().into_iter().map(|b| b.identity_key).collect()
-    };
+    let (nodes, router, gids, original) = two_nodes_one_rebuild_at_a_time(8, "c");
     let on_other_before = keys(&nodes[1]);
-
-    // The other node starts the first copy, but its answer to the connect waits.
-    nodes[1].hold("/api/bot/connect/template/");
-    frozen.hold("/api/");
-    router.wait_until(20, "the first copy's connect", |_| nodes[1].held() > 0);
-    let moving: Vec<String> = keys(&nodes[1])
-        .difference(&on_other_before)
-        .cloned()
-        .collect();
+    freeze_until_the_first_copy_starts(&nodes, &router);
+    let moving = new_on_other(&nodes, &on_other_before);
     assert_eq!(moving.len(), 1, "one copy is being started: {moving:?}");
     let moving = moving[0].clone();
     assert!(original.contains(&moving));
-    frozen.release();
+    nodes[0].release();
 
     // The old copy stops while the connect is still held.
     router.wait_until(10, "the old copy stopped during the connect", |_| {
-        !keys(frozen).contains(&moving)
+        !keys(&nodes[0]).contains(&moving)
     });
     assert_eq!(nodes[1].held(), 1, "the connect is still held");
     nodes[1].release();
@@ -486,21 +526,11 @@ fn a_copy_being_started_when_its_node_answers_again_takes_over_and_the_old_one_s
     let (a, b) = (keys(&nodes[0]), keys(&nodes[1]));
     assert!(b.contains(&moving) && !a.contains(&moving));
     assert_eq!(
-        original.intersection(&a).count(),
+        original.iter().filter(|k| a.contains(k)).count(),
         original.len() - 1,
         "the bots not started elsewhere stay"
     );
-    // Under their cluster ids, each once.
-    router.wait_until(20, "the cluster's list", |r| {
-        let mut ids: Vec<u64> = r
-            .get("/api/bot/list")
-            .json()
-            .as_array()
-            .map(|l| l.iter().filter_map(|b| b["Id"].as_u64()).collect())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        ids == gids
-    });
+    wait_for_ids(&router, &gids);
 }
 
 /// The same, but the connect of the copy being started never answers in time (the router's
@@ -508,39 +538,16 @@ fn a_copy_being_started_when_its_node_answers_again_takes_over_and_the_old_one_s
 /// cluster id, not a stranger next to a second start of the same template.
 #[test]
 fn a_handed_over_copy_whose_connect_times_out_is_still_the_bot() {
-    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
-    let refs: Vec<&FakeNode> = nodes.iter().collect();
-    let router = Router::start(
-        &refs,
-        opts("failover: { after_ms: 300, retry_ms: 500, concurrency: 1 }\n"),
-    );
-    let mut gids: Vec<u64> = (0..6)
-        .map(|i| create(&router, &format!("/api/bot/connect/to/d{i}.example.com")))
-        .collect();
-    gids.sort_unstable();
-    let frozen = &nodes[0];
-    let before: Vec<FakeBot> = frozen.bots();
-    assert!(before.len() >= 2, "{before:?}");
-    let reads: Vec<String> = before.iter().map(|b| identity_read(b.id)).collect();
-    wait_for_requests(frozen, 10, "the identity reads", &reads);
-    let original: HashSet<String> = before.iter().map(|b| b.identity_key.clone()).collect();
-    let keys =
-        |n: &FakeNode| -> Vec<String> { n.bots().into_iter().map(|b| b.identity_key).collect() };
-    let on_other_before: HashSet<String> = keys(&nodes[1]).into_iter().collect();
-
-    nodes[1].hold("/api/bot/connect/template/");
-    frozen.hold("/api/");
-    router.wait_until(20, "the first copy's connect", |_| nodes[1].held() > 0);
-    frozen.release();
+    let (nodes, router, gids, original) = two_nodes_one_rebuild_at_a_time(6, "d");
+    let on_other_before = keys(&nodes[1]);
+    freeze_until_the_first_copy_starts(&nodes, &router);
+    nodes[0].release();
     // The connect stays held past the router's 5 s request deadline.
     router.wait_until(20, "the connect's deadline", |r| {
         r.stderr_text().contains("failover of node node-0: moved")
     });
     nodes[1].release();
-    let moving: Vec<String> = keys(&nodes[1])
-        .into_iter()
-        .filter(|k| !on_other_before.contains(k))
-        .collect();
+    let moving = new_on_other(&nodes, &on_other_before);
     assert_eq!(moving.len(), 1, "one copy runs, once: {moving:?}");
     assert!(original.contains(&moving[0]));
     // Settled: every identity once, across both nodes; the cluster ids unchanged.
@@ -550,16 +557,7 @@ fn a_handed_over_copy_whose_connect_times_out_is_still_the_bot() {
             .iter()
             .all(|k| a.iter().chain(&b).filter(|x| *x == k).count() == 1)
     });
-    router.wait_until(20, "the cluster's list", |r| {
-        let mut ids: Vec<u64> = r
-            .get("/api/bot/list")
-            .json()
-            .as_array()
-            .map(|l| l.iter().filter_map(|b| b["Id"].as_u64()).collect())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        ids == gids
-    });
+    wait_for_ids(&router, &gids);
     assert!(
         !router
             .stderr_text()

@@ -57,6 +57,22 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// A bot on node 0 whose cluster id has more digits than its local id (ten bots adopted
+    /// elsewhere first): its cluster id and local id.
+    fn bot_with_a_longer_id(&self) -> (u64, u32) {
+        for i in 0..10 {
+            self.nodes[1].connect_bot(&format!("ts.other{i}"));
+        }
+        self.router
+            .wait_until(10, "the poller to adopt ten bots", |r| {
+                r.bot_list().len() >= 10
+            });
+        let gid = self.bot_on(0, "ts.a");
+        (gid, self.nodes[0].bots()[0].id)
+    }
+}
+
 fn basic_node(i: usize) -> String {
     let t = node_token(i);
     let (u, s) = t.split_once(':').expect("uid:token");
@@ -736,17 +752,8 @@ fn node_answers_pass_through_unchanged() {
 #[test]
 fn edited_answers_keep_the_nodes_head_with_a_content_length() {
     let s = setup();
-    // Ten bots elsewhere first, so this bot's cluster id has more digits than its local id:
-    // an answer framed with the node's own length would be cut short.
-    for i in 0..10 {
-        s.nodes[1].connect_bot(&format!("ts.other{i}"));
-    }
-    s.router
-        .wait_until(10, "the poller to adopt ten bots", |r| {
-            r.bot_list().len() >= 10
-        });
-    let gid = s.bot_on(0, "ts.a");
-    let lid = s.nodes[0].bots()[0].id;
+    // An answer framed with the node's own length would be cut short.
+    let (gid, lid) = s.bot_with_a_longer_id();
     assert!(gid.to_string().len() > lid.to_string().len(), "{gid} {lid}");
     let direct = s.node_direct(0, &format!("/api/bot/use/{lid}/(/bot/info)"));
     assert_eq!(direct.status, 200, "{}", direct.text());
@@ -780,15 +787,7 @@ fn edited_answers_keep_the_nodes_head_with_a_content_length() {
 #[test]
 fn head_and_continued_answers_are_framed_right() {
     let s = setup();
-    for i in 0..10 {
-        s.nodes[1].connect_bot(&format!("ts.other{i}"));
-    }
-    s.router
-        .wait_until(10, "the poller to adopt ten bots", |r| {
-            r.bot_list().len() >= 10
-        });
-    let gid = s.bot_on(0, "ts.a");
-    let lid = s.nodes[0].bots()[0].id;
+    let (gid, lid) = s.bot_with_a_longer_id();
     assert_ne!(gid, u64::from(lid));
     let info = format!("/api/bot/use/{gid}/(/bot/info)");
 

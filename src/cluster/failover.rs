@@ -303,16 +303,7 @@ impl Failover {
         );
         // Copies started while the node came back are fenced now, not at a later tick.
         if back.is_set() {
-            if let Err(e) = fence(
-                &self.cluster,
-                self.rebuilder.client(),
-                node,
-                self.request_timeout,
-            )
-            .await
-            {
-                log::warn!("failover: {e}");
-            }
+            self.fence_now(node).await;
         }
         report
     }
@@ -534,16 +525,7 @@ impl Failover {
         // A copy started just as the node answered again moved the ordinary way: its old
         // copy is stopped now, not when the evacuation ends.
         if !handed && back.is_some_and(Answered::is_set) {
-            if let Err(e) = fence(
-                &self.cluster,
-                self.rebuilder.client(),
-                dead,
-                self.request_timeout,
-            )
-            .await
-            {
-                log::warn!("failover: {e}");
-            }
+            self.fence_now(dead).await;
         }
         match recorded {
             Ok(true) => Ok(true),
@@ -564,6 +546,21 @@ impl Failover {
             }
         }
     }
+    /// Fences `node` now; on a failure the fences stay, and the node is fenced before it is
+    /// read again.
+    async fn fence_now(&self, node: &Node) {
+        if let Err(e) = fence(
+            &self.cluster,
+            self.rebuilder.client(),
+            node,
+            self.request_timeout,
+        )
+        .await
+        {
+            log::warn!("failover: {e}");
+        }
+    }
+
     /// The running bot of template `name` on `target`, if its list shows one.
     async fn running_copy(&self, target: &Node, name: &str) -> Option<Started> {
         let list = read_bot_list(
@@ -619,17 +616,7 @@ impl Failover {
             bot.gid,
             target.name
         );
-        if let Err(e) = fence(
-            &self.cluster,
-            self.rebuilder.client(),
-            dead,
-            self.request_timeout,
-        )
-        .await
-        {
-            // The fence stays: the node is fenced before it is read again.
-            log::warn!("failover: {e}");
-        }
+        self.fence_now(dead).await;
         true
     }
 
