@@ -29,6 +29,12 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora::http::ResponseHeader;
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module, ModuleBuilder};
 
+/// Whether a head is an interim one (`100 Continue`, `103 Early Hints`) that goes out before
+/// the answer's own head; `101 Switching Protocols` is the answer (as Pingora treats it).
+pub fn is_interim(status: http::StatusCode) -> bool {
+    status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS
+}
+
 /// Per request: whether the answer is being edited, and the edited body's length once known;
 /// the request body bytes seen so far.
 #[derive(Debug, Default)]
@@ -89,11 +95,7 @@ impl EditedFraming {
     pub fn frame(&self, resp: &mut ResponseHeader, end_of_stream: bool) -> pingora::Result<()> {
         // An informational head (`100 Continue`) goes out before the answer's own and frames
         // no body.
-        if !self.edited
-            || (resp.status.is_informational()
-                && resp.status != http::StatusCode::SWITCHING_PROTOCOLS)
-            || (end_of_stream && self.length.is_none())
-        {
+        if !self.edited || is_interim(resp.status) || (end_of_stream && self.length.is_none()) {
             return Ok(());
         }
         match self.length {

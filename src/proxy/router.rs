@@ -41,7 +41,7 @@ use crate::protocol::command::{self, log_summary, Parsed};
 use crate::protocol::pattern::AllowPattern;
 use crate::proxy::connections::NodeGate;
 use crate::proxy::exec::{strip_names, withheld, Answer, Exec};
-use crate::proxy::framing::EditedFraming;
+use crate::proxy::framing::{is_interim, EditedFraming};
 use crate::proxy::handover::{self, Handover, OwnRequest};
 use crate::proxy::keys::Keys;
 use crate::proxy::policy;
@@ -882,9 +882,7 @@ impl ProxyHttp for Router {
     ) -> pingora::Result<()> {
         // An informational head (`100 Continue`) is not the answer: the answer's own head,
         // which follows, decides how it is edited.
-        if upstream.status.is_informational()
-            && upstream.status != http::StatusCode::SWITCHING_PROTOCOLS
-        {
+        if is_interim(upstream.status) {
             return Ok(());
         }
         ctx.status = upstream.status.as_u16();
@@ -1045,7 +1043,7 @@ impl ProxyHttp for Router {
         // A `100 Continue` passed on is not the answer's head: a real one can still follow.
         let streamed_partly = session
             .response_written()
-            .is_some_and(|h| !h.status.is_informational())
+            .is_some_and(|h| !is_interim(h.status))
             && !ctx.edits.any()
             && ctx.withheld.is_none();
         // An answer withheld as garbage is the node's failure however the hook ended it.
