@@ -9,6 +9,12 @@
 //! - **closed loop** (default): every connection sends its next request as soon as the previous
 //!   answer is in (like wrk), latency counted from the send.
 //!
+//! - **fan-out** (`--fanout ADDR`, repeatable, with `--addr`): one connection per address, the
+//!   same request written to all of them at once, then every answer read; a sample is the time
+//!   from the first write to the last answer. This is what the fastest possible fan-out client
+//!   takes to ask those servers together (the router's `bot/list` baseline: the nodes' time when
+//!   all are asked at once, not one by one). `--connections` is ignored.
+//!
 //! Requests go to `--path`s (repeatable, or `--paths-file`, one per line): `rotate` takes the
 //! next path for every request, `per-conn` gives connection `i` path `i % n` for good.
 //! Prints one JSON object: counts, status histogram, requests/s and latency percentiles in µs.
@@ -36,13 +42,14 @@ struct Args {
     rate: Option<f64>,
     requests: Option<u64>,
     per_conn: bool,
+    fanout: Vec<SocketAddr>,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("loadgen: {msg}");
     eprintln!(
         "usage: loadgen --addr HOST:PORT --path P [--path P..|--paths-file F] [--header 'K: V'].. \
-         [--connections C] [--duration S] [--warmup S] [--rate R] [--requests N] [--path-mode rotate|per-conn]"
+         [--connections C] [--duration S] [--warmup S] [--rate R] [--requests N] [--path-mode rotate|per-conn] [--fanout HOST:PORT].."
     );
     std::process::exit(2)
 }
@@ -54,6 +61,7 @@ fn parse_args() -> Args {
     let mut headers = Vec::new();
     let (mut connections, mut duration, mut warmup) = (32usize, 10.0f64, 1.0f64);
     let (mut rate, mut requests, mut per_conn) = (None, None, false);
+    let mut fanout = Vec::new();
     while let Some(flag) = it.next() {
         let mut val = || {
             it.next()
@@ -62,6 +70,7 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--addr" => addr = Some(val().parse().unwrap_or_else(|_| usage("bad --addr"))),
             "--path" => paths.push(val()),
+            "--fanout" => fanout.push(val().parse().unwrap_or_else(|_| usage("bad --fanout"))),
             "--paths-file" => {
                 let f = val();
                 let text =
@@ -102,6 +111,7 @@ fn parse_args() -> Args {
         rate,
         requests,
         per_conn,
+        fanout,
     }
 }
 
@@ -169,6 +179,11 @@ impl Conn {
 
     fn try_request(&mut self, req: &[u8]) -> std::io::Result<u16> {
         self.stream()?.write_all(req)?;
+        self.receive()
+    }
+
+    /// Reads one answer (head and body) to a request already sent.
+    fn receive(&mut self) -> std::io::Result<u16> {
         // Headers.
         let head_end = loop {
             if let Some(p) = find(&self.buf, b"\r\n\r\n") {
@@ -301,6 +316,10 @@ fn main() {
             .map(|p| format!("GET {p} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", a.addr).into_bytes())
             .collect(),
     );
+    if !a.fanout.is_empty() {
+        fanout(&a, &reqs[0]);
+        return;
+    }
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + Duration::from_secs_f64(a.warmup);
     let end = measure_from + Duration::from_secs_f64(a.duration);
@@ -368,6 +387,68 @@ fn main() {
     } else {
         a.duration
     };
+    let mode = if a.rate.is_some() { "open" } else { "closed" };
+    report(mode, &a, &total, elapsed);
+}
+
+/// The fan-out mode: the same request to `--addr` and every `--fanout` address at once, one
+/// sample per round (first write to last answer), rounds back to back.
+fn fanout(a: &Args, req: &[u8]) {
+    set_timer_slack();
+    let mut conns: Vec<Conn> = std::iter::once(a.addr)
+        .chain(a.fanout.iter().copied())
+        .map(Conn::new)
+        .collect();
+    for c in &mut conns {
+        let _ = c.stream();
+    }
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(a.warmup);
+    let end = measure_from + Duration::from_secs_f64(a.duration);
+    let mut t = Tally::new();
+    let mut rounds = 0u64;
+    loop {
+        let sent = Instant::now();
+        if sent >= end || a.requests.is_some_and(|l| rounds >= l) {
+            break;
+        }
+        // Every request goes out before any answer is read, as a fan-out sends them.
+        let mut failed = vec![false; conns.len()];
+        for (c, f) in conns.iter_mut().zip(failed.iter_mut()) {
+            *f = c.stream().and_then(|s| s.write_all(req)).is_err();
+        }
+        let mut worst = Outcome::Status(200);
+        for (c, f) in conns.iter_mut().zip(failed) {
+            let got = if f {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            } else {
+                c.receive()
+            };
+            match got {
+                Ok(s) if !(200..300).contains(&s) => worst = Outcome::Status(s),
+                Ok(_) => {}
+                Err(_) => {
+                    c.stream = None;
+                    worst = Outcome::IoError;
+                }
+            }
+        }
+        let fin = Instant::now();
+        rounds += 1;
+        if sent >= measure_from || a.requests.is_some() {
+            t.add(&worst, (fin - sent).as_nanos() as u64);
+        }
+    }
+    let elapsed = if a.requests.is_some() {
+        start.elapsed().as_secs_f64()
+    } else {
+        a.duration
+    };
+    report("fanout", a, &t, elapsed);
+}
+
+/// Prints the one JSON object the runner reads.
+fn report(mode: &str, a: &Args, total: &Tally, elapsed: f64) {
     let ok: u64 = total
         .status
         .iter()
@@ -385,7 +466,7 @@ fn main() {
         "{{\"mode\":\"{}\",\"connections\":{},\"rate\":{},\"duration_s\":{:.3},\"requests\":{},\"ok\":{},\"errors\":{},\
          \"io_errors\":{},\"status\":{{{}}},\"rps\":{:.1},\"lat_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\
          \"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"late_us_p99\":{:.1}}}",
-        if a.rate.is_some() { "open" } else { "closed" },
+        mode,
         a.connections,
         a.rate.unwrap_or(0.0),
         elapsed,

@@ -599,6 +599,52 @@ fn cluster_wide_commands() {
     );
 }
 
+/// A summed `system/info` is reused within `routing.system_info_cache_ms` (the WebInterface
+/// asks every second, the nodes sample once per second), and asked afresh with the cache off.
+#[test]
+fn summed_system_info_is_reused_within_its_window_and_fresh_with_the_cache_off() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    // Before the routers start: a start time that changes later would read as a restart.
+    let set = |memory: i64| {
+        for n in &nodes {
+            n.set_system_info(
+                vec![memory, 2 * memory],
+                vec![0.5, 1.0],
+                "2021-04-01T12:00:00Z",
+            );
+        }
+    };
+    set(100);
+    let with_cache = |ms: u64| {
+        Router::start(
+            &nodes.iter().collect::<Vec<_>>(),
+            RouterOpts {
+                routing_yaml: format!("system_info_cache_ms: {ms}"),
+                ..RouterOpts::default()
+            },
+        )
+    };
+    let (cached, fresh) = (with_cache(60_000), with_cache(0));
+    let sum = |r: &Router| {
+        let info = r.get("/api/system/info");
+        assert_eq!(info.status, 200, "{}", info.text());
+        info.json()["memory"].clone()
+    };
+    assert_eq!(sum(&cached), json!([200, 400]));
+    assert_eq!(sum(&fresh), json!([200, 400]));
+    set(1000);
+    assert_eq!(
+        sum(&fresh),
+        json!([2000, 4000]),
+        "the cache off asks the nodes every time"
+    );
+    assert_eq!(
+        sum(&cached),
+        json!([200, 400]),
+        "within the window the summed answer is reused"
+    );
+}
+
 /// system quit is refused for everyone; node-wide commands need an admin key; identities and
 /// passwords are redacted for user keys.
 #[test]

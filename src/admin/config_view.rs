@@ -64,6 +64,7 @@ pub fn redacted(c: &Config) -> Value {
             "max_target_bytes": c.routing.max_target_bytes,
             "max_commands": c.routing.max_commands,
             "list_cache_ms": ms(c.routing.list_cache),
+            "system_info_cache_ms": ms(c.routing.system_info_cache),
         },
         "health": {
             "interval_ms": ms(c.health.interval),

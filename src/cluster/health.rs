@@ -60,25 +60,27 @@ pub async fn apply_list(
     timeout: Duration,
     always_read: bool,
 ) -> Result<bool, PollError> {
-    if always_read || node.starttime().is_none() || !cluster.list_unchanged(node.id, listed) {
-        match read_starttime(client, &node.endpoint(), timeout).await {
-            Ok(Some(t)) => {
-                if let Some(old) = node.set_starttime(t.clone()).filter(|o| *o != t) {
-                    log::warn!("node {} restarted (start time {old} -> {t})", node.name);
-                }
+    if !always_read && node.has_starttime() && cluster.list_unchanged(node.id, listed) {
+        // The common fan-out: nothing to read, and nothing `reconcile` would apply.
+        return Ok(false);
+    }
+    match read_starttime(client, &node.endpoint(), timeout).await {
+        Ok(Some(t)) => {
+            if let Some(old) = node.set_starttime(t.clone()).filter(|o| *o != t) {
+                log::warn!("node {} restarted (start time {old} -> {t})", node.name);
             }
-            // A node that never said: bots that are gone are taken as stopped on purpose.
-            Ok(None) if node.starttime().is_none() => {}
-            // It said before and will not now (starting up, an error): decide nothing.
-            Ok(None) => {
-                return Err(PollError::Read(ReadError::Status {
-                    node: node.name.to_string(),
-                    status: 0,
-                    body: "system/info gave no start time".into(),
-                }))
-            }
-            Err(e) => return Err(PollError::Read(ReadError::Node(e))),
         }
+        // A node that never said: bots that are gone are taken as stopped on purpose.
+        Ok(None) if !node.has_starttime() => {}
+        // It said before and will not now (starting up, an error): decide nothing.
+        Ok(None) => {
+            return Err(PollError::Read(ReadError::Status {
+                node: node.name.to_string(),
+                status: 0,
+                body: "system/info gave no start time".into(),
+            }))
+        }
+        Err(e) => return Err(PollError::Read(ReadError::Node(e))),
     }
     Ok(cluster.reconcile(node.id, listed, started))
 }

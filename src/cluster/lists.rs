@@ -4,6 +4,8 @@
 //! Owns: those two lists (in TS3AudioBot's order: named bots, offline templates, temporary
 //! bots). Does not own: the live lists from nodes (`proxy::exec`) or the tables (`view`).
 
+use std::collections::HashMap;
+
 use crate::cluster::failover::is_router_template;
 use crate::cluster::node::NodeId;
 use crate::cluster::view::Cluster;
@@ -16,23 +18,25 @@ fn client_name(t: Option<&str>) -> Option<String> {
 }
 
 impl Cluster {
-    /// What `bot/list` adds for a node that answers: its bots that went down with a restart
-    /// and are being brought back, as "connecting" (1).
-    pub fn restoring_list(&self, node: NodeId) -> Vec<BotInfo> {
+    /// What `bot/list` adds for the nodes that answer: each node's bots that went down with a
+    /// restart and are being brought back, as "connecting" (1), in id order. One pass over
+    /// the bots for the whole fan-out (a pass per node would cost nodes × bots per `bot/list`:
+    /// 500,000 visits at 50 nodes and 10,000 bots).
+    pub fn restoring_lists(&self) -> HashMap<NodeId, Vec<BotInfo>> {
         let t = self.tables.read();
-        let mut v: Vec<BotInfo> = t
-            .bots
-            .iter()
-            .filter(|(_, b)| b.restoring && b.node == node)
-            .map(|(gid, b)| BotInfo {
+        let mut by_node: HashMap<NodeId, Vec<BotInfo>> = HashMap::new();
+        for (gid, b) in t.bots.iter().filter(|(_, b)| b.restoring) {
+            by_node.entry(b.node).or_default().push(BotInfo {
                 id: Some(*gid),
                 name: client_name(b.record.template.as_deref()),
                 server: b.server.clone().or_else(|| b.record.address.clone()),
                 status: 1,
-            })
-            .collect();
-        v.sort_by_key(|b| b.id);
-        v
+            });
+        }
+        for v in by_node.values_mut() {
+            v.sort_by_key(|b| b.id);
+        }
+        by_node
     }
 
     /// What `bot/list` shows for a node the router cannot reach: its known bots as

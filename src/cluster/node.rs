@@ -219,6 +219,11 @@ impl Node {
         self.starttime.lock().clone()
     }
 
+    /// Whether the node's start time is known (no copy of it made).
+    pub fn has_starttime(&self) -> bool {
+        self.starttime.lock().is_some()
+    }
+
     /// Records the start time just read; returns the previous one.
     pub fn set_starttime(&self, t: String) -> Option<String> {
         self.starttime.lock().replace(t)

@@ -940,8 +940,10 @@ mod tests {
         );
         let restoring: Vec<u32> = c.restoring().iter().map(|(_, b)| b.gid).collect();
         assert_eq!(restoring, vec![temp]);
-        assert_eq!(c.restoring_list(NodeId(0))[0].id, Some(temp));
-        assert_eq!(c.restoring_list(NodeId(0))[0].status, 1);
+        let lists = c.restoring_lists();
+        assert_eq!(lists.len(), 1, "only node 0 has bots coming back");
+        assert_eq!(lists[&NodeId(0)][0].id, Some(temp));
+        assert_eq!(lists[&NodeId(0)][0].status, 1);
         assert_eq!(
             c.bot_record(music).and_then(|r| r.node_started),
             Some("S2".into())

@@ -295,6 +295,8 @@ pub struct RoutingConfig {
     pub max_commands: usize,
     /// How long a cluster-wide `bot/list` may be reused while nothing changed.
     pub list_cache: Duration,
+    /// How long a summed `system/info` may be reused (nodes sample once per second).
+    pub system_info_cache: Duration,
     /// Failed authentications from one client address within `auth_failure_window` after
     /// which its further attempts get 429 until the window has passed (0: no limit).
     pub auth_failure_limit: usize,
@@ -593,6 +595,7 @@ struct RawRouting {
     max_header_bytes: usize,
     max_commands: usize,
     list_cache_ms: u64,
+    system_info_cache_ms: u64,
     auth_failure_limit: usize,
     auth_failure_window_s: u64,
     max_connections_per_address: u32,
@@ -613,6 +616,9 @@ impl Default for RawRouting {
             max_header_bytes: DEFAULT_MAX_HEADERS,
             max_commands: 64,
             list_cache_ms: 250,
+            // TS3AudioBot samples memory and CPU once per second: a sum at most a second old
+            // is at most one sample behind, and the WebInterface polls it every second.
+            system_info_cache_ms: 1000,
             auth_failure_limit: 20,
             auth_failure_window_s: 60,
             max_connections_per_address: 512,
@@ -1223,6 +1229,16 @@ fn validate_routing(r: RawRouting) -> Result<RoutingConfig, ConfigError> {
             n => n,
         },
         list_cache: Duration::from_millis(r.list_cache_ms),
+        system_info_cache: match r.system_info_cache_ms {
+            // Longer would show a panel's load graph minutes late.
+            0..=60_000 => Duration::from_millis(r.system_info_cache_ms),
+            _ => {
+                return Err(invalid(
+                    "routing.system_info_cache_ms",
+                    "must be at most 60000 (a minute: TS3AudioBot keeps 60 one-second samples)",
+                ))
+            }
+        },
         auth_failure_limit: r.auth_failure_limit,
         auth_failure_window: match r.auth_failure_window_s {
             // A day at most: the window is also how long an address is remembered.
@@ -1487,6 +1503,12 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert!(err("secrets: {}").starts_with("secrets.key_file:"));
         assert!(err("routing: {header_timeout_ms: 5}").starts_with("routing.header_timeout_ms:"));
         assert!(err("routing: {idle_timeout_ms: 0}").starts_with("routing.idle_timeout_ms:"));
+        assert!(err("routing: {system_info_cache_ms: 60001}")
+            .starts_with("routing.system_info_cache_ms:"));
+        let c = Config::from_yaml("routing: {system_info_cache_ms: 0}", &no_env).expect("off");
+        assert_eq!(c.routing.system_info_cache, Duration::ZERO);
+        let c = Config::from_yaml("{}", &no_env).expect("defaults");
+        assert_eq!(c.routing.system_info_cache, Duration::from_secs(1));
         assert!(err("secrets: {key_file: ''}").starts_with("secrets.key_file:"));
         assert!(err("secrets: {key_file: a, key_env: B}").starts_with("secrets.key_file:"));
         assert!(err("secrets: {key_env: NOPE_NOT_SET}").starts_with("secrets.key_env:"));

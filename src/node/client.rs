@@ -280,20 +280,37 @@ impl NodeClient {
         if declared.is_some_and(|n| n > MAX_RESPONSE as u64) {
             return Err(NodeError::TooLarge { node: name() });
         }
-        let mut body = BytesMut::new();
+        // A body that arrives in one piece (a `Content-Length` answer read whole with its head,
+        // the common case) is kept as Pingora's own buffer, not copied; only a body in several
+        // pieces is joined.
+        let (mut first, mut joined, mut total) = (None::<Bytes>, BytesMut::new(), 0usize);
         while let Some(chunk) = session.read_response_body().await.map_err(exchange_err)? {
-            if body.len() + chunk.len() > MAX_RESPONSE {
+            total += chunk.len();
+            if total > MAX_RESPONSE {
                 return Err(NodeError::TooLarge { node: name() });
             }
-            body.extend_from_slice(&chunk);
+            match &first {
+                None => first = Some(chunk),
+                Some(f) => {
+                    if joined.is_empty() {
+                        joined.extend_from_slice(f);
+                    }
+                    joined.extend_from_slice(&chunk);
+                }
+            }
         }
+        let body = if joined.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            joined.freeze()
+        };
         self.connector
             .release_http_session(session, &peer, None)
             .await;
         Ok(NodeResponse {
             status,
             content_type,
-            body: body.freeze(),
+            body,
         })
     }
 }

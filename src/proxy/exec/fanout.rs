@@ -29,6 +29,12 @@ pub(super) struct ListFanOut {
     fut: Shared<BoxFuture<'static, Listed>>,
 }
 
+/// A `system info` fan-out, running or done, that later callers may share.
+pub(super) struct InfoFanOut {
+    started: Instant,
+    fut: Shared<BoxFuture<'static, Answer>>,
+}
+
 /// A finished fan-out: the answer body, and the bots in it (a tenant's answer is cut from
 /// them).
 type Listed = Arc<(Bytes, Vec<BotInfo>)>;
@@ -95,51 +101,39 @@ impl Exec {
 
     /// `system info` summed over the nodes that answer: per sample (aligned on the newest),
     /// memory and CPU add up; `starttime` is the earliest.
+    ///
+    /// Concurrent callers share one fan-out, and a summed answer is reused for
+    /// `routing.system_info_cache` (nodes sample once per second, and every open WebInterface
+    /// overview asks every second: without it each would cost a request to every node). An
+    /// error (no node answered) is shared with the callers waiting for it, never reused.
     pub async fn system_info(&self) -> Answer {
-        let nodes = self.cluster.nodes();
-        let results = join_all(nodes.iter().filter(|n| n.is_healthy()).map(|n| async move {
-            self.client
-                .get(&n.endpoint(), b"/api/system/info", self.cfg.fanout_timeout)
-                .await
-        }))
-        .await;
-        #[derive(serde::Deserialize)]
-        struct Info {
-            memory: Vec<i64>,
-            cpu: Vec<f64>,
-            starttime: String,
-        }
-        let infos: Vec<Info> = results
-            .into_iter()
-            .filter_map(|r| match r {
-                Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).ok(),
-                _ => None,
-            })
-            .collect();
-        if infos.is_empty() {
-            return Answer::error(&ApiError::unavailable("no node answered system info"));
-        }
-        let len = |f: &dyn Fn(&Info) -> usize| infos.iter().map(f).max().unwrap_or(0);
-        let (mlen, clen) = (len(&|i| i.memory.len()), len(&|i| i.cpu.len()));
-        let mut memory = vec![0i64; mlen];
-        let mut cpu = vec![0f64; clen];
-        for i in &infos {
-            for (k, v) in i.memory.iter().rev().enumerate() {
-                memory[mlen - 1 - k] = memory[mlen - 1 - k].saturating_add(*v);
+        let fut = {
+            let mut slot = self.info.lock();
+            let reusable = slot.as_ref().filter(|f| match f.fut.peek() {
+                None => true,
+                Some(a) => a.status == 200 && f.started.elapsed() < self.cfg.system_info_cache,
+            });
+            match reusable {
+                Some(f) => f.fut.clone(),
+                None => {
+                    let (cluster, client, timeout) = (
+                        self.cluster.clone(),
+                        self.client.clone(),
+                        self.cfg.fanout_timeout,
+                    );
+                    let fut = async move { sum_system_info(&cluster, &client, timeout).await }
+                        .boxed()
+                        .shared();
+                    *slot = Some(InfoFanOut {
+                        started: Instant::now(),
+                        fut: fut.clone(),
+                    });
+                    fut
+                }
             }
-            for (k, v) in i.cpu.iter().rev().enumerate() {
-                cpu[clen - 1 - k] += v;
-            }
-        }
-        let starttime = infos
-            .iter()
-            .map(|i| i.starttime.as_str())
-            .min()
-            .unwrap_or_default();
-        let body = serde_json::json!({ "memory": memory, "cpu": cpu, "starttime": starttime });
-        Answer::json(200, serde_json::to_vec(&body).unwrap_or_default())
+        };
+        fut.await
     }
-
     /// Sends a node-wide command to every node. All succeed → the first node's answer; any
     /// node refuses → that answer; any node unreachable → 503 naming it.
     pub async fn broadcast(&self, target: &[u8]) -> Answer {
@@ -190,6 +184,52 @@ impl Exec {
     }
 }
 
+/// Asks every healthy node for `system info` and sums the answers (see [`Exec::system_info`]).
+async fn sum_system_info(cluster: &Cluster, client: &NodeClient, timeout: Duration) -> Answer {
+    let nodes = cluster.nodes();
+    let results = join_all(nodes.iter().filter(|n| n.is_healthy()).map(|n| async move {
+        client
+            .get(&n.endpoint(), b"/api/system/info", timeout)
+            .await
+    }))
+    .await;
+    #[derive(serde::Deserialize)]
+    struct Info {
+        memory: Vec<i64>,
+        cpu: Vec<f64>,
+        starttime: String,
+    }
+    let infos: Vec<Info> = results
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).ok(),
+            _ => None,
+        })
+        .collect();
+    if infos.is_empty() {
+        return Answer::error(&ApiError::unavailable("no node answered system info"));
+    }
+    let len = |f: &dyn Fn(&Info) -> usize| infos.iter().map(f).max().unwrap_or(0);
+    let (mlen, clen) = (len(&|i| i.memory.len()), len(&|i| i.cpu.len()));
+    let mut memory = vec![0i64; mlen];
+    let mut cpu = vec![0f64; clen];
+    for i in &infos {
+        for (k, v) in i.memory.iter().rev().enumerate() {
+            memory[mlen - 1 - k] = memory[mlen - 1 - k].saturating_add(*v);
+        }
+        for (k, v) in i.cpu.iter().rev().enumerate() {
+            cpu[clen - 1 - k] += v;
+        }
+    }
+    let starttime = infos
+        .iter()
+        .map(|i| i.starttime.as_str())
+        .min()
+        .unwrap_or_default();
+    let body = serde_json::json!({ "memory": memory, "cpu": cpu, "starttime": starttime });
+    Answer::json(200, serde_json::to_vec(&body).unwrap_or_default())
+}
+
 /// One node's part of a merged list: its entries, each with the node and whether the node
 /// listed it itself (false: from the router's records), and whether new ids were handed out.
 type NodeList = (Vec<(BotInfo, NodeId, bool)>, bool);
@@ -197,7 +237,7 @@ type NodeList = (Vec<(BotInfo, NodeId, bool)>, bool);
 /// Keeps one entry per cluster id. The nodes' lists are read and translated one after the
 /// other, so a bot that moved meanwhile (a failover or a restore recorded between two nodes'
 /// translations) can show up in two of them: in its new node's list and in the records of
-/// its old node (`fallback_list`, `restoring_list`), or in a slot its old node has reused.
+/// its old node (`fallback_list`, `restoring_lists`), or in a slot its old node has reused.
 /// The entry a node listed itself wins over one from the records, then the entry of the node
 /// the router now places the bot on, then the first.
 fn one_entry_per_id(cluster: &Cluster, results: Vec<NodeList>) -> Vec<(Vec<BotInfo>, bool)> {
@@ -286,26 +326,16 @@ async fn collect_list(
                             }
                             n => n,
                         };
-                        Some((
-                            BotInfo {
-                                id,
-                                name,
-                                server: b.server,
-                                status: b.status,
-                            },
-                            true,
-                        ))
+                        let info = BotInfo {
+                            id,
+                            name,
+                            server: b.server,
+                            status: b.status,
+                        };
+                        Some((info, node.id, true))
                     })
-                    // Bots coming back after a restart of the node, as "connecting".
-                    .chain(
-                        cluster
-                            .restoring_list(node.id)
-                            .into_iter()
-                            .map(|b| (b, false)),
-                    )
-                    .map(|(b, live)| (b, node.id, live))
                     .collect();
-                (infos, new_ids)
+                (infos, new_ids, true)
             }
             None => (
                 cluster
@@ -314,10 +344,24 @@ async fn collect_list(
                     .map(|b| (b, node.id, false))
                     .collect(),
                 false,
+                false,
             ),
         }
     }))
     .await;
+    // Bots coming back after a restart of a node that answered, as "connecting", after its
+    // own entries (a node that did not answer shows them in its fallback list).
+    let mut restoring = cluster.restoring_lists();
+    let results: Vec<NodeList> = nodes
+        .iter()
+        .zip(results)
+        .map(|(node, (mut infos, added, answered))| {
+            if let Some(back) = answered.then(|| restoring.remove(&node.id)).flatten() {
+                infos.extend(back.into_iter().map(|b| (b, node.id, false)));
+            }
+            (infos, added)
+        })
+        .collect();
     let results = one_entry_per_id(cluster, results);
     let mut named = Vec::new();
     let mut offline = Vec::new();

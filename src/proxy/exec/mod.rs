@@ -27,11 +27,12 @@ mod quota;
 mod readback;
 
 pub use answer::{strip_names, withheld, Answer};
-use fanout::ListFanOut;
+use fanout::{InfoFanOut, ListFanOut};
 
 /// Executes router-made plans.
 pub struct Exec {
     list: parking_lot::Mutex<Option<ListFanOut>>,
+    info: parking_lot::Mutex<Option<InfoFanOut>>,
     cluster: Arc<Cluster>,
     client: Arc<NodeClient>,
     placer: Arc<Placer>,
@@ -52,6 +53,7 @@ impl Exec {
     ) -> Self {
         Exec {
             list: parking_lot::Mutex::new(None),
+            info: parking_lot::Mutex::new(None),
             cluster,
             client,
             placer,
