@@ -271,3 +271,49 @@ fn a_restart_during_a_failover_of_the_node_loses_no_bot_and_runs_none_twice() {
         nodes[1].bots()
     );
 }
+
+/// While a restarted node's bots wait to be brought back (here its `bot connect` fails for a
+/// while), the cluster list shows each of them as connecting (1) under its id, once, beside
+/// what the node runs; when the node takes connects again, they come back.
+#[test]
+fn bots_waiting_to_be_brought_back_are_listed_as_connecting_under_their_ids() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    let refs: Vec<&FakeNode> = nodes.iter().collect();
+    let router = Router::start(&refs, opts("", vec![1]));
+    let gids = populate(&router);
+    let want = identities(&router, &gids);
+    // The crash and restart of `crash_and_restart`, with connects failing once it is back.
+    nodes[0].kill();
+    nodes[0].restart();
+    nodes[0].set_fault_on(Some(Fault::Status500), "bot/connect");
+    nodes[0].clear_requests();
+    std::thread::sleep(Duration::from_secs(1));
+    nodes[0].revive().expect("node listens again");
+    // Its first `bot connect` (refused) shows the router took the restart in and brings the
+    // bots back: from here on they are listed from its records as ones being brought back.
+    wait_for(20, "a first attempt to bring the bots back", || {
+        targets(&nodes[0]).iter().any(|t| t.contains("bot/connect"))
+    });
+    // The autostarted template (gids[4]) runs again by itself; the others wait.
+    let waiting: Vec<u64> = gids.iter().copied().filter(|g| *g != gids[4]).collect();
+    router.wait_until(20, "the waiting bots to show as connecting", |r| {
+        let connecting: Vec<u64> = r
+            .bot_list()
+            .iter()
+            .filter(|b| b["Status"] == 1)
+            .filter_map(|b| b["Id"].as_u64())
+            .collect();
+        waiting.iter().all(|g| connecting.contains(g))
+    });
+    let mut listed: Vec<u64> = router
+        .bot_list()
+        .iter()
+        .filter_map(|b| b["Id"].as_u64())
+        .collect();
+    listed.sort_unstable();
+    let mut expected = gids.clone();
+    expected.sort_unstable();
+    assert_eq!(listed, expected, "each id once, the running template too");
+    nodes[0].set_fault(None);
+    wait_all_back(&router, &refs, &want, 20);
+}
