@@ -13,7 +13,9 @@
 //!   same request written to all of them at once, then every answer read; a sample is the time
 //!   from the first write to the last answer. This is what the fastest possible fan-out client
 //!   takes to ask those servers together (the router's `bot/list` baseline: the nodes' time when
-//!   all are asked at once, not one by one). `--connections` is ignored.
+//!   all are asked at once, not one by one). `--connections`, `--rate`, `--path-mode` and every
+//!   path but the first are ignored; every request carries `--addr` as its `Host`. Also prints
+//!   the client's own CPU time per round over the measured span (`cpu_us_per_request`).
 //!
 //! Requests go to `--path`s (repeatable, or `--paths-file`, one per line): `rotate` takes the
 //! next path for every request, `per-conn` gives connection `i` path `i % n` for good.
@@ -388,7 +390,7 @@ fn main() {
         a.duration
     };
     let mode = if a.rate.is_some() { "open" } else { "closed" };
-    report(mode, &a, &total, elapsed);
+    report(mode, &a, &total, elapsed, None);
 }
 
 /// The fan-out mode: the same request to `--addr` and every `--fanout` address at once, one
@@ -407,7 +409,9 @@ fn fanout(a: &Args, req: &[u8]) {
     let end = measure_from + Duration::from_secs_f64(a.duration);
     let mut t = Tally::new();
     let mut rounds = 0u64;
+    let (mut cpu_from, mut measured) = (None::<f64>, 0u64);
     loop {
+        let cpu_us_before = own_cpu_us();
         let sent = Instant::now();
         if sent >= end || a.requests.is_some_and(|l| rounds >= l) {
             break;
@@ -417,6 +421,7 @@ fn fanout(a: &Args, req: &[u8]) {
         for (c, f) in conns.iter_mut().zip(failed.iter_mut()) {
             *f = c.stream().and_then(|s| s.write_all(req)).is_err();
         }
+        // One outcome per round: an I/O error anywhere, else the last non-2xx status, else 200.
         let mut worst = Outcome::Status(200);
         for (c, f) in conns.iter_mut().zip(failed) {
             let got = if f {
@@ -425,7 +430,11 @@ fn fanout(a: &Args, req: &[u8]) {
                 c.receive()
             };
             match got {
-                Ok(s) if !(200..300).contains(&s) => worst = Outcome::Status(s),
+                Ok(s) if !(200..300).contains(&s) => {
+                    if !matches!(worst, Outcome::IoError) {
+                        worst = Outcome::Status(s);
+                    }
+                }
                 Ok(_) => {}
                 Err(_) => {
                     c.stream = None;
@@ -436,19 +445,33 @@ fn fanout(a: &Args, req: &[u8]) {
         let fin = Instant::now();
         rounds += 1;
         if sent >= measure_from || a.requests.is_some() {
+            // The CPU count starts with the first measured round.
+            cpu_from.get_or_insert(cpu_us_before);
+            measured += 1;
             t.add(&worst, (fin - sent).as_nanos() as u64);
         }
     }
+    let cpu_us = cpu_from.map_or(0.0, |c0| (own_cpu_us() - c0) / measured.max(1) as f64);
     let elapsed = if a.requests.is_some() {
         start.elapsed().as_secs_f64()
     } else {
         a.duration
     };
-    report("fanout", a, &t, elapsed);
+    report("fanout", a, &t, elapsed, Some(cpu_us));
+}
+
+/// This process's CPU time (user + system) so far, in µs.
+fn own_cpu_us() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a valid pointer to a rusage, which getrusage only writes.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(ru.ru_utime) + us(ru.ru_stime)
 }
 
 /// Prints the one JSON object the runner reads.
-fn report(mode: &str, a: &Args, total: &Tally, elapsed: f64) {
+fn report(mode: &str, a: &Args, total: &Tally, elapsed: f64, cpu_us: Option<f64>) {
     let ok: u64 = total
         .status
         .iter()
@@ -465,7 +488,7 @@ fn report(mode: &str, a: &Args, total: &Tally, elapsed: f64) {
     println!(
         "{{\"mode\":\"{}\",\"connections\":{},\"rate\":{},\"duration_s\":{:.3},\"requests\":{},\"ok\":{},\"errors\":{},\
          \"io_errors\":{},\"status\":{{{}}},\"rps\":{:.1},\"lat_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\
-         \"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"late_us_p99\":{:.1}}}",
+         \"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"late_us_p99\":{:.1}{}}}",
         mode,
         a.connections,
         a.rate.unwrap_or(0.0),
@@ -483,5 +506,6 @@ fn report(mode: &str, a: &Args, total: &Tally, elapsed: f64) {
         total.hist.max() as f64 / 1000.0,
         total.hist.mean() / 1000.0,
         total.late.value_at_quantile(0.99) as f64 / 1000.0,
+        cpu_us.map_or(String::new(), |c| format!(",\"cpu_us_per_request\":{c:.1}")),
     );
 }

@@ -645,6 +645,37 @@ fn summed_system_info_is_reused_within_its_window_and_fresh_with_the_cache_off()
     );
 }
 
+/// A summed `system/info` that misses a node (it did not answer within the fan-out deadline)
+/// is not reused, however long the window: the next request asks every node again.
+#[test]
+fn a_summed_system_info_missing_a_node_is_not_reused() {
+    let nodes: Vec<FakeNode> = (0..2).map(fake_node).collect();
+    for n in &nodes {
+        n.set_system_info(vec![100, 200], vec![0.5, 1.0], "2021-04-01T12:00:00Z");
+    }
+    let router = Router::start(
+        &nodes.iter().collect::<Vec<_>>(),
+        RouterOpts {
+            routing_yaml: "system_info_cache_ms: 60000".into(),
+            ..RouterOpts::default()
+        },
+    );
+    let sum = || {
+        let info = router.get("/api/system/info");
+        assert_eq!(info.status, 200, "{}", info.text());
+        info.json()["memory"].clone()
+    };
+    // Slower than the fan-out's 1 s deadline, within the poll's 2 s: node-1 stays up.
+    nodes[1].set_latency_on(Duration::from_millis(1500), "system/info");
+    assert_eq!(sum(), json!([100, 200]), "node-1 missed the deadline");
+    nodes[1].set_latency(Duration::ZERO);
+    assert_eq!(
+        sum(),
+        json!([200, 400]),
+        "the sum without node-1 was not reused"
+    );
+}
+
 /// system quit is refused for everyone; node-wide commands need an admin key; identities and
 /// passwords are redacted for user keys.
 #[test]

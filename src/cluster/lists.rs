@@ -1,8 +1,10 @@
-//! What `bot/list` shows of a node from the router's own records: its bots that are being
-//! brought back after a restart, and everything it is known to hold while it is down.
+//! What `bot/list` shows from the router's own records: the bots being brought back after a
+//! restart of their node (for every node at once, in id order), and everything a node is
+//! known to hold while it is down (in TS3AudioBot's order: named bots, offline templates,
+//! temporary bots).
 //!
-//! Owns: those two lists (in TS3AudioBot's order: named bots, offline templates, temporary
-//! bots). Does not own: the live lists from nodes (`proxy::exec`) or the tables (`view`).
+//! Owns: those two lists. Does not own: the live lists from nodes (`proxy::exec`) or the
+//! tables (`view`).
 
 use std::collections::HashMap;
 

@@ -1505,6 +1505,9 @@ server: { threads: 1, grace_period_seconds: 0 }
         assert!(err("routing: {idle_timeout_ms: 0}").starts_with("routing.idle_timeout_ms:"));
         assert!(err("routing: {system_info_cache_ms: 60001}")
             .starts_with("routing.system_info_cache_ms:"));
+        let c =
+            Config::from_yaml("routing: {system_info_cache_ms: 60000}", &no_env).expect("a minute");
+        assert_eq!(c.routing.system_info_cache, Duration::from_secs(60));
         let c = Config::from_yaml("routing: {system_info_cache_ms: 0}", &no_env).expect("off");
         assert_eq!(c.routing.system_info_cache, Duration::ZERO);
         let c = Config::from_yaml("{}", &no_env).expect("defaults");

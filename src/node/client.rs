@@ -281,8 +281,8 @@ impl NodeClient {
             return Err(NodeError::TooLarge { node: name() });
         }
         // A body that arrives in one piece (a `Content-Length` answer read whole with its head,
-        // the common case) is kept as Pingora's own buffer, not copied; only a body in several
-        // pieces is joined.
+        // the common case) is kept as the `Bytes` Pingora hands out, not copied a second time;
+        // only a body in several pieces is joined.
         let (mut first, mut joined, mut total) = (None::<Bytes>, BytesMut::new(), 0usize);
         while let Some(chunk) = session.read_response_body().await.map_err(exchange_err)? {
             total += chunk.len();

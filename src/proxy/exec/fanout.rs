@@ -1,8 +1,10 @@
 //! The plans that ask every node: `bot list`, `system info` and node-wide broadcasts.
 //!
 //! Owns: the `bot list` fan-out (shared by concurrent callers, cached briefly, merged and
-//! translated to cluster ids), `system info` summed over the nodes, and sending a node-wide
-//! command everywhere. A node that fails never fails a whole fan-out; every call has a deadline.
+//! translated to cluster ids), `system info` summed over the nodes (shared and reused the
+//! same way, for `routing.system_info_cache`), and sending a node-wide command everywhere.
+//! A shared fan-out runs in a task of its own, to its end, whoever still waits for it. A node
+//! that fails never fails a whole fan-out; every call has a deadline.
 //! Does not own: reading one node's list (`node::api`) or reconciling it (`cluster`).
 
 use std::collections::{HashMap, HashSet};
@@ -32,7 +34,30 @@ pub(super) struct ListFanOut {
 /// A `system info` fan-out, running or done, that later callers may share.
 pub(super) struct InfoFanOut {
     started: Instant,
-    fut: Shared<BoxFuture<'static, Answer>>,
+    /// The healthy nodes when it started.
+    asked: Vec<NodeId>,
+    /// The summed answer, and whether every node asked answered.
+    fut: Shared<BoxFuture<'static, (Answer, bool)>>,
+}
+
+/// Runs a shared fan-out to its end in a task of its own: the callers that share it may all
+/// go away (clients hang up), and a fan-out nobody polls would stall in the slot, to be
+/// handed, stale, to the next caller.
+fn drive<T: Clone + Send + Sync + 'static>(fut: &Shared<BoxFuture<'static, T>>) {
+    let fut = fut.clone();
+    tokio::spawn(async move {
+        let _ = fut.await;
+    });
+}
+
+/// The ids of the nodes that are up, in the cluster's order.
+fn healthy_ids(cluster: &Cluster) -> Vec<NodeId> {
+    cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.is_healthy())
+        .map(|n| n.id)
+        .collect()
 }
 
 /// A finished fan-out: the answer body, and the bots in it (a tenant's answer is cut from
@@ -71,6 +96,7 @@ impl Exec {
                     }
                     .boxed()
                     .shared();
+                    drive(&fut);
                     *slot = Some(ListFanOut {
                         generation,
                         started: Instant::now(),
@@ -105,13 +131,22 @@ impl Exec {
     /// Concurrent callers share one fan-out, and a summed answer is reused for
     /// `routing.system_info_cache` (nodes sample once per second, and every open WebInterface
     /// overview asks every second: without it each would cost a request to every node). An
-    /// error (no node answered) is shared with the callers waiting for it, never reused.
+    /// error (no node answered) or a sum that misses a node is shared with the callers waiting
+    /// for it, never reused.
     pub async fn system_info(&self) -> Answer {
         let fut = {
             let mut slot = self.info.lock();
+            let asked = healthy_ids(&self.cluster);
+            // A sum is reused only if every node asked answered and the same nodes are up now
+            // (a node added, gone or down changes the sum at once).
             let reusable = slot.as_ref().filter(|f| match f.fut.peek() {
                 None => true,
-                Some(a) => a.status == 200 && f.started.elapsed() < self.cfg.system_info_cache,
+                Some((a, complete)) => {
+                    a.status == 200
+                        && *complete
+                        && f.asked == asked
+                        && f.started.elapsed() < self.cfg.system_info_cache
+                }
             });
             match reusable {
                 Some(f) => f.fut.clone(),
@@ -124,16 +159,19 @@ impl Exec {
                     let fut = async move { sum_system_info(&cluster, &client, timeout).await }
                         .boxed()
                         .shared();
+                    drive(&fut);
                     *slot = Some(InfoFanOut {
                         started: Instant::now(),
+                        asked,
                         fut: fut.clone(),
                     });
                     fut
                 }
             }
         };
-        fut.await
+        fut.await.0
     }
+
     /// Sends a node-wide command to every node. All succeed → the first node's answer; any
     /// node refuses → that answer; any node unreachable → 503 naming it.
     pub async fn broadcast(&self, target: &[u8]) -> Answer {
@@ -184,10 +222,17 @@ impl Exec {
     }
 }
 
-/// Asks every healthy node for `system info` and sums the answers (see [`Exec::system_info`]).
-async fn sum_system_info(cluster: &Cluster, client: &NodeClient, timeout: Duration) -> Answer {
+/// Asks every healthy node for `system info` and sums the answers (see [`Exec::system_info`]);
+/// says whether every node asked answered.
+async fn sum_system_info(
+    cluster: &Cluster,
+    client: &NodeClient,
+    timeout: Duration,
+) -> (Answer, bool) {
     let nodes = cluster.nodes();
-    let results = join_all(nodes.iter().filter(|n| n.is_healthy()).map(|n| async move {
+    let healthy: Vec<_> = nodes.iter().filter(|n| n.is_healthy()).collect();
+    let asked = healthy.len();
+    let results = join_all(healthy.into_iter().map(|n| async move {
         client
             .get(&n.endpoint(), b"/api/system/info", timeout)
             .await
@@ -206,8 +251,10 @@ async fn sum_system_info(cluster: &Cluster, client: &NodeClient, timeout: Durati
             _ => None,
         })
         .collect();
+    let complete = infos.len() == asked;
     if infos.is_empty() {
-        return Answer::error(&ApiError::unavailable("no node answered system info"));
+        let none = Answer::error(&ApiError::unavailable("no node answered system info"));
+        return (none, false);
     }
     let len = |f: &dyn Fn(&Info) -> usize| infos.iter().map(f).max().unwrap_or(0);
     let (mlen, clen) = (len(&|i| i.memory.len()), len(&|i| i.cpu.len()));
@@ -227,7 +274,8 @@ async fn sum_system_info(cluster: &Cluster, client: &NodeClient, timeout: Durati
         .min()
         .unwrap_or_default();
     let body = serde_json::json!({ "memory": memory, "cpu": cpu, "starttime": starttime });
-    Answer::json(200, serde_json::to_vec(&body).unwrap_or_default())
+    let sum = Answer::json(200, serde_json::to_vec(&body).unwrap_or_default());
+    (sum, complete)
 }
 
 /// One node's part of a merged list: its entries, each with the node and whether the node
@@ -286,6 +334,9 @@ async fn collect_list(
     let nodes = cluster.nodes();
     // Each node's list is read, reconciled and translated as soon as it arrives, so that work
     // overlaps the wait for slower nodes instead of following the slowest one.
+    // Bots being brought back, as the fan-out starts (merged below with those at its end: a
+    // restore that finishes while the nodes answer is then in one of the two, never in neither).
+    let restoring_before = cluster.restoring_lists();
     let results = join_all(nodes.iter().map(|node| async move {
         let listed = if node.is_healthy() {
             let started = cluster.generation();
@@ -350,14 +401,18 @@ async fn collect_list(
     }))
     .await;
     // Bots coming back after a restart of a node that answered, as "connecting", after its
-    // own entries (a node that did not answer shows them in its fallback list).
-    let mut restoring = cluster.restoring_lists();
+    // own entries (a node that did not answer shows them in its fallback list). One pass over
+    // the bots at the start and one at the end, for all nodes; an id in both, or in the node's
+    // own list too, is kept once (`one_entry_per_id`).
+    let (mut before, mut after) = (restoring_before, cluster.restoring_lists());
     let results: Vec<NodeList> = nodes
         .iter()
         .zip(results)
         .map(|(node, (mut infos, added, answered))| {
-            if let Some(back) = answered.then(|| restoring.remove(&node.id)).flatten() {
-                infos.extend(back.into_iter().map(|b| (b, node.id, false)));
+            if answered {
+                let back = after.remove(&node.id).into_iter().flatten();
+                let earlier = before.remove(&node.id).into_iter().flatten();
+                infos.extend(back.chain(earlier).map(|b| (b, node.id, false)));
             }
             (infos, added)
         })
