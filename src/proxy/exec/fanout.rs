@@ -40,14 +40,31 @@ pub(super) struct InfoFanOut {
     fut: Shared<BoxFuture<'static, (Answer, bool)>>,
 }
 
-/// Runs a shared fan-out to its end in a task of its own: the callers that share it may all
-/// go away (clients hang up), and a fan-out nobody polls would stall in the slot, to be
-/// handed, stale, to the next caller.
-fn drive<T: Clone + Send + Sync + 'static>(fut: &Shared<BoxFuture<'static, T>>) {
-    let fut = fut.clone();
-    tokio::spawn(async move {
-        let _ = fut.await;
-    });
+impl Exec {
+    /// Starts a fan-out that callers can share, with the cluster, the client and the fan-out
+    /// deadline. It runs to its end in a task of its own: the callers that share it may all go
+    /// away (clients hang up), and a fan-out nobody polls would stall in its slot, to be
+    /// handed, stale, to the next caller.
+    fn start_shared<T, Fut>(
+        &self,
+        fan_out: impl FnOnce(Arc<Cluster>, Arc<NodeClient>, Duration) -> Fut,
+    ) -> Shared<BoxFuture<'static, T>>
+    where
+        T: Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        let run = fan_out(
+            self.cluster.clone(),
+            self.client.clone(),
+            self.cfg.fanout_timeout,
+        );
+        let fut = run.boxed().shared();
+        let driven = fut.clone();
+        tokio::spawn(async move {
+            let _ = driven.await;
+        });
+        fut
+    }
 }
 
 /// The ids of the nodes that are up, in the cluster's order.
@@ -85,18 +102,10 @@ impl Exec {
             match reusable {
                 Some(f) => f.fut.clone(),
                 None => {
-                    let (cluster, client, timeout) = (
-                        self.cluster.clone(),
-                        self.client.clone(),
-                        self.cfg.fanout_timeout,
-                    );
-                    let fut = async move {
+                    let fut = self.start_shared(|cluster, client, timeout| async move {
                         let infos = collect_list(cluster, client, timeout).await;
                         Arc::new((Bytes::from(bot_list_body(&infos)), infos))
-                    }
-                    .boxed()
-                    .shared();
-                    drive(&fut);
+                    });
                     *slot = Some(ListFanOut {
                         generation,
                         started: Instant::now(),
@@ -151,15 +160,9 @@ impl Exec {
             match reusable {
                 Some(f) => f.fut.clone(),
                 None => {
-                    let (cluster, client, timeout) = (
-                        self.cluster.clone(),
-                        self.client.clone(),
-                        self.cfg.fanout_timeout,
-                    );
-                    let fut = async move { sum_system_info(&cluster, &client, timeout).await }
-                        .boxed()
-                        .shared();
-                    drive(&fut);
+                    let fut = self.start_shared(|cluster, client, timeout| async move {
+                        sum_system_info(&cluster, &client, timeout).await
+                    });
                     *slot = Some(InfoFanOut {
                         started: Instant::now(),
                         asked,
