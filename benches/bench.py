@@ -399,10 +399,11 @@ def wrk(port, path, auth, seconds, conns=32, pid=None):
 
 
 def loadgen(port, paths, auth, seconds, conns=32, rate=None, warmup=1.0, per_conn=False, requests=None,
-            work=None, pid=None, quiet=True):
+            work=None, pid=None, quiet=True, cpu=LOAD_CPU, fanout=()):
+    """`fanout`: more ports, asked together with `port` (loadgen's fan-out mode)."""
     if quiet:
         wait_quiet()
-    argv = pinned(LOAD_CPU) + [str(EX / "loadgen"), "--addr", f"127.0.0.1:{port}", "--header",
+    argv = pinned(cpu) + [str(EX / "loadgen"), "--addr", f"127.0.0.1:{port}", "--header",
             f"Authorization: {auth}", "--connections", str(conns), "--duration", str(seconds), "--warmup",
             str(warmup)]
     if len(paths) > 20:
@@ -418,6 +419,8 @@ def loadgen(port, paths, auth, seconds, conns=32, rate=None, warmup=1.0, per_con
         argv += ["--path-mode", "per-conn"]
     if requests:
         argv += ["--requests", str(requests)]
+    for p in fanout:
+        argv += ["--fanout", f"127.0.0.1:{p}"]
     c0, t0 = cpu_times(), time.time()
     p0 = proc_cpu(pid) if pid else None
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + warmup + 600)
@@ -1095,24 +1098,14 @@ def section_fanout(cfg, work, R):
             # router idle meanwhile): how long the nodes take when asked together, as a fan-out
             # asks them (they share one core, so asked together they answer later than one alone).
             ports = [int(u.rsplit(":", 1)[1]) for u in fc.urls[:n]]
-            wait_quiet()
-            argv = pinned(PROXY_CPU) + [str(EX / "loadgen"), "--addr", f"127.0.0.1:{ports[0]}", "--header",
-                                        f"Authorization: {NODE_HDR}", "--path", path, "--duration",
-                                        str(cfg["fanout_secs"]), "--warmup", "0.2", "--connections", "1"]
-            for port in ports[1:]:
-                argv += ["--fanout", f"127.0.0.1:{port}"]
-            c0 = cpu_times()
-            dr = subprocess.run(argv, capture_output=True, text=True, timeout=cfg["fanout_secs"] + 600)
-            if dr.returncode != 0:
-                raise RuntimeError(f"loadgen --fanout failed: {dr.stderr}")
-            direct = json.loads(dr.stdout)
+            direct = loadgen(ports[0], [path], NODE_HDR, cfg["fanout_secs"], conns=1, warmup=0.2, cpu=PROXY_CPU,
+                             fanout=ports[1:])
             if direct["errors"] or direct["io_errors"]:
                 raise RuntimeError(f"direct fan-out over {n} nodes: errors {direct}")
-            busy = cpu_busy(c0, cpu_times())
             node_runs[n].append({"round": r, "nodes": per_node, "max_p50": max(x["p50"] for x in per_node),
                                  "max_p99": max(x["p99"] for x in per_node),
                                  "direct_p50": direct["lat_us"]["p50"], "direct_p99": direct["lat_us"]["p99"],
-                                 "direct_client_cpu0": busy.get("cpu0", {}).get("busy"),
+                                 "direct_client_cpu0": direct["cpu0"],
                                  # The client's own CPU per fan-out over the measured rounds: every
                                  # node's send and receive, nothing else (what any fan-out over these
                                  # nodes costs at the least). One node: loadgen's closed loop, no figure.

@@ -119,9 +119,16 @@ fn wait_all_back(
 
 /// The crash and the restart one second later.
 fn crash_and_restart(node: &FakeNode) {
+    crash_and_restart_with(node, |_| {});
+}
+
+/// [`crash_and_restart`], with `while_down` run on the restarted node before it listens
+/// again (a fault set earlier would be gone with the crash).
+fn crash_and_restart_with(node: &FakeNode, while_down: impl FnOnce(&FakeNode)) {
     let before = node.starttime();
     node.kill();
     node.restart();
+    while_down(node);
     // The outage itself (what systemd's RestartSec gives), not a wait for a condition.
     std::thread::sleep(Duration::from_secs(1));
     node.revive().expect("node listens again");
@@ -282,13 +289,11 @@ fn bots_waiting_to_be_brought_back_are_listed_as_connecting_under_their_ids() {
     let router = Router::start(&refs, opts("", vec![1]));
     let gids = populate(&router);
     let want = identities(&router, &gids);
-    // The crash and restart of `crash_and_restart`, with connects failing once it is back.
-    nodes[0].kill();
-    nodes[0].restart();
-    nodes[0].set_fault_on(Some(Fault::Status500), "bot/connect");
-    nodes[0].clear_requests();
-    std::thread::sleep(Duration::from_secs(1));
-    nodes[0].revive().expect("node listens again");
+    // Connects fail once it is back.
+    crash_and_restart_with(&nodes[0], |n| {
+        n.set_fault_on(Some(Fault::Status500), "bot/connect");
+        n.clear_requests();
+    });
     // Its first `bot connect` (refused) shows the router took the restart in and brings the
     // bots back: from here on they are listed from its records as ones being brought back.
     wait_for(20, "a first attempt to bring the bots back", || {

@@ -16,7 +16,7 @@ use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 
 use crate::cluster::failover::is_router_template;
 use crate::cluster::health::apply_list;
-use crate::cluster::{Cluster, NodeId};
+use crate::cluster::{Cluster, Node, NodeId};
 use crate::node::api::read_bot_list;
 use crate::node::client::NodeClient;
 use crate::protocol::api_json::{bot_list_body, ApiError, BotInfo};
@@ -65,16 +65,6 @@ impl Exec {
         });
         fut
     }
-}
-
-/// The ids of the nodes that are up, in the cluster's order.
-fn healthy_ids(cluster: &Cluster) -> Vec<NodeId> {
-    cluster
-        .nodes()
-        .iter()
-        .filter(|n| n.is_healthy())
-        .map(|n| n.id)
-        .collect()
 }
 
 /// A finished fan-out: the answer body, and the bots in it (a tenant's answer is cut from
@@ -145,7 +135,8 @@ impl Exec {
     pub async fn system_info(&self) -> Answer {
         let fut = {
             let mut slot = self.info.lock();
-            let asked = healthy_ids(&self.cluster);
+            let nodes = self.cluster.nodes();
+            let healthy = || nodes.iter().filter(|n| n.is_healthy());
             // A sum is reused only if every node asked answered and the same nodes are up now
             // (a node added, gone or down changes the sum at once).
             let reusable = slot.as_ref().filter(|f| match f.fut.peek() {
@@ -153,15 +144,19 @@ impl Exec {
                 Some((a, complete)) => {
                     a.status == 200
                         && *complete
-                        && f.asked == asked
+                        && f.asked.iter().copied().eq(healthy().map(|n| n.id))
                         && f.started.elapsed() < self.cfg.system_info_cache
                 }
             });
             match reusable {
                 Some(f) => f.fut.clone(),
                 None => {
-                    let fut = self.start_shared(|cluster, client, timeout| async move {
-                        sum_system_info(&cluster, &client, timeout).await
+                    // The nodes asked are the ones recorded: the sum is complete when all of
+                    // them answered.
+                    let ask: Vec<Arc<Node>> = healthy().cloned().collect();
+                    let asked = ask.iter().map(|n| n.id).collect();
+                    let fut = self.start_shared(|_, client, timeout| async move {
+                        sum_system_info(&ask, &client, timeout).await
                     });
                     *slot = Some(InfoFanOut {
                         started: Instant::now(),
@@ -225,17 +220,14 @@ impl Exec {
     }
 }
 
-/// Asks every healthy node for `system info` and sums the answers (see [`Exec::system_info`]);
-/// says whether every node asked answered.
+/// Asks `nodes` for `system info` and sums the answers (see [`Exec::system_info`]); says
+/// whether every one of them answered.
 async fn sum_system_info(
-    cluster: &Cluster,
+    nodes: &[Arc<Node>],
     client: &NodeClient,
     timeout: Duration,
 ) -> (Answer, bool) {
-    let nodes = cluster.nodes();
-    let healthy: Vec<_> = nodes.iter().filter(|n| n.is_healthy()).collect();
-    let asked = healthy.len();
-    let results = join_all(healthy.into_iter().map(|n| async move {
+    let results = join_all(nodes.iter().map(|n| async move {
         client
             .get(&n.endpoint(), b"/api/system/info", timeout)
             .await
@@ -254,7 +246,7 @@ async fn sum_system_info(
             _ => None,
         })
         .collect();
-    let complete = infos.len() == asked;
+    let complete = infos.len() == nodes.len();
     if infos.is_empty() {
         let none = Answer::error(&ApiError::unavailable("no node answered system info"));
         return (none, false);
@@ -335,11 +327,11 @@ async fn collect_list(
 ) -> Vec<BotInfo> {
     let (cluster, client) = (&*cluster, &*client);
     let nodes = cluster.nodes();
-    // Each node's list is read, reconciled and translated as soon as it arrives, so that work
-    // overlaps the wait for slower nodes instead of following the slowest one.
     // Bots being brought back, as the fan-out starts (merged below with those at its end: a
     // restore that finishes while the nodes answer is then in one of the two, never in neither).
     let restoring_before = cluster.restoring_lists();
+    // Each node's list is read, reconciled and translated as soon as it arrives, so that work
+    // overlaps the wait for slower nodes instead of following the slowest one.
     let results = join_all(nodes.iter().map(|node| async move {
         let listed = if node.is_healthy() {
             let started = cluster.generation();
