@@ -222,6 +222,40 @@ fn start_load(
     threads
 }
 
+/// A connection to `router` that process `pid` has accepted, with no request sent yet.
+fn accepted_connection(router: &Router, pid: u32) -> TcpStream {
+    let s = TcpStream::connect_timeout(&router.addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    wait_for(10, "the router to accept the early connection", || {
+        holds_connection(pid, &s)
+    });
+    s
+}
+
+/// Once `stopped` holds (polled closely: the point is to send right after it), sends one
+/// request on `early` from a thread and returns it, reading the answer.
+fn ask_once_stopped(
+    mut early: TcpStream,
+    mut stopped: impl FnMut() -> bool,
+    who: &str,
+) -> std::thread::JoinHandle<Outcome> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !stopped() {
+        assert!(
+            Instant::now() < deadline,
+            "{who} did not stop accepting in time"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::spawn(move || {
+        early
+            .write_all(&request_bytes("/api/bot/list", false))
+            .map_err(|e| format!("write: {e}"))?;
+        read_one(&mut BufReader::new(early))
+    })
+}
+
 /// Starts the slow create in its own thread and returns once a node received it.
 fn slow_create_in_flight(
     addr: SocketAddr,
@@ -288,6 +322,9 @@ fn upgrade_under_load(opts: RouterOpts) {
 
     let slow = slow_create_in_flight(router.addr, &[&a, &b]);
     let old_pid = router.pid().expect("pid");
+    // A connection the old process accepted whose request comes only after it stopped
+    // accepting (a client that connected a moment before): still answered.
+    let early = accepted_connection(&router, old_pid);
     // systemd's notify socket, as the unit in conf/ has it (Type=notify, NotifyAccess=all).
     let notify_path = router.dir_path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
@@ -309,6 +346,20 @@ fn upgrade_under_load(opts: RouterOpts) {
     assert!(
         old.child.try_wait().ok().flatten().is_none(),
         "the old process exited before the new one named itself to systemd"
+    );
+    let port = router.addr.port();
+    let late = ask_once_stopped(early, || !listens_on(old_pid, port), "the old process");
+    // Checked once it stopped accepting, before the request goes out: 2 s of grace remain.
+    assert!(
+        old.child.try_wait().ok().flatten().is_none(),
+        "the old process exited as soon as it stopped accepting"
+    );
+    let late = late.join().expect("late request");
+    assert!(
+        matches!(&late, Ok((200, _, _))),
+        "a connection the old process accepted before it stopped accepting was not answered: \
+         {late:?}\nlog:\n{}",
+        router.stderr_text()
     );
     // Pingora's old process keeps accepting 5 s, then the grace period (2 s) and the runtime
     // shutdown (1 s); the store hand-over happens within that.
@@ -398,6 +449,7 @@ fn sigterm_finishes_in_flight_refuses_new_and_exits_in_time() {
     router.spawn();
     let addr = router.addr;
     let slow = slow_create_in_flight(addr, &[&a, &b]);
+    let early = accepted_connection(&router, router.pid().expect("pid"));
     let signalled = Instant::now();
     router.signal("TERM");
     // The listeners close at once: a connection is refused, not queued.
@@ -413,6 +465,15 @@ fn sigterm_finishes_in_flight_refuses_new_and_exits_in_time() {
         }
     }
     let refused = refused.expect("new connections were still accepted 3 s after SIGTERM");
+    // A connection accepted before SIGTERM whose request comes after the listener closed is
+    // answered within the grace period, not dropped.
+    let late = ask_once_stopped(early, || true, "the router").join();
+    let late = late.expect("late request");
+    assert!(
+        matches!(&late, Ok((200, _, _))),
+        "a connection accepted before SIGTERM was not answered: {late:?}\nlog:\n{}",
+        router.stderr_text()
+    );
     let slow = slow.join().expect("slow create");
     let slow_id = match &slow {
         Ok((200, body, _)) => id_of(body).expect("id"),
@@ -444,4 +505,63 @@ fn sigterm_finishes_in_flight_refuses_new_and_exits_in_time() {
         "the slow create's bot is not in the store: {}",
         r.text()
     );
+}
+
+/// SIGINT (Ctrl-C) stops the router at once, every time: Pingora's quick stop can leave one of
+/// its runtimes spinning for ever (an accept loop whose listener's thread was shut down
+/// first), so the stop is bounded by the router's watchdog, which closes the store and exits.
+/// Several stops in a row, with more threads than the default, because Pingora's race is
+/// not hit every time; the bots created before each stop are there after it.
+#[test]
+fn sigint_stops_the_router_every_time_within_its_bound() {
+    let a = fake_node(0);
+    let mut router = Router::start(
+        &[&a],
+        RouterOpts {
+            admin: true,
+            ..RouterOpts::default()
+        },
+    );
+    router.edit_config("threads: 2", "threads: 4");
+    let mut bots = Vec::new();
+    for round in 0..12 {
+        router.spawn();
+        for gid in &bots {
+            let r = router.get(&pinned(*gid));
+            assert_eq!(
+                r.status,
+                200,
+                "round {round}: bot {gid} is gone: {}",
+                r.text()
+            );
+        }
+        let r = router.get(&format!("/api/bot/connect/to/round-{round}.example"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        bots.push(id_of(&r.body).expect("id"));
+        let pid = router.pid().expect("pid");
+        let signalled = Instant::now();
+        router.signal("INT");
+        // No grace after SIGINT: the watchdog's margin (1 s), and time to close the store.
+        let limit = Duration::from_secs(4);
+        while signalled.elapsed() < limit
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.contains(") Z "));
+        assert!(
+            gone,
+            "round {round}: the router still ran {limit:?} after SIGINT; log:\n{}",
+            router.stderr_text()
+        );
+    }
+    // Whether Pingora's race came up this time (about one stop in four here): shown, not
+    // asserted, as it is Pingora's and not ours to make happen.
+    let ended = router
+        .stderr_text()
+        .matches("the service runtimes did not stop within")
+        .count();
+    eprintln!("the watchdog ended {ended} of 12 stops");
 }

@@ -7,7 +7,9 @@
 //! inside [`TimedStream`], a stream that drops the connection when a request's headers are not
 //! complete `routing.header_timeout_ms` after their first byte (Pingora's own limit is 60 s
 //! per read, so a client sending a byte a minute holds a connection for ever) or when it sends
-//! nothing for `routing.idle_timeout_ms` between requests.
+//! nothing for `routing.idle_timeout_ms` between requests. A new HTTP/1.1 connection reaches
+//! the proxy only once its first request's headers are in (so a stop or an upgrade that begins
+//! meanwhile does not drop it unanswered; see [`TimedStream::read_first_request`]).
 //! Also [`NodeGate`]: how many requests the router sends one node at once on clients' behalf
 //! (`routing.max_node_connections`), so no number of clients makes it open unbounded
 //! connections to a node: a request beyond it waits for a place up to the connect timeout,
@@ -174,7 +176,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let stream: Stream = if h2 {
             stream
         } else {
-            Box::new(TimedStream::new(stream, self.limits))
+            let mut timed = TimedStream::new(stream, self.limits);
+            if !timed.read_first_request().await {
+                return None;
+            }
+            Box::new(timed)
         };
         // The proxy's app keeps a keep-alive connection inside one call and returns it only
         // when it is done with it; anything it returns is served here again, still counted.
@@ -241,10 +247,26 @@ impl NodeGate {
 enum Phase {
     /// Waiting for a request's first byte.
     Idle,
-    /// Reading a request's headers; `matched` bytes of `\r\n\r\n` seen last.
+    /// Reading a request's headers; `matched`: how far into the empty line that ends them (see `saw`).
     Headers { matched: u8 },
     /// Headers read: the body, the node's work, the answer (Pingora's own timeouts apply).
     Busy,
+}
+
+/// The most of a first request [`TimedStream::read_first_request`] holds before it hands the
+/// connection on anyway (Pingora reads the rest itself).
+const EARLY_MAX: usize = 64 * 1024;
+
+/// Whether `bytes` are the beginning of a request head that is not complete yet (false: a
+/// whole head, or bytes Pingora's parser refuses).
+fn request_head_partial(bytes: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    // More headers than that is an error here: handed on as it is, Pingora (which allows
+    // more) parses it.
+    matches!(
+        httparse::Request::new(&mut headers).parse(bytes),
+        Ok(httparse::Status::Partial)
+    )
 }
 
 /// A client stream that ends slow headers and idle connections (see the module doc).
@@ -253,6 +275,10 @@ pub struct TimedStream {
     limits: ConnectionLimits,
     phase: Phase,
     deadline: Pin<Box<Sleep>>,
+    /// The first request's bytes, read before the proxy asked; served to it first.
+    early: Vec<u8>,
+    /// How many of `early` the proxy has read.
+    early_read: usize,
 }
 
 impl std::fmt::Debug for TimedStream {
@@ -271,6 +297,68 @@ impl TimedStream {
             limits,
             phase: Phase::Idle,
             deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            early: Vec::new(),
+            early_read: 0,
+        }
+    }
+
+    /// Reads the connection's first request up to the end of its headers (at most
+    /// [`EARLY_MAX`] bytes), under the idle and header timeouts; the proxy then reads them from
+    /// here. Bytes that are no request (a TLS hello on the plain port, a bad request line) are
+    /// handed on at once, so Pingora answers them with its 400 as before. `false`: the client
+    /// closed or failed first, or was too slow.
+    ///
+    /// Why: Pingora drops every connection still waiting in its own read of a request the
+    /// moment the process stops accepting (a graceful upgrade, a stop), to let the process
+    /// exit sooner. A connection it accepted just before that, whose request was still on the
+    /// way, was dropped unanswered, and a client that had sent its request saw a reset.
+    /// Read here, the request is already complete when Pingora looks, and it is answered.
+    async fn read_first_request(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        while self.early.len() < EARLY_MAX {
+            let mut read = ReadBuf::new(&mut buf);
+            // From the socket itself: `poll_read` would serve `early` back.
+            match std::future::poll_fn(|cx| self.poll_read_socket(cx, &mut read)).await {
+                Ok(()) if !read.filled().is_empty() => self.early.extend_from_slice(read.filled()),
+                _ => return false,
+            }
+            if !request_head_partial(&self.early) {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Reads from the client's stream, following the headers and ending a slow or idle client
+    /// (see the module doc).
+    fn poll_read_socket(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                self.saw(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if self.phase != Phase::Busy
+                    && std::future::Future::poll(self.deadline.as_mut(), cx).is_ready()
+                {
+                    if self.phase == Phase::Idle {
+                        // An idle client is simply gone, as Pingora's own keep-alive timeout
+                        // ends it: end of stream, nothing logged.
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client did not finish its request headers in time",
+                    )));
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -292,24 +380,24 @@ impl TimedStream {
     /// Follows the bytes just read through the request's headers.
     fn saw(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            let matched = match self.phase {
+            let at = match self.phase {
                 Phase::Busy => return,
                 Phase::Idle => 0,
                 Phase::Headers { matched } => matched,
             };
-            // `\r\n\r\n`, tolerating bare `\n\n` line ends as httparse does.
-            let next = match (matched, b) {
-                (0, b'\r') | (2, b'\r') => matched + 1,
-                (1, b'\n') | (3, b'\n') => matched + 1,
-                (0, b'\n') => 3,
-                (1, b'\r') | (3, b'\r') => 1,
+            // The empty line that ends the headers: a line end (LF, the CR before it optional,
+            // as httparse reads it) right after a line end. `at`: 0 inside a line, 1 right
+            // after a line end, 2 after a line end and a CR.
+            let next = match (at, b) {
+                (1 | 2, b'\n') => {
+                    self.enter(Phase::Busy);
+                    continue;
+                }
+                (_, b'\n') => 1,
+                (1, b'\r') => 2,
                 _ => 0,
             };
-            if next == 4 {
-                self.enter(Phase::Busy);
-            } else {
-                self.enter(Phase::Headers { matched: next });
-            }
+            self.enter(Phase::Headers { matched: next });
         }
     }
 }
@@ -321,31 +409,18 @@ impl AsyncRead for TimedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = buf.filled()[before..].to_vec();
-                this.saw(&new);
-                Poll::Ready(Ok(()))
+        if this.early_read < this.early.len() {
+            // Seen (timed) when they were read.
+            let n = buf.remaining().min(this.early.len() - this.early_read);
+            buf.put_slice(&this.early[this.early_read..this.early_read + n]);
+            this.early_read += n;
+            if this.early_read == this.early.len() {
+                this.early = Vec::new();
+                this.early_read = 0;
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                if this.phase != Phase::Busy
-                    && std::future::Future::poll(this.deadline.as_mut(), cx).is_ready()
-                {
-                    if this.phase == Phase::Idle {
-                        // An idle client is simply gone, as Pingora's own keep-alive timeout
-                        // ends it: end of stream, nothing logged.
-                        return Poll::Ready(Ok(()));
-                    }
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the client did not finish its request headers in time",
-                    )));
-                }
-                Poll::Pending
-            }
+            return Poll::Ready(Ok(()));
         }
+        this.poll_read_socket(cx, buf)
     }
 }
 
@@ -448,7 +523,21 @@ impl GetSocketDigest for TimedStream {
 #[async_trait]
 impl Peek for TimedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        if self.early_read == self.early.len() {
+            return self.inner.try_peek(buf).await;
+        }
+        // Bytes already read come first: read on behind them until the peek is covered.
+        let mut more = [0u8; 4096];
+        while self.early.len() - self.early_read < buf.len() {
+            let mut read = ReadBuf::new(&mut more);
+            std::future::poll_fn(|cx| self.poll_read_socket(cx, &mut read)).await?;
+            if read.filled().is_empty() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.early.extend_from_slice(read.filled());
+        }
+        buf.copy_from_slice(&self.early[self.early_read..self.early_read + buf.len()]);
+        Ok(true)
     }
 }
 
@@ -496,6 +585,137 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    /// A loopback pair: the server side as the proxy gets it, inside a `TimedStream`.
+    async fn timed_pair(limits: ConnectionLimits) -> (TimedStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        (TimedStream::new(stream, limits), client)
+    }
+
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        per_address: 0,
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(5),
+    };
+
+    #[tokio::test]
+    async fn a_first_request_sent_in_pieces_is_read_whole_and_then_served_byte_for_byte() {
+        use tokio::io::AsyncReadExt;
+        let (mut timed, mut client) = timed_pair(LIMITS).await;
+        let head = b"GET /api/bot/list HTTP/1.1\r\nHost: x\r\n\r\nBODY";
+        let writer = tokio::spawn(async move {
+            for piece in head.chunks(7) {
+                client.write_all(piece).await.unwrap();
+                client.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            client
+        });
+        assert!(timed.read_first_request().await);
+        assert_eq!(timed.phase, Phase::Busy, "all of the headers were read");
+        let mut client = writer.await.unwrap();
+        client.write_all(b" MORE").await.unwrap();
+        let mut got = vec![0u8; head.len() + 5];
+        timed.read_exact(&mut got).await.unwrap();
+        assert_eq!(
+            &got[..head.len()],
+            head,
+            "the early bytes come first, unchanged"
+        );
+        assert_eq!(&got[head.len()..], b" MORE", "then the socket's own");
+        assert!(
+            timed.early.is_empty(),
+            "the early buffer is freed once read"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_or_stays_silent_is_not_handed_on() {
+        let (mut timed, client) = timed_pair(LIMITS).await;
+        drop(client);
+        assert!(!timed.read_first_request().await, "closed before a byte");
+        let quick = ConnectionLimits {
+            idle_timeout: Duration::from_millis(50),
+            ..LIMITS
+        };
+        let (mut timed, _client) = timed_pair(quick).await;
+        assert!(
+            !timed.read_first_request().await,
+            "silent past the idle timeout"
+        );
+        let slow = ConnectionLimits {
+            header_timeout: Duration::from_millis(50),
+            ..LIMITS
+        };
+        let (mut timed, mut client) = timed_pair(slow).await;
+        client.write_all(b"GET / HT").await.unwrap();
+        assert!(
+            !timed.read_first_request().await,
+            "headers not done in time"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_headers_is_seen_with_any_line_ends_httparse_reads() {
+        for (head, ends) in [
+            (&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], true),
+            (b"GET / HTTP/1.1\nHost: x\n\n", true),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\n", true),
+            (b"GET / HTTP/1.1\nHost: x\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r", false),
+        ] {
+            let (mut timed, _client) = timed_pair(LIMITS).await;
+            timed.saw(head);
+            assert_eq!(
+                timed.phase == Phase::Busy,
+                ends,
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+            let parsed = !request_head_partial(head);
+            assert_eq!(
+                parsed,
+                ends,
+                "httparse agrees: {:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_no_request_are_handed_on_at_once() {
+        let (mut timed, mut client) = timed_pair(LIMITS).await;
+        // A TLS ClientHello's first bytes, on the plain port: Pingora answers it with 400.
+        client
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .await
+            .unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(2), timed.read_first_request());
+        assert!(read.await.expect("handed on without waiting for headers"));
+        assert_eq!(timed.early, [0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+    }
+
+    #[tokio::test]
+    async fn a_peek_past_the_early_bytes_reads_on_behind_them() {
+        let (mut timed, mut client) = timed_pair(LIMITS).await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(timed.read_first_request().await);
+        client.write_all(b"NEXT").await.unwrap();
+        let mut peek = [0u8; 22];
+        assert!(timed.try_peek(&mut peek).await.unwrap());
+        assert_eq!(&peek, b"GET / HTTP/1.1\r\n\r\nNEXT");
+        let mut all = [0u8; 22];
+        tokio::io::AsyncReadExt::read_exact(&mut timed, &mut all)
+            .await
+            .unwrap();
+        assert_eq!(all, peek, "a peek consumes nothing");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub const DEMO_KEY: &str = "admin";
 /// Its secret (demo only: never use a fixed secret in production).
 pub const DEMO_SECRET: &str = "demo-secret";
 
-/// Starts the demo and runs until interrupted.
+/// Starts the demo and runs until interrupted (then the store is closed, as `serve` does).
 pub fn run(listen: &str, admin: &str, data: &Path) -> Result<(), String> {
     let mut nodes = Vec::new();
     for i in 1..=3 {
@@ -54,7 +54,8 @@ pub fn run(listen: &str, admin: &str, data: &Path) -> Result<(), String> {
         data.display()
     ));
     let config = Config::from_yaml(&yaml, &|_| None).map_err(|e| format!("demo config: {e}"))?;
-    let server = crate::server::build(config).map_err(|e| e.to_string())?;
+    let built = crate::server::build_with(config, crate::server::Launch::default())
+        .map_err(|e| e.to_string())?;
     println!("ts3ab-lb demo: router on http://{listen} in front of 3 fake TS3AudioBot nodes:");
     for (i, n) in nodes.iter().enumerate() {
         println!("  node-{} at {}", i + 1, n.url());
@@ -68,7 +69,8 @@ pub fn run(listen: &str, admin: &str, data: &Path) -> Result<(), String> {
     println!("Admin panel: http://{admin}/admin/  (log in with key `{DEMO_KEY}`, secret `{DEMO_SECRET}`)");
     println!("  curl -u {DEMO_KEY}:{DEMO_SECRET} http://{admin}/admin/api/nodes");
     println!("Stop with Ctrl-C. State is kept in {}.", data.display());
-    // The nodes live as long as this function, which never returns.
-    let _nodes = nodes;
-    server.run_forever()
+    // The nodes live until the router stopped (and closed its store), as `serve` stops.
+    let stopped = crate::server::run(built).map_err(|e| e.to_string());
+    drop(nodes);
+    stopped
 }

@@ -14,9 +14,10 @@ pub mod store_cmd;
 pub mod sync;
 pub mod tls;
 pub mod upgrade;
+pub mod watchdog;
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pingora::server::configuration::ServerConf;
@@ -77,22 +78,59 @@ pub struct Built {
     pub handover: Arc<Handover>,
 }
 
-/// Builds a ready-to-run Pingora server from a validated config.
-pub fn build(config: Config) -> Result<Server, StartError> {
-    build_with(config, Launch::default()).map(|b| b.server)
-}
-
 /// Runs the router until it is stopped: SIGTERM (in-flight requests finish within
 /// `server.grace_period_seconds`, the listeners close at once), SIGQUIT (graceful upgrade to a
 /// process started with `--upgrade`), SIGINT (at once). The store is flushed and closed
 /// before this returns.
 pub fn serve(config: Config, launch: Launch) -> Result<(), StartError> {
+    run(build_with(config, launch)?)
+}
+
+/// Runs a built router until it is stopped (see [`serve`]); the stop is bounded by
+/// [`watchdog::StopWatchdog`].
+pub fn run(built: Built) -> Result<(), StartError> {
     let Built {
         server,
         store,
         handover,
-    } = build_with(config, launch)?;
+    } = built;
+    let runtime_timeout = Duration::from_secs(
+        server
+            .configuration
+            .graceful_shutdown_timeout_seconds
+            .unwrap_or(5),
+    );
+    // Run once, whichever comes first (the watchdog or the normal end); the other caller
+    // waits for it: two closes at once could let the process exit while the first is still
+    // dropping the store.
+    let finish = Arc::new(OnceLock::<Result<(), String>>::new());
+    let (once, s, h) = (finish.clone(), store.clone(), handover.clone());
+    let watchdog = watchdog::StopWatchdog::start(
+        server.watch_execution_phase(),
+        runtime_timeout,
+        watchdog::MARGIN,
+        move || match once.get_or_init(|| finish_stop(&s, &h).map_err(|e| e.to_string())) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        |code| std::process::exit(code),
+    )
+    .map_err(|e| StartError::Setup(format!("cannot start the stop watchdog: {e}")))?;
     server.run(pingora::server::RunArgs::default());
+    // The runtimes are down: what is left (the store's close) has its own deadline.
+    watchdog.finished();
+    finish
+        .get_or_init(|| finish_stop(&store, &handover).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(StartError::Setup)
+}
+
+/// The end of a stop, once Pingora let go: the store flushed and closed, and whether an
+/// upgrade found no successor (an error then).
+fn finish_stop(store: &StoreHandle, handover: &Handover) -> Result<(), StartError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

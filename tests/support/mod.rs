@@ -476,7 +476,31 @@ impl Drop for Router {
 /// Whether process `pid` itself holds a socket listening on loopback `port` (and not some
 /// other process that took the port meanwhile): its socket fds' inodes against
 /// `/proc/net/tcp`.
-fn listens_on(pid: u32, port: u16) -> bool {
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    holds_socket(pid, &format!("0100007F:{port:04X}"), None, "0A")
+}
+
+/// Whether process `pid` has accepted `client`'s connection (holds the server side as an
+/// open fd; a connection still in the listener's queue has no inode yet).
+pub fn holds_connection(pid: u32, client: &TcpStream) -> bool {
+    let (Ok(local), Ok(peer)) = (client.local_addr(), client.peer_addr()) else {
+        return false;
+    };
+    // /proc/net/tcp writes an IPv4 address as one native-endian (here little) u32.
+    let v4 = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            let [w, x, y, z] = ip.octets();
+            format!("{z:02X}{y:02X}{x:02X}{w:02X}:{:04X}", a.port())
+        }
+        std::net::IpAddr::V6(a) => panic!("holds_connection reads /proc/net/tcp (IPv4), not {a}"),
+    };
+    // 01 = ESTABLISHED; the server side's local address is the client's peer.
+    holds_socket(pid, &v4(peer), Some(&v4(local)), "01")
+}
+
+/// Whether `pid` holds an IPv4 TCP socket with local address `local` (and remote `remote`)
+/// in state `state`, both as `/proc/net/tcp` spells them.
+fn holds_socket(pid: u32, local: &str, remote: Option<&str>, state: &str) -> bool {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
@@ -490,11 +514,14 @@ fn listens_on(pid: u32, port: u16) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
         return false;
     };
-    let local = format!("0100007F:{port:04X}");
     table.lines().skip(1).any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        // sl local_address rem_address st ... inode (10th field); 0A = LISTEN.
-        f.len() > 9 && f[1] == local && f[3] == "0A" && inodes.iter().any(|i| i == f[9])
+        // sl local_address rem_address st ... inode (10th field).
+        f.len() > 9
+            && f[1] == local
+            && remote.is_none_or(|r| f[2] == r)
+            && f[3] == state
+            && inodes.iter().any(|i| i == f[9])
     })
 }
 
