@@ -246,7 +246,8 @@ fn ask_once_stopped(
             Instant::now() < deadline,
             "{who} did not stop accepting in time"
         );
-        std::thread::sleep(Duration::from_millis(1));
+        // Each poll reads /proc/net/tcp: closely enough for a 3 s window, not more.
+        std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::spawn(move || {
         early
@@ -305,7 +306,7 @@ fn upgrade_under_load(opts: RouterOpts) {
     let mut router = Router::start(&[&a, &b], opts);
     // A grace period as in production (5 s there): the requests the old process forwards
     // as it stops listening finish within it.
-    router.edit_config("grace_period_seconds: 0", "grace_period_seconds: 2");
+    router.edit_config("grace_period_seconds: 0", "grace_period_seconds: 3");
     router.spawn();
     let mut bots = Vec::new();
     for i in 0..4 {
@@ -349,7 +350,7 @@ fn upgrade_under_load(opts: RouterOpts) {
     );
     let port = router.addr.port();
     let late = ask_once_stopped(early, || !listens_on(old_pid, port), "the old process");
-    // Checked once it stopped accepting, before the request goes out: 2 s of grace remain.
+    // Checked once it stopped accepting, before the request goes out: 3 s of grace remain.
     assert!(
         old.child.try_wait().ok().flatten().is_none(),
         "the old process exited as soon as it stopped accepting"
@@ -361,7 +362,7 @@ fn upgrade_under_load(opts: RouterOpts) {
          {late:?}\nlog:\n{}",
         router.stderr_text()
     );
-    // Pingora's old process keeps accepting 5 s, then the grace period (2 s) and the runtime
+    // Pingora's old process keeps accepting 5 s, then the grace period (3 s) and the runtime
     // shutdown (1 s); the store hand-over happens within that.
     let took = old.wait_exit(Duration::from_secs(20));
     assert!(
@@ -524,6 +525,7 @@ fn sigint_stops_the_router_every_time_within_its_bound() {
     );
     router.edit_config("threads: 2", "threads: 4");
     let mut bots = Vec::new();
+    let mut ended = 0;
     for round in 0..12 {
         router.spawn();
         for gid in &bots {
@@ -541,8 +543,9 @@ fn sigint_stops_the_router_every_time_within_its_bound() {
         let pid = router.pid().expect("pid");
         let signalled = Instant::now();
         router.signal("INT");
-        // No grace after SIGINT: the watchdog's margin (1 s), and time to close the store.
-        let limit = Duration::from_secs(4);
+        // No grace after SIGINT: the watchdog's margin (1 s), then the store's close (at most
+        // 5 s), and a second for a loaded machine. A spinning runtime never ends at all.
+        let limit = Duration::from_secs(7);
         while signalled.elapsed() < limit
             && std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|s| !s.contains(") Z "))
@@ -556,12 +559,15 @@ fn sigint_stops_the_router_every_time_within_its_bound() {
             "round {round}: the router still ran {limit:?} after SIGINT; log:\n{}",
             router.stderr_text()
         );
+        // Whether Pingora's race came up this time (about one stop in four here): counted
+        // (the log is cleared at the next start) and shown, not asserted, as it is Pingora's
+        // and not ours to make happen.
+        if router
+            .stderr_text()
+            .contains("the service runtimes did not stop within")
+        {
+            ended += 1;
+        }
     }
-    // Whether Pingora's race came up this time (about one stop in four here): shown, not
-    // asserted, as it is Pingora's and not ours to make happen.
-    let ended = router
-        .stderr_text()
-        .matches("the service runtimes did not stop within")
-        .count();
     eprintln!("the watchdog ended {ended} of 12 stops");
 }

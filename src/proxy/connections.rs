@@ -260,9 +260,8 @@ const EARLY_MAX: usize = 64 * 1024;
 /// Whether `bytes` are the beginning of a request head that is not complete yet (false: a
 /// whole head, or bytes Pingora's parser refuses).
 fn request_head_partial(bytes: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    // More headers than that is an error here: handed on as it is, Pingora (which allows
-    // more) parses it.
+    // Pingora's own bound (`MAX_HEADERS`); more is an error here, handed on as it is.
+    let mut headers = [httparse::EMPTY_HEADER; 256];
     matches!(
         httparse::Request::new(&mut headers).parse(bytes),
         Ok(httparse::Status::Partial)
@@ -325,6 +324,11 @@ impl TimedStream {
             if !request_head_partial(&self.early) {
                 break;
             }
+            if self.phase == Phase::Busy {
+                // Our scan saw an end the parser does not: keep timing the headers (the
+                // deadline set when they began, not a new one), or nothing bounds this wait.
+                self.phase = Phase::Headers { matched: 0 };
+            }
         }
         true
     }
@@ -382,13 +386,15 @@ impl TimedStream {
         for &b in bytes {
             let at = match self.phase {
                 Phase::Busy => return,
-                Phase::Idle => 0,
+                Phase::Idle => 3,
                 Phase::Headers { matched } => matched,
             };
             // The empty line that ends the headers: a line end (LF, the CR before it optional,
             // as httparse reads it) right after a line end. `at`: 0 inside a line, 1 right
-            // after a line end, 2 after a line end and a CR.
+            // after a line end, 2 after a line end and a CR, 3 before the request line (empty
+            // lines there are skipped, as httparse does, and timed as headers).
             let next = match (at, b) {
+                (3, b'\r' | b'\n') => 3,
                 (1 | 2, b'\n') => {
                     self.enter(Phase::Busy);
                     continue;
@@ -659,6 +665,14 @@ mod tests {
             !timed.read_first_request().await,
             "headers not done in time"
         );
+        // Empty lines before the request line are headers too, for the timer.
+        let (mut timed, mut client) = timed_pair(slow).await;
+        client.write_all(b"\r\n\r\n\r\n").await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(2), timed.read_first_request());
+        assert!(
+            !read.await.expect("bounded by the header timeout"),
+            "blank lines only"
+        );
     }
 
     #[tokio::test]
@@ -670,6 +684,8 @@ mod tests {
             (b"GET / HTTP/1.1\nHost: x\n\r\n", true),
             (b"GET / HTTP/1.1\r\nHost: x\r\n", false),
             (b"GET / HTTP/1.1\r\nHost: x\r\n\r", false),
+            (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", true),
+            (b"\r\n\r\n\n", false),
         ] {
             let (mut timed, _client) = timed_pair(LIMITS).await;
             timed.saw(head);

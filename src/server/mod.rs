@@ -16,6 +16,7 @@ pub mod tls;
 pub mod upgrade;
 pub mod watchdog;
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -112,13 +113,22 @@ pub fn run(built: Built) -> Result<(), StartError> {
         move || match once.get_or_init(|| finish_stop(&s, &h).map_err(|e| e.to_string())) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("error: {e}");
+                let _ = writeln!(std::io::stderr(), "error: {e}");
                 1
             }
         },
         |code| std::process::exit(code),
-    )
-    .map_err(|e| StartError::Setup(format!("cannot start the stop watchdog: {e}")))?;
+    );
+    let watchdog = match watchdog {
+        Ok(w) => w,
+        Err(e) => {
+            // Nothing ran yet; the store is open and must not be left so.
+            let _ = finish_stop(&store, &handover);
+            return Err(StartError::Setup(format!(
+                "cannot start the stop watchdog: {e}"
+            )));
+        }
+    };
     server.run(pingora::server::RunArgs::default());
     // The runtimes are down: what is left (the store's close) has its own deadline.
     watchdog.finished();

@@ -14,6 +14,7 @@
 //! and upgrades stop the accept loops first and are not affected, but the bound holds for
 //! them too.
 
+use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -72,13 +73,19 @@ impl StopWatchdog {
                 }
                 // The spinning accept loop logs an error on every retry, each taking the
                 // stderr lock: silenced, it frees stderr for the lines below and stops
-                // flooding the journal.
+                // flooding the journal (the store's own log lines during the close go too;
+                // its result is still printed).
                 log::set_max_level(log::LevelFilter::Off);
-                eprintln!(
+                // Never a panic from here on (a failed stderr write, a panic in `finish`):
+                // the thread would die and the process hang again.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "error: the service runtimes did not stop within {limit:?} (a Pingora \
                      runtime kept running after the stop); closing the store and exiting"
                 );
-                exit(finish());
+                let code =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(finish)).unwrap_or(1);
+                exit(code);
             })?;
         Ok(StopWatchdog { done, thread })
     }
@@ -181,13 +188,34 @@ mod tests {
 
     #[test]
     fn a_stop_that_finishes_in_time_is_left_alone() {
-        let (tx, dog, reports) = watchdog(Duration::ZERO);
+        // A long limit: the test thread may be slow to say `finished` on a loaded machine.
+        let (tx, dog, reports) = watchdog(Duration::from_secs(30));
         tx.send(ExecutionPhase::ShutdownStarted).unwrap();
+        tx.send(ExecutionPhase::ShutdownGracePeriod).unwrap();
         tx.send(ExecutionPhase::ShutdownRuntimes).unwrap();
         dog.finished();
         // The thread was waiting out the limit: told, it ends at once, without acting.
         dog.thread.join().unwrap();
         assert!(reports.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_finish_that_panics_still_exits() {
+        let (tx, rx) = broadcast::channel(100);
+        let (report, reports) = mpsc::channel();
+        let dog = StopWatchdog::start(
+            rx,
+            Duration::ZERO,
+            SHORT,
+            || panic!("the store's close panicked"),
+            move |code| {
+                let _ = report.send(code);
+            },
+        )
+        .unwrap();
+        tx.send(ExecutionPhase::ShutdownRuntimes).unwrap();
+        assert_eq!(reports.recv_timeout(Duration::from_secs(5)), Ok(1));
+        dog.thread.join().unwrap();
     }
 
     #[test]

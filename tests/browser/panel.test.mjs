@@ -83,8 +83,15 @@ async function listedBotIds() {
   return page.$$eval('#bots-body tr[data-bot]', (rows) => rows.map((r) => r.dataset.bot).sort());
 }
 
+/**
+ * Waits for a message to show: the element and every box around it visible, with text (a
+ * message box the panel hid may still hold an earlier step's text).
+ */
 async function waitForText(locator, what) {
-  await page.waitForFunction((el) => el && !el.hidden && el.textContent.trim().length > 0,
+  await page.waitForFunction((el) => {
+    for (let e = el; e; e = e.parentElement) if (e.hidden) return false;
+    return el && el.textContent.trim().length > 0;
+  },
     await locator.elementHandle({ timeout: WAIT }), { timeout: WAIT })
     .catch(() => { throw new Error(`no message appeared: ${what}`); });
   return (await locator.textContent()).trim();

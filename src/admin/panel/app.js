@@ -225,6 +225,9 @@
 
   function clearFlash() {
     $('#flash').hidden = true;
+    // Nothing of a closed message lingers for a reader of the page (or a test) to take
+    // for the next one.
+    setText($('#flash-text'), '');
   }
 
   /** The line under the header: live, or why the last refresh failed. */
