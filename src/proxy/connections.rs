@@ -313,13 +313,9 @@ impl TimedStream {
     /// way, was dropped unanswered, and a client that had sent its request saw a reset.
     /// Read here, the request is already complete when Pingora looks, and it is answered.
     async fn read_first_request(&mut self) -> bool {
-        let mut buf = [0u8; 4096];
         while self.early.len() < EARLY_MAX {
-            let mut read = ReadBuf::new(&mut buf);
-            // From the socket itself: `poll_read` would serve `early` back.
-            match std::future::poll_fn(|cx| self.poll_read_socket(cx, &mut read)).await {
-                Ok(()) if !read.filled().is_empty() => self.early.extend_from_slice(read.filled()),
-                _ => return false,
+            if !matches!(self.read_early().await, Ok(n) if n > 0) {
+                return false;
             }
             if !request_head_partial(&self.early) {
                 break;
@@ -331,6 +327,16 @@ impl TimedStream {
             }
         }
         true
+    }
+
+    /// Reads once from the socket itself (`poll_read` would serve `early` back) onto the end
+    /// of `early`; how many bytes came (0: the client closed, or was idle too long).
+    async fn read_early(&mut self) -> std::io::Result<usize> {
+        let mut buf = [0u8; 4096];
+        let mut read = ReadBuf::new(&mut buf);
+        std::future::poll_fn(|cx| self.poll_read_socket(cx, &mut read)).await?;
+        self.early.extend_from_slice(read.filled());
+        Ok(read.filled().len())
     }
 
     /// Reads from the client's stream, following the headers and ending a slow or idle client
@@ -533,14 +539,10 @@ impl Peek for TimedStream {
             return self.inner.try_peek(buf).await;
         }
         // Bytes already read come first: read on behind them until the peek is covered.
-        let mut more = [0u8; 4096];
         while self.early.len() - self.early_read < buf.len() {
-            let mut read = ReadBuf::new(&mut more);
-            std::future::poll_fn(|cx| self.poll_read_socket(cx, &mut read)).await?;
-            if read.filled().is_empty() {
+            if self.read_early().await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            self.early.extend_from_slice(read.filled());
         }
         buf.copy_from_slice(&self.early[self.early_read..self.early_read + buf.len()]);
         Ok(true)

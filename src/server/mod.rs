@@ -110,7 +110,7 @@ pub fn run(built: Built) -> Result<(), StartError> {
         server.watch_execution_phase(),
         runtime_timeout,
         watchdog::MARGIN,
-        move || match once.get_or_init(|| finish_stop(&s, &h).map_err(|e| e.to_string())) {
+        move || match finish_stop_once(&once, &s, &h) {
             Ok(()) => 0,
             Err(e) => {
                 let _ = writeln!(std::io::stderr(), "error: {e}");
@@ -132,10 +132,19 @@ pub fn run(built: Built) -> Result<(), StartError> {
     server.run(pingora::server::RunArgs::default());
     // The runtimes are down: what is left (the store's close) has its own deadline.
     watchdog.finished();
-    finish
-        .get_or_init(|| finish_stop(&store, &handover).map_err(|e| e.to_string()))
+    finish_stop_once(&finish, &store, &handover)
         .clone()
         .map_err(StartError::Setup)
+}
+
+/// [`finish_stop`] the first time it is asked for, its result every time after (a second
+/// caller waits for the first to finish).
+fn finish_stop_once<'a>(
+    once: &'a OnceLock<Result<(), String>>,
+    store: &StoreHandle,
+    handover: &Handover,
+) -> &'a Result<(), String> {
+    once.get_or_init(|| finish_stop(store, handover).map_err(|e| e.to_string()))
 }
 
 /// The end of a stop, once Pingora let go: the store flushed and closed, and whether an

@@ -477,7 +477,25 @@ impl Drop for Router {
 /// other process that took the port meanwhile): its socket fds' inodes against
 /// `/proc/net/tcp`.
 pub fn listens_on(pid: u32, port: u16) -> bool {
-    holds_socket(pid, &format!("0100007F:{port:04X}"), None, "0A")
+    // 0A = LISTEN.
+    holds_socket(
+        pid,
+        &proc_net_addr(SocketAddr::from(([127, 0, 0, 1], port))),
+        None,
+        "0A",
+    )
+}
+
+/// An IPv4 address as `/proc/net/tcp` writes it: one native-endian (here little) u32, the
+/// port in hex.
+fn proc_net_addr(a: SocketAddr) -> String {
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            let [w, x, y, z] = ip.octets();
+            format!("{z:02X}{y:02X}{x:02X}{w:02X}:{:04X}", a.port())
+        }
+        std::net::IpAddr::V6(a) => panic!("/proc/net/tcp holds IPv4 sockets, not {a}"),
+    }
 }
 
 /// Whether process `pid` has accepted `client`'s connection (holds the server side as an
@@ -486,16 +504,8 @@ pub fn holds_connection(pid: u32, client: &TcpStream) -> bool {
     let (Ok(local), Ok(peer)) = (client.local_addr(), client.peer_addr()) else {
         return false;
     };
-    // /proc/net/tcp writes an IPv4 address as one native-endian (here little) u32.
-    let v4 = |a: SocketAddr| match a.ip() {
-        std::net::IpAddr::V4(ip) => {
-            let [w, x, y, z] = ip.octets();
-            format!("{z:02X}{y:02X}{x:02X}{w:02X}:{:04X}", a.port())
-        }
-        std::net::IpAddr::V6(a) => panic!("holds_connection reads /proc/net/tcp (IPv4), not {a}"),
-    };
     // 01 = ESTABLISHED; the server side's local address is the client's peer.
-    holds_socket(pid, &v4(peer), Some(&v4(local)), "01")
+    holds_socket(pid, &proc_net_addr(peer), Some(&proc_net_addr(local)), "01")
 }
 
 /// Whether `pid` holds an IPv4 TCP socket with local address `local` (and remote `remote`)
