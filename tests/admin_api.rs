@@ -242,7 +242,8 @@ fn nodes_are_listed_added_checked_edited_and_removed() {
         204
     );
     assert!(spare.bots().is_empty());
-    assert_eq!(a.call("DELETE", "/admin/api/nodes/spare", None).status, 204);
+    let r = a.call("DELETE", "/admin/api/nodes/spare", None);
+    assert_eq!(r.status, 204, "{}", r.text());
     refused(
         &a.call("GET", "/admin/api/nodes/spare", None),
         404,
@@ -272,6 +273,68 @@ fn nodes_are_listed_added_checked_edited_and_removed() {
         .as_str()
         .unwrap_or_default()
         .contains("maintenance"));
+}
+
+/// A poll that read a node's list just before a bot was stopped answers just after: it must
+/// not bring the stopped bot back under a new id, or the node looks occupied (its removal
+/// refused with "1 bots") until the poll after it.
+#[test]
+fn a_poll_answered_after_a_stop_does_not_bring_the_bot_back() {
+    let node = fake_node(0);
+    let spare = fake_node(1);
+    // The held poll must still be waited for when it is let go, however slow the stop.
+    let router = Router::start(
+        &[&node],
+        RouterOpts {
+            admin: true,
+            poll_timeout_ms: Some(20_000),
+            ..RouterOpts::default()
+        },
+    );
+    let a = Admin::of(&router);
+    let r = a.call(
+        "POST",
+        "/admin/api/nodes",
+        Some(json!({"name": "spare", "url": spare.url(), "auth": node_token(1)})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = a.call(
+        "PATCH",
+        "/admin/api/nodes/node-0",
+        Some(json!({"state": "drain"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = router.get("/api/bot/connect/to/late.example.com");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["Id"].as_u64().expect("id");
+    assert_eq!(spare.bots().len(), 1);
+
+    // A poll reads the list (the bot is in it); its answer waits.
+    spare.hold("/api/bot/list");
+    wait_for(10, "a poll of spare to be held", || spare.held() >= 1);
+    let r = a.call("POST", &format!("/admin/api/bots/{id}/stop"), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(spare.bots().is_empty());
+    // The next poll's answer is slow, so whatever the stale one did is still there to see
+    // once that next poll has begun (polls of one node never overlap).
+    spare.set_latency_on(Duration::from_secs(30), "bot/list");
+    let lists = |n: &FakeNode| {
+        n.requests()
+            .iter()
+            .filter(|q| q.target.ends_with(b"/bot/list"))
+            .count()
+    };
+    let before = lists(&spare);
+    spare.release();
+    wait_for(10, "the next poll of spare", || lists(&spare) > before);
+    // The held poll was applied (it did not time out): the next one is still in flight.
+    let row = a.call("GET", "/admin/api/nodes/spare", None).json();
+    assert!(row["last_error"].is_null(), "{row}");
+    let bots = a.call("GET", "/admin/api/bots?node=spare", None).json();
+    assert_eq!(bots["bots"].as_array().map(Vec::len), Some(0), "{bots}");
+    let r = a.call("DELETE", "/admin/api/nodes/spare", None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    spare.set_latency(Duration::ZERO);
 }
 
 #[test]

@@ -306,6 +306,7 @@ impl Cluster {
         }
         node.removed.store(true, Ordering::Release);
         node.healthy.store(false, Ordering::Release);
+        self.tables.write().gone.drop_node(node.id);
         let list = self.nodes().without(node.id);
         self.nodes.store(Arc::new(list));
         self.nodes_changed();

@@ -190,7 +190,9 @@ impl Cluster {
             let bot_owner = b.record.owner.clone();
             t.fences.entry(from).or_default().push(fence.clone());
             ops.push(Op::PutFence(fence));
-            t.unslot(from, lid, gid);
+            if t.unslot(from, lid, gid) {
+                t.gone.mark(from, lid, gid, self.generation() + 1);
+            }
             if let Some(old) = old_template.filter(|o| o != template) {
                 if t.remove_template(&old).is_some() {
                     ops.push(Op::DeleteTemplate(old));
@@ -334,13 +336,27 @@ impl Cluster {
         // Durable first: a fence forgotten in memory but still stored would come back after a
         // restart and stop a bot that legitimately runs there by then.
         self.store.commit(ops, timeout).await?;
-        let mut t = self.tables.write();
-        if let Some(list) = t.fences.get_mut(&node) {
-            list.retain(|f| !done.contains(f));
-            if list.is_empty() {
-                t.fences.remove(&node);
+        {
+            let mut t = self.tables.write();
+            if let Some(list) = t.fences.get_mut(&node) {
+                list.retain(|f| !done.contains(f));
+                if list.is_empty() {
+                    t.fences.remove(&node);
+                }
+            }
+            // The copies are stopped: a list read before then (a fan-out in flight) still
+            // shows them, and must not adopt them once the node is read again.
+            let at = self.generation() + 1;
+            for f in done {
+                if t.slots
+                    .get(&node)
+                    .is_none_or(|s| !s.contains_key(&f.local_id))
+                {
+                    t.gone.mark(node, f.local_id, f.bot, at);
+                }
             }
         }
+        self.bump();
         Ok(())
     }
 
@@ -398,7 +414,9 @@ impl Cluster {
                 t.fences.entry(m.from).or_default().push(fence.clone());
                 ops.push(Op::PutFence(fence));
             }
-            t.unslot(m.from, old_lid, m.gid);
+            if t.unslot(m.from, old_lid, m.gid) {
+                t.gone.mark(m.from, old_lid, m.gid, self.generation() + 1);
+            }
             // The node just gave this slot to the moved bot: anything the router had learned
             // in it (a poll that saw the new bot first) is this bot.
             if let Some(other) = t.slots.get(&m.to).and_then(|s| s.get(&m.local_id)).copied() {

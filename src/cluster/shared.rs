@@ -537,7 +537,10 @@ impl Cluster {
         // Where the view had it before (it may have moved).
         let old_node = t.bots.get(&r.id).map(|b| (b.node, b.record.local_id));
         if let Some((n, lid)) = old_node {
-            t.unslot(n, lid, r.id);
+            if (n, lid) != (node.id, r.local_id) && t.unslot(n, lid, r.id) {
+                // It moved: a poll of ours read before then still lists it in its old slot.
+                t.gone.mark(n, lid, r.id, self.generation() + 1);
+            }
         }
         // The slot is the other router's bot now: whatever this view kept there is stale
         // (or a provisional id whose claim will lose to this record). Except on the leader,
@@ -600,8 +603,18 @@ impl Cluster {
         t.unclaimed.remove(&id);
         t.fresh.remove(&id);
         if let Some(b) = t.bots.remove(&id) {
-            t.unslot(b.node, b.record.local_id, id);
+            let freed = t.unslot(b.node, b.record.local_id, id);
+            if freed {
+                // Another router saw it go: a poll of ours read before then still lists it.
+                t.gone
+                    .mark(b.node, b.record.local_id, id, self.generation() + 1);
+            }
             self.recount(&t, b.node);
+            drop(t);
+            if freed {
+                // Publishes the mark now (not every caller bumps after).
+                self.bump();
+            }
         }
     }
 
@@ -613,6 +626,7 @@ impl Cluster {
                 Some(n) if n.source == NodeSource::Admin => {
                     n.removed.store(true, Ordering::Release);
                     n.healthy.store(false, Ordering::Release);
+                    self.tables.write().gone.drop_node(n.id);
                     self.nodes.store(Arc::new(self.nodes().without(n.id)));
                     self.nodes_changed();
                     log::info!("node {name} was removed by another router");
@@ -724,6 +738,40 @@ mod tests {
 
     /// The lead ends when its lease runs out, without anyone saying so (a leader whose
     /// renewals are stuck behind a busy store stops acting on time).
+    /// Node `n1` as another router records it.
+    fn n1_record() -> NodeRecord {
+        NodeRecord {
+            name: "n1".into(),
+            url: "http://127.0.0.1:9".into(),
+            auth: None,
+            capacity: 10,
+            draining: false,
+            state: crate::store::NodeState::Ready,
+            from_config: false,
+            agent: None,
+            ca_file: None,
+            tls_host: None,
+        }
+    }
+
+    /// A temporary bot on `n1` as another router records it.
+    fn n1_bot(id: u32, lid: u32, addr: &str) -> BotRecord {
+        BotRecord {
+            id,
+            node: "n1".into(),
+            local_id: lid,
+            template: None,
+            address: Some(addr.into()),
+            server_password: None,
+            channel: None,
+            nickname: None,
+            identity: None,
+            created_ms: 1,
+            node_started: None,
+            owner: None,
+        }
+    }
+
     #[test]
     fn the_lead_ends_with_its_lease() {
         let dir = tempfile::tempdir().expect("dir");
@@ -743,39 +791,10 @@ mod tests {
     fn other_routers_changes_apply_removals_first() {
         let dir = tempfile::tempdir().expect("dir");
         let c = cluster(dir.path());
-        let cfg = crate::config::NodeConfig::parse(
-            "n1",
-            "http://127.0.0.1:9",
-            None,
-            10,
-            crate::store::NodeState::Ready,
-        )
-        .expect("node");
-        let node_rec = NodeRecord {
-            name: "n1".into(),
-            url: cfg.url.clone(),
-            auth: None,
-            capacity: 10,
-            draining: false,
-            state: crate::store::NodeState::Ready,
-            from_config: false,
-            agent: None,
-            ca_file: None,
-            tls_host: None,
-        };
+        let node_rec = n1_record();
         let bot = |id: u32, lid: u32, addr: &str| BotRecord {
-            id,
-            node: "n1".into(),
-            local_id: lid,
-            template: None,
-            address: Some(addr.into()),
-            server_password: None,
-            channel: None,
-            nickname: None,
-            identity: None,
-            created_ms: 1,
             node_started: Some("S".into()),
-            owner: None,
+            ..n1_bot(id, lid, addr)
         };
         let a = c.apply_changes(&[Change::Node("n1".into(), Some(node_rec.clone()))]);
         assert_eq!(a.nodes, 1);
@@ -817,5 +836,34 @@ mod tests {
         assert!(c.locate(3).is_none());
         c.apply_changes(&[Change::Node("n1".into(), None)]);
         assert!(c.node_by_name("n1").is_none(), "removed by another router");
+    }
+
+    /// Another router stopped a bot: a poll of ours that read the node's list before then
+    /// does not bring it back (as a provisional id it would claim in the shared store).
+    #[test]
+    fn a_bot_another_router_dropped_stays_gone_for_an_older_poll() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        c.apply_changes(&[Change::Node("n1".into(), Some(n1_record()))]);
+        let n1 = c.node_by_name("n1").expect("added");
+        c.apply_changes(&[Change::Bot(5, Some(n1_bot(5, 3, "a.example")))]);
+        assert_eq!(c.gid_of(n1.id, 3), Some(5));
+        let before = c.generation();
+        c.apply_changes(&[Change::Bot(5, None)]);
+        assert!(c.generation() > before, "the drop is published");
+        let listed = [crate::protocol::api_json::BotInfo {
+            id: Some(3),
+            name: None,
+            server: Some("a.example".into()),
+            status: 2,
+        }];
+        c.reconcile(n1.id, &listed, before);
+        assert_eq!(c.gid_of(n1.id, 3), None, "not brought back");
+        let now = c.generation();
+        c.reconcile(n1.id, &listed, now);
+        assert!(
+            c.gid_of(n1.id, 3).is_some(),
+            "a poll begun later is believed"
+        );
     }
 }

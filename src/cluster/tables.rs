@@ -3,7 +3,8 @@
 //! Owns: the table types and their invariants that need no lock discipline of their own
 //! (the slot index and the per-node template index stay in step with the main tables), and
 //! the slot-identity rule: a node's local id is trusted only while the node reports the same
-//! bot there ([`same_bot`]). Does not own: locking, ids or the store (`view`, `ids`).
+//! bot there ([`same_bot`]), and the gone slots that keep an old report from bringing a bot
+//! back ([`GoneSlots`]). Does not own: locking, ids or the store (`view`, `ids`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -64,6 +65,67 @@ pub(super) struct Tables {
     pub(super) fresh: HashMap<u32, u64>,
     /// Provisional ids that turned out to be another router's bot: the id it has.
     pub(super) adopted: HashMap<u32, (u32, std::time::Instant)>,
+    /// Slots whose bot the router saw go (stopped, no longer listed, dropped by another
+    /// router), with the generation that change is published under: a poll that started
+    /// before then may still list the bot, and must not bring it back as a new one.
+    pub(super) gone: GoneSlots,
+}
+
+/// The slots whose bot went, for [`Tables::gone`]. Kept for [`GONE_KEEP`] (far longer than
+/// any poll can take: each of its reads has a timeout), so a busy cluster's stops do not pile
+/// up; pruned when it has doubled since the last prune.
+#[derive(Debug, Default)]
+pub(super) struct GoneSlots {
+    /// Per slot: the generation it lost its bot in, that bot's cluster id, and when.
+    slots: HashMap<(NodeId, u32), (u64, u32, std::time::Instant)>,
+    prune_at: usize,
+}
+
+/// How long a gone slot is remembered.
+pub(super) const GONE_KEEP: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl GoneSlots {
+    /// Records that slot `lid` of `node` lost its bot `gid` in generation `at`.
+    pub(super) fn mark(&mut self, node: NodeId, lid: u32, gid: u32, at: u64) {
+        self.mark_at(node, lid, gid, at, std::time::Instant::now());
+    }
+
+    fn mark_at(&mut self, node: NodeId, lid: u32, gid: u32, at: u64, now: std::time::Instant) {
+        if lid == DETACHED_LID {
+            return;
+        }
+        if self.slots.len() >= self.prune_at.max(1024) {
+            self.slots
+                .retain(|_, (_, _, when)| now.duration_since(*when) < GONE_KEEP);
+            self.prune_at = self.slots.len() * 2;
+        }
+        self.slots.insert((node, lid), (at, gid, now));
+    }
+
+    /// Whether a report of slot `lid` read by a poll that began at generation `started` is
+    /// older than the slot's bot going.
+    pub(super) fn is_stale(&self, node: NodeId, lid: u32, started: u64) -> bool {
+        self.went_since(node, lid, started).is_some()
+    }
+
+    /// The bot that went from slot `lid` of `node` after generation `started`, if one did:
+    /// what a report read before then shows in that slot.
+    pub(super) fn went_since(&self, node: NodeId, lid: u32, started: u64) -> Option<u32> {
+        self.slots
+            .get(&(node, lid))
+            .filter(|(at, _, _)| *at > started)
+            .map(|(_, gid, _)| *gid)
+    }
+
+    /// The slot holds a bot again (a report at least as new as its going).
+    pub(super) fn refill(&mut self, node: NodeId, lid: u32) {
+        self.slots.remove(&(node, lid));
+    }
+
+    /// Forgets a removed node's slots.
+    pub(super) fn drop_node(&mut self, node: NodeId) {
+        self.slots.retain(|(n, _), _| *n != node);
+    }
 }
 
 /// The local id a record keeps while its bot waits to be restored after a node restart
@@ -72,18 +134,21 @@ pub(super) const DETACHED_LID: u32 = u32::MAX;
 
 impl Tables {
     /// Takes bot `gid` out of slot `lid` of `node`, if that slot still maps to it (another
-    /// bot may hold it by now).
-    pub(super) fn unslot(&mut self, node: NodeId, lid: u32, gid: u32) {
-        if let Some(s) = self.slots.get_mut(&node) {
-            if s.get(&lid) == Some(&gid) {
+    /// bot may hold it by now). Returns whether it did.
+    pub(super) fn unslot(&mut self, node: NodeId, lid: u32, gid: u32) -> bool {
+        match self.slots.get_mut(&node) {
+            Some(s) if s.get(&lid) == Some(&gid) => {
                 s.remove(&lid);
+                true
             }
+            _ => false,
         }
     }
 
     pub(super) fn insert_bot(&mut self, node: NodeId, record: BotRecord, since: u64) {
         let restoring = record.local_id == DETACHED_LID;
         if !restoring {
+            self.gone.refill(node, record.local_id);
             self.slots
                 .entry(node)
                 .or_default()
@@ -245,5 +310,53 @@ pub(super) fn seen_template(t: &mut Tables, name: &str, node: NodeId, server: Op
                 .settings
                 .insert("connect.address".into(), server.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_gone_slot_makes_older_reports_stale_until_it_holds_a_bot_again() {
+        let mut g = GoneSlots::default();
+        let n = NodeId(3);
+        g.mark(n, 7, 70, 10);
+        assert!(g.is_stale(n, 7, 9), "read before the bot went");
+        assert_eq!(g.went_since(n, 7, 9), Some(70), "the bot it showed");
+        assert!(!g.is_stale(n, 7, 10), "read after");
+        assert!(!g.is_stale(n, 8, 0), "another slot");
+        assert!(!g.is_stale(NodeId(4), 7, 0), "another node");
+        g.refill(n, 7);
+        assert!(!g.is_stale(n, 7, 0));
+        g.mark(n, 7, 70, 10);
+        g.mark(NodeId(4), 7, 71, 10);
+        g.drop_node(n);
+        assert!(!g.is_stale(n, 7, 0));
+        assert!(g.is_stale(NodeId(4), 7, 0));
+        g.mark(n, DETACHED_LID, 72, 10);
+        assert!(
+            !g.is_stale(n, DETACHED_LID, 0),
+            "no slot for a detached bot"
+        );
+    }
+
+    #[test]
+    fn gone_slots_are_pruned_once_old_and_kept_while_young() {
+        let mut g = GoneSlots::default();
+        let old = Instant::now();
+        let now = old + GONE_KEEP + Duration::from_secs(1);
+        for lid in 0..1024 {
+            g.mark_at(NodeId(0), lid, lid, 5, old);
+        }
+        // Young ones pile up past the threshold without loss; the old ones go at the prune.
+        for lid in 0..3000 {
+            g.mark_at(NodeId(1), lid, lid, 5, now);
+        }
+        assert_eq!(g.slots.len(), 3000);
+        assert!(!g.is_stale(NodeId(0), 0, 0), "an old gone slot was pruned");
+        assert!(g.is_stale(NodeId(1), 0, 0), "a young one kept");
+        assert!(g.is_stale(NodeId(1), 2999, 0));
     }
 }

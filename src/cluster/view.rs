@@ -378,11 +378,17 @@ impl Cluster {
             }
             // The node reused the slot for another bot: the old one is gone.
             self.retire(t, gid, ops);
+        } else if t.gone.is_stale(node, lid, guard) {
+            // Read before the router saw this slot's bot go (a stop it sent, a newer poll):
+            // the bot the report shows is no longer there.
+            return None;
         }
         if let Some(gid) = name.and_then(|n| readopt_named(t, node, lid, n, server, guard, ops)) {
+            t.gone.refill(node, lid);
             return Some(gid);
         }
         let gid = self.alloc_id(ops)?;
+        t.gone.refill(node, lid);
         let record = BotRecord {
             id: gid,
             node: self.node_name(node),
@@ -426,7 +432,11 @@ impl Cluster {
 
     pub(super) fn retire(&self, t: &mut Tables, gid: u32, ops: &mut Vec<Op>) {
         if let Some(b) = t.bots.remove(&gid) {
-            t.unslot(b.node, b.record.local_id, gid);
+            if t.unslot(b.node, b.record.local_id, gid) {
+                // Published under the next generation (callers bump once their batch is done).
+                t.gone
+                    .mark(b.node, b.record.local_id, gid, self.generation() + 1);
+            }
             ops.push(Op::DeleteBot(gid));
         }
     }
@@ -600,8 +610,8 @@ impl Cluster {
     }
 
     /// Learns a bot from a BotInfo in a node's response (synchronous; used on the request
-    /// path). Returns its cluster id.
-    pub fn learn(&self, node: NodeId, r: Reported<'_>) -> Option<u32> {
+    /// path) to a request sent at generation `sent`. Returns its cluster id.
+    pub fn learn(&self, node: NodeId, r: Reported<'_>, sent: u64) -> Option<u32> {
         // Fast path (every `bot info` answer comes here): the router already knows exactly
         // this bot in this slot, so nothing changes and no write lock is taken.
         {
@@ -619,6 +629,15 @@ impl Cluster {
         let mut ops = Vec::new();
         let gid = {
             let mut t = self.tables.write();
+            let empty = t.slots.get(&node).is_none_or(|s| !s.contains_key(&r.lid));
+            if let Some(went) = t.gone.went_since(node, r.lid, sent).filter(|_| empty) {
+                // Answered before the router saw this bot go (another request stopped it
+                // meanwhile): the answer shows the bot that was there, under its id, and
+                // does not bring it back.
+                return Some(went);
+            }
+            // Otherwise the answer is the newest word on the slot (a create's own answer,
+            // a bot met first here).
             let gid = self.upsert(&mut t, node, r, u64::MAX, &mut ops);
             self.recount(&t, node);
             gid
@@ -1112,6 +1131,58 @@ mod tests {
         assert_eq!(c.locate(old), None);
     }
 
+    /// A poll read before a bot was stopped still lists it: applied after the stop, it must
+    /// not bring the bot back under a new id (its node would look occupied and refuse removal
+    /// until the next poll). A poll read after the stop that lists a bot there is believed.
+    #[test]
+    fn a_poll_read_before_a_stop_does_not_bring_the_bot_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let c = cluster(dir.path());
+        let g = c.generation();
+        c.reconcile(
+            NodeId(0),
+            &[listed(0, None, "a.example"), listed(1, Some("music"), "m")],
+            g,
+        );
+        let temp = c.gid_of(NodeId(0), 0).expect("temp");
+        let music = c.gid_of(NodeId(0), 1).expect("music");
+        let before_stop = c.generation();
+        c.forget_bot(temp, NodeId(0));
+        c.forget_bot(music, NodeId(0));
+        assert_eq!(c.holdings(NodeId(0)).bots, 0);
+        // The poll that began before the stops answers now, with both bots still in it.
+        c.reconcile(
+            NodeId(0),
+            &[listed(0, None, "a.example"), listed(1, Some("music"), "m")],
+            before_stop,
+        );
+        assert_eq!(c.gid_of(NodeId(0), 0), None, "the stopped bot stays gone");
+        assert_eq!(c.gid_of(NodeId(0), 1), None, "the stopped template bot too");
+        assert_eq!(c.holdings(NodeId(0)).bots, 0);
+        assert_eq!(c.node(NodeId(0)).expect("node").load.running(), 0);
+        // So does an answer to a request sent before the stop (a `bot info` another client
+        // asked for meanwhile): it shows the bot under the id it had, and learns nothing.
+        let answered = Reported {
+            lid: 0,
+            name: None,
+            server: Some("a.example"),
+            status: 2,
+        };
+        assert_eq!(c.learn(NodeId(0), answered, before_stop), Some(temp));
+        assert_eq!(c.holdings(NodeId(0)).bots, 0);
+        // A poll begun after the stops that lists a bot in slot 0 is a new bot there.
+        let g = c.generation();
+        c.reconcile(NodeId(0), &[listed(0, None, "b.example")], g);
+        let newcomer = c
+            .gid_of(NodeId(0), 0)
+            .expect("a bot started later is adopted");
+        assert_ne!(newcomer, temp);
+        // The gone mark is per slot and ends once the slot is filled again: the old poll
+        // answering late now does not hide the newcomer.
+        c.reconcile(NodeId(0), &[listed(0, None, "b.example")], before_stop);
+        assert_eq!(c.gid_of(NodeId(0), 0), Some(newcomer));
+    }
+
     /// `bot save` turns a temporary bot into a template bot in the same slot: same cluster id.
     #[test]
     fn saving_a_bot_keeps_its_id() {
@@ -1210,6 +1281,7 @@ mod tests {
                     server: Some("new"),
                     status: 1,
                 },
+                u64::MAX,
             )
             .expect("gid");
         // The poll began before the create and does not list the new bot.
@@ -1372,6 +1444,7 @@ mod tests {
                     server: Some("x"),
                     status: 2,
                 },
+                u64::MAX,
             )
             .expect("gid");
         assert!(gid < snap.id_high_water);

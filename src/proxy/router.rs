@@ -116,6 +116,9 @@ pub struct RequestCtx {
     strip: Option<String>,
     /// This answer is JSON and has the prefix removed (decided on the response head).
     stripping: bool,
+    /// The cluster's generation when the request last went to a node (`upstream_peer`):
+    /// its answer may be older than what the router learned since.
+    sent: Option<u64>,
 }
 
 impl RequestCtx {
@@ -822,6 +825,7 @@ impl ProxyHttp for Router {
             self.cfg.request_timeout,
         );
         ctx.endpoint = Some(endpoint);
+        ctx.sent = Some(self.cluster.generation());
         Ok(peer)
     }
 
@@ -974,9 +978,14 @@ impl ProxyHttp for Router {
             let editing = ctx.started.map(|_| Instant::now());
             let buf = std::mem::take(&mut ctx.buf);
             let edited = match &ctx.node {
-                Some(n) if ctx.edits.any() => {
-                    Exec::edit_for(&self.cluster, n.id, &buf, &ctx.edits, ctx.tenant.as_deref())
-                }
+                Some(n) if ctx.edits.any() => Exec::edit_for(
+                    &self.cluster,
+                    n.id,
+                    &buf,
+                    &ctx.edits,
+                    ctx.tenant.as_deref(),
+                    ctx.sent.unwrap_or(u64::MAX),
+                ),
                 _ => Ok(None),
             };
             let edited = match edited {

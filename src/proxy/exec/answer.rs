@@ -57,13 +57,16 @@ impl Exec {
     /// Edits a node's JSON answer: BotInfo ids (learning bots the router has not seen yet),
     /// `json api` servers, redaction. `Ok(None)` = forward the bytes unchanged; `Err(why)`:
     /// the answer is garbage that must not be forwarded (see [`withheld`]).
+    /// `sent` is the cluster's generation when the request went to the node: a bot the
+    /// router saw go after that is shown under its id, not learned again.
     pub fn edit(
         cluster: &Cluster,
         node: NodeId,
         body: &[u8],
         edits: &Edits,
+        sent: u64,
     ) -> Result<Option<Vec<u8>>, String> {
-        Self::edit_for(cluster, node, body, edits, None)
+        Self::edit_for(cluster, node, body, edits, None, sent)
     }
 
     /// [`Self::edit`] for a key of scope `own` (`tenant`): BotInfos of bots and templates
@@ -74,6 +77,7 @@ impl Exec {
         body: &[u8],
         edits: &Edits,
         tenant: Option<&str>,
+        sent: u64,
     ) -> Result<Option<Vec<u8>>, String> {
         if (edits.redact || edits.redact_scalar) && json_scan::parse(body).is_err() {
             // Never pass on what could not be checked for secrets.
@@ -106,7 +110,7 @@ impl Exec {
                         server,
                         status,
                     };
-                    cluster.learn(node, reported).map(i64::from)
+                    cluster.learn(node, reported, sent).map(i64::from)
                 },
             );
         }

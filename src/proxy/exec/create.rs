@@ -238,10 +238,12 @@ impl Exec {
                     }
                     // After the bot is registered, so its local id translates to the id just
                     // recorded. The body parsed above, so this cannot refuse it.
-                    body = match Self::edit(&self.cluster, node.id, &resp.body, &plan.edits) {
-                        Ok(edited) => edited,
-                        Err(why) => return self.garbage_create(node, &why),
-                    };
+                    body =
+                        match Self::edit(&self.cluster, node.id, &resp.body, &plan.edits, u64::MAX)
+                        {
+                            Ok(edited) => edited,
+                            Err(why) => return self.garbage_create(node, &why),
+                        };
                 }
                 drop(reservation);
                 Answer::from_node(resp, body)

@@ -111,6 +111,7 @@ impl Exec {
             target.push(b'/');
             target.extend_from_slice(piece);
         }
+        let sent = self.cluster.generation();
         let resp = self
             .client
             .get(&node.endpoint(), &target, self.cfg.request_timeout)
@@ -119,8 +120,15 @@ impl Exec {
         // Only a success is edited (an error answer carries no BotInfo); one that cannot be
         // edited is not cut into elements as if it were a result array.
         let edited = if resp.status == 200 {
-            Self::edit_for(&self.cluster, node.id, &resp.body, &plan.edits, tenant)
-                .map_err(|why| Answer::error(&withheld("", &node.name, &why)))?
+            Self::edit_for(
+                &self.cluster,
+                node.id,
+                &resp.body,
+                &plan.edits,
+                tenant,
+                sent,
+            )
+            .map_err(|why| Answer::error(&withheld("", &node.name, &why)))?
         } else {
             None
         };
