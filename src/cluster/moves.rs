@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::node::NodeId;
-use crate::cluster::tables::{Bot, Tables, Template, DETACHED_LID};
+use crate::cluster::tables::{Bot, GoneBot, Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
 use crate::protocol::settings::Identity;
 use crate::store::{BotRecord, FenceRecord, Op, StoreError, TemplateRecord};
@@ -188,10 +188,11 @@ impl Cluster {
             let identity = b.record.identity.clone();
             let old_template = b.record.template.clone();
             let bot_owner = b.record.owner.clone();
+            let gone = GoneBot::of_fence(&fence);
             t.fences.entry(from).or_default().push(fence.clone());
             ops.push(Op::PutFence(fence));
             if t.unslot(from, lid, gid) {
-                t.gone.mark(from, lid, gid, self.generation() + 1);
+                t.gone.mark(from, lid, gone, self.generation() + 1);
             }
             if let Some(old) = old_template.filter(|o| o != template) {
                 if t.remove_template(&old).is_some() {
@@ -352,7 +353,7 @@ impl Cluster {
                     .get(&node)
                     .is_none_or(|s| !s.contains_key(&f.local_id))
                 {
-                    t.gone.mark(node, f.local_id, f.bot, at);
+                    t.gone.mark(node, f.local_id, GoneBot::of_fence(f), at);
                 }
             }
         }
@@ -406,6 +407,7 @@ impl Cluster {
                         address: b.server.clone().or_else(|| b.record.address.clone()),
                     }
                 });
+            let gone = GoneBot::of(m.gid, b);
             let identity = b.record.identity.clone();
             let old_lid = b.record.local_id;
             let old_template = b.record.template.clone();
@@ -415,7 +417,7 @@ impl Cluster {
                 ops.push(Op::PutFence(fence));
             }
             if t.unslot(m.from, old_lid, m.gid) {
-                t.gone.mark(m.from, old_lid, m.gid, self.generation() + 1);
+                t.gone.mark(m.from, old_lid, gone, self.generation() + 1);
             }
             // The node just gave this slot to the moved bot: anything the router had learned
             // in it (a poll that saw the new bot first) is this bot.

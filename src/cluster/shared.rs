@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::cluster::membership::{agent_of_record, current_agent, tls_of_record};
 use crate::cluster::node::{Node, NodeId, NodeSource};
-use crate::cluster::tables::{Tables, Template, DETACHED_LID};
+use crate::cluster::tables::{GoneBot, Tables, Template, DETACHED_LID};
 use crate::cluster::view::Cluster;
 use crate::config::NodeConfig;
 use crate::store::{
@@ -536,10 +536,11 @@ impl Cluster {
         let mut t = self.tables.write();
         // Where the view had it before (it may have moved).
         let old_node = t.bots.get(&r.id).map(|b| (b.node, b.record.local_id));
-        if let Some((n, lid)) = old_node {
+        let gone = t.bots.get(&r.id).map(|b| GoneBot::of(r.id, b));
+        if let (Some((n, lid)), Some(gone)) = (old_node, gone) {
             if (n, lid) != (node.id, r.local_id) && t.unslot(n, lid, r.id) {
                 // It moved: a poll of ours read before then still lists it in its old slot.
-                t.gone.mark(n, lid, r.id, self.generation() + 1);
+                t.gone.mark(n, lid, gone, self.generation() + 1);
             }
         }
         // The slot is the other router's bot now: whatever this view kept there is stale
@@ -606,8 +607,9 @@ impl Cluster {
             let freed = t.unslot(b.node, b.record.local_id, id);
             if freed {
                 // Another router saw it go: a poll of ours read before then still lists it.
+                let gone = GoneBot::of(id, &b);
                 t.gone
-                    .mark(b.node, b.record.local_id, id, self.generation() + 1);
+                    .mark(b.node, b.record.local_id, gone, self.generation() + 1);
             }
             self.recount(&t, b.node);
             drop(t);
@@ -736,8 +738,6 @@ mod tests {
         Cluster::new(&[], Snapshot::default(), store)
     }
 
-    /// The lead ends when its lease runs out, without anyone saying so (a leader whose
-    /// renewals are stuck behind a busy store stops acting on time).
     /// Node `n1` as another router records it.
     fn n1_record() -> NodeRecord {
         NodeRecord {
@@ -772,6 +772,8 @@ mod tests {
         }
     }
 
+    /// The lead ends when its lease runs out, without anyone saying so (a leader whose
+    /// renewals are stuck behind a busy store stops acting on time).
     #[test]
     fn the_lead_ends_with_its_lease() {
         let dir = tempfile::tempdir().expect("dir");

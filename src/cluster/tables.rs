@@ -73,24 +73,51 @@ pub(super) struct Tables {
 
 /// The slots whose bot went, for [`Tables::gone`]. Kept for [`GONE_KEEP`] (far longer than
 /// any poll can take: each of its reads has a timeout), so a busy cluster's stops do not pile
-/// up; pruned when it has doubled since the last prune.
+/// up; pruned when it has doubled since the last prune. A mark stays while the slot holds a
+/// newer bot: an answer read before the old one went still shows the old one.
 #[derive(Debug, Default)]
 pub(super) struct GoneSlots {
-    /// Per slot: the generation it lost its bot in, that bot's cluster id, and when.
-    slots: HashMap<(NodeId, u32), (u64, u32, std::time::Instant)>,
+    /// Per slot: the generation it lost its bot in, that bot, and when.
+    slots: HashMap<(NodeId, u32), (u64, GoneBot, std::time::Instant)>,
     prune_at: usize,
+}
+
+/// The bot that went from a slot: its cluster id, and what a report of it looks like.
+#[derive(Debug, Clone)]
+pub(super) struct GoneBot {
+    pub(super) gid: u32,
+    pub(super) template: Option<String>,
+    pub(super) address: Option<String>,
+}
+
+impl GoneBot {
+    pub(super) fn of(gid: u32, b: &Bot) -> GoneBot {
+        GoneBot {
+            gid,
+            template: b.record.template.clone(),
+            address: b.server.clone().or_else(|| b.record.address.clone()),
+        }
+    }
+
+    pub(super) fn of_fence(f: &FenceRecord) -> GoneBot {
+        GoneBot {
+            gid: f.bot,
+            template: f.template.clone(),
+            address: f.address.clone(),
+        }
+    }
 }
 
 /// How long a gone slot is remembered.
 pub(super) const GONE_KEEP: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl GoneSlots {
-    /// Records that slot `lid` of `node` lost its bot `gid` in generation `at`.
-    pub(super) fn mark(&mut self, node: NodeId, lid: u32, gid: u32, at: u64) {
-        self.mark_at(node, lid, gid, at, std::time::Instant::now());
+    /// Records that slot `lid` of `node` lost its bot in generation `at`.
+    pub(super) fn mark(&mut self, node: NodeId, lid: u32, bot: GoneBot, at: u64) {
+        self.mark_at(node, lid, bot, at, std::time::Instant::now());
     }
 
-    fn mark_at(&mut self, node: NodeId, lid: u32, gid: u32, at: u64, now: std::time::Instant) {
+    fn mark_at(&mut self, node: NodeId, lid: u32, bot: GoneBot, at: u64, now: std::time::Instant) {
         if lid == DETACHED_LID {
             return;
         }
@@ -99,27 +126,34 @@ impl GoneSlots {
                 .retain(|_, (_, _, when)| now.duration_since(*when) < GONE_KEEP);
             self.prune_at = self.slots.len() * 2;
         }
-        self.slots.insert((node, lid), (at, gid, now));
+        self.slots.insert((node, lid), (at, bot, now));
     }
 
-    /// Whether a report of slot `lid` read by a poll that began at generation `started` is
-    /// older than the slot's bot going.
+    /// Whether a list of `node` read by a poll that began at generation `started` is older
+    /// than slot `lid`'s bot going (whatever it shows there is not believed).
     pub(super) fn is_stale(&self, node: NodeId, lid: u32, started: u64) -> bool {
-        self.went_since(node, lid, started).is_some()
-    }
-
-    /// The bot that went from slot `lid` of `node` after generation `started`, if one did:
-    /// what a report read before then shows in that slot.
-    pub(super) fn went_since(&self, node: NodeId, lid: u32, started: u64) -> Option<u32> {
         self.slots
             .get(&(node, lid))
-            .filter(|(at, _, _)| *at > started)
-            .map(|(_, gid, _)| *gid)
+            .is_some_and(|(at, _, _)| *at > started)
     }
 
-    /// The slot holds a bot again (a report at least as new as its going).
-    pub(super) fn refill(&mut self, node: NodeId, lid: u32) {
-        self.slots.remove(&(node, lid));
+    /// The cluster id of the bot a report of slot `lid` shows, when the report was read
+    /// before generation `sent` and that bot went from the slot since (the report's name and
+    /// address are its: see [`same_report`]).
+    pub(super) fn shown_before(
+        &self,
+        node: NodeId,
+        lid: u32,
+        sent: u64,
+        name: Option<&str>,
+        server: Option<&str>,
+    ) -> Option<u32> {
+        self.slots
+            .get(&(node, lid))
+            .filter(|(at, b, _)| {
+                *at > sent && same_report(b.template.as_deref(), b.address.as_deref(), name, server)
+            })
+            .map(|(_, b, _)| b.gid)
     }
 
     /// Forgets a removed node's slots.
@@ -148,7 +182,6 @@ impl Tables {
     pub(super) fn insert_bot(&mut self, node: NodeId, record: BotRecord, since: u64) {
         let restoring = record.local_id == DETACHED_LID;
         if !restoring {
-            self.gone.refill(node, record.local_id);
             self.slots
                 .entry(node)
                 .or_default()
@@ -286,7 +319,17 @@ impl Tables {
 /// Whether the bot in a slot is still the one the router knows there.
 pub(super) fn same_bot(b: &Bot, name: Option<&str>, server: Option<&str>) -> bool {
     let known = b.server.as_deref().or(b.record.address.as_deref());
-    match (b.record.template.as_deref(), name) {
+    same_report(b.record.template.as_deref(), known, name, server)
+}
+
+/// Whether a report (`name`, `server`) is of a bot known by its template and address.
+pub(super) fn same_report(
+    template: Option<&str>,
+    known: Option<&str>,
+    name: Option<&str>,
+    server: Option<&str>,
+) -> bool {
+    match (template, name) {
         (Some(a), Some(n)) => a == n,
         // Temporary bots: the same address (None = not resolved yet, which matches anything).
         (None, None) => match (known, server) {
@@ -318,24 +361,35 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
+    fn gone(gid: u32, template: Option<&str>, address: &str) -> GoneBot {
+        GoneBot {
+            gid,
+            template: template.map(str::to_string),
+            address: Some(address.to_string()),
+        }
+    }
+
     #[test]
-    fn a_gone_slot_makes_older_reports_stale_until_it_holds_a_bot_again() {
+    fn a_gone_slot_makes_older_reports_stale_and_names_the_bot_they_show() {
         let mut g = GoneSlots::default();
         let n = NodeId(3);
-        g.mark(n, 7, 70, 10);
+        g.mark(n, 7, gone(70, None, "a.example"), 10);
         assert!(g.is_stale(n, 7, 9), "read before the bot went");
-        assert_eq!(g.went_since(n, 7, 9), Some(70), "the bot it showed");
         assert!(!g.is_stale(n, 7, 10), "read after");
         assert!(!g.is_stale(n, 8, 0), "another slot");
         assert!(!g.is_stale(NodeId(4), 7, 0), "another node");
-        g.refill(n, 7);
-        assert!(!g.is_stale(n, 7, 0));
-        g.mark(n, 7, 70, 10);
-        g.mark(NodeId(4), 7, 71, 10);
+        let shown = |g: &GoneSlots, sent, server| g.shown_before(n, 7, sent, None, Some(server));
+        assert_eq!(shown(&g, 9, "a.example"), Some(70), "the bot it showed");
+        assert_eq!(shown(&g, 9, "b.example"), None, "another bot");
+        assert_eq!(shown(&g, 10, "a.example"), None, "sent after it went");
+        g.mark(n, 6, gone(60, Some("music"), "m"), 10);
+        assert_eq!(g.shown_before(n, 6, 9, Some("music"), Some("x")), Some(60));
+        assert_eq!(g.shown_before(n, 6, 9, None, Some("other")), None);
+        g.mark(NodeId(4), 7, gone(71, None, "a"), 10);
         g.drop_node(n);
         assert!(!g.is_stale(n, 7, 0));
         assert!(g.is_stale(NodeId(4), 7, 0));
-        g.mark(n, DETACHED_LID, 72, 10);
+        g.mark(n, DETACHED_LID, gone(72, None, "a"), 10);
         assert!(
             !g.is_stale(n, DETACHED_LID, 0),
             "no slot for a detached bot"
@@ -348,11 +402,11 @@ mod tests {
         let old = Instant::now();
         let now = old + GONE_KEEP + Duration::from_secs(1);
         for lid in 0..1024 {
-            g.mark_at(NodeId(0), lid, lid, 5, old);
+            g.mark_at(NodeId(0), lid, gone(lid, None, "a"), 5, old);
         }
         // Young ones pile up past the threshold without loss; the old ones go at the prune.
         for lid in 0..3000 {
-            g.mark_at(NodeId(1), lid, lid, 5, now);
+            g.mark_at(NodeId(1), lid, gone(lid, None, "a"), 5, now);
         }
         assert_eq!(g.slots.len(), 3000);
         assert!(!g.is_stale(NodeId(0), 0, 0), "an old gone slot was pruned");

@@ -26,7 +26,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::cluster::ids::Ids;
 use crate::cluster::node::{Node, NodeId, NodeList, NodeSource};
 use crate::cluster::stats::ClusterStats;
-use crate::cluster::tables::{same_bot, seen_template, Bot, Tables, Template};
+use crate::cluster::tables::{same_bot, seen_template, Bot, GoneBot, Tables, Template};
 use crate::config::NodeConfig;
 use crate::protocol::api_json::BotInfo;
 use crate::store::{now_ms, BotRecord, Op, Snapshot, StoreError, StoreHandle, TemplateRecord};
@@ -384,11 +384,9 @@ impl Cluster {
             return None;
         }
         if let Some(gid) = name.and_then(|n| readopt_named(t, node, lid, n, server, guard, ops)) {
-            t.gone.refill(node, lid);
             return Some(gid);
         }
         let gid = self.alloc_id(ops)?;
-        t.gone.refill(node, lid);
         let record = BotRecord {
             id: gid,
             node: self.node_name(node),
@@ -434,8 +432,9 @@ impl Cluster {
         if let Some(b) = t.bots.remove(&gid) {
             if t.unslot(b.node, b.record.local_id, gid) {
                 // Published under the next generation (callers bump once their batch is done).
+                let gone = GoneBot::of(gid, &b);
                 t.gone
-                    .mark(b.node, b.record.local_id, gid, self.generation() + 1);
+                    .mark(b.node, b.record.local_id, gone, self.generation() + 1);
             }
             ops.push(Op::DeleteBot(gid));
         }
@@ -629,11 +628,19 @@ impl Cluster {
         let mut ops = Vec::new();
         let gid = {
             let mut t = self.tables.write();
-            let empty = t.slots.get(&node).is_none_or(|s| !s.contains_key(&r.lid));
-            if let Some(went) = t.gone.went_since(node, r.lid, sent).filter(|_| empty) {
+            // The slot is empty, or holds a bot the router learned after the request went
+            // and the answer is not of it.
+            let holder = t.slots.get(&node).and_then(|s| s.get(&r.lid));
+            let older = holder
+                .and_then(|g| t.bots.get(g))
+                .is_none_or(|b| b.since > sent && !same_bot(b, r.name, r.server));
+            let shown = older
+                .then(|| t.gone.shown_before(node, r.lid, sent, r.name, r.server))
+                .flatten();
+            if let Some(went) = shown {
                 // Answered before the router saw this bot go (another request stopped it
                 // meanwhile): the answer shows the bot that was there, under its id, and
-                // does not bring it back.
+                // does not bring it back (nor take the slot from the bot there now).
                 return Some(went);
             }
             // Otherwise the answer is the newest word on the slot (a create's own answer,
@@ -1177,10 +1184,16 @@ mod tests {
             .gid_of(NodeId(0), 0)
             .expect("a bot started later is adopted");
         assert_ne!(newcomer, temp);
-        // The gone mark is per slot and ends once the slot is filled again: the old poll
-        // answering late now does not hide the newcomer.
+        // The old poll answering late now does not hide the newcomer (it is the newer word
+        // on slot 0), and a late answer about the stopped bot neither takes its slot.
         c.reconcile(NodeId(0), &[listed(0, None, "b.example")], before_stop);
         assert_eq!(c.gid_of(NodeId(0), 0), Some(newcomer));
+        assert_eq!(c.learn(NodeId(0), answered, before_stop), Some(temp));
+        assert_eq!(
+            c.gid_of(NodeId(0), 0),
+            Some(newcomer),
+            "the newcomer keeps slot 0"
+        );
     }
 
     /// `bot save` turns a temporary bot into a template bot in the same slot: same cluster id.
