@@ -188,12 +188,10 @@ impl Cluster {
             let identity = b.record.identity.clone();
             let old_template = b.record.template.clone();
             let bot_owner = b.record.owner.clone();
-            let gone = GoneBot::of_fence(&fence);
+            let gone = GoneBot::of(gid, b);
             t.fences.entry(from).or_default().push(fence.clone());
             ops.push(Op::PutFence(fence));
-            if t.unslot(from, lid, gid) {
-                t.gone.mark(from, lid, gone, self.generation() + 1);
-            }
+            self.vacate(&mut t, from, lid, gone);
             if let Some(old) = old_template.filter(|o| o != template) {
                 if t.remove_template(&old).is_some() {
                     ops.push(Op::DeleteTemplate(old));
@@ -416,9 +414,7 @@ impl Cluster {
                 t.fences.entry(m.from).or_default().push(fence.clone());
                 ops.push(Op::PutFence(fence));
             }
-            if t.unslot(m.from, old_lid, m.gid) {
-                t.gone.mark(m.from, old_lid, gone, self.generation() + 1);
-            }
+            self.vacate(&mut t, m.from, old_lid, gone);
             // The node just gave this slot to the moved bot: anything the router had learned
             // in it (a poll that saw the new bot first) is this bot.
             if let Some(other) = t.slots.get(&m.to).and_then(|s| s.get(&m.local_id)).copied() {

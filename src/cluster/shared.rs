@@ -536,11 +536,10 @@ impl Cluster {
         let mut t = self.tables.write();
         // Where the view had it before (it may have moved).
         let old_node = t.bots.get(&r.id).map(|b| (b.node, b.record.local_id));
-        let gone = t.bots.get(&r.id).map(|b| GoneBot::of(r.id, b));
-        if let (Some((n, lid)), Some(gone)) = (old_node, gone) {
-            if (n, lid) != (node.id, r.local_id) && t.unslot(n, lid, r.id) {
-                // It moved: a poll of ours read before then still lists it in its old slot.
-                t.gone.mark(n, lid, gone, self.generation() + 1);
+        if let Some((n, lid)) = old_node.filter(|o| *o != (node.id, r.local_id)) {
+            // It moved: a poll of ours read before then still lists it in its old slot.
+            if let Some(gone) = t.bots.get(&r.id).map(|b| GoneBot::of(r.id, b)) {
+                self.vacate(&mut t, n, lid, gone);
             }
         }
         // The slot is the other router's bot now: whatever this view kept there is stale
@@ -604,13 +603,8 @@ impl Cluster {
         t.unclaimed.remove(&id);
         t.fresh.remove(&id);
         if let Some(b) = t.bots.remove(&id) {
-            let freed = t.unslot(b.node, b.record.local_id, id);
-            if freed {
-                // Another router saw it go: a poll of ours read before then still lists it.
-                let gone = GoneBot::of(id, &b);
-                t.gone
-                    .mark(b.node, b.record.local_id, gone, self.generation() + 1);
-            }
+            // Another router saw it go: a poll of ours read before then still lists it.
+            let freed = self.vacate(&mut t, b.node, b.record.local_id, GoneBot::of(id, &b));
             self.recount(&t, b.node);
             drop(t);
             if freed {

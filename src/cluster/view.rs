@@ -430,14 +430,20 @@ impl Cluster {
 
     pub(super) fn retire(&self, t: &mut Tables, gid: u32, ops: &mut Vec<Op>) {
         if let Some(b) = t.bots.remove(&gid) {
-            if t.unslot(b.node, b.record.local_id, gid) {
-                // Published under the next generation (callers bump once their batch is done).
-                let gone = GoneBot::of(gid, &b);
-                t.gone
-                    .mark(b.node, b.record.local_id, gone, self.generation() + 1);
-            }
+            self.vacate(t, b.node, b.record.local_id, GoneBot::of(gid, &b));
             ops.push(Op::DeleteBot(gid));
         }
+    }
+
+    /// Takes bot `gone` out of slot `lid` of `node` if that slot still maps to it, and marks
+    /// the slot gone under the next generation (callers bump once their batch is done), so a
+    /// list read before then does not bring the bot back. Returns whether it did.
+    pub(super) fn vacate(&self, t: &mut Tables, node: NodeId, lid: u32, gone: GoneBot) -> bool {
+        let freed = t.unslot(node, lid, gone.gid);
+        if freed {
+            t.gone.mark(node, lid, gone, self.generation() + 1);
+        }
+        freed
     }
 
     pub(super) fn claim_template(
