@@ -282,7 +282,8 @@ impl Router {
         }
     }
 
-    /// One start: waits until the router itself listens on `self.addr`.
+    /// One start: waits until the router itself listens on `self.addr` (and on the admin
+    /// address, which its own service binds a moment later, when there is one).
     fn spawn_once(&mut self) -> Start {
         self.kill();
         self.stderr.lock().expect("stderr lock").clear();
@@ -303,8 +304,13 @@ impl Router {
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
+            let admin_listens = self.admin_addr.is_none_or(|a| {
+                listens_on(pid, a.port())
+                    && TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_ok()
+            });
             if listens_on(pid, self.addr.port())
                 && TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok()
+                && admin_listens
             {
                 return Start::Listening;
             }
